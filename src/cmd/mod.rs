@@ -1,0 +1,50 @@
+//! One module per command; each returns the exit outcome or an error that carries its own.
+
+use std::io::IsTerminal;
+
+use crate::cli::{Color, Global};
+use crate::config::{self, Config};
+use crate::error::{Error, Result};
+
+pub mod check;
+pub mod demo;
+pub mod init;
+pub mod scan;
+
+/// How output should look, decided once from the flags and the terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub quiet: bool,
+    /// Colour on stdout.
+    pub color: bool,
+    /// Progress bars on stderr.
+    pub bars: bool,
+}
+
+impl Ui {
+    pub fn new(g: &Global) -> Ui {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color = match g.color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => !no_color && std::io::stdout().is_terminal(),
+        };
+        let bars =
+            !g.quiet && !no_color && g.color != Color::Never && std::io::stderr().is_terminal();
+        Ui {
+            quiet: g.quiet,
+            color,
+            bars,
+        }
+    }
+}
+
+/// The configuration a command needs; a clear error when there is none.
+pub fn require_config(g: &Global) -> Result<Config> {
+    config::load(g.config.as_deref())?.ok_or_else(|| {
+        Error::Usage(
+            "no config file: ./assetgc.toml does not exist; pass --config PATH, set ASSETGC_CONFIG, or run `assetgc init` to write one"
+                .into(),
+        )
+    })
+}

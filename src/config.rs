@@ -1,0 +1,1209 @@
+//! `assetgc.toml`: serde types, `${VAR}` expansion, validation with line numbers (SPEC §2).
+//!
+//! The file is read twice over: serde with `deny_unknown_fields` gives unknown keys and type errors
+//! with their span, then every string is expanded and checked here, with the span of the value
+//! kept (`toml::Spanned`) so that each error can name its line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use crate::key::KeyFormat;
+
+type Text = Spanned<String>;
+
+pub const DEFAULT_MIN_AGE: Duration = Duration::from_hours(24);
+pub const DEFAULT_QUARANTINE_PREFIX: &str = ".assetgc-trash/";
+pub const DEFAULT_QUARANTINE_KEEP: Duration = Duration::from_hours(7 * 24);
+pub const DEFAULT_LIST_CONCURRENCY: usize = 8;
+pub const DEFAULT_MAX_LOOKUPS: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    app_name: Option<Text>,
+    state: Option<RawState>,
+    reports: Option<RawReports>,
+    #[serde(default)]
+    stores: IndexMap<String, Spanned<RawStore>>,
+    #[serde(default)]
+    databases: IndexMap<String, Spanned<RawDatabase>>,
+    #[serde(default)]
+    references: Vec<Spanned<RawReference>>,
+    // Sections that later work fills in: rejected by name, never silently ignored.
+    policies: Option<Spanned<toml::Value>>,
+    expiry: Option<Spanned<toml::Value>>,
+    jobs: Option<Spanned<toml::Value>>,
+    queue: Option<Spanned<toml::Value>>,
+    notify: Option<Spanned<toml::Value>>,
+    safety: Option<Spanned<toml::Value>>,
+    server: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    url: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    dir: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Text,
+    #[serde(default)]
+    ignore: Vec<Text>,
+    min_age: Option<Text>,
+    public_url: Option<Text>,
+    quarantine: Option<Spanned<RawQuarantine>>,
+    list_concurrency: Option<Spanned<i64>>,
+    max_lookups: Option<Spanned<i64>>,
+    // Keys of store kinds that are not built yet: named in the error, never ignored.
+    resource_types: Option<Spanned<toml::Value>>,
+    delivery_type: Option<Spanned<toml::Value>>,
+    api_budget: Option<Spanned<toml::Value>>,
+    endpoint: Option<Spanned<toml::Value>>,
+    region: Option<Spanned<toml::Value>>,
+    access_key_id: Option<Spanned<toml::Value>>,
+    secret_access_key: Option<Spanned<toml::Value>>,
+    allow_http: Option<Spanned<toml::Value>>,
+    virtual_hosted_style: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawQuarantine {
+    Switch(bool),
+    Table(RawQuarantineTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuarantineTable {
+    prefix: Option<Text>,
+    keep: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReference {
+    name: Option<Text>,
+    database: Option<Text>,
+    store: Option<Text>,
+    query: Option<Text>,
+    key_format: Option<Spanned<RawKeyFormat>>,
+    key_prefix: Option<Text>,
+    link: Option<Text>,
+    track: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawKeyFormat {
+    Name(String),
+    Regex(RawRegex),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegex {
+    regex: String,
+}
+
+/// A value whose `Debug` never shows the secret it holds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+/// A URL with its password (or Cloudinary API secret) replaced by `***`, for messages.
+pub fn redact_url(s: &str) -> String {
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_string();
+    };
+    let rest = &s[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return s.to_string();
+    };
+    let userinfo = &authority[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}://{}:***{}",
+            &s[..scheme_end],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => s.to_string(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from; `None` when no file was found.
+    pub path: Option<PathBuf>,
+    /// Relative paths in the config resolve against this folder.
+    pub base_dir: PathBuf,
+    pub app_name: String,
+    pub state_url: StateUrl,
+    pub reports_dir: PathBuf,
+    pub stores: Vec<StoreConfig>,
+    pub databases: Vec<DatabaseConfig>,
+    pub references: Vec<ReferenceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StateUrl {
+    Sqlite(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub name: String,
+    pub location: StoreLocation,
+    pub ignore: Ignore,
+    pub min_age: Duration,
+    pub public_url: Option<String>,
+    pub quarantine: Option<Quarantine>,
+    pub list_concurrency: usize,
+    pub max_lookups: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Local { root: PathBuf },
+}
+
+impl StoreLocation {
+    pub fn describe(&self) -> String {
+        match self {
+            StoreLocation::Local { root } => root.display().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Quarantine {
+    pub prefix: String,
+    pub keep: Duration,
+}
+
+/// `ignore` globs, gitignore-style: `*` stays within a segment, `**` crosses them, a pattern
+/// without `/` matches a name at any depth, a trailing `/` means everything below.
+#[derive(Debug, Clone, Default)]
+pub struct Ignore {
+    pub patterns: Vec<String>,
+    set: GlobSet,
+}
+
+impl Ignore {
+    pub fn new(patterns: &[String]) -> std::result::Result<Self, String> {
+        let mut builder = GlobSetBuilder::new();
+        for p in patterns {
+            for glob in gitignore_globs(p) {
+                let g = GlobBuilder::new(&glob)
+                    .literal_separator(true)
+                    .backslash_escape(true)
+                    .build()
+                    .map_err(|e| format!("bad glob `{p}`: {}", e.kind()))?;
+                builder.add(g);
+            }
+        }
+        let set = builder.build().map_err(|e| format!("bad glob: {e}"))?;
+        Ok(Ignore {
+            patterns: patterns.to_vec(),
+            set,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    pub fn matches(&self, key: &str) -> bool {
+        !self.patterns.is_empty() && self.set.is_match(key)
+    }
+}
+
+fn gitignore_globs(pattern: &str) -> Vec<String> {
+    let mut p = pattern.trim();
+    let anchored = p.starts_with('/');
+    p = p.trim_start_matches('/');
+    let dir_only = p.ends_with('/');
+    let p = p.trim_end_matches('/');
+    let base = if !anchored && !p.contains('/') && !p.starts_with("**") {
+        format!("**/{p}")
+    } else {
+        p.to_string()
+    };
+    if dir_only {
+        vec![format!("{base}/**")]
+    } else {
+        // A pattern that names a folder also covers what is inside it, as in .gitignore.
+        vec![base.clone(), format!("{base}/**")]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl DbKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DbKind::Sqlite => "SQLite",
+            DbKind::Postgres => "PostgreSQL",
+            DbKind::MySql => "MySQL/MariaDB",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub name: String,
+    pub kind: DbKind,
+    /// The connection URL; for SQLite the file path is already resolved.
+    pub url: Secret,
+    pub sqlite_path: Option<PathBuf>,
+    pub sqlite_read_only: bool,
+}
+
+impl DatabaseConfig {
+    pub fn display_url(&self) -> String {
+        match &self.sqlite_path {
+            Some(p) => format!("sqlite://{}", p.display()),
+            None => redact_url(self.url.expose()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReferenceConfig {
+    pub name: String,
+    pub database: usize,
+    pub store: usize,
+    pub query: String,
+    pub key_format: KeyFormat,
+    pub key_prefix: String,
+    pub link: Option<LinkTemplate>,
+}
+
+/// `link = "https://example.com/prompt/{slug}/"`: literal text and column names; `{{`/`}}` are braces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkTemplate {
+    pub parts: Vec<LinkPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkPart {
+    Text(String),
+    Column(String),
+}
+
+impl LinkTemplate {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    text.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    text.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => return Err(format!("link `{s}`: `{{` without `}}`")),
+                        }
+                    }
+                    let name = name.trim().to_string();
+                    if name.is_empty() {
+                        return Err(format!("link `{s}`: empty `{{}}`"));
+                    }
+                    if !text.is_empty() {
+                        parts.push(LinkPart::Text(std::mem::take(&mut text)));
+                    }
+                    parts.push(LinkPart::Column(name));
+                }
+                '}' => return Err(format!("link `{s}`: `}}` without `{{` (write `}}}}`)")),
+                c => text.push(c),
+            }
+        }
+        if !text.is_empty() {
+            parts.push(LinkPart::Text(text));
+        }
+        Ok(LinkTemplate { parts })
+    }
+
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            LinkPart::Column(c) => Some(c.as_str()),
+            LinkPart::Text(_) => None,
+        })
+    }
+}
+
+/// Where the config comes from: `--config`, else `$ASSETGC_CONFIG`, else `./assetgc.toml`.
+pub fn locate(cli: Option<&Path>) -> Option<(PathBuf, bool)> {
+    if let Some(p) = cli {
+        return Some((p.to_path_buf(), true));
+    }
+    if let Some(p) = std::env::var_os("ASSETGC_CONFIG").filter(|p| !p.is_empty()) {
+        return Some((PathBuf::from(p), true));
+    }
+    let default = PathBuf::from("assetgc.toml");
+    default.exists().then_some((default, false))
+}
+
+/// Loads the configuration: the file named by `cli` or the environment (which must exist), else
+/// `./assetgc.toml` when present. `Ok(None)` when there is no file at all.
+pub fn load(cli: Option<&Path>) -> Result<Option<Config>> {
+    let Some((path, _explicit)) = locate(cli) else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Usage(format!(
+                "config file {} not found: check the path, or run `assetgc init` to write one",
+                path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::Usage(format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let base_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
+    parse(&text, &path.display().to_string(), &base_dir, &|name| {
+        std::env::var(name).ok()
+    })
+    .map(|mut c| {
+        c.path = Some(path);
+        Some(c)
+    })
+}
+
+/// Parses and validates a configuration text. `env` looks variables up (the process environment
+/// in real runs, a map in tests).
+pub fn parse(
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config> {
+    let cx = Cx {
+        text,
+        origin,
+        base_dir,
+        env,
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| cx.line_of(s.start));
+        let msg = e.message().trim().replace('\n', " ");
+        let msg = if msg.starts_with("unknown field") {
+            format!("{msg}; remove the key or fix its spelling")
+        } else {
+            msg
+        };
+        cx.err(line, msg)
+    })?;
+    cx.build(&raw)
+}
+
+struct Cx<'a> {
+    text: &'a str,
+    origin: &'a str,
+    base_dir: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Cx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text[..end].matches('\n').count() + 1
+    }
+
+    fn err(&self, line: Option<usize>, msg: impl Into<String>) -> Error {
+        Error::Config {
+            path: self.origin.to_string(),
+            line,
+            msg: msg.into(),
+        }
+    }
+
+    fn err_at<T>(&self, spanned: &Spanned<T>, msg: impl Into<String>) -> Error {
+        self.err(Some(self.line_of(spanned.span().start)), msg)
+    }
+
+    /// `${VAR}` and `${VAR:-default}` from the environment; `$${` is a literal `${`.
+    fn expand(&self, value: &Text) -> Result<String> {
+        expand_vars(value.get_ref(), self.env).map_err(|msg| self.err_at(value, msg))
+    }
+
+    fn resolve_path(&self, p: &str) -> PathBuf {
+        resolve(self.base_dir, p)
+    }
+
+    fn duration(&self, value: &Text, what: &str) -> Result<Duration> {
+        let s = self.expand(value)?;
+        parse_duration(&s).map_err(|e| self.err_at(value, format!("{what}: {e}")))
+    }
+
+    fn unsupported<T>(&self, v: Option<&Spanned<T>>, what: &str) -> Result<()> {
+        match v {
+            Some(v) => Err(self.err_at(
+                v,
+                format!("{what} is not supported yet by this version of assetgc; remove it"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn build(&self, raw: &RawConfig) -> Result<Config> {
+        self.unsupported(raw.policies.as_ref(), "[[policies]]")?;
+        self.unsupported(raw.expiry.as_ref(), "[[expiry]]")?;
+        self.unsupported(raw.jobs.as_ref(), "[[jobs]]")?;
+        self.unsupported(raw.queue.as_ref(), "[queue]")?;
+        self.unsupported(raw.notify.as_ref(), "[notify]")?;
+        self.unsupported(raw.safety.as_ref(), "[safety]")?;
+        self.unsupported(raw.server.as_ref(), "[server]")?;
+
+        let app_name = match &raw.app_name {
+            Some(t) => self.expand(t)?,
+            None => "assetgc".to_string(),
+        };
+        let state_url = match raw.state.as_ref().and_then(|s| s.url.as_ref()) {
+            Some(t) => {
+                let url = self.expand(t)?;
+                self.state_url(&url).map_err(|m| self.err_at(t, m))?
+            }
+            None => StateUrl::Sqlite(self.base_dir.join("assetgc.db")),
+        };
+        let reports_dir = match raw.reports.as_ref().and_then(|r| r.dir.as_ref()) {
+            Some(t) => self.resolve_path(&self.expand(t)?),
+            None => self.base_dir.join("reports"),
+        };
+
+        let mut stores = Vec::new();
+        for (name, store) in &raw.stores {
+            stores.push(self.store(name, store)?);
+        }
+        let mut databases = Vec::new();
+        for (name, db) in &raw.databases {
+            let url = self.expand(&db.get_ref().url)?;
+            databases.push(
+                database_config(name, &url, self.base_dir)
+                    .map_err(|m| self.err_at(&db.get_ref().url, m))?,
+            );
+        }
+        let mut references = Vec::new();
+        for (i, r) in raw.references.iter().enumerate() {
+            let reference = self.reference(i, r, &stores, &databases)?;
+            if references
+                .iter()
+                .any(|o: &ReferenceConfig| o.name == reference.name)
+            {
+                return Err(self.err_at(
+                    r,
+                    format!(
+                        "two references are named `{}`; give each its own name",
+                        reference.name
+                    ),
+                ));
+            }
+            references.push(reference);
+        }
+        Ok(Config {
+            path: None,
+            base_dir: self.base_dir.to_path_buf(),
+            app_name,
+            state_url,
+            reports_dir,
+            stores,
+            databases,
+            references,
+        })
+    }
+
+    fn state_url(&self, url: &str) -> std::result::Result<StateUrl, String> {
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() || path == ":memory:" {
+                return Err("[state] url needs a file, e.g. sqlite://assetgc.db".into());
+            }
+            return Ok(StateUrl::Sqlite(self.resolve_path(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err(
+                "a PostgreSQL state database is not supported yet; use sqlite://assetgc.db".into(),
+            );
+        }
+        Err(format!(
+            "[state] url `{}` is not a sqlite:// URL",
+            redact_url(url)
+        ))
+    }
+
+    fn store(&self, name: &str, spanned: &Spanned<RawStore>) -> Result<StoreConfig> {
+        let raw = spanned.get_ref();
+        if !valid_name(name) {
+            return Err(self.err_at(
+                spanned,
+                format!("store name `{name}`: use letters, digits, `-` and `_`"),
+            ));
+        }
+        for (v, key) in [
+            (&raw.resource_types, "resource_types"),
+            (&raw.delivery_type, "delivery_type"),
+            (&raw.api_budget, "api_budget"),
+        ] {
+            self.unsupported(
+                v.as_ref(),
+                &format!("[stores.{name}] {key} (Cloudinary stores)"),
+            )?;
+        }
+        for (v, key) in [
+            (&raw.endpoint, "endpoint"),
+            (&raw.region, "region"),
+            (&raw.access_key_id, "access_key_id"),
+            (&raw.secret_access_key, "secret_access_key"),
+            (&raw.allow_http, "allow_http"),
+            (&raw.virtual_hosted_style, "virtual_hosted_style"),
+        ] {
+            self.unsupported(v.as_ref(), &format!("[stores.{name}] {key} (S3 stores)"))?;
+        }
+        let url = self.expand(&raw.url)?;
+        let location = self
+            .store_location(&url)
+            .map_err(|m| self.err_at(&raw.url, format!("[stores.{name}] url: {m}")))?;
+        let mut patterns = Vec::new();
+        for g in &raw.ignore {
+            patterns.push(self.expand(g)?);
+        }
+        for (g, p) in raw.ignore.iter().zip(&patterns) {
+            Ignore::new(std::slice::from_ref(p))
+                .map_err(|m| self.err_at(g, format!("[stores.{name}] ignore: {m}")))?;
+        }
+        let ignore = Ignore::new(&patterns).map_err(|m| self.err(None, m))?;
+        let min_age = match &raw.min_age {
+            Some(t) => self.duration(t, &format!("[stores.{name}] min_age"))?,
+            None => DEFAULT_MIN_AGE,
+        };
+        let public_url = match &raw.public_url {
+            Some(t) => {
+                let u = self.expand(t)?;
+                let parsed = url::Url::parse(&u).map_err(|e| {
+                    self.err_at(t, format!("[stores.{name}] public_url `{u}`: {e}"))
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(self.err_at(
+                        t,
+                        format!("[stores.{name}] public_url must start with http:// or https://"),
+                    ));
+                }
+                Some(u)
+            }
+            None => None,
+        };
+        let quarantine = match &raw.quarantine {
+            None => Some(Quarantine {
+                prefix: DEFAULT_QUARANTINE_PREFIX.to_string(),
+                keep: DEFAULT_QUARANTINE_KEEP,
+            }),
+            Some(q) => match q.get_ref() {
+                RawQuarantine::Switch(false) => None,
+                RawQuarantine::Switch(true) => Some(Quarantine {
+                    prefix: DEFAULT_QUARANTINE_PREFIX.to_string(),
+                    keep: DEFAULT_QUARANTINE_KEEP,
+                }),
+                RawQuarantine::Table(t) => {
+                    let prefix = match &t.prefix {
+                        Some(p) => self.expand(p)?,
+                        None => DEFAULT_QUARANTINE_PREFIX.to_string(),
+                    };
+                    let bad = prefix.is_empty()
+                        || !prefix.ends_with('/')
+                        || !crate::key::is_representable(prefix.trim_end_matches('/'));
+                    if bad {
+                        return Err(self.err_at(
+                            q,
+                            format!(
+                                "[stores.{name}] quarantine prefix `{prefix}` must be a folder like `.assetgc-trash/`"
+                            ),
+                        ));
+                    }
+                    let keep = match &t.keep {
+                        Some(k) => self.duration(k, &format!("[stores.{name}] quarantine keep"))?,
+                        None => DEFAULT_QUARANTINE_KEEP,
+                    };
+                    Some(Quarantine { prefix, keep })
+                }
+            },
+        };
+        let positive = |v: &Option<Spanned<i64>>, what: &str, default: usize| -> Result<usize> {
+            match v {
+                None => Ok(default),
+                Some(n) => usize::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        self.err_at(n, format!("[stores.{name}] {what} must be 1 or more"))
+                    }),
+            }
+        };
+        Ok(StoreConfig {
+            name: name.to_string(),
+            location,
+            ignore,
+            min_age,
+            public_url,
+            quarantine,
+            list_concurrency: positive(
+                &raw.list_concurrency,
+                "list_concurrency",
+                DEFAULT_LIST_CONCURRENCY,
+            )?,
+            max_lookups: positive(&raw.max_lookups, "max_lookups", DEFAULT_MAX_LOOKUPS)?,
+        })
+    }
+
+    fn store_location(&self, url: &str) -> std::result::Result<StoreLocation, String> {
+        if url.trim().is_empty() {
+            return Err(
+                "is empty: set it to the folder that holds the files, e.g. \"./media\"".into(),
+            );
+        }
+        let lower = url.to_ascii_lowercase();
+        for scheme in [
+            "s3://",
+            "gs://",
+            "az://",
+            "cloudinary://",
+            "http://",
+            "https://",
+        ] {
+            if lower.starts_with(scheme) {
+                return Err(format!(
+                    "`{}`: {} stores are not supported yet by this version; use a folder path",
+                    redact_url(url),
+                    scheme.trim_end_matches("://")
+                ));
+            }
+        }
+        if lower.starts_with("file:") {
+            let rest = &url[5..];
+            let path = if let Some(abs) = rest.strip_prefix("//") {
+                // file:///abs/path, or file://relative (taken from the config's folder)
+                abs.to_string()
+            } else {
+                rest.to_string()
+            };
+            let decoded = percent_encoding::percent_decode_str(&path)
+                .decode_utf8()
+                .map_err(|_| "the path is not UTF-8 once decoded".to_string())?;
+            return Ok(StoreLocation::Local {
+                root: self.resolve_path(&decoded),
+            });
+        }
+        if url.contains("://") {
+            return Err(format!(
+                "`{}` is not a store URL this version knows; use a folder path or file://",
+                redact_url(url)
+            ));
+        }
+        Ok(StoreLocation::Local {
+            root: self.resolve_path(url),
+        })
+    }
+
+    fn reference(
+        &self,
+        index: usize,
+        spanned: &Spanned<RawReference>,
+        stores: &[StoreConfig],
+        databases: &[DatabaseConfig],
+    ) -> Result<ReferenceConfig> {
+        let raw = spanned.get_ref();
+        let n = index + 1;
+        self.unsupported(
+            raw.track.as_ref(),
+            "`track` (database triggers) in [[references]]",
+        )?;
+        let name = match &raw.name {
+            Some(t) => {
+                let s = self.expand(t)?;
+                if s.trim().is_empty() {
+                    return Err(self.err_at(t, "a reference's name must not be empty"));
+                }
+                s
+            }
+            None => {
+                return Err(self.err_at(
+                    spanned,
+                    format!("[[references]] #{n} has no `name`; give it one, e.g. name = \"prompt images\""),
+                ));
+            }
+        };
+        let store = match &raw.store {
+            Some(t) => {
+                let s = self.expand(t)?;
+                stores.iter().position(|st| st.name == s).ok_or_else(|| {
+                    self.err_at(
+                        t,
+                        format!(
+                            "reference `{name}`: unknown store `{s}`; known stores: {}",
+                            list_names(stores.iter().map(|s| s.name.as_str()))
+                        ),
+                    )
+                })?
+            }
+            None if stores.len() == 1 => 0,
+            None => {
+                return Err(self.err_at(
+                    spanned,
+                    format!(
+                        "reference `{name}` needs `store = \"...\"` (there are {} stores)",
+                        stores.len()
+                    ),
+                ));
+            }
+        };
+        let database = match &raw.database {
+            Some(t) => {
+                let s = self.expand(t)?;
+                databases.iter().position(|d| d.name == s).ok_or_else(|| {
+                    self.err_at(
+                        t,
+                        format!(
+                            "reference `{name}`: unknown database `{s}`; known databases: {}",
+                            list_names(databases.iter().map(|d| d.name.as_str()))
+                        ),
+                    )
+                })?
+            }
+            None if databases.len() == 1 => 0,
+            None => {
+                return Err(self.err_at(
+                    spanned,
+                    format!(
+                        "reference `{name}` needs `database = \"...\"` (there are {} databases)",
+                        databases.len()
+                    ),
+                ));
+            }
+        };
+        let query = match &raw.query {
+            Some(t) => {
+                let q = self.expand(t)?;
+                let q = q.trim().trim_end_matches(';').trim_end().to_string();
+                if q.is_empty() {
+                    return Err(self.err_at(t, format!("reference `{name}`: the query is empty")));
+                }
+                q
+            }
+            None => {
+                return Err(self.err_at(
+                    spanned,
+                    format!("reference `{name}` has no `query`; it needs a SELECT that returns a `key` column"),
+                ));
+            }
+        };
+        let key_format = match &raw.key_format {
+            None => KeyFormat::Path,
+            Some(kf) => match kf.get_ref() {
+                RawKeyFormat::Name(n) => match n.as_str() {
+                    "path" => KeyFormat::Path,
+                    "url" => KeyFormat::Url,
+                    "cloudinary" => KeyFormat::Cloudinary,
+                    other => {
+                        return Err(self.err_at(
+                            kf,
+                            format!(
+                                "reference `{name}`: key_format `{other}` is not one of path, url, cloudinary, {{ regex = '...' }}"
+                            ),
+                        ));
+                    }
+                },
+                RawKeyFormat::Regex(r) => KeyFormat::regex(&r.regex)
+                    .map_err(|m| self.err_at(kf, format!("reference `{name}`: {m}")))?,
+            },
+        };
+        if matches!(key_format, KeyFormat::Url) && stores[store].public_url.is_none() {
+            let line = match &raw.key_format {
+                Some(kf) => self.line_of(kf.span().start),
+                None => self.line_of(spanned.span().start),
+            };
+            return Err(self.err(
+                Some(line),
+                format!(
+                    "reference `{name}` reads URLs, but store `{}` has no public_url to strip; set [stores.{}] public_url",
+                    stores[store].name, stores[store].name
+                ),
+            ));
+        }
+        let key_prefix = match &raw.key_prefix {
+            Some(t) => self.expand(t)?,
+            None => String::new(),
+        };
+        let link = match &raw.link {
+            Some(t) => {
+                let s = self.expand(t)?;
+                Some(
+                    LinkTemplate::parse(&s)
+                        .map_err(|m| self.err_at(t, format!("reference `{name}`: {m}")))?,
+                )
+            }
+            None => None,
+        };
+        Ok(ReferenceConfig {
+            name,
+            database,
+            store,
+            query,
+            key_format,
+            key_prefix,
+            link,
+        })
+    }
+}
+
+/// A config path: absolute as written, else from `base`; `.` segments dropped for display.
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    full.components().collect()
+}
+
+fn list_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = names.collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// A database section's URL, checked and, for SQLite, resolved against the config's folder.
+pub fn database_config(
+    name: &str,
+    url: &str,
+    base_dir: &Path,
+) -> std::result::Result<DatabaseConfig, String> {
+    let lower = url.to_ascii_lowercase();
+    if url.trim().is_empty() {
+        return Err(format!(
+            "[databases.{name}] url is empty: set it to postgres://…, mysql://… or sqlite://…"
+        ));
+    }
+    if let Some(rest) = lower.strip_prefix("sqlite:").map(|_| &url[7..]) {
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(format!(
+                "[databases.{name}] url `{url}` names no file, e.g. sqlite://app.db"
+            ));
+        }
+        let mut read_only = false;
+        for param in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            match param {
+                "mode=ro" => read_only = true,
+                "mode=rw" => {}
+                other => {
+                    return Err(format!(
+                        "[databases.{name}] url: SQLite parameter `{other}` is not supported (only mode=ro, mode=rw)"
+                    ));
+                }
+            }
+        }
+        let p = resolve(base_dir, path);
+        return Ok(DatabaseConfig {
+            name: name.to_string(),
+            kind: DbKind::Sqlite,
+            url: Secret(url.to_string()),
+            sqlite_path: Some(p),
+            sqlite_read_only: read_only,
+        });
+    }
+    let kind = if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        DbKind::Postgres
+    } else if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
+        DbKind::MySql
+    } else {
+        return Err(format!(
+            "[databases.{name}] url `{}` is not postgres://…, mysql://… or sqlite://…",
+            redact_url(url)
+        ));
+    };
+    let url = if lower.starts_with("mariadb://") {
+        format!("mysql://{}", &url["mariadb://".len()..])
+    } else {
+        url.to_string()
+    };
+    url::Url::parse(&url).map_err(|e| {
+        format!(
+            "[databases.{name}] url `{}` is not a valid URL: {e}",
+            redact_url(&url)
+        )
+    })?;
+    Ok(DatabaseConfig {
+        name: name.to_string(),
+        kind,
+        url: Secret(url),
+        sqlite_path: None,
+        sqlite_read_only: false,
+    })
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `$${` writes a literal `${`.
+pub fn expand_vars(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<String, String> {
+    if !s.contains('$') {
+        return Ok(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(literal) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = literal;
+        } else if let Some(body) = after.strip_prefix("${") {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("`${{` without a closing `}}` in `{s}`"))?;
+            let inner = &body[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            let name_ok = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !name_ok {
+                return Err(format!("`${{{inner}}}` is not a variable name"));
+            }
+            match (
+                env(name).filter(|v| !(v.is_empty() && default.is_some())),
+                default,
+            ) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (set it, or write ${{{name}:-default}})"
+                    ));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Durations as humantime strings (`30m`, `24h`, `7d`, `0s`).
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("bad duration `{s}` (write e.g. 30m, 24h or 7d)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "DB" => Some("postgres://u:hunter2@db/app".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn parse_text(t: &str) -> Result<Config> {
+        parse(t, "assetgc.toml", Path::new("/base"), &env)
+    }
+
+    const BASE: &str = r#"
+app_name = "Demo"
+[stores.media]
+url = "./media"
+ignore = ["static/**"]
+min_age = "1h"
+[databases.app]
+url = "sqlite://app.db"
+[[references]]
+name = "images"
+query = "SELECT id, image AS key FROM posts;"
+"#;
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let c = parse_text(BASE).unwrap();
+        assert_eq!(
+            c.stores[0].location,
+            StoreLocation::Local {
+                root: PathBuf::from("/base/media")
+            }
+        );
+        assert_eq!(
+            c.databases[0].sqlite_path.as_deref(),
+            Some(Path::new("/base/app.db"))
+        );
+        assert_eq!(c.references[0].query, "SELECT id, image AS key FROM posts");
+        assert_eq!(c.stores[0].min_age, Duration::from_hours(1));
+        assert!(c.stores[0].quarantine.is_some());
+        assert_eq!(c.reports_dir, PathBuf::from("/base/reports"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let t = BASE.replace("min_age = \"1h\"", "min_age = \"1h\"\nbogus = 1");
+        let e = parse_text(&t).unwrap_err().to_string();
+        assert!(e.contains("line 7"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn unset_variable_names_variable_and_line() {
+        let t = BASE.replace("sqlite://app.db", "${NOPE}");
+        let e = parse_text(&t).unwrap_err().to_string();
+        assert!(e.contains("NOPE") && e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn variables_expand_with_defaults_and_escapes() {
+        assert_eq!(
+            expand_vars("a${NOPE:-x}b$${LIT}", &env).unwrap(),
+            "axb${LIT}"
+        );
+        assert_eq!(expand_vars("${EMPTY:-d}", &env).unwrap(), "d");
+        assert_eq!(expand_vars("${EMPTY}", &env).unwrap(), "");
+        assert!(expand_vars("${1BAD}", &env).is_err());
+    }
+
+    #[test]
+    fn password_never_shows() {
+        let t = BASE.replace("sqlite://app.db", "${DB}");
+        let c = parse_text(&t).unwrap();
+        assert_eq!(c.databases[0].display_url(), "postgres://u:***@db/app");
+        assert!(!format!("{:?}", c.databases[0]).contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_values_are_errors_with_lines() {
+        let bad_duration = BASE.replace("\"1h\"", "\"soon\"");
+        assert!(
+            parse_text(&bad_duration)
+                .unwrap_err()
+                .to_string()
+                .contains("line 6")
+        );
+        let bad_glob = BASE.replace("static/**", "a[");
+        assert!(
+            parse_text(&bad_glob)
+                .unwrap_err()
+                .to_string()
+                .contains("bad glob")
+        );
+        let bad_store = format!("{BASE}store = \"nope\"\n");
+        let e = parse_text(&bad_store).unwrap_err().to_string();
+        assert!(e.contains("unknown store `nope`"), "{e}");
+        let later = format!("{BASE}[notify]\non = \"always\"\n");
+        assert!(
+            parse_text(&later)
+                .unwrap_err()
+                .to_string()
+                .contains("not supported yet")
+        );
+    }
+
+    #[test]
+    fn gitignore_style_globs() {
+        let ig = Ignore::new(&["static/**".into(), "*.keep".into(), "/tmp".into()]).unwrap();
+        assert!(ig.matches("static/a/b.png"));
+        assert!(!ig.matches("x/y/.gitkeep"));
+        assert!(ig.matches("x/y/a.keep"));
+        assert!(ig.matches("tmp/a.jpg"));
+        assert!(!ig.matches("x/tmp/a.jpg"));
+        let star = Ignore::new(&["a/*.jpg".into()]).unwrap();
+        assert!(star.matches("a/b.jpg"));
+        assert!(!star.matches("a/b/c.jpg"));
+    }
+
+    #[test]
+    fn link_templates() {
+        let t = LinkTemplate::parse("https://x/{slug}/{{raw}}").unwrap();
+        assert_eq!(t.columns().collect::<Vec<_>>(), vec!["slug"]);
+        assert!(LinkTemplate::parse("https://x/{slug").is_err());
+    }
+}

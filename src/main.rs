@@ -1,0 +1,102 @@
+//! Parses arguments, builds the runtime, runs the command and maps the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use assetgc::cli::{Cli, Command, LogFormat};
+use assetgc::cmd::{self, Ui};
+use assetgc::{Error, Exit};
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::from(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        2
+                    } else {
+                        0
+                    },
+                );
+            }
+            // One line: clap's first line, without its usage block.
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("error: {first} (see `assetgc --help`)");
+            return ExitCode::from(Exit::Usage.code());
+        }
+    };
+    init_logging(&cli);
+    let ui = Ui::new(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(Exit::Unreachable.code());
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Demo(a) => cmd::demo::run(&cli.global, a, ui).await,
+            Command::Init(a) => cmd::init::run(a),
+            Command::Check => cmd::check::run(&cli.global, ui).await,
+            Command::Scan(a) => cmd::scan::run(&cli.global, a, ui).await,
+        }
+    });
+    // Tasks still blocked on a file walk must not hold the process open.
+    runtime.shutdown_background();
+    match result {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(e.exit().code())
+        }
+    }
+}
+
+fn one_line(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn init_logging(cli: &Cli) {
+    let default = if cli.global.verbose {
+        "assetgc=debug,info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ASSETGC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match cli.global.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.without_time().init(),
+    }
+}

@@ -1,0 +1,1155 @@
+//! The anti-join: store listings × reference queries → orphans, missing, too recent (SPEC §4).
+//!
+//! Each store gets one task that owns its reference set. Reference queries stream rows into it
+//! while the store is listed; listing pages that arrive before the reference set is complete are
+//! kept as compact keys, and every later page is classified as it arrives, so memory is the
+//! reference set plus what the listing ran ahead, never the bucket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use string_interner::DefaultStringInterner;
+use string_interner::symbol::Symbol as _;
+use tokio::sync::mpsc;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::config::{Config, ReferenceConfig, StoreConfig};
+use crate::error::{Error, Result};
+use crate::key::{KeyContext, ResourceType};
+use crate::refs::{Db, DbError};
+use crate::store::{self, ListOptions, Listed, Object, Store};
+
+/// Which objects are orphan candidates, and which rows are checked for missing files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Days(u32),
+    All,
+    Since(DateTime<Utc>),
+}
+
+impl Window {
+    pub fn cutoff(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Window::Days(d) => Some(now - chrono::Duration::days(i64::from(d))),
+            Window::All => None,
+            Window::Since(t) => Some(t),
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Window::Days(1) => "last day".into(),
+            Window::Days(d) => format!("last {d} days"),
+            Window::All => "all objects".into(),
+            Window::Since(t) => format!("since {}", crate::report::rfc3339(t)),
+        }
+    }
+
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            Window::Days(d) => serde_json::json!({ "days": d }),
+            Window::All => serde_json::json!({ "all": true }),
+            Window::Since(t) => serde_json::json!({ "since": crate::report::rfc3339(t) }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Both,
+    OrphansOnly,
+    MissingOnly,
+}
+
+impl Mode {
+    fn orphans(self) -> bool {
+        self != Mode::MissingOnly
+    }
+    fn missing(self) -> bool {
+        self != Mode::OrphansOnly
+    }
+}
+
+/// Called with a store's name and how many entries it has listed so far.
+pub type Progress = Arc<dyn Fn(&str, u64) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ScanOptions {
+    pub window: Window,
+    pub mode: Mode,
+    /// Names of the stores to scan; empty means all.
+    pub stores: Vec<String>,
+    pub now: DateTime<Utc>,
+    pub progress: Option<Progress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub store: String,
+    pub key: String,
+    pub resource_type: ResourceType,
+    pub size: u64,
+    pub uploaded_at: Option<DateTime<Utc>>,
+    pub url: Option<String>,
+}
+
+impl Orphan {
+    /// The file extension, lower-case, as the report's `format` column.
+    pub fn format(&self) -> String {
+        let name = self.key.rsplit('/').next().unwrap_or(&self.key);
+        match name.rfind('.') {
+            Some(i) if i > 0 && i + 1 < name.len() => name[i + 1..].to_ascii_lowercase(),
+            _ => String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub reference: String,
+    pub reference_index: usize,
+    pub record_id: Option<String>,
+    pub title: Option<String>,
+    pub owner: Option<String>,
+    pub media_type: Option<String>,
+    pub key: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub link: Option<String>,
+}
+
+impl Missing {
+    pub fn is_active(&self) -> bool {
+        self.status == "ACTIVE"
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub name: String,
+    pub location: String,
+    pub reachable: bool,
+    /// Entries the listing returned, in the window or not.
+    pub listed: u64,
+    pub objects_scanned: u64,
+    pub valid: u64,
+    pub orphans: u64,
+    pub orphan_bytes: u64,
+    pub too_recent: u64,
+    pub ignored: u64,
+    pub unrepresentable: u64,
+    pub list_time: Duration,
+    /// `Some(n)`: missing files were confirmed with n point look-ups instead of a listing.
+    pub lookups: Option<u64>,
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReferenceStats {
+    pub name: String,
+    pub store: String,
+    pub rows: u64,
+    pub values: u64,
+    pub unparsed: u64,
+    pub query_time: Duration,
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Findings {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub window: Window,
+    pub mode: Mode,
+    pub stores: Vec<StoreStats>,
+    pub references: Vec<ReferenceStats>,
+    pub orphans: Vec<Orphan>,
+    pub missing: Vec<Missing>,
+    pub warnings: Vec<String>,
+    pub complete: bool,
+}
+
+impl Findings {
+    pub fn has_findings(&self) -> bool {
+        !self.orphans.is_empty() || !self.missing.is_empty()
+    }
+
+    pub fn duration(&self) -> Duration {
+        (self.finished_at - self.started_at)
+            .to_std()
+            .unwrap_or_default()
+    }
+}
+
+/// Runs a scan. `Err` only when nothing useful could be done (every store or database out of
+/// reach) or the options are wrong; partial failures come back as warnings with `complete = false`.
+pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
+    let started_at = opts.now;
+    for name in &opts.stores {
+        if !cfg.stores.iter().any(|s| &s.name == name) {
+            return Err(Error::Usage(format!(
+                "--store {name}: no such store in the config (stores: {})",
+                cfg.stores
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let selected: Vec<usize> = (0..cfg.stores.len())
+        .filter(|&i| opts.stores.is_empty() || opts.stores.contains(&cfg.stores[i].name))
+        .collect();
+    if selected.is_empty() {
+        return Err(Error::Usage(
+            "the config has no [stores.*] section: add one, e.g. [stores.media] url = \"./media\""
+                .into(),
+        ));
+    }
+    let refs: Vec<usize> = (0..cfg.references.len())
+        .filter(|&r| selected.contains(&cfg.references[r].store))
+        .collect();
+    let mut warnings = Vec::new();
+    let mut complete = true;
+
+    // Databases and stores are reached concurrently; a run goes on with what answers.
+    let db_indices: Vec<usize> = {
+        let mut v: Vec<usize> = refs.iter().map(|&r| cfg.references[r].database).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let db_futs = db_indices.iter().map(|&d| {
+        let uses = refs
+            .iter()
+            .filter(|&&r| cfg.references[r].database == d)
+            .count();
+        let db_cfg = cfg.databases[d].clone();
+        async move {
+            (
+                d,
+                Db::connect(&db_cfg, u32::try_from(uses).unwrap_or(4).clamp(1, 8)).await,
+            )
+        }
+    });
+    let store_handles: Vec<(usize, Arc<dyn Store>)> = selected
+        .iter()
+        .map(|&s| (s, store::open(&cfg.stores[s])))
+        .collect();
+    let store_futs = store_handles
+        .iter()
+        .map(|(s, st)| async move { (*s, st.check().await) });
+    let (db_results, store_checks) = futures::join!(
+        futures::future::join_all(db_futs),
+        futures::future::join_all(store_futs)
+    );
+
+    let mut dbs: HashMap<usize, Db> = HashMap::new();
+    let mut db_errors = Vec::new();
+    for (d, r) in db_results {
+        match r {
+            Ok(db) => {
+                dbs.insert(d, db);
+            }
+            Err(e) => db_errors.push(e.to_string()),
+        }
+    }
+    if !db_indices.is_empty() && dbs.is_empty() {
+        return Err(Error::Unreachable(db_errors.join("; ")));
+    }
+    let mut store_errors = Vec::new();
+    let mut reachable: Vec<bool> = vec![false; cfg.stores.len()];
+    for (s, r) in store_checks {
+        match r {
+            Ok(()) => reachable[s] = true,
+            Err(e) => store_errors.push(format!("store {}: {e}", cfg.stores[s].name)),
+        }
+    }
+    if selected.iter().all(|&s| !reachable[s]) {
+        return Err(Error::Unreachable(store_errors.join("; ")));
+    }
+    if !db_errors.is_empty() || !store_errors.is_empty() {
+        complete = false;
+        warnings.extend(db_errors);
+        warnings.extend(store_errors);
+    }
+    for &s in &selected {
+        if !refs.iter().any(|&r| cfg.references[r].store == s) {
+            warnings.push(format!(
+                "store {} has no [[references]]: every object in it is reported as an orphan",
+                cfg.stores[s].name
+            ));
+        }
+    }
+
+    let cutoff = opts.window.cutoff(opts.now);
+    let mut store_tasks = Vec::new();
+    let mut ref_tasks = Vec::new();
+    for (s, handle) in store_handles {
+        if !reachable[s] {
+            continue;
+        }
+        let (tx, rx) = mpsc::channel::<RefBatch>(16);
+        for &r in refs.iter().filter(|&&r| cfg.references[r].store == s) {
+            let rc = cfg.references[r].clone();
+            let ctx = KeyContext {
+                public_url: cfg.stores[s].public_url.clone(),
+                key_prefix: rc.key_prefix.clone(),
+                cloud_name: None,
+            };
+            let Some(db) = dbs.get(&rc.database).cloned() else {
+                ref_tasks.push(tokio::spawn(async move {
+                    ReferenceStats {
+                        name: rc.name.clone(),
+                        error: Some("its database is unreachable".into()),
+                        ..ReferenceStats::default()
+                    }
+                }));
+                continue;
+            };
+            let tx = tx.clone();
+            let store_name = cfg.stores[s].name.clone();
+            let mode = opts.mode;
+            ref_tasks.push(tokio::spawn(async move {
+                let mut stats = run_reference(&db, r, &rc, &ctx, cutoff, mode, &tx).await;
+                stats.store = store_name;
+                stats
+            }));
+        }
+        drop(tx);
+        let store_cfg = cfg.stores[s].clone();
+        let opts = opts.clone();
+        let exclude = quarantine_prefixes(cfg, s);
+        store_tasks.push(tokio::spawn(async move {
+            reconcile_store(&store_cfg, handle.as_ref(), rx, &opts, cutoff, exclude).await
+        }));
+    }
+
+    let mut references = Vec::new();
+    for t in ref_tasks {
+        let stats = t
+            .await
+            .map_err(|e| Error::State(format!("reference task failed: {e}")))?;
+        references.push(stats);
+    }
+    let mut stores = Vec::new();
+    let mut orphans = Vec::new();
+    let mut missing = Vec::new();
+    for t in store_tasks {
+        let out = t
+            .await
+            .map_err(|e| Error::State(format!("store task failed: {e}")))?;
+        complete &= out.stats.complete;
+        warnings.extend(out.warnings);
+        stores.push(out.stats);
+        orphans.extend(out.orphans);
+        missing.extend(out.missing);
+    }
+    for &s in &selected {
+        if !reachable[s] {
+            stores.push(StoreStats {
+                name: cfg.stores[s].name.clone(),
+                location: cfg.stores[s].location.describe(),
+                ..StoreStats::default()
+            });
+        }
+    }
+    for r in &references {
+        warnings.extend(r.warnings.iter().cloned());
+        if r.unparsed > NAMED_WARNINGS {
+            warnings.push(format!(
+                "reference `{}`: {} more values could not be read",
+                r.name,
+                r.unparsed - NAMED_WARNINGS
+            ));
+        }
+        if let Some(e) = &r.error {
+            complete = false;
+            warnings.push(format!("reference `{}` failed: {e}", r.name));
+        } else if r.unparsed * 100 > r.values {
+            complete = false;
+            warnings.push(format!(
+                "reference `{}`: {} of {} values could not be read (more than 1 %): check its key_format",
+                r.name, r.unparsed, r.values
+            ));
+        }
+    }
+    for db in dbs.values() {
+        db.close().await;
+    }
+
+    orphans.sort_by(|a, b| {
+        (&a.store, &a.key, a.resource_type).cmp(&(&b.store, &b.key, b.resource_type))
+    });
+    missing.sort_by(|a, b| {
+        status_rank(&a.status)
+            .cmp(&status_rank(&b.status))
+            .then(a.reference_index.cmp(&b.reference_index))
+            .then_with(|| natural_cmp(a.record_id.as_deref(), b.record_id.as_deref()))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    Ok(Findings {
+        started_at,
+        finished_at: Utc::now().max(started_at),
+        window: opts.window,
+        mode: opts.mode,
+        stores,
+        references,
+        orphans,
+        missing,
+        warnings,
+        complete,
+    })
+}
+
+/// The quarantine prefixes to leave out of a store's listing: its own, and those of every other
+/// folder store that lies inside it (SPEC §6 invariant 4).
+fn quarantine_prefixes(cfg: &Config, s: usize) -> Vec<String> {
+    let me = &cfg.stores[s];
+    let mut out = Vec::new();
+    if let Some(q) = &me.quarantine {
+        out.push(q.prefix.clone());
+    }
+    let crate::config::StoreLocation::Local { root } = &me.location;
+    for (i, other) in cfg.stores.iter().enumerate() {
+        if i == s {
+            continue;
+        }
+        let crate::config::StoreLocation::Local { root: other_root } = &other.location;
+        if let (Some(q), Ok(rel)) = (&other.quarantine, other_root.strip_prefix(root))
+            && let Some(rel) = rel.to_str().filter(|r| !r.is_empty())
+        {
+            out.push(format!("{}/{}", rel.trim_end_matches('/'), q.prefix));
+        }
+    }
+    out
+}
+
+fn status_rank(status: &str) -> u8 {
+    match status {
+        "ACTIVE" => 0,
+        "DELETED" => 2,
+        _ => 1,
+    }
+}
+
+/// Record ids compare as numbers when both are integers, else as text.
+fn natural_cmp(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
+    match (
+        a.and_then(|a| a.parse::<i128>().ok()),
+        b.and_then(|b| b.parse::<i128>().ok()),
+    ) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => a.cmp(&b),
+    }
+}
+
+/// What a reference row contributes, parsed in its query's task.
+struct ParsedRow {
+    keys: Vec<(ResourceType, String)>,
+    detail: Option<RowDetail>,
+}
+
+struct RowDetail {
+    record_id: Option<String>,
+    title: Option<String>,
+    owner: Option<String>,
+    media_type: Option<String>,
+    status: String,
+    link: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+}
+
+struct RefBatch {
+    reference: usize,
+    name: Arc<str>,
+    rows: Vec<ParsedRow>,
+}
+
+const COLUMNS: [&str; 7] = [
+    "key",
+    "id",
+    "title",
+    "owner",
+    "status",
+    "created_at",
+    "media_type",
+];
+const BATCH: usize = 1024;
+const NAMED_WARNINGS: u64 = 5;
+
+async fn run_reference(
+    db: &Db,
+    index: usize,
+    rc: &ReferenceConfig,
+    ctx: &KeyContext,
+    cutoff: Option<DateTime<Utc>>,
+    mode: Mode,
+    tx: &mpsc::Sender<RefBatch>,
+) -> ReferenceStats {
+    let started = Instant::now();
+    let mut stats = ReferenceStats {
+        name: rc.name.clone(),
+        ..ReferenceStats::default()
+    };
+    let link_cols: Vec<&str> = rc
+        .link
+        .as_ref()
+        .map(|l| l.columns().collect())
+        .unwrap_or_default();
+    let mut wanted: Vec<&str> = COLUMNS.to_vec();
+    wanted.extend(link_cols.iter().copied());
+    let name: Arc<str> = Arc::from(rc.name.as_str());
+    let mut rows = db.rows(&rc.query, &wanted);
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(row) = rows.next().await {
+        let mut row = match row {
+            Ok(r) => r,
+            Err(DbError::Query(e) | DbError::Unreachable(e)) => {
+                stats.error = Some(e);
+                break;
+            }
+        };
+        stats.rows += 1;
+        let Some(value) = row[0].take().filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        let media_type = row[6].as_deref();
+        let parsed = rc.key_format.parse(&value, media_type, ctx);
+        stats.values += (parsed.keys.len() + parsed.unparsed.len()) as u64;
+        for reason in &parsed.unparsed {
+            stats.unparsed += 1;
+            if stats.unparsed <= NAMED_WARNINGS {
+                let id = row[1].as_deref().unwrap_or("?");
+                stats.warnings.push(format!(
+                    "reference `{}`: row id {id}: cannot read `{}`: {reason}",
+                    rc.name,
+                    shorten(&value)
+                ));
+            }
+        }
+        if parsed.keys.is_empty() {
+            continue;
+        }
+        let created_at = row[5].as_deref().and_then(crate::refs::parse_time);
+        let in_window = match (cutoff, created_at) {
+            (Some(c), Some(t)) => t >= c,
+            _ => true,
+        };
+        let detail = (mode.missing() && in_window).then(|| {
+            let link = rc.link.as_ref().map(|l| {
+                let mut s = String::new();
+                for part in &l.parts {
+                    match part {
+                        crate::config::LinkPart::Text(t) => s.push_str(t),
+                        crate::config::LinkPart::Column(c) => {
+                            let pos = COLUMNS
+                                .iter()
+                                .chain(link_cols.iter())
+                                .position(|w| w.eq_ignore_ascii_case(c));
+                            if let Some(v) = pos.and_then(|p| row[p].as_deref()) {
+                                s.push_str(v);
+                            }
+                        }
+                    }
+                }
+                s
+            });
+            RowDetail {
+                record_id: row[1].take(),
+                title: row[2].take(),
+                owner: row[3].take(),
+                status: row[4]
+                    .take()
+                    .map(|s| s.trim().to_uppercase())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "ACTIVE".into()),
+                media_type: row[6].take(),
+                link,
+                created_at,
+            }
+        });
+        batch.push(ParsedRow {
+            keys: parsed
+                .keys
+                .into_iter()
+                .map(|k| (k.resource_type.unwrap_or(ResourceType::Plain), k.key))
+                .collect(),
+            detail,
+        });
+        if batch.len() == BATCH {
+            let rows = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx
+                .send(RefBatch {
+                    reference: index,
+                    name: name.clone(),
+                    rows,
+                })
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx
+            .send(RefBatch {
+                reference: index,
+                name,
+                rows: batch,
+            })
+            .await;
+    }
+    stats.query_time = started.elapsed();
+    stats
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 80 {
+        format!("{}…", s.chars().take(80).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// The reference set of one store: every key any reference yields (interned, so each distinct
+/// key is held once, contiguously), and for rows checked for missing files, a compact record.
+struct RefSet {
+    keys: DefaultStringInterner,
+    seen: Vec<u64>,
+    items: Vec<Item>,
+    rows: Vec<RowMeta>,
+    details: Vec<u8>,
+    names: Vec<Arc<str>>,
+}
+
+#[derive(Clone, Copy)]
+struct Item {
+    sym: u32,
+    row: u32,
+}
+
+struct RowMeta {
+    reference: u32,
+    detail_at: usize,
+    created_at: Option<DateTime<Utc>>,
+}
+
+impl RefSet {
+    fn new() -> Self {
+        RefSet {
+            keys: DefaultStringInterner::new(),
+            seen: Vec::new(),
+            items: Vec::new(),
+            rows: Vec::new(),
+            details: Vec::new(),
+            names: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, batch: RefBatch) {
+        if self.names.len() <= batch.reference {
+            self.names.resize(batch.reference + 1, Arc::from(""));
+        }
+        self.names[batch.reference] = batch.name;
+        for row in batch.rows {
+            let row_index = row.detail.as_ref().map(|d| {
+                let at = self.details.len();
+                for field in [
+                    &d.record_id,
+                    &d.title,
+                    &d.owner,
+                    &d.media_type,
+                    &Some(d.status.clone()),
+                    &d.link,
+                ] {
+                    put_field(&mut self.details, field.as_deref());
+                }
+                self.rows.push(RowMeta {
+                    reference: u32::try_from(batch.reference).unwrap_or(u32::MAX),
+                    detail_at: at,
+                    created_at: d.created_at,
+                });
+                u32::try_from(self.rows.len() - 1).unwrap_or(u32::MAX)
+            });
+            for (_rt, key) in row.keys {
+                // Folder stores have no resource types; the key alone is the identity.
+                let sym = self.keys.get_or_intern(&key);
+                if let Some(r) = row_index {
+                    self.items.push(Item {
+                        sym: u32::try_from(sym.to_usize()).unwrap_or(u32::MAX),
+                        row: r,
+                    });
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.seen = vec![0; self.keys.len().div_ceil(64)];
+    }
+
+    /// Marks a listed key and says whether any reference yields it.
+    fn mark(&mut self, key: &str) -> bool {
+        match self.keys.get(key) {
+            Some(sym) => {
+                let i = sym.to_usize();
+                self.seen[i / 64] |= 1 << (i % 64);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn is_seen(&self, sym: u32) -> bool {
+        let i = sym as usize;
+        self.seen[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn key(&self, sym: u32) -> &str {
+        let s = string_interner::DefaultSymbol::try_from_usize(sym as usize)
+            .expect("symbols come from this interner");
+        self.keys.resolve(s).unwrap_or_default()
+    }
+
+    fn missing(&self, item: Item, key: String) -> Missing {
+        let meta = &self.rows[item.row as usize];
+        let mut at = meta.detail_at;
+        let mut next = || take_field(&self.details, &mut at);
+        let record_id = next();
+        let title = next();
+        let owner = next();
+        let media_type = next();
+        let status = next().unwrap_or_else(|| "ACTIVE".into());
+        let link = next();
+        Missing {
+            reference: self
+                .names
+                .get(meta.reference as usize)
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            reference_index: meta.reference as usize,
+            record_id,
+            title,
+            owner,
+            media_type,
+            key,
+            created_at: meta.created_at,
+            status,
+            link,
+        }
+    }
+}
+
+/// Length-prefixed optional text: a varint of len+1, 0 for none.
+fn put_field(buf: &mut Vec<u8>, field: Option<&str>) {
+    let mut n = field.map_or(0, |f| f.len() as u64 + 1);
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            buf.push(byte);
+            break;
+        }
+        buf.push(byte | 0x80);
+    }
+    if let Some(f) = field {
+        buf.extend_from_slice(f.as_bytes());
+    }
+}
+
+fn take_field(buf: &[u8], at: &mut usize) -> Option<String> {
+    let mut n: u64 = 0;
+    let mut shift = 0;
+    loop {
+        let byte = buf[*at];
+        *at += 1;
+        n |= u64::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    let len = usize::try_from(n - 1).unwrap_or(0);
+    let s = String::from_utf8_lossy(&buf[*at..*at + len]).into_owned();
+    *at += len;
+    Some(s)
+}
+
+/// Listing entries that arrived before the reference set was complete, held compactly.
+#[derive(Default)]
+struct Pending {
+    keys: String,
+    ends: Vec<usize>,
+    meta: Vec<(u64, Option<DateTime<Utc>>)>,
+    others: Vec<Listed>,
+}
+
+impl Pending {
+    fn push(&mut self, item: Listed) {
+        match item {
+            Listed::Object(o) => {
+                self.keys.push_str(&o.key);
+                self.ends.push(self.keys.len());
+                if o.size.is_some() || o.modified.is_some() {
+                    self.meta.push((o.size.unwrap_or(0), o.modified));
+                }
+            }
+            other => self.others.push(other),
+        }
+    }
+
+    fn drain(self) -> impl Iterator<Item = Listed> {
+        let Pending {
+            keys,
+            ends,
+            meta,
+            others,
+        } = self;
+        let with_meta = meta.len() == ends.len();
+        let mut start = 0;
+        let objects = ends.into_iter().enumerate().map(move |(i, end)| {
+            let key = keys[start..end].to_string();
+            start = end;
+            let (size, modified) = if with_meta {
+                (Some(meta[i].0), meta[i].1)
+            } else {
+                (None, None)
+            };
+            Listed::Object(Object {
+                key,
+                size,
+                modified,
+            })
+        });
+        others.into_iter().chain(objects)
+    }
+}
+
+struct StoreOutcome {
+    stats: StoreStats,
+    orphans: Vec<Orphan>,
+    missing: Vec<Missing>,
+    warnings: Vec<String>,
+}
+
+/// Classifies listed objects against a complete reference set.
+struct Classifier<'a> {
+    cfg: &'a StoreConfig,
+    cutoff: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    stats: StoreStats,
+    orphans: Vec<Orphan>,
+    need_meta: Vec<String>,
+    /// NFC form → listed key, for listed keys that are not plain ASCII (only those can differ).
+    nfc: HashMap<String, String>,
+    unrepresentable: Vec<String>,
+    skipped: Vec<String>,
+    orphans_wanted: bool,
+}
+
+impl Classifier<'_> {
+    fn take(&mut self, set: &mut RefSet, item: Listed) {
+        self.stats.listed += 1;
+        let o = match item {
+            Listed::Object(o) => o,
+            Listed::Unrepresentable(name) => {
+                self.stats.unrepresentable += 1;
+                self.unrepresentable.push(name);
+                return;
+            }
+            Listed::Skipped(why) => {
+                self.skipped.push(why);
+                return;
+            }
+        };
+        let referenced = set.mark(&o.key);
+        if !self.orphans_wanted {
+            return;
+        }
+        if !o.key.is_ascii() {
+            self.nfc.insert(o.key.nfc().collect(), o.key.clone());
+        }
+        let in_window = match (self.cutoff, o.modified) {
+            (Some(c), Some(t)) => t >= c,
+            _ => true,
+        };
+        if !in_window {
+            return;
+        }
+        if referenced {
+            self.stats.valid += 1;
+            self.stats.objects_scanned += 1;
+        } else if self.cfg.ignore.matches(&o.key) {
+            self.stats.ignored += 1;
+            self.stats.objects_scanned += 1;
+        } else if o.modified.is_some() {
+            self.candidate(o);
+        } else {
+            self.need_meta.push(o.key);
+        }
+    }
+
+    fn candidate(&mut self, o: Object) {
+        self.stats.objects_scanned += 1;
+        let young = o.modified.is_some_and(|t| {
+            self.now
+                .signed_duration_since(t)
+                .to_std()
+                .unwrap_or_default()
+                < self.cfg.min_age
+        });
+        if young {
+            self.stats.too_recent += 1;
+            return;
+        }
+        let size = o.size.unwrap_or(0);
+        self.stats.orphans += 1;
+        self.stats.orphan_bytes += size;
+        let url = self
+            .cfg
+            .public_url
+            .as_deref()
+            .map(|base| public_url(base, &o.key));
+        self.orphans.push(Orphan {
+            store: self.cfg.name.clone(),
+            key: o.key,
+            resource_type: ResourceType::Plain,
+            size,
+            uploaded_at: o.modified,
+            url,
+        });
+    }
+}
+
+/// An object's address under a store's `public_url`, each segment percent-encoded.
+pub fn public_url(base: &str, key: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}')
+        .add(b'\\')
+        .add(b'^')
+        .add(b'|');
+    let mut url = base.trim_end_matches('/').to_string();
+    for seg in key.split('/') {
+        url.push('/');
+        url.extend(percent_encoding::utf8_percent_encode(seg, SEGMENT));
+    }
+    url
+}
+
+const LOOKUP_CHUNK: usize = 1000;
+
+async fn reconcile_store(
+    cfg: &StoreConfig,
+    store: &dyn Store,
+    mut refs_rx: mpsc::Receiver<RefBatch>,
+    opts: &ScanOptions,
+    cutoff: Option<DateTime<Utc>>,
+    exclude: Vec<String>,
+) -> StoreOutcome {
+    let mut set = RefSet::new();
+    let mut warnings = Vec::new();
+    let mut c = Classifier {
+        cfg,
+        cutoff,
+        now: opts.now,
+        stats: StoreStats {
+            name: cfg.name.clone(),
+            location: store.describe(),
+            reachable: true,
+            complete: true,
+            ..StoreStats::default()
+        },
+        orphans: Vec::new(),
+        need_meta: Vec::new(),
+        nfc: HashMap::new(),
+        unrepresentable: Vec::new(),
+        skipped: Vec::new(),
+        orphans_wanted: opts.mode.orphans(),
+    };
+
+    if opts.mode.orphans() {
+        let started = Instant::now();
+        let mut listing = store.list(ListOptions {
+            with_meta: cutoff.is_some(),
+            exclude_prefixes: exclude.clone(),
+        });
+        let mut pending = Some(Pending::default());
+        let mut refs_open = true;
+        let mut list_open = true;
+        while refs_open || list_open {
+            tokio::select! {
+                batch = refs_rx.recv(), if refs_open => match batch {
+                    Some(b) => set.add(b),
+                    None => {
+                        refs_open = false;
+                        set.finish();
+                        for item in pending.take().map(Pending::drain).into_iter().flatten() {
+                            c.take(&mut set, item);
+                        }
+                    }
+                },
+                page = listing.next(), if list_open => match page {
+                    Some(Ok(items)) => {
+                        if let Some(p) = &opts.progress {
+                            p(&cfg.name, c.stats.listed + items.len() as u64 + pending.as_ref().map_or(0, |p| p.ends.len() as u64));
+                        }
+                        match pending.as_mut() {
+                            Some(p) => items.into_iter().for_each(|i| p.push(i)),
+                            None => items.into_iter().for_each(|i| c.take(&mut set, i)),
+                        }
+                    }
+                    Some(Err(e)) => {
+                        c.stats.complete = false;
+                        warnings.push(format!("store {}: listing incomplete: {e}", cfg.name));
+                    }
+                    None => list_open = false,
+                },
+            }
+        }
+        // Objects listed without their size and time (`--all`): stat only the candidates.
+        let need = std::mem::take(&mut c.need_meta);
+        for chunk in need.chunks(LOOKUP_CHUNK) {
+            match store.head_many(chunk).await {
+                Ok(objs) => objs.into_iter().flatten().for_each(|o| c.candidate(o)),
+                Err(e) => {
+                    c.stats.complete = false;
+                    warnings.push(format!("store {}: look-up failed: {e}", cfg.name));
+                }
+            }
+        }
+        c.stats.list_time = started.elapsed();
+    } else {
+        while let Some(b) = refs_rx.recv().await {
+            set.add(b);
+        }
+        set.finish();
+        // Point look-ups while they cost less than a listing (SPEC §4).
+        let mut syms: Vec<u32> = set.items.iter().map(|i| i.sym).collect();
+        syms.sort_unstable();
+        syms.dedup();
+        let started = Instant::now();
+        if syms.len() <= cfg.max_lookups {
+            let keys: Vec<String> = syms.iter().map(|&s| set.key(s).to_string()).collect();
+            c.stats.lookups = Some(keys.len() as u64);
+            for chunk in keys.chunks(LOOKUP_CHUNK) {
+                match store.head_many(chunk).await {
+                    Ok(objs) => {
+                        for o in objs.into_iter().flatten() {
+                            set.mark(&o.key);
+                        }
+                    }
+                    Err(e) => {
+                        c.stats.complete = false;
+                        warnings.push(format!("store {}: look-up failed: {e}", cfg.name));
+                    }
+                }
+            }
+        } else {
+            let mut listing = store.list(ListOptions {
+                with_meta: false,
+                exclude_prefixes: exclude,
+            });
+            while let Some(page) = listing.next().await {
+                match page {
+                    Ok(items) => items.into_iter().for_each(|i| c.take(&mut set, i)),
+                    Err(e) => {
+                        c.stats.complete = false;
+                        warnings.push(format!("store {}: listing incomplete: {e}", cfg.name));
+                    }
+                }
+            }
+        }
+        c.stats.list_time = started.elapsed();
+    }
+
+    let mut missing = Vec::new();
+    if opts.mode.missing() {
+        let mut orphan_by_nfc: HashMap<String, usize> = HashMap::new();
+        for (i, o) in c.orphans.iter().enumerate() {
+            if !o.key.is_ascii() {
+                orphan_by_nfc.insert(o.key.nfc().collect(), i);
+            }
+        }
+        let mut drop_orphans = Vec::new();
+        for &item in &set.items {
+            if set.is_seen(item.sym) {
+                continue;
+            }
+            let key = set.key(item.sym).to_string();
+            if !key.is_ascii() {
+                let norm: String = key.nfc().collect();
+                if let Some(listed) = c.nfc.get(&norm) {
+                    warnings.push(format!(
+                        "store {}: reference key `{key}` matches `{listed}` only after Unicode normalisation: neither orphan nor missing",
+                        cfg.name
+                    ));
+                    if let Some(&i) = orphan_by_nfc.get(&norm) {
+                        drop_orphans.push(i);
+                    }
+                    continue;
+                }
+            }
+            missing.push(set.missing(item, key));
+        }
+        drop_orphans.sort_unstable();
+        drop_orphans.dedup();
+        for i in drop_orphans.into_iter().rev() {
+            let o = c.orphans.remove(i);
+            c.stats.orphans -= 1;
+            c.stats.orphan_bytes -= o.size;
+            c.stats.objects_scanned -= 1;
+        }
+    }
+
+    if !c.unrepresentable.is_empty() {
+        warnings.push(format!(
+            "store {}: {} name(s) that are not usable keys were skipped (never orphans): {}",
+            cfg.name,
+            c.unrepresentable.len(),
+            name_list(&c.unrepresentable)
+        ));
+    }
+    if !c.skipped.is_empty() {
+        warnings.push(format!(
+            "store {}: {} entr{} skipped: {}",
+            cfg.name,
+            c.skipped.len(),
+            if c.skipped.len() == 1 { "y" } else { "ies" },
+            name_list(&c.skipped)
+        ));
+    }
+    StoreOutcome {
+        stats: c.stats,
+        orphans: c.orphans,
+        missing,
+        warnings,
+    }
+}
+
+fn name_list(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    let more = names.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}

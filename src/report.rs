@@ -1,0 +1,637 @@
+//! Reports: one `Findings` value, several writers — CSV, JSON and the console (SPEC §4, §5).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::reconcile::{Findings, Missing, Mode, Orphan};
+
+pub const ORPHANS_TITLE: &str = "ORPHANED FILES";
+pub const MISSING_TITLE: &str = "RECORDS WITH MISSING FILES";
+pub const ORPHAN_HEADER: [&str; 8] = [
+    "store",
+    "key",
+    "resource_type",
+    "size_bytes",
+    "size_mb",
+    "format",
+    "uploaded_at",
+    "url",
+];
+pub const MISSING_HEADER: [&str; 9] = [
+    "reference",
+    "record_id",
+    "title",
+    "owner",
+    "media_type",
+    "key",
+    "created_at",
+    "status",
+    "link",
+];
+
+/// RFC 3339, UTC, whole seconds: `2025-09-15T14:30:00Z`.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+const MIB: f64 = 1_048_576.0;
+
+/// Bytes as the product's "MB" (MiB), two decimals: 2411520 → "2.30".
+#[allow(clippy::cast_precision_loss)]
+pub fn size_mb(bytes: u64) -> String {
+    format!("{:.2}", bytes as f64 / MIB)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn size_mb_number(bytes: u64) -> f64 {
+    (bytes as f64 / MIB * 100.0).round() / 100.0
+}
+
+/// Spreadsheet formula injection: a cell that starts with one of these gets one leading `'`.
+pub fn escape_cell(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\'', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{s}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// The inverse of `escape_cell`, for readers of our CSV: strips exactly one leading `'`.
+pub fn unescape_cell(s: &str) -> &str {
+    s.strip_prefix('\'').unwrap_or(s)
+}
+
+/// The summary figures of SPEC §5, computed once from the findings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub objects_scanned: u64,
+    pub valid: u64,
+    pub orphans: u64,
+    pub orphan_bytes: u64,
+    pub too_recent: u64,
+    pub ignored: u64,
+    pub unparsed: u64,
+    pub references: u64,
+    pub missing: u64,
+    pub missing_active: u64,
+    pub orphans_by_folder: Vec<Folder>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folder {
+    pub folder: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl Summary {
+    pub fn of(f: &Findings) -> Summary {
+        let mut s = Summary::default();
+        for st in &f.stores {
+            s.objects_scanned += st.objects_scanned;
+            s.valid += st.valid;
+            s.orphans += st.orphans;
+            s.orphan_bytes += st.orphan_bytes;
+            s.too_recent += st.too_recent;
+            s.ignored += st.ignored;
+        }
+        for r in &f.references {
+            s.unparsed += r.unparsed;
+            s.references += r.values - r.unparsed;
+        }
+        s.missing = f.missing.len() as u64;
+        s.missing_active = f.missing.iter().filter(|m| m.is_active()).count() as u64;
+        let mut folders: std::collections::HashMap<String, (u64, u64)> =
+            std::collections::HashMap::new();
+        for o in &f.orphans {
+            let folder = match o.key.split_once('/') {
+                Some((top, _)) => format!("{top}/"),
+                None => "/".to_string(),
+            };
+            let e = folders.entry(folder).or_default();
+            e.0 += 1;
+            e.1 += o.size;
+        }
+        let mut folders: Vec<Folder> = folders
+            .into_iter()
+            .map(|(folder, (count, bytes))| Folder {
+                folder,
+                count,
+                bytes,
+            })
+            .collect();
+        folders.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(b.bytes.cmp(&a.bytes))
+                .then(a.folder.cmp(&b.folder))
+        });
+        s.orphans_by_folder = folders;
+        s
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    pub fn percent(part: u64, whole: u64) -> f64 {
+        if whole == 0 {
+            0.0
+        } else {
+            part as f64 * 100.0 / whole as f64
+        }
+    }
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> String {
+    t.map(rfc3339).unwrap_or_default()
+}
+
+fn orphan_cells(o: &Orphan) -> [String; 8] {
+    [
+        o.store.clone(),
+        o.key.clone(),
+        o.resource_type.as_str().to_string(),
+        o.size.to_string(),
+        size_mb(o.size),
+        o.format(),
+        opt_time(o.uploaded_at),
+        o.url.clone().unwrap_or_default(),
+    ]
+}
+
+fn missing_cells(m: &Missing) -> [String; 9] {
+    [
+        m.reference.clone(),
+        m.record_id.clone().unwrap_or_default(),
+        m.title.clone().unwrap_or_default(),
+        m.owner.clone().unwrap_or_default(),
+        m.media_type.clone().unwrap_or_default(),
+        m.key.clone(),
+        opt_time(m.created_at),
+        m.status.clone(),
+        m.link.clone().unwrap_or_default(),
+    ]
+}
+
+/// The two-section CSV of SPEC §5.
+pub fn write_csv(f: &Findings, mut out: impl std::io::Write) -> std::io::Result<()> {
+    let builder = || {
+        let mut b = csv::WriterBuilder::new();
+        b.flexible(true).terminator(csv::Terminator::Any(b'\n'));
+        b
+    };
+    let mut w = builder().from_writer(&mut out);
+    w.write_record([ORPHANS_TITLE])?;
+    w.write_record(ORPHAN_HEADER)?;
+    for o in &f.orphans {
+        w.write_record(orphan_cells(o).iter().map(|c| escape_cell(c).into_owned()))?;
+    }
+    w.flush()?;
+    drop(w);
+    out.write_all(b"\n\n")?;
+    let mut w = builder().from_writer(&mut out);
+    w.write_record([MISSING_TITLE])?;
+    w.write_record(MISSING_HEADER)?;
+    for m in &f.missing {
+        w.write_record(missing_cells(m).iter().map(|c| escape_cell(c).into_owned()))?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn opt(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, |s| Value::String(s.to_string()))
+}
+
+/// The JSON report of SPEC §5.
+pub fn to_json(f: &Findings, scan_id: i64) -> Value {
+    let s = Summary::of(f);
+    let api_calls: serde_json::Map<String, Value> = f
+        .stores
+        .iter()
+        .map(|st| (st.name.clone(), json!(0)))
+        .collect();
+    json!({
+        "scan": {
+            "id": scan_id,
+            "started_at": rfc3339(f.started_at),
+            "finished_at": rfc3339(f.finished_at),
+            "window": f.window.to_json(),
+            "stores": f.stores.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            "complete": f.complete,
+            "api_calls": api_calls,
+            "warnings": f.warnings,
+        },
+        "summary": summary_json(&s),
+        "orphans": f.orphans.iter().map(|o| json!({
+            "store": o.store,
+            "key": o.key,
+            "resource_type": o.resource_type.as_str(),
+            "size_bytes": o.size,
+            "size_mb": size_mb_number(o.size),
+            "format": o.format(),
+            "uploaded_at": o.uploaded_at.map(rfc3339),
+            "url": o.url,
+        })).collect::<Vec<_>>(),
+        "missing": f.missing.iter().map(|m| json!({
+            "reference": m.reference,
+            "record_id": opt(m.record_id.as_deref()),
+            "title": opt(m.title.as_deref()),
+            "owner": opt(m.owner.as_deref()),
+            "media_type": opt(m.media_type.as_deref()),
+            "key": m.key,
+            "created_at": m.created_at.map(rfc3339),
+            "status": m.status,
+            "link": opt(m.link.as_deref()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn summary_json(s: &Summary) -> Value {
+    json!({
+        "objects_scanned": s.objects_scanned,
+        "valid": s.valid,
+        "orphans": s.orphans,
+        "orphan_bytes": s.orphan_bytes,
+        "too_recent": s.too_recent,
+        "ignored": s.ignored,
+        "unparsed": s.unparsed,
+        "references": s.references,
+        "missing": s.missing,
+        "missing_active": s.missing_active,
+        "orphans_by_folder": s.orphans_by_folder.iter().map(|f| json!({
+            "folder": f.folder, "count": f.count, "bytes": f.bytes,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+impl Format {
+    pub fn from_path(p: &Path) -> Option<Format> {
+        match p
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("csv") => Some(Format::Csv),
+            Some("json") => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    fn ext(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// `<dir>/asset_detection_YYYY-MM-DD_HHMMSS.<ext>` from the scan's UTC start, `_2`, `_3`… on a collision.
+pub fn default_path(dir: &Path, started: DateTime<Utc>, format: Format) -> PathBuf {
+    let stem = format!("asset_detection_{}", started.format("%Y-%m-%d_%H%M%S"));
+    let mut path = dir.join(format!("{stem}.{}", format.ext()));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{stem}_{n}.{}", format.ext()));
+        n += 1;
+    }
+    path
+}
+
+/// Writes the report file; the folder is created when missing. Written to a temporary name and
+/// renamed, so a reader never sees half a report.
+pub fn write_file(f: &Findings, scan_id: i64, path: &Path, format: Format) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("cannot create report folder {}", dir.display()), e))?;
+    }
+    let tmp = path.with_extension(format!("{}.partial", format.ext()));
+    let file = std::fs::File::create(&tmp)
+        .map_err(|e| Error::io(format!("cannot write report {}", path.display()), e))?;
+    let mut out = std::io::BufWriter::new(file);
+    let written = match format {
+        Format::Csv => write_csv(f, &mut out),
+        Format::Json => serde_json::to_writer_pretty(&mut out, &to_json(f, scan_id))
+            .map_err(std::io::Error::other),
+    };
+    written
+        .and_then(|()| out.flush())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(format!("cannot write report {}", path.display()), e)
+        })
+}
+
+/// Terminal styling, off when not a TTY or when `NO_COLOR` is set.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    pub fn bold(self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    pub fn warn(self, s: &str) -> String {
+        self.paint("33", s)
+    }
+    pub fn bad(self, s: &str) -> String {
+        self.paint("31", s)
+    }
+    pub fn good(self, s: &str) -> String {
+        self.paint("32", s)
+    }
+}
+
+/// Thousands separators for counts: 1234567 → "1,234,567".
+pub fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn secs(d: std::time::Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+pub struct ConsoleInput<'a> {
+    pub app_name: &'a str,
+    pub findings: &'a Findings,
+    pub report_path: Option<&'a Path>,
+    pub limit_list: usize,
+    pub style: Style,
+}
+
+/// The full console report (SPEC §4).
+pub fn console(input: &ConsoleInput<'_>) -> String {
+    let f = input.findings;
+    let st = input.style;
+    let s = Summary::of(f);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        st.bold(&format!("assetgc scan — {}", input.app_name))
+    );
+    let _ = writeln!(
+        out,
+        "Window: {}{}",
+        f.window.describe(),
+        match f.mode {
+            Mode::Both => "",
+            Mode::OrphansOnly => " (orphans only)",
+            Mode::MissingOnly => " (missing files only)",
+        }
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", st.bold("Stores"));
+    for store in &f.stores {
+        if !store.reachable {
+            let _ = writeln!(out, "  {:<16} {}", store.name, st.bad("unreachable"));
+            continue;
+        }
+        let how = match store.lookups {
+            Some(n) => format!("{} point look-ups (no listing)", count(n)),
+            None => format!("{} objects listed", count(store.listed)),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<16} {how} in {}, 0 API calls — {}",
+            store.name,
+            secs(store.list_time),
+            store.location
+        );
+    }
+    if !f.references.is_empty() {
+        let _ = writeln!(out, "{}", st.bold("References"));
+        for r in &f.references {
+            let state = match &r.error {
+                Some(e) => st.bad(&format!("FAILED: {e}")),
+                None => format!(
+                    "{} rows, {} keys in {}",
+                    count(r.rows),
+                    count(r.values - r.unparsed),
+                    secs(r.query_time)
+                ),
+            };
+            let unparsed = if r.unparsed > 0 {
+                format!(", {} unreadable", count(r.unparsed))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "  {:<16} → {:<12} {state}{unparsed}", r.name, r.store);
+        }
+    }
+    if f.mode != Mode::OrphansOnly {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{}",
+            st.bold(&format!("Missing files ({})", count(s.missing)))
+        );
+        for m in f.missing.iter().take(input.limit_list) {
+            let status = if m.is_active() {
+                st.bad(&m.status)
+            } else {
+                m.status.clone()
+            };
+            let title = m
+                .title
+                .as_deref()
+                .map(|t| format!(" \"{t}\""))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {status:<7} {} #{}{title}: {}",
+                m.reference,
+                m.record_id.as_deref().unwrap_or("?"),
+                m.key
+            );
+        }
+        if f.missing.len() > input.limit_list {
+            let _ = writeln!(
+                out,
+                "  … and {} more in the report",
+                count((f.missing.len() - input.limit_list) as u64)
+            );
+        }
+    }
+    if f.mode != Mode::MissingOnly {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{}",
+            st.bold(&format!("Orphaned files ({})", count(s.orphans)))
+        );
+        for x in f.orphans.iter().take(input.limit_list) {
+            let kind = if x.resource_type.as_str().is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", x.resource_type.as_str())
+            };
+            let _ = writeln!(
+                out,
+                "  {}{kind}  {}  {} MB  {}",
+                x.key,
+                opt_time(x.uploaded_at),
+                size_mb(x.size),
+                x.format()
+            );
+        }
+        if f.orphans.len() > input.limit_list {
+            let _ = writeln!(
+                out,
+                "  … and {} more in the report",
+                count((f.orphans.len() - input.limit_list) as u64)
+            );
+        }
+    }
+    if !f.warnings.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{}",
+            st.warn(&format!("Warnings ({})", f.warnings.len()))
+        );
+        for w in &f.warnings {
+            let _ = writeln!(out, "  {}", st.warn(w));
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", st.bold("Summary"));
+    if f.mode != Mode::MissingOnly {
+        let _ = writeln!(out, "  Objects scanned:  {}", count(s.objects_scanned));
+        let _ = writeln!(
+            out,
+            "  Valid files:      {} ({:.1}%)",
+            count(s.valid),
+            Summary::percent(s.valid, s.objects_scanned)
+        );
+        let _ = writeln!(
+            out,
+            "  Orphaned files:   {} ({:.1}%), {} MB",
+            count(s.orphans),
+            Summary::percent(s.orphans, s.objects_scanned),
+            size_mb(s.orphan_bytes)
+        );
+        let _ = writeln!(out, "  Too recent:       {}", count(s.too_recent));
+        let _ = writeln!(out, "  Ignored:          {}", count(s.ignored));
+        if !s.orphans_by_folder.is_empty() {
+            let top: Vec<String> = s
+                .orphans_by_folder
+                .iter()
+                .take(5)
+                .map(|f| format!("{} {} ({} MB)", f.folder, count(f.count), size_mb(f.bytes)))
+                .collect();
+            let _ = writeln!(out, "  Orphans by folder: {}", top.join(", "));
+        }
+    }
+    if f.mode != Mode::OrphansOnly {
+        let _ = writeln!(
+            out,
+            "  Missing files:    {} ({} ACTIVE, {} other)",
+            count(s.missing),
+            count(s.missing_active),
+            count(s.missing - s.missing_active)
+        );
+    }
+    if s.unparsed > 0 {
+        let _ = writeln!(out, "  Unreadable keys:  {}", count(s.unparsed));
+    }
+    let _ = writeln!(
+        out,
+        "  API calls:        0 (no API-metered stores in this scan)"
+    );
+    let _ = writeln!(out, "  Execution time:   {}", secs(f.duration()));
+    if let Some(p) = input.report_path {
+        let _ = writeln!(out, "  Report:           {}", p.display());
+    }
+    if !f.complete {
+        let _ = writeln!(out, "  {}", st.bad("INCOMPLETE: some stores, databases or queries failed (see warnings); this scan can never feed a deletion"));
+    }
+    out
+}
+
+/// `-q`: the summary on one line.
+pub fn quiet_line(f: &Findings, report_path: Option<&Path>) -> String {
+    let s = Summary::of(f);
+    let mut parts = Vec::new();
+    if f.mode != Mode::MissingOnly {
+        parts.push(format!(
+            "{} orphans ({} MB) of {} objects",
+            count(s.orphans),
+            size_mb(s.orphan_bytes),
+            count(s.objects_scanned)
+        ));
+    }
+    if f.mode != Mode::OrphansOnly {
+        parts.push(format!(
+            "{} missing ({} ACTIVE)",
+            count(s.missing),
+            count(s.missing_active)
+        ));
+    }
+    let mut line = format!(
+        "{}{}",
+        if f.complete { "" } else { "INCOMPLETE: " },
+        parts.join(", ")
+    );
+    if let Some(p) = report_path {
+        let _ = write!(line, " — report {}", p.display());
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_mb_matches_the_seed() {
+        assert_eq!(size_mb(2_411_520), "2.30");
+        assert_eq!(size_mb(0), "0.00");
+        assert!((size_mb_number(2_411_520) - 2.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn formula_cells_get_one_quote_and_lose_exactly_one() {
+        for s in ["=SUM(A1)", "+1", "-x", "@a", "'q", "\tt", "\rr"] {
+            let e = escape_cell(s);
+            assert_eq!(e, format!("'{s}"));
+            assert_eq!(unescape_cell(&e), s);
+        }
+        assert_eq!(escape_cell("a=b"), "a=b");
+        assert_eq!(unescape_cell("''plain"), "'plain");
+    }
+
+    #[test]
+    fn counts_have_separators() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(1234), "1,234");
+        assert_eq!(count(1_234_567), "1,234,567");
+    }
+}

@@ -1,0 +1,78 @@
+//! The `Store` trait: what every storage backend offers the scan (and later the queue).
+//! Backends live in `store/<name>.rs`; nothing outside this module knows which one runs.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+
+use crate::config::{StoreConfig, StoreLocation};
+
+pub mod local;
+
+/// One object of a listing or a look-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub key: String,
+    /// Filled when the listing was asked for metadata, or by a look-up.
+    pub size: Option<u64>,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// One entry of a listing page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    Object(Object),
+    /// A name the store holds that is not a representable key (SPEC §2): counted and named in the
+    /// scan's warnings, never an orphan, looked up or deleted. The text is a lossy rendering.
+    Unrepresentable(String),
+    /// Something skipped for a reason worth a warning (a symbolic link, an unreadable folder).
+    Skipped(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Fill `size` and `modified` (costs a stat per file on the folder store).
+    pub with_meta: bool,
+    /// Key prefixes left out of the listing (quarantine prefixes).
+    pub exclude_prefixes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached at all (missing folder, refused credentials).
+    #[error("{0}")]
+    Unreachable(String),
+    /// A call failed; the operation stopped part way.
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type ListStream<'a> = BoxStream<'a, Result<Vec<Listed>, StoreError>>;
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Where the store points, for messages (no secrets).
+    fn describe(&self) -> String;
+
+    /// Confirms the store is reachable before a run uses it.
+    async fn check(&self) -> Result<(), StoreError>;
+
+    /// Streams the whole store in pages; order is unspecified. Memory is bounded by the page size.
+    fn list(&self, opts: ListOptions) -> ListStream<'_>;
+
+    /// Point look-ups: for each key, the object with its size and time, or `None` when absent.
+    /// Keys that are not representable are never looked up and come back `None`.
+    async fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError>;
+}
+
+/// Opens the backend a store's configuration names.
+pub fn open(cfg: &StoreConfig) -> Arc<dyn Store> {
+    match &cfg.location {
+        StoreLocation::Local { root } => Arc::new(local::LocalStore::new(root.clone())),
+    }
+}
+
+#[cfg(test)]
+pub mod conformance;
