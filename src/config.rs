@@ -874,6 +874,20 @@ impl Cx<'_> {
                     .map_err(|m| self.err_at(kf, format!("reference `{name}`: {m}")))?,
             },
         };
+        if matches!(key_format, KeyFormat::Cloudinary) {
+            let line = self.line_of(
+                raw.key_format
+                    .as_ref()
+                    .map_or(spanned.span().start, |k| k.span().start),
+            );
+            return Err(self.err(
+                Some(line),
+                format!(
+                    "reference `{name}`: key_format \"cloudinary\" reads Cloudinary public_ids, but store `{}` is a folder; use path or url",
+                    stores[store].name
+                ),
+            ));
+        }
         if matches!(key_format, KeyFormat::Url) && stores[store].public_url.is_none() {
             let line = match &raw.key_format {
                 Some(kf) => self.line_of(kf.span().start),

@@ -26,6 +26,7 @@ pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod key;
+pub mod keyset;
 pub mod reconcile;
 pub mod refs;
 pub mod report;

@@ -11,14 +11,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use string_interner::DefaultStringInterner;
-use string_interner::symbol::Symbol as _;
 use tokio::sync::mpsc;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::config::{Config, ReferenceConfig, StoreConfig};
 use crate::error::{Error, Result};
-use crate::key::{KeyContext, ResourceType};
+use crate::key::{KeyContext, KeyFormat, ResourceType};
 use crate::refs::{Db, DbError};
 use crate::store::{self, ListOptions, Listed, Object, Store};
 
@@ -315,7 +313,7 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
             let store_name = cfg.stores[s].name.clone();
             let mode = opts.mode;
             ref_tasks.push(tokio::spawn(async move {
-                let mut stats = run_reference(&db, r, &rc, &ctx, cutoff, mode, &tx).await;
+                let mut stats = run_reference(&db, r, &rc, ctx, cutoff, mode, &tx).await;
                 stats.store = store_name;
                 stats
             }));
@@ -448,28 +446,22 @@ fn natural_cmp(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
     }
 }
 
-/// What a reference row contributes, parsed in its query's task.
-struct ParsedRow {
-    keys: Vec<(ResourceType, String)>,
-    detail: Option<RowDetail>,
-}
-
-struct RowDetail {
-    record_id: Option<String>,
-    title: Option<String>,
-    owner: Option<String>,
-    media_type: Option<String>,
-    status: String,
-    link: Option<String>,
-    created_at: Option<DateTime<Utc>>,
-}
-
+/// Reference rows parsed by a query's task, held compactly: keys end to end in one string, and
+/// for rows checked for missing files, their report fields encoded in one buffer.
+#[derive(Default)]
 struct RefBatch {
     reference: usize,
     name: Arc<str>,
-    rows: Vec<ParsedRow>,
+    keys: String,
+    key_ends: Vec<usize>,
+    /// Per key: the index of its row in `rows`, or `NO_ROW` when that row is not checked for missing.
+    key_rows: Vec<u32>,
+    /// Per row checked for missing: where its fields start in `details`.
+    rows: Vec<usize>,
+    details: Vec<u8>,
 }
 
+const NO_ROW: u32 = u32::MAX;
 const COLUMNS: [&str; 7] = [
     "key",
     "id",
@@ -479,131 +471,221 @@ const COLUMNS: [&str; 7] = [
     "created_at",
     "media_type",
 ];
-const BATCH: usize = 1024;
+const BATCH_KEYS: usize = 4096;
 const NAMED_WARNINGS: u64 = 5;
+
+/// Turns one reference's rows into batches; runs on the query's own thread or task.
+#[derive(Default)]
+struct RowParser {
+    index: usize,
+    name: Arc<str>,
+    format: Option<KeyFormat>,
+    ctx: KeyContext,
+    link: Option<crate::config::LinkTemplate>,
+    link_cols: Vec<String>,
+    cutoff: Option<DateTime<Utc>>,
+    missing: bool,
+    stats: ReferenceStats,
+    batch: RefBatch,
+    link_buf: String,
+}
+
+impl RowParser {
+    fn new(
+        index: usize,
+        rc: &ReferenceConfig,
+        ctx: KeyContext,
+        cutoff: Option<DateTime<Utc>>,
+        mode: Mode,
+    ) -> Self {
+        let name: Arc<str> = Arc::from(rc.name.as_str());
+        RowParser {
+            index,
+            name: name.clone(),
+            format: Some(rc.key_format.clone()),
+            ctx,
+            link: rc.link.clone(),
+            link_cols: rc
+                .link
+                .as_ref()
+                .map(|l| l.columns().map(str::to_string).collect())
+                .unwrap_or_default(),
+            cutoff,
+            missing: mode.missing(),
+            stats: ReferenceStats {
+                name: rc.name.clone(),
+                ..ReferenceStats::default()
+            },
+            batch: RefBatch {
+                reference: index,
+                name,
+                ..RefBatch::default()
+            },
+            link_buf: String::new(),
+        }
+    }
+
+    fn wanted(&self) -> Vec<String> {
+        COLUMNS
+            .iter()
+            .map(|c| (*c).to_string())
+            .chain(self.link_cols.iter().cloned())
+            .collect()
+    }
+
+    fn unparsed(&mut self, cols: &[Option<&str>], value: &str, reason: &str) {
+        self.stats.unparsed += 1;
+        if self.stats.unparsed <= NAMED_WARNINGS {
+            let id = cols[1].unwrap_or("?");
+            self.stats.warnings.push(format!(
+                "reference `{}`: row id {id}: cannot read `{}`: {reason}",
+                self.name,
+                shorten(value)
+            ));
+        }
+    }
+
+    fn push_key(&mut self, key: &str) {
+        self.batch.keys.push_str(key);
+        self.batch.key_ends.push(self.batch.keys.len());
+        self.batch.key_rows.push(NO_ROW);
+    }
+}
+
+impl crate::refs::RowSink for RowParser {
+    type Batch = RefBatch;
+
+    fn row(&mut self, cols: &[Option<&str>]) -> Option<RefBatch> {
+        self.stats.rows += 1;
+        let value = cols[0].filter(|v| !v.trim().is_empty())?;
+        let first_key = self.batch.key_rows.len();
+        let format = self.format.as_ref().expect("a parser has a format");
+        if matches!(format, KeyFormat::Path) {
+            // The common case, without allocating: the key is a slice of the value.
+            match crate::key::path_key(value, &self.ctx.key_prefix) {
+                Ok(Some(key)) => {
+                    self.stats.values += 1;
+                    self.push_key(key);
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    self.stats.values += 1;
+                    self.unparsed(cols, value, reason);
+                }
+            }
+        } else {
+            let parsed = format.parse(value, cols[6], &self.ctx);
+            self.stats.values += (parsed.keys.len() + parsed.unparsed.len()) as u64;
+            for reason in &parsed.unparsed {
+                self.unparsed(cols, value, reason);
+            }
+            // Folder stores have no resource types: the key alone is the identity.
+            for k in &parsed.keys {
+                self.push_key(&k.key);
+            }
+        }
+        if self.batch.key_rows.len() == first_key {
+            return None;
+        }
+        let created_at = if self.missing {
+            cols[5].and_then(crate::refs::parse_time)
+        } else {
+            None
+        };
+        let in_window = match (self.cutoff, created_at) {
+            (Some(c), Some(t)) => t >= c,
+            _ => true,
+        };
+        if self.missing && in_window {
+            let row = u32::try_from(self.batch.rows.len()).unwrap_or(NO_ROW);
+            let detail_at = self.batch.details.len();
+            let status = cols[4]
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_uppercase);
+            self.link_buf.clear();
+            if let Some(link) = &self.link {
+                for part in &link.parts {
+                    match part {
+                        crate::config::LinkPart::Text(t) => self.link_buf.push_str(t),
+                        crate::config::LinkPart::Column(c) => {
+                            let pos = COLUMNS
+                                .iter()
+                                .copied()
+                                .chain(self.link_cols.iter().map(String::as_str))
+                                .position(|w| w.eq_ignore_ascii_case(c));
+                            if let Some(v) = pos.and_then(|p| cols[p]) {
+                                self.link_buf.push_str(v);
+                            }
+                        }
+                    }
+                }
+            }
+            let link = self.link.as_ref().map(|_| self.link_buf.as_str());
+            let d = &mut self.batch.details;
+            put_varint(d, self.index as u64);
+            // Seconds since the epoch, zigzagged, plus one; zero when the row has no time.
+            put_varint(
+                d,
+                created_at.map_or(0, |t| {
+                    let s = t.timestamp();
+                    ((s << 1) ^ (s >> 63)).cast_unsigned() + 1
+                }),
+            );
+            for field in [
+                cols[1],
+                cols[2],
+                cols[3],
+                cols[6],
+                Some(status.as_deref().unwrap_or("ACTIVE")),
+                link,
+            ] {
+                put_field(d, field);
+            }
+            self.batch.rows.push(detail_at);
+            for r in &mut self.batch.key_rows[first_key..] {
+                *r = row;
+            }
+        }
+        (self.batch.key_ends.len() >= BATCH_KEYS).then(|| self.take())
+    }
+
+    fn flush(&mut self) -> Option<RefBatch> {
+        (!self.batch.key_ends.is_empty()).then(|| self.take())
+    }
+}
+
+impl RowParser {
+    fn take(&mut self) -> RefBatch {
+        std::mem::replace(
+            &mut self.batch,
+            RefBatch {
+                reference: self.index,
+                name: self.name.clone(),
+                ..RefBatch::default()
+            },
+        )
+    }
+}
 
 async fn run_reference(
     db: &Db,
     index: usize,
     rc: &ReferenceConfig,
-    ctx: &KeyContext,
+    ctx: KeyContext,
     cutoff: Option<DateTime<Utc>>,
     mode: Mode,
     tx: &mpsc::Sender<RefBatch>,
 ) -> ReferenceStats {
     let started = Instant::now();
-    let mut stats = ReferenceStats {
-        name: rc.name.clone(),
-        ..ReferenceStats::default()
-    };
-    let link_cols: Vec<&str> = rc
-        .link
-        .as_ref()
-        .map(|l| l.columns().collect())
-        .unwrap_or_default();
-    let mut wanted: Vec<&str> = COLUMNS.to_vec();
-    wanted.extend(link_cols.iter().copied());
-    let name: Arc<str> = Arc::from(rc.name.as_str());
-    let mut rows = db.rows(&rc.query, &wanted);
-    let mut batch = Vec::with_capacity(BATCH);
-    while let Some(row) = rows.next().await {
-        let mut row = match row {
-            Ok(r) => r,
-            Err(DbError::Query(e) | DbError::Unreachable(e)) => {
-                stats.error = Some(e);
-                break;
-            }
-        };
-        stats.rows += 1;
-        let Some(value) = row[0].take().filter(|v| !v.trim().is_empty()) else {
-            continue;
-        };
-        let media_type = row[6].as_deref();
-        let parsed = rc.key_format.parse(&value, media_type, ctx);
-        stats.values += (parsed.keys.len() + parsed.unparsed.len()) as u64;
-        for reason in &parsed.unparsed {
-            stats.unparsed += 1;
-            if stats.unparsed <= NAMED_WARNINGS {
-                let id = row[1].as_deref().unwrap_or("?");
-                stats.warnings.push(format!(
-                    "reference `{}`: row id {id}: cannot read `{}`: {reason}",
-                    rc.name,
-                    shorten(&value)
-                ));
-            }
-        }
-        if parsed.keys.is_empty() {
-            continue;
-        }
-        let created_at = row[5].as_deref().and_then(crate::refs::parse_time);
-        let in_window = match (cutoff, created_at) {
-            (Some(c), Some(t)) => t >= c,
-            _ => true,
-        };
-        let detail = (mode.missing() && in_window).then(|| {
-            let link = rc.link.as_ref().map(|l| {
-                let mut s = String::new();
-                for part in &l.parts {
-                    match part {
-                        crate::config::LinkPart::Text(t) => s.push_str(t),
-                        crate::config::LinkPart::Column(c) => {
-                            let pos = COLUMNS
-                                .iter()
-                                .chain(link_cols.iter())
-                                .position(|w| w.eq_ignore_ascii_case(c));
-                            if let Some(v) = pos.and_then(|p| row[p].as_deref()) {
-                                s.push_str(v);
-                            }
-                        }
-                    }
-                }
-                s
-            });
-            RowDetail {
-                record_id: row[1].take(),
-                title: row[2].take(),
-                owner: row[3].take(),
-                status: row[4]
-                    .take()
-                    .map(|s| s.trim().to_uppercase())
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "ACTIVE".into()),
-                media_type: row[6].take(),
-                link,
-                created_at,
-            }
-        });
-        batch.push(ParsedRow {
-            keys: parsed
-                .keys
-                .into_iter()
-                .map(|k| (k.resource_type.unwrap_or(ResourceType::Plain), k.key))
-                .collect(),
-            detail,
-        });
-        if batch.len() == BATCH {
-            let rows = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if tx
-                .send(RefBatch {
-                    reference: index,
-                    name: name.clone(),
-                    rows,
-                })
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    }
-    if !batch.is_empty() {
-        let _ = tx
-            .send(RefBatch {
-                reference: index,
-                name,
-                rows: batch,
-            })
-            .await;
+    let parser = RowParser::new(index, rc, ctx, cutoff, mode);
+    let wanted = parser.wanted();
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let (parser, result) = db.feed(&rc.query, &wanted, parser, tx).await;
+    let mut stats = parser.stats;
+    stats.name.clone_from(&rc.name);
+    if let Err(DbError::Query(e) | DbError::Unreachable(e)) = result {
+        stats.error = Some(e);
     }
     stats.query_time = started.elapsed();
     stats
@@ -620,10 +702,11 @@ fn shorten(s: &str) -> String {
 /// The reference set of one store: every key any reference yields (interned, so each distinct
 /// key is held once, contiguously), and for rows checked for missing files, a compact record.
 struct RefSet {
-    keys: DefaultStringInterner,
+    keys: crate::keyset::KeySet,
     seen: Vec<u64>,
     items: Vec<Item>,
-    rows: Vec<RowMeta>,
+    /// Per row checked for missing: where its fields start in `details`.
+    rows: Vec<usize>,
     details: Vec<u8>,
     names: Vec<Arc<str>>,
 }
@@ -634,16 +717,10 @@ struct Item {
     row: u32,
 }
 
-struct RowMeta {
-    reference: u32,
-    detail_at: usize,
-    created_at: Option<DateTime<Utc>>,
-}
-
 impl RefSet {
     fn new() -> Self {
         RefSet {
-            keys: DefaultStringInterner::new(),
+            keys: crate::keyset::KeySet::new(),
             seen: Vec::new(),
             items: Vec::new(),
             rows: Vec::new(),
@@ -657,35 +734,20 @@ impl RefSet {
             self.names.resize(batch.reference + 1, Arc::from(""));
         }
         self.names[batch.reference] = batch.name;
-        for row in batch.rows {
-            let row_index = row.detail.as_ref().map(|d| {
-                let at = self.details.len();
-                for field in [
-                    &d.record_id,
-                    &d.title,
-                    &d.owner,
-                    &d.media_type,
-                    &Some(d.status.clone()),
-                    &d.link,
-                ] {
-                    put_field(&mut self.details, field.as_deref());
-                }
-                self.rows.push(RowMeta {
-                    reference: u32::try_from(batch.reference).unwrap_or(u32::MAX),
-                    detail_at: at,
-                    created_at: d.created_at,
+        let row_base = u32::try_from(self.rows.len()).unwrap_or(NO_ROW);
+        let detail_base = self.details.len();
+        self.details.extend_from_slice(&batch.details);
+        self.rows
+            .extend(batch.rows.into_iter().map(|at| detail_base + at));
+        let mut start = 0;
+        for (&end, &row) in batch.key_ends.iter().zip(&batch.key_rows) {
+            let sym = self.keys.insert(&batch.keys[start..end]);
+            start = end;
+            if row != NO_ROW {
+                self.items.push(Item {
+                    sym,
+                    row: row_base + row,
                 });
-                u32::try_from(self.rows.len() - 1).unwrap_or(u32::MAX)
-            });
-            for (_rt, key) in row.keys {
-                // Folder stores have no resource types; the key alone is the identity.
-                let sym = self.keys.get_or_intern(&key);
-                if let Some(r) = row_index {
-                    self.items.push(Item {
-                        sym: u32::try_from(sym.to_usize()).unwrap_or(u32::MAX),
-                        row: r,
-                    });
-                }
             }
         }
     }
@@ -696,9 +758,9 @@ impl RefSet {
 
     /// Marks a listed key and says whether any reference yields it.
     fn mark(&mut self, key: &str) -> bool {
-        match self.keys.get(key) {
+        match self.keys.find(key) {
             Some(sym) => {
-                let i = sym.to_usize();
+                let i = sym as usize;
                 self.seen[i / 64] |= 1 << (i % 64);
                 true
             }
@@ -712,14 +774,20 @@ impl RefSet {
     }
 
     fn key(&self, sym: u32) -> &str {
-        let s = string_interner::DefaultSymbol::try_from_usize(sym as usize)
-            .expect("symbols come from this interner");
-        self.keys.resolve(s).unwrap_or_default()
+        self.keys.get(sym)
     }
 
     fn missing(&self, item: Item, key: String) -> Missing {
-        let meta = &self.rows[item.row as usize];
-        let mut at = meta.detail_at;
+        let mut at = self.rows[item.row as usize];
+        let reference = usize::try_from(take_varint(&self.details, &mut at)).unwrap_or(usize::MAX);
+        let created_at = match take_varint(&self.details, &mut at) {
+            0 => None,
+            n => {
+                let z = n - 1;
+                let secs = (z >> 1).cast_signed() ^ -((z & 1).cast_signed());
+                DateTime::from_timestamp(secs, 0)
+            }
+        };
         let mut next = || take_field(&self.details, &mut at);
         let record_id = next();
         let title = next();
@@ -730,40 +798,35 @@ impl RefSet {
         Missing {
             reference: self
                 .names
-                .get(meta.reference as usize)
+                .get(reference)
                 .map(ToString::to_string)
                 .unwrap_or_default(),
-            reference_index: meta.reference as usize,
+            reference_index: reference,
             record_id,
             title,
             owner,
             media_type,
             key,
-            created_at: meta.created_at,
+            created_at,
             status,
             link,
         }
     }
 }
 
-/// Length-prefixed optional text: a varint of len+1, 0 for none.
-fn put_field(buf: &mut Vec<u8>, field: Option<&str>) {
-    let mut n = field.map_or(0, |f| f.len() as u64 + 1);
+fn put_varint(buf: &mut Vec<u8>, mut n: u64) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
         if n == 0 {
             buf.push(byte);
-            break;
+            return;
         }
         buf.push(byte | 0x80);
     }
-    if let Some(f) = field {
-        buf.extend_from_slice(f.as_bytes());
-    }
 }
 
-fn take_field(buf: &[u8], at: &mut usize) -> Option<String> {
+fn take_varint(buf: &[u8], at: &mut usize) -> u64 {
     let mut n: u64 = 0;
     let mut shift = 0;
     loop {
@@ -772,9 +835,21 @@ fn take_field(buf: &[u8], at: &mut usize) -> Option<String> {
         n |= u64::from(byte & 0x7f) << shift;
         shift += 7;
         if byte & 0x80 == 0 {
-            break;
+            return n;
         }
     }
+}
+
+/// Length-prefixed optional text: a varint of len+1, 0 for none.
+fn put_field(buf: &mut Vec<u8>, field: Option<&str>) {
+    put_varint(buf, field.map_or(0, |f| f.len() as u64 + 1));
+    if let Some(f) = field {
+        buf.extend_from_slice(f.as_bytes());
+    }
+}
+
+fn take_field(buf: &[u8], at: &mut usize) -> Option<String> {
+    let n = take_varint(buf, at);
     if n == 0 {
         return None;
     }
@@ -1000,6 +1075,7 @@ async fn reconcile_store(
                     Some(b) => set.add(b),
                     None => {
                         refs_open = false;
+                        tracing::debug!(store = %cfg.name, keys = set.keys.len(), elapsed = ?started.elapsed(), "reference set complete");
                         set.finish();
                         for item in pending.take().map(Pending::drain).into_iter().flatten() {
                             c.take(&mut set, item);
@@ -1020,12 +1096,16 @@ async fn reconcile_store(
                         c.stats.complete = false;
                         warnings.push(format!("store {}: listing incomplete: {e}", cfg.name));
                     }
-                    None => list_open = false,
+                    None => {
+                        list_open = false;
+                        tracing::debug!(store = %cfg.name, listed = c.stats.listed, pending = pending.as_ref().map_or(0, |p| p.ends.len()), elapsed = ?started.elapsed(), "listing complete");
+                    }
                 },
             }
         }
         // Objects listed without their size and time (`--all`): stat only the candidates.
         let need = std::mem::take(&mut c.need_meta);
+        tracing::debug!(store = %cfg.name, candidates = need.len(), elapsed = ?started.elapsed(), "classified; looking up candidates");
         for chunk in need.chunks(LOOKUP_CHUNK) {
             match store.head_many(chunk).await {
                 Ok(objs) => objs.into_iter().flatten().for_each(|o| c.candidate(o)),

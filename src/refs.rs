@@ -11,18 +11,40 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use log::LevelFilter;
+use sqlx::ConnectOptions as _;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Column, ColumnIndex, Database, Decode, Executor, Row};
+use sqlx::{
+    AssertSqlSafe, Column, ColumnIndex, Database, Decode, Executor, Row, SqlSafeStr, Statement,
+};
+use tokio::sync::mpsc;
 
 use crate::config::{DatabaseConfig, DbKind};
 
 #[derive(Debug, Clone)]
 pub enum Db {
-    Sqlite(sqlx::SqlitePool),
+    /// The pool serves `check`; reference rows are read through rusqlite from the same file.
+    Sqlite(sqlx::SqlitePool, SqliteFile),
     Postgres(sqlx::PgPool),
     MySql(sqlx::MySqlPool),
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteFile {
+    path: std::path::PathBuf,
+    read_only: bool,
+}
+
+/// Receives a query's rows one at a time, as the text of the wanted columns, and gathers them
+/// into batches for another task.
+pub trait RowSink: Send + 'static {
+    type Batch: Send + 'static;
+    /// Takes one row; returns a batch when one is full.
+    fn row(&mut self, cols: &[Option<&str>]) -> Option<Self::Batch>;
+    /// What is left at the end.
+    fn flush(&mut self) -> Option<Self::Batch>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +82,9 @@ impl Db {
                 let opts = SqliteConnectOptions::new()
                     .filename(&path)
                     .read_only(cfg.sqlite_read_only)
-                    .create_if_missing(false);
+                    .create_if_missing(false)
+                    .log_statements(LevelFilter::Off)
+                    .log_slow_statements(LevelFilter::Off, Duration::ZERO);
                 Db::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(max)
@@ -68,10 +92,17 @@ impl Db {
                         .connect_with(opts)
                         .await
                         .map_err(unreachable)?,
+                    SqliteFile {
+                        path,
+                        read_only: cfg.sqlite_read_only,
+                    },
                 )
             }
             DbKind::Postgres => {
-                let opts = PgConnectOptions::from_str(cfg.url.expose()).map_err(unreachable)?;
+                let opts = PgConnectOptions::from_str(cfg.url.expose())
+                    .map_err(unreachable)?
+                    .log_statements(LevelFilter::Off)
+                    .log_slow_statements(LevelFilter::Off, Duration::ZERO);
                 Db::Postgres(
                     PgPoolOptions::new()
                         .max_connections(max)
@@ -82,7 +113,10 @@ impl Db {
                 )
             }
             DbKind::MySql => {
-                let opts = MySqlConnectOptions::from_str(cfg.url.expose()).map_err(unreachable)?;
+                let opts = MySqlConnectOptions::from_str(cfg.url.expose())
+                    .map_err(unreachable)?
+                    .log_statements(LevelFilter::Off)
+                    .log_slow_statements(LevelFilter::Off, Duration::ZERO);
                 Db::MySql(
                     MySqlPoolOptions::new()
                         .max_connections(max)
@@ -96,57 +130,176 @@ impl Db {
         Ok(db)
     }
 
-    /// Streams a query's rows as the text of the `wanted` columns, found by name (case-insensitive).
-    /// The first wanted column is required; the others are `None` when the query lacks them.
-    pub fn rows<'a>(
-        &'a self,
+    /// Runs a query and hands every row to `sink` as the text of the `wanted` columns, found by
+    /// name (case-insensitive); the first wanted column is required, the others are `None` when
+    /// the query lacks them. Full batches go to `tx`. Returns the sink for its counters.
+    pub async fn feed<S: RowSink + Default>(
+        &self,
         sql: &str,
         wanted: &[&str],
-    ) -> BoxStream<'a, Result<Vec<Option<String>>, DbError>> {
+        mut sink: S,
+        tx: &mpsc::Sender<S::Batch>,
+    ) -> (S, Result<(), DbError>) {
         let wanted: Vec<String> = wanted.iter().map(|w| w.to_ascii_lowercase()).collect();
-        match self {
-            Db::Sqlite(p) => text_rows(p, sql.to_string(), wanted),
+        let mut rows = match self {
+            Db::Sqlite(_, file) => {
+                let (file, sql, tx) = (file.clone(), sql.to_string(), tx.clone());
+                let joined = tokio::task::spawn_blocking(move || {
+                    let r = sqlite_feed(&file, &sql, &wanted, &mut sink, &tx);
+                    (sink, r)
+                })
+                .await;
+                return joined
+                    .unwrap_or_else(|e| (S::default(), Err(DbError::Query(e.to_string()))));
+            }
             Db::Postgres(p) => text_rows(p, sql.to_string(), wanted),
             Db::MySql(p) => text_rows(p, sql.to_string(), wanted),
+        };
+        while let Some(row) = rows.next().await {
+            let row = match row {
+                Ok(r) => r,
+                Err(e) => return (sink, Err(e)),
+            };
+            let cols: Vec<Option<&str>> = row.iter().map(Option::as_deref).collect();
+            if let Some(batch) = sink.row(&cols)
+                && tx.send(batch).await.is_err()
+            {
+                return (sink, Ok(()));
+            }
         }
+        if let Some(batch) = sink.flush() {
+            let _ = tx.send(batch).await;
+        }
+        (sink, Ok(()))
     }
 
-    /// The column names a query returns, from its first row (none when it returns no row).
-    pub async fn probe(&self, sql: &str) -> Result<Option<Vec<String>>, DbError> {
+    /// Runs a query wrapped in `LIMIT 1` and returns the column names it yields (from the
+    /// prepared statement, so a query without rows still shows its columns).
+    pub async fn probe(&self, sql: &str) -> Result<Vec<String>, DbError> {
         let wrapped = format!("SELECT * FROM ({sql}) AS assetgc_q LIMIT 1");
         match self {
-            Db::Sqlite(p) => first_columns(p, wrapped).await,
-            Db::Postgres(p) => first_columns(p, wrapped).await,
-            Db::MySql(p) => first_columns(p, wrapped).await,
+            Db::Sqlite(p, _) => probe_columns(p, wrapped).await,
+            Db::Postgres(p) => probe_columns(p, wrapped).await,
+            Db::MySql(p) => probe_columns(p, wrapped).await,
         }
     }
 
     pub async fn close(&self) {
         match self {
-            Db::Sqlite(p) => p.close().await,
+            Db::Sqlite(p, _) => p.close().await,
             Db::Postgres(p) => p.close().await,
             Db::MySql(p) => p.close().await,
         }
     }
 }
 
+fn missing_key_column(wanted: &[String], cols: &[String]) -> DbError {
+    DbError::Query(format!(
+        "the query returns no `{}` column (it returns: {}); alias the column, e.g. `SELECT image AS key …`",
+        wanted.first().map_or("key", String::as_str),
+        cols.join(", ")
+    ))
+}
+
+/// Reads rows in place on a blocking thread: no per-row hand-off, values copied into reused buffers.
+fn sqlite_feed<S: RowSink>(
+    file: &SqliteFile,
+    sql: &str,
+    wanted: &[String],
+    sink: &mut S,
+    tx: &mpsc::Sender<S::Batch>,
+) -> Result<(), DbError> {
+    use rusqlite::OpenFlags;
+    use rusqlite::types::ValueRef;
+    use std::fmt::Write as _;
+    let q = |e: rusqlite::Error| DbError::Query(one_line(&e.to_string()));
+    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    flags |= if file.read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    };
+    let conn = rusqlite::Connection::open_with_flags(&file.path, flags).map_err(|e| {
+        DbError::Unreachable(format!(
+            "cannot open {}: {}",
+            file.path.display(),
+            one_line(&e.to_string())
+        ))
+    })?;
+    conn.busy_timeout(CONNECT_TIMEOUT).map_err(q)?;
+    let mut stmt = conn.prepare(sql).map_err(q)?;
+    let names: Vec<String> = stmt
+        .column_names()
+        .iter()
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let index: Vec<Option<usize>> = wanted
+        .iter()
+        .map(|w| names.iter().position(|n| n == w))
+        .collect();
+    if index.first().copied().flatten().is_none() {
+        return Err(missing_key_column(wanted, &names));
+    }
+    let mut bufs: Vec<String> = vec![String::new(); wanted.len()];
+    let mut present = vec![false; wanted.len()];
+    let mut rows = stmt.query([]).map_err(q)?;
+    while let Some(row) = rows.next().map_err(q)? {
+        for (j, i) in index.iter().enumerate() {
+            present[j] = false;
+            let Some(i) = *i else { continue };
+            let buf = &mut bufs[j];
+            buf.clear();
+            present[j] = match row.get_ref(i).map_err(q)? {
+                ValueRef::Null => false,
+                ValueRef::Integer(n) => write!(buf, "{n}").is_ok(),
+                ValueRef::Real(f) => write!(buf, "{f}").is_ok(),
+                ValueRef::Text(t) | ValueRef::Blob(t) => {
+                    buf.push_str(&String::from_utf8_lossy(t));
+                    true
+                }
+            };
+        }
+        let cols: Vec<Option<&str>> = bufs
+            .iter()
+            .zip(&present)
+            .map(|(b, &p)| p.then_some(b.as_str()))
+            .collect();
+        if let Some(batch) = sink.row(&cols)
+            && tx.blocking_send(batch).is_err()
+        {
+            return Ok(());
+        }
+    }
+    if let Some(batch) = sink.flush() {
+        let _ = tx.blocking_send(batch);
+    }
+    Ok(())
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-async fn first_columns<DB>(
-    pool: &sqlx::Pool<DB>,
-    sql: String,
-) -> Result<Option<Vec<String>>, DbError>
+async fn probe_columns<DB>(pool: &sqlx::Pool<DB>, sql: String) -> Result<Vec<String>, DbError>
 where
     DB: Database,
     for<'e> &'e sqlx::Pool<DB>: Executor<'e, Database = DB>,
 {
-    let row = sqlx::raw_sql(AssertSqlSafe(sql))
+    let query_err = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
+    let stmt = pool
+        .prepare(AssertSqlSafe(sql.clone()).into_sql_str())
+        .await
+        .map_err(query_err)?;
+    let columns = stmt
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    sqlx::raw_sql(AssertSqlSafe(sql))
         .fetch_optional(pool)
         .await
-        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
-    Ok(row.map(|r| r.columns().iter().map(|c| c.name().to_string()).collect()))
+        .map_err(query_err)?;
+    Ok(columns)
 }
 
 fn text_rows<'a, DB>(
@@ -178,11 +331,7 @@ where
                         .map(|w| cols.iter().position(|c| c == w))
                         .collect();
                     if found.first().copied().flatten().is_none() {
-                        return Err(DbError::Query(format!(
-                            "the query returns no `{}` column (it returns: {}); alias the column, e.g. `SELECT image AS key …`",
-                            wanted.first().map_or("key", String::as_str),
-                            cols.join(", ")
-                        )));
+                        return Err(missing_key_column(&wanted, &cols));
                     }
                     index.insert(found)
                 }

@@ -1,6 +1,109 @@
-//! `assetgc init`: write a commented assetgc.toml.
+//! `assetgc init`: write a commented assetgc.toml that `check` accepts once two URLs are filled in.
+
+use std::io::Write as _;
+
 use crate::cli::InitArgs;
-use crate::error::{Exit, Result};
-pub fn run(_a: &InitArgs) -> Result<Exit> {
+use crate::error::{Error, Exit, Result};
+
+pub const TEMPLATE: &str = r#"# assetgc configuration. Every string may use ${VAR} or ${VAR:-default} from the environment.
+# Relative paths are taken from this file's folder. Check it with: assetgc check
+
+app_name = "My App"                      # shown in reports
+
+# [state]
+# url = "sqlite://assetgc.db"            # scan history (default)
+
+# [reports]
+# dir = "reports"                        # where scan reports are written (default)
+
+# A storage location. A folder path ("./media", "/var/www/app/media") or a file:// URL.
+[stores.media]
+url = ""                                 # FILL IN: the folder that holds the uploaded files
+ignore = []                              # globs never reported or deleted, e.g. ["static/**", "**/.keep"]
+min_age = "24h"                          # younger files are never orphans (too_recent)
+# public_url = "https://cdn.example.com/media"   # how files are addressed; needed for key_format = "url"
+
+# The application's database: postgres://user:${DB_PASSWORD}@host/db, mysql://…, or sqlite://app.db
+[databases.app]
+url = ""                                 # FILL IN, e.g. "${DATABASE_URL}"
+
+# One [[references]] per column that points into a store. The query must return a `key` column;
+# id, title, owner, status (ACTIVE/DELETED), created_at and media_type are optional and fill the
+# report; every column can be used in `link`. Soft-deleted rows still protect their files.
+# Without any reference, every file of a store is reported as an orphan.
+#
+# [[references]]
+# name = "profile pictures"
+# database = "app"
+# store = "media"
+# query = """
+#   SELECT id, username AS title, avatar AS key, created_at,
+#          CASE WHEN deleted_at IS NULL THEN 'ACTIVE' ELSE 'DELETED' END AS status
+#   FROM users
+# """
+# key_format = "path"                    # path | url | { regex = '<img src="(?P<key>[^"]+)"' }
+# key_prefix = ""                        # removed from each key; values without it are not this store's
+# link = "https://example.com/admin/users/{id}/"
+"#;
+
+pub fn run(args: &InitArgs) -> Result<Exit> {
+    let path = &args.output;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    if args.force {
+        open.create(true).truncate(true);
+    } else {
+        // create_new: never over an existing file, even one that appears between check and write.
+        open.create_new(true);
+    }
+    let mut file = match open.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Usage(format!(
+                "{} already exists; pass --force to overwrite it, or --output PATH to write elsewhere",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(format!("cannot write {}", path.display()), e)),
+    };
+    file.write_all(TEMPLATE.as_bytes())
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    println!(
+        "wrote {}: fill in [stores.media] url and [databases.app] url, add a [[references]], then run `assetgc check`",
+        path.display()
+    );
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn template_parses_once_urls_are_filled_in() {
+        let text = super::TEMPLATE
+            .replacen("url = \"\"", "url = \"./media\"", 1)
+            .replacen("url = \"\"", "url = \"sqlite://app.db\"", 1);
+        let cfg = crate::config::parse(&text, "t.toml", std::path::Path::new("/x"), &|_| None)
+            .expect("template parses");
+        assert_eq!(cfg.stores.len(), 1);
+        assert_eq!(cfg.databases.len(), 1);
+        assert!(cfg.references.is_empty());
+    }
+
+    #[test]
+    fn commented_reference_parses_when_uncommented() {
+        let mut text = super::TEMPLATE
+            .replacen("url = \"\"", "url = \"./media\"", 1)
+            .replacen("url = \"\"", "url = \"sqlite://app.db\"", 1);
+        let at = text.find("# [[references]]").unwrap();
+        let tail: String = text[at..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        text.truncate(at);
+        text.push_str(&tail);
+        let cfg = crate::config::parse(&text, "t.toml", std::path::Path::new("/x"), &|_| None)
+            .expect("uncommented template parses");
+        assert_eq!(cfg.references.len(), 1);
+    }
 }
