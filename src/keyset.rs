@@ -1,10 +1,10 @@
 //! A compact set of distinct keys: the reference set a scan holds (SPEC §9: "the reference set is
 //! held as compact keys").
 //!
-//! Interner crates keep the text compactly too, but look a key up by re-reading every candidate's
-//! text, and rehash all texts when they grow; at a million keys those cache misses were a third of
-//! a scan. Here the table holds each key's 64-bit hash beside its number, so a probe reads the
-//! text only to confirm a hit, and growing never touches the text.
+//! Interner crates keep the text compactly too, but compare a probe against every candidate's
+//! text; at a million keys those cache misses were a third of a scan. Here the table holds 32 bits
+//! of each key's hash beside its number (8 bytes a slot), so a probe reads the text only to
+//! confirm a hit.
 
 use std::hash::BuildHasher;
 
@@ -15,7 +15,7 @@ use hashbrown::HashTable;
 pub struct KeySet {
     text: String,
     ends: Vec<usize>,
-    table: HashTable<(u64, u32)>,
+    table: HashTable<(u32, u32)>,
     hasher: DefaultHashBuilder,
 }
 
@@ -41,15 +41,16 @@ impl KeySet {
 
     /// The number of `key`, when the set holds it.
     pub fn find(&self, key: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
+        let short = short(self.hasher.hash_one(key));
         self.table
-            .find(hash, |&(h, id)| h == hash && self.get(id) == key)
+            .find(spread(short), |&(h, id)| h == short && self.get(id) == key)
             .map(|&(_, id)| id)
     }
 
     /// Adds `key` (once) and returns its number.
     pub fn insert(&mut self, key: &str) -> u32 {
-        let hash = self.hasher.hash_one(key);
+        let short = short(self.hasher.hash_one(key));
+        let hash = spread(short);
         let KeySet {
             text, ends, table, ..
         } = self;
@@ -58,15 +59,28 @@ impl KeySet {
             let start = if i == 0 { 0 } else { ends[i - 1] };
             &text[start..ends[i]]
         };
-        if let Some(&(_, id)) = table.find(hash, |&(h, id)| h == hash && at(id) == key) {
+        if let Some(&(_, id)) = table.find(hash, |&(h, id)| h == short && at(id) == key) {
             return id;
         }
         let id = u32::try_from(ends.len()).expect("fewer than 4 billion distinct keys");
+        table.insert_unique(hash, (short, id), |&(h, _)| spread(h));
         text.push_str(key);
         ends.push(text.len());
-        table.insert_unique(hash, (hash, id), |&(h, _)| h);
         id
     }
+}
+
+/// The 32 bits of a key's hash kept in the table.
+#[allow(clippy::cast_possible_truncation)]
+fn short(hash: u64) -> u32 {
+    hash as u32
+}
+
+/// The table's hash, rebuilt from the kept bits so that growing never reads a key's text:
+/// hashbrown takes the bucket from the low bits and its 7-bit tag from the top ones, which here
+/// repeat bits 25–31 — independent of the bucket up to 32 million slots.
+fn spread(short: u32) -> u64 {
+    u64::from(short) | (u64::from(short) << 32)
 }
 
 #[cfg(test)]

@@ -1030,6 +1030,22 @@ pub fn public_url(base: &str, key: &str) -> String {
 }
 
 const LOOKUP_CHUNK: usize = 1000;
+const LOOKUP_CONCURRENCY: usize = 4;
+
+/// Point look-ups in chunks, a few at once; results come back in any order.
+fn look_up(
+    store: &dyn Store,
+    keys: Vec<String>,
+) -> impl futures::Stream<Item = Result<Vec<Option<Object>>, store::StoreError>> + '_ {
+    let mut chunks = Vec::new();
+    let mut keys = keys.into_iter().peekable();
+    while keys.peek().is_some() {
+        chunks.push(keys.by_ref().take(LOOKUP_CHUNK).collect::<Vec<_>>());
+    }
+    futures::stream::iter(chunks)
+        .map(move |chunk| async move { store.head_many(&chunk).await })
+        .buffer_unordered(LOOKUP_CONCURRENCY)
+}
 
 async fn reconcile_store(
     cfg: &StoreConfig,
@@ -1106,8 +1122,9 @@ async fn reconcile_store(
         // Objects listed without their size and time (`--all`): stat only the candidates.
         let need = std::mem::take(&mut c.need_meta);
         tracing::debug!(store = %cfg.name, candidates = need.len(), elapsed = ?started.elapsed(), "classified; looking up candidates");
-        for chunk in need.chunks(LOOKUP_CHUNK) {
-            match store.head_many(chunk).await {
+        let mut looked = look_up(store, need);
+        while let Some(result) = looked.next().await {
+            match result {
                 Ok(objs) => objs.into_iter().flatten().for_each(|o| c.candidate(o)),
                 Err(e) => {
                     c.stats.complete = false;
@@ -1116,6 +1133,7 @@ async fn reconcile_store(
             }
         }
         c.stats.list_time = started.elapsed();
+        tracing::debug!(store = %cfg.name, elapsed = ?started.elapsed(), "candidates looked up");
     } else {
         while let Some(b) = refs_rx.recv().await {
             set.add(b);
@@ -1129,8 +1147,9 @@ async fn reconcile_store(
         if syms.len() <= cfg.max_lookups {
             let keys: Vec<String> = syms.iter().map(|&s| set.key(s).to_string()).collect();
             c.stats.lookups = Some(keys.len() as u64);
-            for chunk in keys.chunks(LOOKUP_CHUNK) {
-                match store.head_many(chunk).await {
+            let mut looked = look_up(store, keys);
+            while let Some(result) = looked.next().await {
+                match result {
                     Ok(objs) => {
                         for o in objs.into_iter().flatten() {
                             set.mark(&o.key);

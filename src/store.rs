@@ -73,6 +73,3 @@ pub fn open(cfg: &StoreConfig) -> Arc<dyn Store> {
         StoreLocation::Local { root } => Arc::new(local::LocalStore::new(root.clone())),
     }
 }
-
-#[cfg(test)]
-pub mod conformance;

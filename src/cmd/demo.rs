@@ -69,7 +69,9 @@ fn write_file(root: &Path, key: &str, size: usize, age: Duration) -> Result<()> 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    let body: Vec<u8> = (0..size).map(|i| u8::try_from(i % 251).unwrap_or(0)).collect();
+    let body: Vec<u8> = (0..size)
+        .map(|i| u8::try_from(i % 251).unwrap_or(0))
+        .collect();
     std::fs::write(&path, body).map_err(io(&path))?;
     let f = std::fs::File::options()
         .write(true)

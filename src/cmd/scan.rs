@@ -127,7 +127,9 @@ pub async fn run_with(cfg: &Config, args: &ScanArgs, ui: Ui) -> Result<Exit> {
             "--notify: notifications are not supported yet by this version; nothing was sent"
         );
     }
+    tracing::debug!(elapsed = ?(Utc::now() - started), "findings ready");
     report::write_file(&findings, id, &path, format)?;
+    tracing::debug!(elapsed = ?(Utc::now() - started), "report written");
     state.finish_scan(id, &findings, Some(&path)).await?;
     state.close().await;
 
