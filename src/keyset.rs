@@ -14,7 +14,8 @@ use hashbrown::HashTable;
 #[derive(Default)]
 pub struct KeySet {
     text: String,
-    ends: Vec<usize>,
+    /// End of each key in `text`; u32 keeps the set compact (4 GiB of key text per store).
+    ends: Vec<u32>,
     table: HashTable<(u32, u32)>,
     hasher: DefaultHashBuilder,
 }
@@ -35,8 +36,8 @@ impl KeySet {
     /// The key numbered `id`.
     pub fn get(&self, id: u32) -> &str {
         let i = id as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
     }
 
     /// The number of `key`, when the set holds it.
@@ -56,8 +57,8 @@ impl KeySet {
         } = self;
         let at = |id: u32| {
             let i = id as usize;
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            &text[start..ends[i]]
+            let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+            &text[start..ends[i] as usize]
         };
         if let Some(&(_, id)) = table.find(hash, |&(h, id)| h == short && at(id) == key) {
             return id;
@@ -65,7 +66,7 @@ impl KeySet {
         let id = u32::try_from(ends.len()).expect("fewer than 4 billion distinct keys");
         table.insert_unique(hash, (short, id), |&(h, _)| spread(h));
         text.push_str(key);
-        ends.push(text.len());
+        ends.push(u32::try_from(text.len()).expect("less than 4 GiB of key text in one store"));
         id
     }
 }

@@ -882,30 +882,22 @@ impl Pending {
         }
     }
 
-    fn drain(self) -> impl Iterator<Item = Listed> {
-        let Pending {
-            keys,
-            ends,
-            meta,
-            others,
-        } = self;
-        let with_meta = meta.len() == ends.len();
+    /// Classifies what was held, reading keys in place: only candidates are copied out.
+    fn drain_into(self, c: &mut Classifier<'_>, set: &mut RefSet) {
+        let with_meta = self.meta.len() == self.ends.len();
+        for item in self.others {
+            c.take(set, item);
+        }
         let mut start = 0;
-        let objects = ends.into_iter().enumerate().map(move |(i, end)| {
-            let key = keys[start..end].to_string();
-            start = end;
+        for (i, &end) in self.ends.iter().enumerate() {
             let (size, modified) = if with_meta {
-                (Some(meta[i].0), meta[i].1)
+                (Some(self.meta[i].0), self.meta[i].1)
             } else {
                 (None, None)
             };
-            Listed::Object(Object {
-                key,
-                size,
-                modified,
-            })
-        });
-        others.into_iter().chain(objects)
+            c.object(set, &self.keys[start..end], size, modified);
+            start = end;
+        }
     }
 }
 
@@ -924,7 +916,7 @@ struct Classifier<'a> {
     stats: StoreStats,
     orphans: Vec<Orphan>,
     need_meta: Vec<String>,
-    /// NFC form → listed key, for listed keys that are not plain ASCII (only those can differ).
+    /// NFC form → listed key, for listed keys that are not in NFC themselves.
     nfc: HashMap<String, String>,
     unrepresentable: Vec<String>,
     skipped: Vec<String>,
@@ -933,27 +925,44 @@ struct Classifier<'a> {
 
 impl Classifier<'_> {
     fn take(&mut self, set: &mut RefSet, item: Listed) {
-        self.stats.listed += 1;
-        let o = match item {
-            Listed::Object(o) => o,
+        match item {
+            Listed::Object(o) => self.object(set, o.key, o.size, o.modified),
             Listed::Unrepresentable(name) => {
+                self.stats.listed += 1;
                 self.stats.unrepresentable += 1;
                 self.unrepresentable.push(name);
-                return;
             }
             Listed::Skipped(why) => {
+                self.stats.listed += 1;
                 self.skipped.push(why);
-                return;
             }
-        };
-        let referenced = set.mark(&o.key);
+        }
+    }
+
+    /// One listed object; the key is copied only when it has to be kept (an orphan candidate).
+    fn object<K: AsRef<str> + Into<String>>(
+        &mut self,
+        set: &mut RefSet,
+        key: K,
+        size: Option<u64>,
+        modified: Option<DateTime<Utc>>,
+    ) {
+        self.stats.listed += 1;
+        let k = key.as_ref();
+        let referenced = set.mark(k);
         if !self.orphans_wanted {
             return;
         }
-        if !o.key.is_ascii() {
-            self.nfc.insert(o.key.nfc().collect(), o.key.clone());
+        // Only names not already in NFC are kept: a reference that differs from an NFC name
+        // only in normalisation finds it among the orphans instead (SPEC §2).
+        if !k.is_ascii()
+            && unicode_normalization::is_nfc_quick(k.chars())
+                != unicode_normalization::IsNormalized::Yes
+            && !unicode_normalization::is_nfc(k)
+        {
+            self.nfc.insert(k.nfc().collect(), k.to_string());
         }
-        let in_window = match (self.cutoff, o.modified) {
+        let in_window = match (self.cutoff, modified) {
             (Some(c), Some(t)) => t >= c,
             _ => true,
         };
@@ -963,13 +972,17 @@ impl Classifier<'_> {
         if referenced {
             self.stats.valid += 1;
             self.stats.objects_scanned += 1;
-        } else if self.cfg.ignore.matches(&o.key) {
+        } else if self.cfg.ignore.matches(k) {
             self.stats.ignored += 1;
             self.stats.objects_scanned += 1;
-        } else if o.modified.is_some() {
-            self.candidate(o);
+        } else if modified.is_some() {
+            self.candidate(Object {
+                key: key.into(),
+                size,
+                modified,
+            });
         } else {
-            self.need_meta.push(o.key);
+            self.need_meta.push(key.into());
         }
     }
 
@@ -1093,8 +1106,8 @@ async fn reconcile_store(
                         refs_open = false;
                         tracing::debug!(store = %cfg.name, keys = set.keys.len(), elapsed = ?started.elapsed(), "reference set complete");
                         set.finish();
-                        for item in pending.take().map(Pending::drain).into_iter().flatten() {
-                            c.take(&mut set, item);
+                        if let Some(p) = pending.take() {
+                            p.drain_into(&mut c, &mut set);
                         }
                     }
                 },
@@ -1195,7 +1208,13 @@ async fn reconcile_store(
             let key = set.key(item.sym).to_string();
             if !key.is_ascii() {
                 let norm: String = key.nfc().collect();
-                if let Some(listed) = c.nfc.get(&norm) {
+                let listed = c.nfc.get(&norm).cloned().or_else(|| {
+                    orphan_by_nfc
+                        .get(&norm)
+                        .map(|&i| c.orphans[i].key.clone())
+                        .filter(|k| *k != key)
+                });
+                if let Some(listed) = listed {
                     warnings.push(format!(
                         "store {}: reference key `{key}` matches `{listed}` only after Unicode normalisation: neither orphan nor missing",
                         cfg.name

@@ -103,6 +103,9 @@ impl Db {
                     .map_err(unreachable)?
                     .log_statements(LevelFilter::Off)
                     .log_slow_statements(LevelFilter::Off, Duration::ZERO);
+                first_contact::<sqlx::PgConnection>(&opts)
+                    .await
+                    .map_err(unreachable)?;
                 Db::Postgres(
                     PgPoolOptions::new()
                         .max_connections(max)
@@ -117,6 +120,9 @@ impl Db {
                     .map_err(unreachable)?
                     .log_statements(LevelFilter::Off)
                     .log_slow_statements(LevelFilter::Off, Duration::ZERO);
+                first_contact::<sqlx::MySqlConnection>(&opts)
+                    .await
+                    .map_err(unreachable)?;
                 Db::MySql(
                     MySqlPoolOptions::new()
                         .max_connections(max)
@@ -191,6 +197,15 @@ impl Db {
             Db::MySql(p) => p.close().await,
         }
     }
+}
+
+/// One connection attempt before a pool is built: a pool retries a refused connection until its
+/// acquire timeout, and a server that is down should be reported at once.
+async fn first_contact<C: sqlx::Connection>(opts: &C::Options) -> Result<(), sqlx::Error> {
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, C::connect_with(opts))
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    conn.close().await
 }
 
 fn missing_key_column(wanted: &[String], cols: &[String]) -> DbError {
