@@ -762,6 +762,39 @@ impl Cx<'_> {
         })
     }
 
+    /// The store or database a reference names, or the only one there is.
+    fn pick<T>(
+        &self,
+        reference: &str,
+        what: &str,
+        value: Option<&Text>,
+        names: &[&str],
+        at: &Spanned<T>,
+    ) -> Result<usize> {
+        match value {
+            Some(t) => {
+                let wanted = self.expand(t)?;
+                names.iter().position(|n| *n == wanted).ok_or_else(|| {
+                    self.err_at(
+                        t,
+                        format!(
+                            "reference `{reference}`: unknown {what} `{wanted}`; known {what}s: {}",
+                            list_names(names.iter().copied())
+                        ),
+                    )
+                })
+            }
+            None if names.len() == 1 => Ok(0),
+            None => Err(self.err_at(
+                at,
+                format!(
+                    "reference `{reference}` needs `{what} = \"...\"` (there are {} {what}s)",
+                    names.len()
+                ),
+            )),
+        }
+    }
+
     fn reference(
         &self,
         index: usize,
@@ -790,54 +823,10 @@ impl Cx<'_> {
                 ));
             }
         };
-        let store = match &raw.store {
-            Some(t) => {
-                let s = self.expand(t)?;
-                stores.iter().position(|st| st.name == s).ok_or_else(|| {
-                    self.err_at(
-                        t,
-                        format!(
-                            "reference `{name}`: unknown store `{s}`; known stores: {}",
-                            list_names(stores.iter().map(|s| s.name.as_str()))
-                        ),
-                    )
-                })?
-            }
-            None if stores.len() == 1 => 0,
-            None => {
-                return Err(self.err_at(
-                    spanned,
-                    format!(
-                        "reference `{name}` needs `store = \"...\"` (there are {} stores)",
-                        stores.len()
-                    ),
-                ));
-            }
-        };
-        let database = match &raw.database {
-            Some(t) => {
-                let s = self.expand(t)?;
-                databases.iter().position(|d| d.name == s).ok_or_else(|| {
-                    self.err_at(
-                        t,
-                        format!(
-                            "reference `{name}`: unknown database `{s}`; known databases: {}",
-                            list_names(databases.iter().map(|d| d.name.as_str()))
-                        ),
-                    )
-                })?
-            }
-            None if databases.len() == 1 => 0,
-            None => {
-                return Err(self.err_at(
-                    spanned,
-                    format!(
-                        "reference `{name}` needs `database = \"...\"` (there are {} databases)",
-                        databases.len()
-                    ),
-                ));
-            }
-        };
+        let store_names: Vec<&str> = stores.iter().map(|s| s.name.as_str()).collect();
+        let store = self.pick(&name, "store", raw.store.as_ref(), &store_names, spanned)?;
+        let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
+        let database = self.pick(&name, "database", raw.database.as_ref(), &db_names, spanned)?;
         let query = match &raw.query {
             Some(t) => {
                 let q = self.expand(t)?;
