@@ -5,6 +5,8 @@
 //! Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod conformance;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;

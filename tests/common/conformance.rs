@@ -1,0 +1,484 @@
+//! The store conformance suite (STYLE habit 2): one list of checks that every backend passes, the
+//! folder store on a temporary folder and each cloud store against a real server.
+//!
+//! [`run`] needs an empty store. It fills the store through the backend's [`Seeder`] (files under
+//! the root, objects put through the API) and then expects the listing to hold exactly what it
+//! put there: a key listed twice, lost, or changed on the way is a failure, and so is one that
+//! was never put.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use assetgc::key::is_representable;
+use assetgc::store::{ListOptions, Listed, Object, Store};
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt;
+
+/// Puts one object into the store under test, the way the backend's own users would.
+pub trait Seeder {
+    fn put(&self, key: &str, body: &[u8]);
+}
+
+/// More than two pages of every backend's usual page size (S3 and GCS 1000, Cloudinary 500,
+/// the folder store 1000), so a lost continuation token or an off-by-one at a page edge shows.
+const PAGED_OBJECTS: usize = 2_500;
+
+/// Keys that break hand-built URLs, percent-decoding, path joining or prefix matching.
+///
+/// Backslashes are left out: Azure turns `\` into `/` in blob names, so no backend could be held
+/// to it. Cloudinary refuses `?`, `&`, `#`, `%`, `<`, `>` and `\` in a `public_id`; its run will need
+/// its own answer for those keys rather than a weaker list here.
+const ODD_KEYS: &[&str] = &[
+    "with space.jpg",
+    "folder with spaces/file name.png",
+    "café/naïve résumé.jpg",
+    // NFD, as macOS writes it: the store must hand back these bytes, not the NFC form.
+    "nfd/cafe\u{301}.jpg",
+    "日本語/写真.png",
+    "emoji/😀.png",
+    "50%.png",
+    "100%25 sure.txt",
+    "%E2%82%AC.txt",
+    "a+b=c.jpg",
+    "plus+/x+y.png",
+    "#hash.jpg",
+    "tag#1/x.jpg",
+    "what?.jpg",
+    "q&a/x.jpg",
+    "quote's \"double\".jpg",
+    "semi;colon,comma.jpg",
+    "brackets [1] (2) {3} star*.jpg",
+    "tilde~/at@sign time 12:00.jpg",
+    ".hidden/x.png",
+    ".dotfile",
+    "a/b/c/d/e/f/g.jpg",
+    // `img` is a prefix of `img2` and of `img.jpg`: neither may be mistaken for the other.
+    "img/photo.jpg",
+    "img2/photo.jpg",
+    "img.jpg",
+    "empty.txt",
+    // Representable neighbours of the unrepresentable keys that `head_many` must never look up:
+    // a look-up that normalised `dbl//b.jpg` or `/abs` would find these.
+    "dbl/b.jpg",
+    "abs",
+    "x",
+];
+
+/// How long a listing may take before the test fails instead of hanging the run.
+const PATIENCE: Duration = Duration::from_mins(10);
+
+const QUARANTINE: &str = ".assetgc-trash/";
+const NESTED_QUARANTINE: &str = "nested/.assetgc-trash/";
+
+/// Under a quarantine prefix, and their near misses that are not.
+const QUARANTINE_KEYS: &[&str] = &[
+    ".assetgc-trash/20240101T000000Z/img/photo.jpg",
+    ".assetgc-trash/x.jpg",
+    ".assetgc-trash-not/x",
+    "nested/.assetgc-trash/20240101T000000Z/z.jpg",
+    "nested/.assetgc-trash-keep.jpg",
+    "nested/keep.jpg",
+];
+
+/// Keys that are not representable (SPEC §2). `head_many` answers `None` for each without a look-up,
+/// even where a look-up that normalised the key would find an object of [`ODD_KEYS`].
+const UNREPRESENTABLE: &[&str] = &[
+    "../x",
+    "a/../x",
+    "a//b",
+    "a//b/c/d/e/f/g.jpg",
+    "dbl//b.jpg",
+    "dbl/./b.jpg",
+    "./dbl/b.jpg",
+    "dbl/b.jpg/",
+    "/abs",
+    "/x",
+    "",
+    "line\nbreak.jpg",
+];
+
+/// Keys that name no object: absent names, folders (a prefix is not an object), a path below a
+/// file, a different case, and the NFC form of a key stored in NFD.
+const ABSENT: &[&str] = &[
+    "absent.jpg",
+    "img",
+    "img/",
+    "a/b/c",
+    "empty.txt/child",
+    "IMG.JPG",
+    "nfd/café.jpg",
+    "100% sure.txt",
+    "paging/00/9999.bin",
+];
+
+/// Every check, in order. Each check names the store in its failure message.
+pub async fn run(store: &dyn Store, seed: &dyn Seeder) {
+    let started = Utc::now();
+    let describe = store.describe();
+    assert!(!describe.trim().is_empty(), "describe() names the store");
+
+    check_succeeds(store).await;
+
+    let fixture = Fixture::seed(seed);
+
+    listing_holds_every_key_exactly_once(store, &fixture, false).await;
+    listing_holds_every_key_exactly_once(store, &fixture, true).await;
+    listing_with_meta_gives_sizes_and_times(store, &fixture, started).await;
+    listing_dropped_part_way_leaves_the_store_usable(store, &fixture).await;
+    exclude_prefixes_leave_out_the_prefix_and_nothing_else(store, &fixture).await;
+    head_many_finds_present_keys_and_nothing_else(store, &fixture, started).await;
+
+    // Bulk delete checks go here once the trait has `delete_many`: deleting a missing key is
+    // success, a batch larger than the backend's bulk limit (S3 1000 keys a call, Cloudinary 100)
+    // deletes every key, an unrepresentable key is never sent, odd keys are deleted as spelt,
+    // and a listing afterwards holds exactly the keys that were not deleted.
+}
+
+/// What the suite put into the store: key → body length.
+pub struct Fixture {
+    objects: BTreeMap<String, u64>,
+}
+
+impl Fixture {
+    fn seed(seed: &dyn Seeder) -> Fixture {
+        let mut objects = BTreeMap::new();
+        let mut put = |key: String, body: Vec<u8>| {
+            assert!(
+                is_representable(&key),
+                "fixture key {key:?} is representable"
+            );
+            seed.put(&key, &body);
+            let size = u64::try_from(body.len()).expect("body fits u64");
+            assert!(
+                objects.insert(key, size).is_none(),
+                "fixture keys are unique"
+            );
+        };
+        for i in 0..PAGED_OBJECTS {
+            // Sizes 0 to 16 bytes: zero-byte objects are objects (only `…/` markers are not).
+            put(paged_key(i), vec![b'p'; i % 17]);
+        }
+        for key in ODD_KEYS.iter().chain(QUARANTINE_KEYS) {
+            let body = if *key == "empty.txt" {
+                Vec::new()
+            } else {
+                key.as_bytes().to_vec()
+            };
+            put((*key).to_owned(), body);
+        }
+        let long = format!("long/{}.jpg", "n".repeat(120));
+        let body = long.as_bytes().to_vec();
+        put(long, body);
+        Fixture { objects }
+    }
+
+    fn without(&self, prefixes: &[&str]) -> BTreeMap<String, u64> {
+        self.objects
+            .iter()
+            .filter(|(key, _)| !prefixes.iter().any(|p| key.starts_with(p)))
+            .map(|(key, size)| (key.clone(), *size))
+            .collect()
+    }
+}
+
+/// A fifth at the top level (where the folder store shares entries out among threads), the rest
+/// in 25 folders of 80.
+fn paged_key(i: usize) -> String {
+    if i.is_multiple_of(5) {
+        format!("page-{i:04}.bin")
+    } else {
+        format!("paging/{:02}/{i:04}.bin", i % 25)
+    }
+}
+
+/// A whole listing, read to its end.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub objects: Vec<Object>,
+    pub unrepresentable: Vec<String>,
+    pub skipped: Vec<String>,
+    pub pages: usize,
+}
+
+impl Listing {
+    pub fn keys(&self) -> Vec<&str> {
+        self.objects.iter().map(|o| o.key.as_str()).collect()
+    }
+}
+
+/// Reads a listing to its end; a page that is an error fails the test, since a listing that ends
+/// early is an incomplete scan, never a smaller store.
+pub async fn list_all(store: &dyn Store, opts: ListOptions) -> Listing {
+    let what = format!("{} (listing with {opts:?})", store.describe());
+    let read = async {
+        let mut listing = Listing::default();
+        let mut pages = store.list(opts);
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap_or_else(|e| panic!("{what}: a page failed: {e}"));
+            listing.pages += 1;
+            for item in page {
+                match item {
+                    Listed::Object(o) => listing.objects.push(o),
+                    Listed::Unrepresentable(name) => listing.unrepresentable.push(name),
+                    Listed::Skipped(why) => listing.skipped.push(why),
+                }
+            }
+        }
+        listing
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: did not end within 10 minutes"))
+}
+
+/// The first few items of a list, for a failure message that stays readable.
+fn first<T: std::fmt::Debug>(items: &[T]) -> String {
+    const SHOWN: usize = 20;
+    let more = items.len().saturating_sub(SHOWN);
+    let shown: Vec<&T> = items.iter().take(SHOWN).collect();
+    if more == 0 {
+        format!("{shown:?}")
+    } else {
+        format!("{shown:?} and {more} more")
+    }
+}
+
+/// The listing holds each expected key exactly once, as an object, and nothing else.
+fn assert_listing_is(listing: &Listing, expected: &BTreeMap<String, u64>, what: &str) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for key in listing.keys() {
+        *seen.entry(key).or_default() += 1;
+    }
+    let mut twice: Vec<(&str, usize)> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, n)| (*k, *n))
+        .collect();
+    twice.sort_unstable();
+    let mut invented: Vec<&str> = seen
+        .keys()
+        .filter(|k| !expected.contains_key(**k))
+        .copied()
+        .collect();
+    invented.sort_unstable();
+    let lost: Vec<&str> = expected
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !seen.contains_key(k))
+        .collect();
+    assert!(
+        twice.is_empty() && invented.is_empty() && lost.is_empty(),
+        "{what}: {} objects in {} pages, {} expected\n  listed more than once: {}\n  \
+         lost (put, never listed): {}\n  invented (listed, never put): {}",
+        listing.objects.len(),
+        listing.pages,
+        expected.len(),
+        first(&twice),
+        first(&lost),
+        first(&invented),
+    );
+    assert!(
+        listing.unrepresentable.is_empty() && listing.skipped.is_empty(),
+        "{what}: only representable keys were put, yet the listing reported unrepresentable {} \
+         and skipped {}",
+        first(&listing.unrepresentable),
+        first(&listing.skipped),
+    );
+}
+
+fn assert_time_is_plausible(
+    modified: Option<DateTime<Utc>>,
+    started: DateTime<Utc>,
+    what: &str,
+    key: &str,
+) {
+    // A day either side absorbs a server clock that is off; a zero, epoch or far-future time
+    // (a parse of the wrong field) still fails.
+    let slack = TimeDelta::days(1);
+    let modified = modified.unwrap_or_else(|| panic!("{what}: {key:?} has no modification time"));
+    assert!(
+        modified > started - slack && modified < Utc::now() + slack,
+        "{what}: {key:?} was modified at {modified}, but was put at {started} or later"
+    );
+}
+
+async fn check_succeeds(store: &dyn Store) {
+    if let Err(e) = store.check().await {
+        panic!(
+            "{}: check() failed on a reachable store: {e}",
+            store.describe()
+        );
+    }
+}
+
+async fn listing_holds_every_key_exactly_once(
+    store: &dyn Store,
+    fixture: &Fixture,
+    with_meta: bool,
+) {
+    let what = format!("{}: listing with_meta = {with_meta}", store.describe());
+    let listing = list_all(
+        store,
+        ListOptions {
+            with_meta,
+            exclude_prefixes: Vec::new(),
+        },
+    )
+    .await;
+    assert_listing_is(&listing, &fixture.objects, &what);
+    // Without metadata a backend may still fill the size (S3 lists it for free); if so, right.
+    for o in &listing.objects {
+        if let Some(size) = o.size {
+            assert_eq!(size, fixture.objects[&o.key], "{what}: size of {:?}", o.key);
+        }
+    }
+}
+
+async fn listing_with_meta_gives_sizes_and_times(
+    store: &dyn Store,
+    fixture: &Fixture,
+    started: DateTime<Utc>,
+) {
+    let what = format!("{}: listing with_meta = true", store.describe());
+    let listing = list_all(
+        store,
+        ListOptions {
+            with_meta: true,
+            exclude_prefixes: Vec::new(),
+        },
+    )
+    .await;
+    for o in &listing.objects {
+        assert_eq!(
+            o.size,
+            Some(fixture.objects[&o.key]),
+            "{what}: size of {:?}",
+            o.key
+        );
+        assert_time_is_plausible(o.modified, started, &what, &o.key);
+    }
+}
+
+/// A scan that stops early (an error elsewhere, a budget) drops its listing: the backend must
+/// neither hang nor spoil the next listing.
+async fn listing_dropped_part_way_leaves_the_store_usable(store: &dyn Store, fixture: &Fixture) {
+    let what = format!("{}: a listing dropped after one page", store.describe());
+    {
+        let mut pages = store.list(ListOptions::default());
+        let page = tokio::time::timeout(PATIENCE, pages.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no first page within 10 minutes"));
+        match page {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("{what}: the first page failed: {e}"),
+            None => panic!(
+                "{what}: a store of {} objects listed nothing",
+                fixture.objects.len()
+            ),
+        }
+    }
+    let listing = list_all(store, ListOptions::default()).await;
+    assert_listing_is(
+        &listing,
+        &fixture.objects,
+        &format!("{what}, then a full one"),
+    );
+}
+
+async fn exclude_prefixes_leave_out_the_prefix_and_nothing_else(
+    store: &dyn Store,
+    fixture: &Fixture,
+) {
+    let excluded = [QUARANTINE, NESTED_QUARANTINE, "img/"];
+    let expected = fixture.without(&excluded);
+    for key in [
+        ".assetgc-trash-not/x",
+        "nested/.assetgc-trash-keep.jpg",
+        "nested/keep.jpg",
+        "img2/photo.jpg",
+        "img.jpg",
+    ] {
+        assert!(expected.contains_key(key), "fixture keeps {key:?}");
+    }
+    for with_meta in [false, true] {
+        let what = format!(
+            "{}: listing with_meta = {with_meta}, exclude_prefixes = {excluded:?}",
+            store.describe()
+        );
+        let listing = list_all(
+            store,
+            ListOptions {
+                with_meta,
+                exclude_prefixes: excluded.iter().map(|p| (*p).to_owned()).collect(),
+            },
+        )
+        .await;
+        assert_listing_is(&listing, &expected, &what);
+    }
+}
+
+async fn head_many_finds_present_keys_and_nothing_else(
+    store: &dyn Store,
+    fixture: &Fixture,
+    started: DateTime<Utc>,
+) {
+    let what = format!("{}: head_many", store.describe());
+
+    let none = store
+        .head_many(&[])
+        .await
+        .unwrap_or_else(|e| panic!("{what} of no keys failed: {e}"));
+    assert!(none.is_empty(), "{what} of no keys answered {none:?}");
+
+    // Odd keys, every seventh paged key (several hundred: past Cloudinary's 100 ids a call),
+    // absent and unrepresentable keys woven in, and a key asked twice: answers come back one per
+    // key, in order.
+    let mut keys: Vec<String> = Vec::new();
+    let mut woven = ABSENT.iter().chain(UNREPRESENTABLE).cycle();
+    let present = ODD_KEYS
+        .iter()
+        .map(|k| (*k).to_owned())
+        .chain((0..PAGED_OBJECTS).step_by(7).map(paged_key));
+    for (i, key) in present.enumerate() {
+        keys.push(key);
+        if i.is_multiple_of(3) {
+            keys.push((*woven.next().expect("cycle")).to_owned());
+        }
+    }
+    keys.extend(
+        ABSENT
+            .iter()
+            .chain(UNREPRESENTABLE)
+            .map(|k| (*k).to_owned()),
+    );
+    keys.push("café/naïve résumé.jpg".to_owned());
+
+    let answers = store
+        .head_many(&keys)
+        .await
+        .unwrap_or_else(|e| panic!("{what} of {} keys failed: {e}", keys.len()));
+    assert_eq!(
+        answers.len(),
+        keys.len(),
+        "{what}: one answer per key asked"
+    );
+    for (key, answer) in keys.iter().zip(&answers) {
+        match (fixture.objects.get(key), answer) {
+            (Some(size), Some(o)) => {
+                assert_eq!(
+                    &o.key, key,
+                    "{what}: the answer for {key:?} names another key"
+                );
+                assert_eq!(o.size, Some(*size), "{what}: size of {key:?}");
+                assert_time_is_plausible(o.modified, started, &what, key);
+            }
+            (Some(_), None) => panic!("{what}: {key:?} is in the store, the answer was None"),
+            (None, Some(o)) if !is_representable(key) => panic!(
+                "{what}: unrepresentable key {key:?} was looked up and found {o:?}; it must come \
+                 back None without a look-up (SPEC §2)"
+            ),
+            (None, Some(o)) => panic!("{what}: {key:?} was never put, yet the answer was {o:?}"),
+            (None, None) => {}
+        }
+    }
+}
