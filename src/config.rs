@@ -428,6 +428,30 @@ pub fn load(cli: Option<&Path>) -> Result<Option<Config>> {
     })
 }
 
+/// The configuration the environment alone gives when there is no file (SPEC §2): a database
+/// named `default` from `DATABASE_URL`. References always need a file, so this serves `check`.
+pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>> {
+    let Some(url) = env("DATABASE_URL").filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let base_dir = std::path::absolute(".").unwrap_or_else(|_| PathBuf::from("."));
+    let db = database_config("default", &url, &base_dir).map_err(|msg| Error::Config {
+        path: "DATABASE_URL".into(),
+        line: None,
+        msg,
+    })?;
+    Ok(Some(Config {
+        path: None,
+        app_name: "assetgc".into(),
+        state_url: StateUrl::Sqlite(base_dir.join("assetgc.db")),
+        reports_dir: base_dir.join("reports"),
+        base_dir,
+        stores: Vec::new(),
+        databases: vec![db],
+        references: Vec::new(),
+    }))
+}
+
 /// Parses and validates a configuration text. `env` looks variables up (the process environment
 /// in real runs, a map in tests).
 pub fn parse(
@@ -1201,6 +1225,14 @@ query = "SELECT id, image AS key FROM posts;"
         let star = Ignore::new(&["a/*.jpg".into()]).unwrap();
         assert!(star.matches("a/b.jpg"));
         assert!(!star.matches("a/b/c.jpg"));
+    }
+
+    #[test]
+    fn database_url_alone_gives_a_default_database() {
+        let env = |n: &str| (n == "DATABASE_URL").then(|| "postgres://u:pw@h/db".to_string());
+        let c = from_env(&env).unwrap().unwrap();
+        assert_eq!(c.databases[0].name, "default");
+        assert!(from_env(&|_| None).unwrap().is_none());
     }
 
     #[test]

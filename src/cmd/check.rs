@@ -10,15 +10,15 @@ use crate::refs::Db;
 use crate::report::Style;
 
 pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
-    let cfg = super::require_config(g)?;
+    let cfg = super::config_or_env(g)?;
     let st = Style { color: ui.color };
     let ok = st.good("ok");
     let mut exit = Exit::Ok;
     let mut warnings = Vec::new();
-    let origin = cfg
-        .path
-        .as_ref()
-        .map_or_else(|| "(no file)".into(), |p| p.display().to_string());
+    let origin = cfg.path.as_ref().map_or_else(
+        || "(no file: DATABASE_URL only)".into(),
+        |p| p.display().to_string(),
+    );
     println!(
         "config {origin}: {} store(s), {} database(s), {} reference(s)",
         cfg.stores.len(),

@@ -41,10 +41,20 @@ impl Ui {
 
 /// The configuration a command needs; a clear error when there is none.
 pub fn require_config(g: &Global) -> Result<Config> {
-    config::load(g.config.as_deref())?.ok_or_else(|| {
-        Error::Usage(
-            "no config file: ./assetgc.toml does not exist; pass --config PATH, set ASSETGC_CONFIG, or run `assetgc init` to write one"
-                .into(),
-        )
-    })
+    config::load(g.config.as_deref())?.ok_or_else(no_config)
+}
+
+/// A config file, or for commands that need no references, what the environment gives.
+pub fn config_or_env(g: &Global) -> Result<Config> {
+    if let Some(cfg) = config::load(g.config.as_deref())? {
+        return Ok(cfg);
+    }
+    config::from_env(&|name| std::env::var(name).ok())?.ok_or_else(no_config)
+}
+
+fn no_config() -> Error {
+    Error::Usage(
+        "no config file: ./assetgc.toml does not exist; pass --config PATH, set ASSETGC_CONFIG, or run `assetgc init` to write one"
+            .into(),
+    )
 }

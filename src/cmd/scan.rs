@@ -93,7 +93,7 @@ pub async fn run_with(cfg: &Config, args: &ScanArgs, ui: Ui) -> Result<Exit> {
                 let b = mp.add(indicatif::ProgressBar::new_spinner());
                 b.set_style(
                     indicatif::ProgressStyle::with_template(
-                        "{spinner} listing {prefix}: {pos} objects ({per_sec})",
+                        "{spinner} listing {prefix}: {human_pos} objects ({elapsed})",
                     )
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
                 );
