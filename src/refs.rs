@@ -159,7 +159,7 @@ impl Db {
                     .unwrap_or_else(|e| (S::default(), Err(DbError::Query(e.to_string()))));
             }
             Db::Postgres(p) => text_rows(p, sql.to_string(), wanted),
-            Db::MySql(p) => text_rows(p, sql.to_string(), wanted),
+            Db::MySql(p) => text_rows(p, mysql_key_alias(sql), wanted),
         };
         while let Some(row) = rows.next().await {
             let row = match row {
@@ -186,7 +186,7 @@ impl Db {
         match self {
             Db::Sqlite(p, _) => probe_columns(p, wrapped).await,
             Db::Postgres(p) => probe_columns(p, wrapped).await,
-            Db::MySql(p) => probe_columns(p, wrapped).await,
+            Db::MySql(p) => probe_columns(p, mysql_key_alias(&wrapped)).await,
         }
     }
 
@@ -289,6 +289,27 @@ fn sqlite_feed<S: RowSink>(
         let _ = tx.blocking_send(batch);
     }
     Ok(())
+}
+
+/// `KEY` is a reserved word in MySQL/MariaDB, so the documented `… AS key` is a syntax error
+/// there; an unquoted `AS key` alias is quoted as `` AS `key` `` (outside string literals).
+fn mysql_key_alias(sql: &str) -> String {
+    static ALIAS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)\b(AS\s+)key\b").expect("a valid pattern")
+    });
+    let mut out = String::with_capacity(sql.len() + 8);
+    // Split on single quotes: even pieces are outside literals ('' escapes keep the parity).
+    for (i, piece) in sql.split('\'').enumerate() {
+        if i > 0 {
+            out.push('\'');
+        }
+        if i % 2 == 0 {
+            out.push_str(&ALIAS.replace_all(piece, "${1}`key`"));
+        } else {
+            out.push_str(piece);
+        }
+    }
+    out
 }
 
 fn one_line(s: &str) -> String {
@@ -395,7 +416,20 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_time;
+    use super::{mysql_key_alias, parse_time};
+
+    #[test]
+    fn mysql_key_alias_is_quoted_outside_literals() {
+        assert_eq!(
+            mysql_key_alias("SELECT id, img AS key, 'x AS key' AS t, b as KEY_2 FROM p"),
+            "SELECT id, img AS `key`, 'x AS key' AS t, b as KEY_2 FROM p"
+        );
+        assert_eq!(mysql_key_alias("SELECT a AS `key`"), "SELECT a AS `key`");
+        assert_eq!(
+            mysql_key_alias("SELECT a as\n key FROM t"),
+            "SELECT a as\n `key` FROM t"
+        );
+    }
 
     #[test]
     fn times_in_every_database_format() {

@@ -97,3 +97,39 @@ async fn quarantined_objects_are_never_listed() {
         .collect();
     assert_eq!(orphans, ["orphan.jpg"]);
 }
+
+/// SPEC's queries alias the column `AS key`; `KEY` is reserved on MySQL/MariaDB, and the scan
+/// must still read such a query there.
+#[tokio::test]
+async fn unquoted_key_alias_works_on_mariadb() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = TestDb::create(Backend::MariaDb, dir.path()).await else {
+        return;
+    };
+    db.execute(&[
+        "CREATE TABLE f (id INT PRIMARY KEY, k VARCHAR(200), note VARCHAR(50))",
+        "INSERT INTO f VALUES (1, 'kept.jpg', 'x AS key'), (2, 'gone.jpg', NULL)",
+    ])
+    .await;
+    let media = dir.path().join("media");
+    write_file(&media, "kept.jpg", b"x", days_ago(3));
+    write_file(&media, "orphan.jpg", b"x", days_ago(3));
+    std::fs::write(
+        dir.path().join("assetgc.toml"),
+        format!(
+            "[stores.media]\nurl = \"./media\"\n[databases.app]\nurl = \"{}\"\n[[references]]\nname = \"files\"\nquery = \"SELECT id, k AS key, note AS title FROM f\"\n",
+            db.url
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("assetgc.toml");
+    let check = assetgc(&config, &["check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    let run = assetgc(&config, &["scan", "--all", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["orphans"][0]["key"], "orphan.jpg");
+    assert_eq!(json["missing"][0]["key"], "gone.jpg");
+    assert_eq!(json["summary"]["missing"], 1);
+    db.drop_db().await;
+}
