@@ -70,8 +70,9 @@ pub fn unrepresentable_reason(key: &str) -> Option<&'static str> {
     })
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum KeyFormat {
+    #[default]
     Path,
     Url,
     Cloudinary,

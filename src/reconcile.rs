@@ -299,10 +299,12 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
                 key_prefix: rc.key_prefix.clone(),
                 cloud_name: None,
             };
+            let store_name = cfg.stores[s].name.clone();
             let Some(db) = dbs.get(&rc.database).cloned() else {
                 ref_tasks.push(tokio::spawn(async move {
                     ReferenceStats {
                         name: rc.name.clone(),
+                        store: store_name,
                         error: Some("its database is unreachable".into()),
                         ..ReferenceStats::default()
                     }
@@ -310,7 +312,6 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
                 continue;
             };
             let tx = tx.clone();
-            let store_name = cfg.stores[s].name.clone();
             let mode = opts.mode;
             ref_tasks.push(tokio::spawn(async move {
                 let mut stats = run_reference(&db, r, &rc, ctx, cutoff, mode, &tx).await;
@@ -479,7 +480,7 @@ const NAMED_WARNINGS: u64 = 5;
 struct RowParser {
     index: usize,
     name: Arc<str>,
-    format: Option<KeyFormat>,
+    format: KeyFormat,
     ctx: KeyContext,
     link: Option<crate::config::LinkTemplate>,
     link_cols: Vec<String>,
@@ -502,7 +503,7 @@ impl RowParser {
         RowParser {
             index,
             name: name.clone(),
-            format: Some(rc.key_format.clone()),
+            format: rc.key_format.clone(),
             ctx,
             link: rc.link.clone(),
             link_cols: rc
@@ -559,8 +560,7 @@ impl crate::refs::RowSink for RowParser {
         self.stats.rows += 1;
         let value = cols[0].filter(|v| !v.trim().is_empty())?;
         let first_key = self.batch.key_rows.len();
-        let format = self.format.as_ref().expect("a parser has a format");
-        if matches!(format, KeyFormat::Path) {
+        if matches!(self.format, KeyFormat::Path) {
             // The common case, without allocating: the key is a slice of the value.
             match crate::key::path_key(value, &self.ctx.key_prefix) {
                 Ok(Some(key)) => {
@@ -574,7 +574,7 @@ impl crate::refs::RowSink for RowParser {
                 }
             }
         } else {
-            let parsed = format.parse(value, cols[6], &self.ctx);
+            let parsed = self.format.parse(value, cols[6], &self.ctx);
             self.stats.values += (parsed.keys.len() + parsed.unparsed.len()) as u64;
             for reason in &parsed.unparsed {
                 self.unparsed(cols, value, reason);
