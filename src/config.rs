@@ -72,12 +72,12 @@ struct RawStore {
     resource_types: Option<Spanned<toml::Value>>,
     delivery_type: Option<Spanned<toml::Value>>,
     api_budget: Option<Spanned<toml::Value>>,
-    endpoint: Option<Spanned<toml::Value>>,
-    region: Option<Spanned<toml::Value>>,
-    access_key_id: Option<Spanned<toml::Value>>,
-    secret_access_key: Option<Spanned<toml::Value>>,
-    allow_http: Option<Spanned<toml::Value>>,
-    virtual_hosted_style: Option<Spanned<toml::Value>>,
+    endpoint: Option<Text>,
+    region: Option<Text>,
+    access_key_id: Option<Text>,
+    secret_access_key: Option<Text>,
+    allow_http: Option<Spanned<bool>>,
+    virtual_hosted_style: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +138,12 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&redact_url(&self.0))
+        // A URL keeps its shape with the password hidden; any other secret is hidden whole.
+        if self.0.contains("://") {
+            f.write_str(&redact_url(&self.0))
+        } else {
+            f.write_str("***")
+        }
     }
 }
 
@@ -199,14 +204,189 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     Local { root: PathBuf },
+    S3(S3Location),
+    Gcs(CloudLocation),
+    Azure(CloudLocation),
 }
 
 impl StoreLocation {
     pub fn describe(&self) -> String {
         match self {
             StoreLocation::Local { root } => root.display().to_string(),
+            StoreLocation::S3(s3) => s3.describe(),
+            StoreLocation::Gcs(c) => c.describe("gs"),
+            StoreLocation::Azure(c) => c.describe("az"),
         }
     }
+
+    /// Where `other` lies inside this location, as a key prefix relative to it (`""` when they
+    /// are the same place); `None` when it is not inside.
+    pub fn contains(&self, other: &StoreLocation) -> Option<String> {
+        match (self, other) {
+            (StoreLocation::Local { root }, StoreLocation::Local { root: inner }) => {
+                let rel = inner.strip_prefix(root).ok()?.to_str()?;
+                Some(if rel.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", rel.trim_end_matches('/'))
+                })
+            }
+            (StoreLocation::S3(a), StoreLocation::S3(b))
+                if a.bucket == b.bucket && a.endpoint == b.endpoint =>
+            {
+                b.prefix
+                    .strip_prefix(a.prefix.as_str())
+                    .map(ToString::to_string)
+            }
+            (StoreLocation::Gcs(a), StoreLocation::Gcs(b))
+            | (StoreLocation::Azure(a), StoreLocation::Azure(b))
+                if a.bucket == b.bucket && a.endpoint == b.endpoint && a.account == b.account =>
+            {
+                b.prefix
+                    .strip_prefix(a.prefix.as_str())
+                    .map(ToString::to_string)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An S3 (or S3-compatible) bucket and the prefix a store is scoped to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// `""` or ending in `/`: a hard boundary.
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    pub allow_http: bool,
+    pub virtual_hosted_style: bool,
+    /// A Cloudcube URL: credentials come from `CLOUDCUBE_*`.
+    pub cloudcube: bool,
+}
+
+impl S3Location {
+    fn new(
+        bucket: &str,
+        prefix: &str,
+        cloudcube: Option<&str>,
+    ) -> std::result::Result<Self, String> {
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid_bucket {
+            return Err(format!(
+                "`{bucket}` is not an S3 bucket name (3–63 lower-case letters, digits, `-`, `.`)"
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if !prefix.is_empty() && !crate::key::is_representable(prefix) {
+            return Err(format!("prefix `{prefix}` is not a usable key prefix"));
+        }
+        Ok(S3Location {
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            endpoint: None,
+            region: cloudcube.unwrap_or("us-east-1").to_string(),
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            allow_http: false,
+            virtual_hosted_style: false,
+            cloudcube: cloudcube.is_some(),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        let mut s = format!("s3://{}/{}", self.bucket, self.prefix);
+        if let Some(e) = &self.endpoint {
+            s.push_str(" at ");
+            s.push_str(&redact_url(e));
+        }
+        s
+    }
+}
+
+/// A Google Cloud Storage bucket or an Azure Blob container, and the prefix a store is scoped to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudLocation {
+    /// The GCS bucket or the Azure container.
+    pub bucket: String,
+    /// `""` or ending in `/`: a hard boundary.
+    pub prefix: String,
+    /// An emulator or private endpoint (GCS: `STORAGE_EMULATOR_HOST`; Azure: Azurite).
+    pub endpoint: Option<String>,
+    /// Azure: the storage account (`AZURE_STORAGE_ACCOUNT_NAME`).
+    pub account: Option<String>,
+    /// Azure: the account key (`AZURE_STORAGE_ACCOUNT_KEY`); GCS: a service-account key file or
+    /// JSON (`GOOGLE_SERVICE_ACCOUNT_KEY`, `GOOGLE_APPLICATION_CREDENTIALS`).
+    pub secret: Option<Secret>,
+    /// Azure: talk to Azurite with its well-known account (`AZURE_STORAGE_USE_EMULATOR=true`).
+    pub use_emulator: bool,
+}
+
+impl CloudLocation {
+    fn new(container: &str, prefix: &str) -> std::result::Result<Self, String> {
+        if container.is_empty() || container.contains(['?', '#', '@', ':']) {
+            return Err(format!("`{container}` is not a bucket or container name"));
+        }
+        let prefix = prefix.trim_matches('/');
+        if !prefix.is_empty() && !crate::key::is_representable(prefix) {
+            return Err(format!("prefix `{prefix}` is not a usable key prefix"));
+        }
+        Ok(CloudLocation {
+            bucket: container.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            endpoint: None,
+            account: None,
+            secret: None,
+            use_emulator: false,
+        })
+    }
+
+    pub fn describe(&self, scheme: &str) -> String {
+        let mut s = format!("{scheme}://{}/{}", self.bucket, self.prefix);
+        if let Some(e) = &self.endpoint {
+            s.push_str(" at ");
+            s.push_str(&redact_url(e));
+        }
+        s
+    }
+}
+
+/// Cloudcube's `https://cloud-cube-us2.s3.amazonaws.com/<cube>`: the bucket is the host's first
+/// label and the cube is the store's prefix.
+fn cloudcube(url: &str) -> Option<std::result::Result<S3Location, String>> {
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed.host_str()?.to_ascii_lowercase();
+    let bucket = host.strip_suffix(".s3.amazonaws.com")?;
+    if !bucket.starts_with("cloud-cube") || !matches!(parsed.scheme(), "http" | "https") {
+        return None;
+    }
+    let region = match bucket {
+        b if b.starts_with("cloud-cube-eu") => "eu-west-1",
+        b if b.starts_with("cloud-cube-jp") => "ap-northeast-1",
+        _ => "us-east-1",
+    };
+    let cube = parsed.path().trim_matches('/');
+    if cube.is_empty() {
+        return Some(Err(format!(
+            "`{url}` names no cube: Cloudcube URLs look like https://{host}/<cube>"
+        )));
+    }
+    Some(S3Location::new(bucket, cube, Some(region)))
 }
 
 #[derive(Debug, Clone)]
@@ -431,23 +611,50 @@ pub fn load(cli: Option<&Path>) -> Result<Option<Config>> {
 /// The configuration the environment alone gives when there is no file (SPEC §2): a database
 /// named `default` from `DATABASE_URL`. References always need a file, so this serves `check`.
 pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>> {
-    let Some(url) = env("DATABASE_URL").filter(|u| !u.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let base_dir = std::path::absolute(".").unwrap_or_else(|_| PathBuf::from("."));
-    let db = database_config("default", &url, &base_dir).map_err(|msg| Error::Config {
-        path: "DATABASE_URL".into(),
+    let var = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let bad = |what: &str, msg: String| Error::Config {
+        path: what.into(),
         line: None,
         msg,
-    })?;
+    };
+    let base_dir = std::path::absolute(".").unwrap_or_else(|_| PathBuf::from("."));
+    let mut databases = Vec::new();
+    if let Some(url) = var("DATABASE_URL") {
+        databases
+            .push(database_config("default", &url, &base_dir).map_err(|m| bad("DATABASE_URL", m))?);
+    }
+    let mut stores = Vec::new();
+    if let Some(url) = var("CLOUDCUBE_URL") {
+        let mut s3 = cloudcube(&url)
+            .unwrap_or_else(|| Err(format!("`{url}` is not a Cloudcube URL (https://cloud-cube-us2.s3.amazonaws.com/<cube>)")))
+            .map_err(|m| bad("CLOUDCUBE_URL", m))?;
+        s3.access_key_id = var("CLOUDCUBE_ACCESS_KEY_ID");
+        s3.secret_access_key = var("CLOUDCUBE_SECRET_ACCESS_KEY").map(Secret);
+        stores.push(StoreConfig {
+            name: "default".into(),
+            location: StoreLocation::S3(s3),
+            ignore: Ignore::default(),
+            min_age: DEFAULT_MIN_AGE,
+            public_url: None,
+            quarantine: Some(Quarantine {
+                prefix: DEFAULT_QUARANTINE_PREFIX.into(),
+                keep: DEFAULT_QUARANTINE_KEEP,
+            }),
+            list_concurrency: DEFAULT_LIST_CONCURRENCY,
+            max_lookups: DEFAULT_MAX_LOOKUPS,
+        });
+    }
+    if databases.is_empty() && stores.is_empty() {
+        return Ok(None);
+    }
     Ok(Some(Config {
         path: None,
         app_name: "assetgc".into(),
         state_url: StateUrl::Sqlite(base_dir.join("assetgc.db")),
         reports_dir: base_dir.join("reports"),
         base_dir,
-        stores: Vec::new(),
-        databases: vec![db],
+        stores,
+        databases,
         references: Vec::new(),
     }))
 }
@@ -632,20 +839,44 @@ impl Cx<'_> {
                 &format!("[stores.{name}] {key} (Cloudinary stores)"),
             )?;
         }
-        for (v, key) in [
-            (&raw.endpoint, "endpoint"),
-            (&raw.region, "region"),
-            (&raw.access_key_id, "access_key_id"),
-            (&raw.secret_access_key, "secret_access_key"),
-            (&raw.allow_http, "allow_http"),
-            (&raw.virtual_hosted_style, "virtual_hosted_style"),
-        ] {
-            self.unsupported(v.as_ref(), &format!("[stores.{name}] {key} (S3 stores)"))?;
-        }
         let url = self.expand(&raw.url)?;
         let location = self
             .store_location(&url)
             .map_err(|m| self.err_at(&raw.url, format!("[stores.{name}] url: {m}")))?;
+        let location = match location {
+            StoreLocation::S3(s3) => StoreLocation::S3(self.s3_settings(name, raw, s3)?),
+            StoreLocation::Gcs(c) => StoreLocation::Gcs(self.cloud_settings(name, raw, c, false)?),
+            StoreLocation::Azure(c) => {
+                StoreLocation::Azure(self.cloud_settings(name, raw, c, true)?)
+            }
+            local @ StoreLocation::Local { .. } => {
+                for (present, key) in [
+                    (raw.endpoint.as_ref().map(Spanned::span), "endpoint"),
+                    (raw.region.as_ref().map(Spanned::span), "region"),
+                    (
+                        raw.access_key_id.as_ref().map(Spanned::span),
+                        "access_key_id",
+                    ),
+                    (
+                        raw.secret_access_key.as_ref().map(Spanned::span),
+                        "secret_access_key",
+                    ),
+                    (raw.allow_http.as_ref().map(Spanned::span), "allow_http"),
+                    (
+                        raw.virtual_hosted_style.as_ref().map(Spanned::span),
+                        "virtual_hosted_style",
+                    ),
+                ] {
+                    if let Some(span) = present {
+                        return Err(self.err(
+                            Some(self.line_of(span.start)),
+                            format!("[stores.{name}] {key} is for S3 stores (url = \"s3://bucket/prefix\"); remove it"),
+                        ));
+                    }
+                }
+                local
+            }
+        };
         let mut patterns = Vec::new();
         for g in &raw.ignore {
             patterns.push(self.expand(g)?);
@@ -744,14 +975,26 @@ impl Cx<'_> {
             );
         }
         let lower = url.to_ascii_lowercase();
-        for scheme in [
-            "s3://",
-            "gs://",
-            "az://",
-            "cloudinary://",
-            "http://",
-            "https://",
-        ] {
+        if let Some(rest) = lower.strip_prefix("s3://").map(|_| &url[5..]) {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            return Ok(StoreLocation::S3(S3Location::new(bucket, prefix, None)?));
+        }
+        if let Some(cube) = cloudcube(url) {
+            return Ok(StoreLocation::S3(cube?));
+        }
+        for (scheme, azure) in [("gs://", false), ("az://", true)] {
+            if lower.starts_with(scheme) {
+                let rest = &url[scheme.len()..];
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let loc = CloudLocation::new(bucket, prefix)?;
+                return Ok(if azure {
+                    StoreLocation::Azure(loc)
+                } else {
+                    StoreLocation::Gcs(loc)
+                });
+            }
+        }
+        for scheme in ["cloudinary://", "http://", "https://"] {
             if lower.starts_with(scheme) {
                 return Err(format!(
                     "`{}`: {} stores are not supported yet by this version; use a folder path",
@@ -784,6 +1027,147 @@ impl Cx<'_> {
         Ok(StoreLocation::Local {
             root: self.resolve_path(url),
         })
+    }
+
+    /// Fills an S3 location from the store's table, then the usual environment variables:
+    /// `AWS_*` for S3, `CLOUDCUBE_*` for a Cloudcube URL.
+    fn s3_settings(&self, name: &str, raw: &RawStore, mut s3: S3Location) -> Result<S3Location> {
+        let env = |k: &str| (self.env)(k).filter(|v| !v.is_empty());
+        let text = |t: &Option<Text>| -> Result<Option<String>> {
+            t.as_ref().map(|t| self.expand(t)).transpose()
+        };
+        let (key_var, secret_var) = if s3.cloudcube {
+            ("CLOUDCUBE_ACCESS_KEY_ID", "CLOUDCUBE_SECRET_ACCESS_KEY")
+        } else {
+            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        };
+        s3.access_key_id = text(&raw.access_key_id)?.or_else(|| env(key_var));
+        s3.secret_access_key = text(&raw.secret_access_key)?
+            .or_else(|| env(secret_var))
+            .map(Secret);
+        if !s3.cloudcube {
+            s3.session_token = env("AWS_SESSION_TOKEN").map(Secret);
+        }
+        if let Some(region) = text(&raw.region)?.or_else(|| {
+            (!s3.cloudcube)
+                .then(|| env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")))
+                .flatten()
+        }) {
+            s3.region = region;
+        }
+        s3.endpoint = text(&raw.endpoint)?.or_else(|| {
+            (!s3.cloudcube)
+                .then(|| env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")))
+                .flatten()
+        });
+        if let Some(e) = &s3.endpoint {
+            let parsed = url::Url::parse(e)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"));
+            if parsed.is_none() {
+                let at = raw.endpoint.as_ref().map_or(raw.url.span(), Spanned::span);
+                return Err(self.err(
+                    Some(self.line_of(at.start)),
+                    format!(
+                        "[stores.{name}] endpoint `{}` is not an http(s) URL",
+                        redact_url(e)
+                    ),
+                ));
+            }
+        }
+        let http_endpoint = s3
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"));
+        s3.allow_http = raw
+            .allow_http
+            .as_ref()
+            .map_or(http_endpoint, |b| *b.get_ref());
+        if http_endpoint && !s3.allow_http {
+            return Err(self.err_at(
+                raw.allow_http.as_ref().map_or(&raw.url, |_| &raw.url),
+                format!("[stores.{name}] the endpoint is plain http:// but allow_http = false; use https:// or set allow_http = true"),
+            ));
+        }
+        s3.virtual_hosted_style = raw
+            .virtual_hosted_style
+            .as_ref()
+            .is_some_and(|b| *b.get_ref());
+        Ok(s3)
+    }
+
+    /// Fills a GCS or Azure location from the store's `endpoint` and the usual variables.
+    fn cloud_settings(
+        &self,
+        name: &str,
+        raw: &RawStore,
+        mut loc: CloudLocation,
+        azure: bool,
+    ) -> Result<CloudLocation> {
+        let env = |k: &str| (self.env)(k).filter(|v| !v.is_empty());
+        let kind = if azure { "Azure" } else { "GCS" };
+        for (present, key) in [
+            (raw.region.as_ref().map(Spanned::span), "region"),
+            (
+                raw.access_key_id.as_ref().map(Spanned::span),
+                "access_key_id",
+            ),
+            (
+                raw.secret_access_key.as_ref().map(Spanned::span),
+                "secret_access_key",
+            ),
+            (raw.allow_http.as_ref().map(Spanned::span), "allow_http"),
+            (
+                raw.virtual_hosted_style.as_ref().map(Spanned::span),
+                "virtual_hosted_style",
+            ),
+        ] {
+            if let Some(span) = present {
+                return Err(self.err(
+                    Some(self.line_of(span.start)),
+                    format!(
+                        "[stores.{name}] {key} is for S3 stores; {kind} stores take their credentials from the environment"
+                    ),
+                ));
+            }
+        }
+        let endpoint = raw.endpoint.as_ref().map(|t| self.expand(t)).transpose()?;
+        if azure {
+            loc.account =
+                env("AZURE_STORAGE_ACCOUNT_NAME").or_else(|| env("AZURE_STORAGE_ACCOUNT"));
+            loc.secret = env("AZURE_STORAGE_ACCOUNT_KEY")
+                .or_else(|| env("AZURE_STORAGE_KEY"))
+                .or_else(|| env("AZURE_STORAGE_ACCESS_KEY"))
+                .map(Secret);
+            loc.use_emulator = env("AZURE_STORAGE_USE_EMULATOR")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+            loc.endpoint =
+                endpoint.or_else(|| env("AZURITE_BLOB_STORAGE_URL").filter(|_| loc.use_emulator));
+            if loc.account.is_none() && !loc.use_emulator {
+                return Err(self.err_at(
+                    &raw.url,
+                    format!(
+                        "[stores.{name}] an az:// store needs AZURE_STORAGE_ACCOUNT_NAME (and AZURE_STORAGE_ACCOUNT_KEY), or AZURE_STORAGE_USE_EMULATOR=true"
+                    ),
+                ));
+            }
+        } else {
+            loc.secret = env("GOOGLE_SERVICE_ACCOUNT_KEY")
+                .or_else(|| env("GOOGLE_APPLICATION_CREDENTIALS"))
+                .or_else(|| env("GOOGLE_SERVICE_ACCOUNT_PATH"))
+                .or_else(|| env("GOOGLE_SERVICE_ACCOUNT"))
+                .map(Secret);
+            loc.endpoint = endpoint.or_else(|| {
+                env("STORAGE_EMULATOR_HOST").map(|h| {
+                    if h.contains("://") {
+                        h
+                    } else {
+                        format!("http://{h}")
+                    }
+                })
+            });
+        }
+        Ok(loc)
     }
 
     /// The store or database a reference names, or the only one there is.
@@ -1233,6 +1617,132 @@ query = "SELECT id, image AS key FROM posts;"
         let c = from_env(&env).unwrap().unwrap();
         assert_eq!(c.databases[0].name, "default");
         assert!(from_env(&|_| None).unwrap().is_none());
+    }
+
+    fn s3_of(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Location> {
+        let c = parse(text, "t.toml", Path::new("/base"), env)?;
+        match &c.stores[0].location {
+            StoreLocation::S3(s3) => Ok(s3.clone()),
+            other => panic!("not S3: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn s3_urls_take_the_table_then_the_aws_variables() {
+        let env = |n: &str| match n {
+            "AWS_ACCESS_KEY_ID" => Some("AKIA".to_string()),
+            "AWS_SECRET_ACCESS_KEY" => Some("shh".to_string()),
+            "AWS_REGION" => Some("eu-west-3".to_string()),
+            _ => None,
+        };
+        let s3 = s3_of("[stores.m]\nurl = \"s3://my-bucket/app/media/\"\n", &env).unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("my-bucket", "app/media/")
+        );
+        assert_eq!(s3.region, "eu-west-3");
+        assert_eq!(s3.access_key_id.as_deref(), Some("AKIA"));
+        assert!(!format!("{s3:?}").contains("shh"));
+        let local = s3_of(
+            "[stores.m]\nurl = \"s3://b-1\"\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"auto\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(local.prefix, "");
+        assert_eq!(local.region, "auto");
+        assert!(local.allow_http, "an http:// endpoint allows http");
+        let refused = s3_of(
+            "[stores.m]\nurl = \"s3://b-1\"\nendpoint = \"http://h:1\"\nallow_http = false\n",
+            &env,
+        );
+        assert!(refused.unwrap_err().to_string().contains("allow_http"));
+        assert!(s3_of("[stores.m]\nurl = \"s3://Bad_Bucket\"\n", &env).is_err());
+        let on_folder = parse(
+            "[stores.m]\nurl = \"./m\"\nregion = \"x\"\n",
+            "t",
+            Path::new("/"),
+            &env,
+        );
+        assert!(on_folder.unwrap_err().to_string().contains("for S3 stores"));
+    }
+
+    #[test]
+    fn cloudcube_urls_scope_the_store_to_the_cube() {
+        let env = |n: &str| match n {
+            "CLOUDCUBE_ACCESS_KEY_ID" => Some("CUBEKEY".to_string()),
+            "CLOUDCUBE_SECRET_ACCESS_KEY" => Some("cubesecret".to_string()),
+            "AWS_ACCESS_KEY_ID" => Some("AWSKEY".to_string()),
+            _ => None,
+        };
+        let s3 = s3_of(
+            "[stores.cube]\nurl = \"https://cloud-cube-us2.s3.amazonaws.com/a1b2c3\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s3.bucket, "cloud-cube-us2");
+        assert_eq!(s3.prefix, "a1b2c3/");
+        assert_eq!(s3.region, "us-east-1");
+        assert_eq!(s3.access_key_id.as_deref(), Some("CUBEKEY"));
+        assert!(s3.cloudcube);
+        let eu = s3_of(
+            "[stores.c]\nurl = \"https://cloud-cube-eu2.s3.amazonaws.com/x\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(eu.region, "eu-west-1");
+        assert!(
+            s3_of(
+                "[stores.c]\nurl = \"https://cloud-cube-us2.s3.amazonaws.com/\"\n",
+                &env
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn gs_and_az_urls_take_their_usual_variables() {
+        let env = |n: &str| match n {
+            "AZURE_STORAGE_ACCOUNT_NAME" => Some("acct".to_string()),
+            "AZURE_STORAGE_ACCOUNT_KEY" => Some("azsecret".to_string()),
+            "STORAGE_EMULATOR_HOST" => Some("127.0.0.1:9023".to_string()),
+            _ => None,
+        };
+        let c = parse(
+            "[stores.g]\nurl = \"gs://bkt/media/\"\n[stores.a]\nurl = \"az://cont/up\"\n",
+            "t",
+            Path::new("/"),
+            &env,
+        )
+        .unwrap();
+        let StoreLocation::Gcs(g) = &c.stores[0].location else {
+            panic!("gs")
+        };
+        assert_eq!((g.bucket.as_str(), g.prefix.as_str()), ("bkt", "media/"));
+        assert_eq!(g.endpoint.as_deref(), Some("http://127.0.0.1:9023"));
+        let StoreLocation::Azure(a) = &c.stores[1].location else {
+            panic!("az")
+        };
+        assert_eq!(a.account.as_deref(), Some("acct"));
+        assert!(!format!("{a:?}").contains("azsecret"));
+        let no_account = parse(
+            "[stores.a]\nurl = \"az://c\"\n",
+            "t",
+            Path::new("/"),
+            &|_| None,
+        );
+        assert!(
+            no_account
+                .unwrap_err()
+                .to_string()
+                .contains("AZURE_STORAGE_ACCOUNT_NAME")
+        );
+        let s3_key = parse(
+            "[stores.g]\nurl = \"gs://b\"\nregion = \"x\"\n",
+            "t",
+            Path::new("/"),
+            &env,
+        );
+        assert!(s3_key.unwrap_err().to_string().contains("for S3 stores"));
     }
 
     #[test]

@@ -140,6 +140,7 @@ pub struct StoreStats {
     pub ignored: u64,
     pub unrepresentable: u64,
     pub list_time: Duration,
+    pub api_calls: u64,
     /// `Some(n)`: missing files were confirmed with n point look-ups instead of a listing.
     pub lookups: Option<u64>,
     pub complete: bool,
@@ -182,6 +183,8 @@ impl Findings {
             .unwrap_or_default()
     }
 }
+
+type OpenedStore = std::result::Result<Arc<dyn Store>, store::StoreError>;
 
 /// Runs a scan. `Err` only when nothing useful could be done (every store or database out of
 /// reach) or the options are wrong; partial failures come back as warnings with `complete = false`.
@@ -234,13 +237,17 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
             )
         }
     });
-    let store_handles: Vec<(usize, Arc<dyn Store>)> = selected
+    let store_handles: Vec<(usize, OpenedStore)> = selected
         .iter()
         .map(|&s| (s, store::open(&cfg.stores[s])))
         .collect();
-    let store_futs = store_handles
-        .iter()
-        .map(|(s, st)| async move { (*s, st.check().await) });
+    let store_futs = store_handles.iter().map(|(s, st)| async move {
+        let checked = match st {
+            Ok(st) => st.check().await,
+            Err(e) => Err(store::StoreError::Unreachable(e.to_string())),
+        };
+        (*s, checked)
+    });
     let (db_results, store_checks) = futures::join!(
         futures::future::join_all(db_futs),
         futures::future::join_all(store_futs)
@@ -288,6 +295,7 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
     let mut store_tasks = Vec::new();
     let mut ref_tasks = Vec::new();
     for (s, handle) in store_handles {
+        let Ok(handle) = handle else { continue };
         if !reachable[s] {
             continue;
         }
@@ -413,16 +421,14 @@ fn quarantine_prefixes(cfg: &Config, s: usize) -> Vec<String> {
     if let Some(q) = &me.quarantine {
         out.push(q.prefix.clone());
     }
-    let crate::config::StoreLocation::Local { root } = &me.location;
     for (i, other) in cfg.stores.iter().enumerate() {
         if i == s {
             continue;
         }
-        let crate::config::StoreLocation::Local { root: other_root } = &other.location;
-        if let (Some(q), Ok(rel)) = (&other.quarantine, other_root.strip_prefix(root))
-            && let Some(rel) = rel.to_str().filter(|r| !r.is_empty())
+        if let (Some(q), Some(rel)) = (&other.quarantine, me.location.contains(&other.location))
+            && !rel.is_empty()
         {
-            out.push(format!("{}/{}", rel.trim_end_matches('/'), q.prefix));
+            out.push(format!("{rel}{}", q.prefix));
         }
     }
     out
@@ -1254,6 +1260,7 @@ async fn reconcile_store(
             name_list(&c.skipped)
         ));
     }
+    c.stats.api_calls = store.api_calls();
     StoreOutcome {
         stats: c.stats,
         orphans: c.orphans,

@@ -212,7 +212,7 @@ pub fn to_json(f: &Findings, scan_id: i64) -> Value {
     let api_calls: serde_json::Map<String, Value> = f
         .stores
         .iter()
-        .map(|st| (st.name.clone(), json!(0)))
+        .map(|st| (st.name.clone(), json!(st.api_calls)))
         .collect();
     json!({
         "scan": {
@@ -420,9 +420,10 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<16} {how} in {}, 0 API calls — {}",
+            "  {:<16} {how} in {}, {} API calls — {}",
             store.name,
             secs(store.list_time),
+            count(store.api_calls),
             store.location
         );
     }
@@ -562,10 +563,26 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
     if s.unparsed > 0 {
         let _ = writeln!(out, "  Unreadable keys:  {}", count(s.unparsed));
     }
-    let _ = writeln!(
-        out,
-        "  API calls:        0 (no API-metered stores in this scan)"
-    );
+    let calls: u64 = f.stores.iter().map(|s| s.api_calls).sum();
+    if calls == 0 {
+        let _ = writeln!(
+            out,
+            "  API calls:        0 (no API-metered stores in this scan)"
+        );
+    } else {
+        let per_store: Vec<String> = f
+            .stores
+            .iter()
+            .filter(|s| s.api_calls > 0)
+            .map(|s| format!("{} {}", s.name, count(s.api_calls)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  API calls:        {} ({})",
+            count(calls),
+            per_store.join(", ")
+        );
+    }
     let _ = writeln!(out, "  Execution time:   {}", secs(f.duration()));
     if let Some(p) = input.report_path {
         let _ = writeln!(out, "  Report:           {}", p.display());

@@ -97,7 +97,7 @@ impl State {
         let api_calls: serde_json::Map<String, serde_json::Value> = f
             .stores
             .iter()
-            .map(|s| (s.name.clone(), json!(0)))
+            .map(|s| (s.name.clone(), json!(s.api_calls)))
             .collect();
         sqlx::query(
             "UPDATE scans SET finished_at = ?, state = ?, summary = ?, store_stats = ?, api_calls = ?, warnings = ?, report_path = ?, duration_ms = ? WHERE id = ?",

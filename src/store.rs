@@ -9,7 +9,11 @@ use futures::stream::BoxStream;
 
 use crate::config::{StoreConfig, StoreLocation};
 
+pub mod azure;
+mod cloud;
+pub mod gcs;
 pub mod local;
+pub mod s3;
 
 /// One object of a listing or a look-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,14 +66,59 @@ pub trait Store: Send + Sync {
     /// Streams the whole store in pages; order is unspecified. Memory is bounded by the page size.
     fn list(&self, opts: ListOptions) -> ListStream<'_>;
 
+    /// Requests sent to the backend's API so far (0 for the folder store).
+    fn api_calls(&self) -> u64 {
+        0
+    }
+
     /// Point look-ups: for each key, the object with its size and time, or `None` when absent.
     /// Keys that are not representable are never looked up and come back `None`.
     async fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError>;
 }
 
 /// Opens the backend a store's configuration names.
-pub fn open(cfg: &StoreConfig) -> Arc<dyn Store> {
-    match &cfg.location {
+pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match &cfg.location {
         StoreLocation::Local { root } => Arc::new(local::LocalStore::new(root.clone())),
-    }
+        StoreLocation::S3(loc) => Arc::new(s3::S3Store::new(
+            &cfg.name,
+            s3::S3Settings {
+                bucket: loc.bucket.clone(),
+                prefix: loc.prefix.clone(),
+                endpoint: loc.endpoint.clone(),
+                region: loc.region.clone(),
+                access_key_id: loc.access_key_id.clone(),
+                secret_access_key: loc
+                    .secret_access_key
+                    .as_ref()
+                    .map(|s| s.expose().to_string()),
+                session_token: loc.session_token.as_ref().map(|s| s.expose().to_string()),
+                allow_http: loc.allow_http,
+                virtual_hosted_style: loc.virtual_hosted_style,
+                list_concurrency: cfg.list_concurrency,
+            },
+        )?),
+        StoreLocation::Gcs(loc) => Arc::new(gcs::GcsStore::new(
+            &cfg.name,
+            gcs::GcsSettings {
+                bucket: loc.bucket.clone(),
+                prefix: loc.prefix.clone(),
+                endpoint: loc.endpoint.clone(),
+                service_account_key: loc.secret.as_ref().map(|s| s.expose().to_string()),
+                list_concurrency: cfg.list_concurrency,
+            },
+        )?),
+        StoreLocation::Azure(loc) => Arc::new(azure::AzureStore::new(
+            &cfg.name,
+            azure::AzureSettings {
+                account: loc.account.clone().unwrap_or_default(),
+                container: loc.bucket.clone(),
+                prefix: loc.prefix.clone(),
+                access_key: loc.secret.as_ref().map(|s| s.expose().to_string()),
+                endpoint: loc.endpoint.clone(),
+                use_emulator: loc.use_emulator,
+                list_concurrency: cfg.list_concurrency,
+            },
+        )?),
+    })
 }

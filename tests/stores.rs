@@ -1,6 +1,7 @@
-//! Stores: the conformance suite on the folder store, and what only a folder can hold — symbolic
-//! links, names that are not UTF-8, control characters in names — against SPEC §2 and SPEC §6
-//! invariant 6 (the folder store never touches a path outside its root).
+//! Stores: the conformance suite on the folder store and on S3 (moto), what only a folder can hold
+//! — symbolic links, names that are not UTF-8, control characters in names — against SPEC §2 and
+//! SPEC §6 invariant 6 (the folder store never touches a path outside its root), and what only S3
+//! can hold: unrepresentable keys, folder markers, keys outside the store's prefix.
 
 mod common;
 
@@ -11,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use assetgc::store::local::LocalStore;
+use assetgc::store::s3::{S3Settings, S3Store};
 use assetgc::store::{ListOptions, Store, StoreError};
 use common::conformance::{self, Listing, Seeder, list_all};
+use common::s3::Bucket;
 use common::write_file;
 
 /// Seeds the folder store the way an application fills it: files under the root.
@@ -254,5 +257,288 @@ async fn a_root_that_is_a_file_fails_check() {
     match store.check().await {
         Err(StoreError::Unreachable(_)) => {}
         other => panic!("check() of a root that is a file: {other:?}"),
+    }
+}
+
+// ---- S3 (moto) ----
+//
+// moto does not check signatures, so refused credentials (403 InvalidAccessKeyId,
+// SignatureDoesNotMatch) cannot be tested here; the tests run unsigned, as moto allows.
+
+/// Seeds an S3 store the way an application fills it: objects put under the store's prefix.
+struct S3Objects<'a> {
+    bucket: &'a Bucket,
+    prefix: &'a str,
+}
+
+impl Seeder for S3Objects<'_> {
+    fn put(&self, key: &str, body: &[u8]) {
+        let key = format!("{}{key}", self.prefix);
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(self.bucket.put(&key, body));
+        });
+    }
+}
+
+/// Beside the store's prefix `app/`: keys a prefix match without the `/` would take for its own.
+const OUTSIDE_APP: &[&str] = &["other/x.jpg", "app2/y.jpg", "appx.jpg", "app", "ap/p.jpg"];
+
+async fn s3_conformance(list_concurrency: usize) {
+    let Some(endpoint) = common::require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    let bucket = Bucket::create(&endpoint).await;
+    for key in OUTSIDE_APP {
+        bucket.put(key, b"not this store's").await;
+    }
+    let store = bucket.store("app/", list_concurrency);
+    conformance::run(
+        &store,
+        &S3Objects {
+            bucket: &bucket,
+            prefix: "app/",
+        },
+    )
+    .await;
+
+    // Keys are relative to the prefix: no key reaches the objects beside it.
+    let keys: Vec<String> = ["other/x.jpg", "../other/x.jpg", "2/y.jpg", "x.jpg", ""]
+        .map(String::from)
+        .into();
+    let answers = store.head_many(&keys).await.expect("head_many");
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    assert!(store.calls() > 0, "calls are counted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_store_passes_the_conformance_suite() {
+    s3_conformance(8).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_store_passes_the_conformance_suite_listing_sequentially() {
+    s3_conformance(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_unrepresentable_keys_never_stop_a_listing_and_markers_are_not_objects() {
+    let Some(endpoint) = common::require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    let bucket = Bucket::create(&endpoint).await;
+    for (key, body) in [
+        ("app/a//b.jpg", &b"x"[..]),
+        ("app/x/./y.jpg", b"x"),
+        ("app/../z", b"x"),
+        // A tab, not a line break: moto's router refuses `%0A` in a path.
+        ("app/tab\there.jpg", b"x"),
+        // A console folder marker: zero bytes, ending in `/`.
+        ("app/dir/", b""),
+        ("app/dir/inside.jpg", b"inside"),
+        // Not zero bytes: a real object whose name ends in `/`, which no key can name.
+        ("app/notdir/", b"x"),
+        ("app/ok.jpg", b"ok"),
+        ("app/zz.jpg", b"zz"),
+        ("appx.jpg", b"outside"),
+    ] {
+        bucket.put(key, body).await;
+    }
+    for list_concurrency in [8, 1] {
+        let store = bucket.store("app/", list_concurrency);
+        for with_meta in [false, true] {
+            let listing = list_all(
+                &store,
+                ListOptions {
+                    with_meta,
+                    exclude_prefixes: Vec::new(),
+                },
+            )
+            .await;
+            let what = format!("list_concurrency = {list_concurrency}, with_meta = {with_meta}");
+            assert_eq!(
+                sorted_keys(&listing),
+                ["dir/inside.jpg", "ok.jpg", "zz.jpg"],
+                "{what}: {listing:?}"
+            );
+            let mut unrepresentable = listing.unrepresentable.clone();
+            unrepresentable.sort_unstable();
+            assert_eq!(
+                unrepresentable,
+                ["../z", "a//b.jpg", "notdir/", "tab\\there.jpg", "x/./y.jpg"],
+                "{what}: {listing:?}"
+            );
+        }
+        let keys: Vec<String> = [
+            "a//b.jpg",
+            "x/./y.jpg",
+            "../z",
+            "dir",
+            "dir/",
+            "notdir/",
+            "ok.jpg",
+        ]
+        .map(String::from)
+        .into();
+        let answers = store.head_many(&keys).await.expect("head_many");
+        let found: Vec<&str> = keys
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| a.is_some())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(found, ["ok.jpg"], "{answers:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_check_of_a_missing_bucket_is_unreachable_and_names_the_bucket() {
+    let Some(endpoint) = common::require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    let bucket = Bucket::named(&endpoint, "assetgc-never-created");
+    let store = bucket.store("", 8);
+    match store.check().await {
+        Err(StoreError::Unreachable(msg)) => {
+            assert!(msg.contains("assetgc-never-created"), "{msg}");
+            assert!(msg.contains("NoSuchBucket"), "{msg}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+        other => panic!("check() of a missing bucket: {other:?}"),
+    }
+}
+
+/// A server that stops answering ends the listing with an error after the retries, never with a
+/// quiet, shorter listing (which would turn every reference into "missing").
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_listing_of_a_server_that_does_not_answer_fails() {
+    // A port that was free a moment ago: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let bucket = Bucket::named(&format!("http://127.0.0.1:{port}"), "gone");
+    for list_concurrency in [8, 1] {
+        let store = bucket.store("app/", list_concurrency);
+        let mut pages = store.list(ListOptions::default());
+        let mut failed = false;
+        while let Some(page) = futures::StreamExt::next(&mut pages).await {
+            match page {
+                Err(e) => {
+                    failed = true;
+                    assert!(e.to_string().contains("gave up after"), "{e}");
+                }
+                Ok(items) => panic!("a server that does not answer listed {items:?}"),
+            }
+        }
+        assert!(failed, "the listing ended without an error");
+        assert_eq!(store.calls(), 5, "one call, tried five times");
+        assert!(matches!(
+            store.check().await,
+            Err(StoreError::Unreachable(_))
+        ));
+    }
+}
+
+/// A stand-in S3 endpoint that answers the first `failures` requests with `503 SlowDown` and the
+/// rest with an empty listing; it counts the requests it saw.
+async fn flaky_endpoint(
+    failures: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a port");
+    let endpoint = format!("http://{}", listener.local_addr().expect("local address"));
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => request.extend_from_slice(&buf[..k]),
+                }
+            }
+            let (status, body) = if n < failures {
+                (
+                    "503 Slow Down",
+                    "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+                )
+            } else {
+                (
+                    "200 OK",
+                    "<ListBucketResult><IsTruncated>false</IsTruncated><EncodingType>url</EncodingType></ListBucketResult>",
+                )
+            };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes()).await;
+        }
+    });
+    (endpoint, seen)
+}
+
+fn unsigned_store(endpoint: &str) -> S3Store {
+    S3Store::new(
+        "flaky",
+        S3Settings {
+            bucket: "b".to_owned(),
+            prefix: String::new(),
+            endpoint: Some(endpoint.to_owned()),
+            region: "us-east-1".to_owned(),
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            allow_http: true,
+            virtual_hosted_style: false,
+            list_concurrency: 1,
+        },
+    )
+    .expect("an S3 store")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_slow_down_answers_are_retried_with_backoff() {
+    let (endpoint, seen) = flaky_endpoint(2).await;
+    let store = unsigned_store(&endpoint);
+    let listing = list_all(&store, ListOptions::default()).await;
+    assert!(listing.objects.is_empty(), "{listing:?}");
+    assert_eq!(store.calls(), 3, "two refusals, then the listing");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_listing_that_keeps_failing_ends_with_an_error_naming_the_cause() {
+    let (endpoint, _) = flaky_endpoint(usize::MAX).await;
+    let store = unsigned_store(&endpoint);
+    let mut pages = store.list(ListOptions::default());
+    let mut errors = Vec::new();
+    while let Some(page) = futures::StreamExt::next(&mut pages).await {
+        match page {
+            Err(e) => errors.push(e.to_string()),
+            Ok(items) => panic!("a failing server listed {items:?}"),
+        }
+    }
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("SlowDown") && errors[0].contains("gave up after 5 tries"),
+        "{errors:?}"
+    );
+    assert_eq!(store.calls(), 5);
+    match store.check().await {
+        Err(StoreError::Unreachable(msg)) => {
+            assert!(
+                msg.contains("bucket `b`") && msg.contains("SlowDown"),
+                "{msg}"
+            );
+        }
+        other => panic!("check() of a failing server: {other:?}"),
     }
 }

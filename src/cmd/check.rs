@@ -4,7 +4,6 @@
 
 use super::Ui;
 use crate::cli::Global;
-use crate::config::StoreLocation;
 use crate::error::{Exit, Result};
 use crate::refs::Db;
 use crate::report::Style;
@@ -16,7 +15,7 @@ pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
     let mut exit = Exit::Ok;
     let mut warnings = Vec::new();
     let origin = cfg.path.as_ref().map_or_else(
-        || "(no file: DATABASE_URL only)".into(),
+        || "(no file: DATABASE_URL / CLOUDCUBE_URL)".into(),
         |p| p.display().to_string(),
     );
     println!(
@@ -27,8 +26,10 @@ pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
     );
 
     let stores = cfg.stores.iter().map(|s| async move {
-        let store = crate::store::open(s);
-        (s, store.describe(), store.check().await)
+        match crate::store::open(s) {
+            Ok(store) => (s, store.describe(), store.check().await),
+            Err(e) => (s, s.location.describe(), Err(e)),
+        }
     });
     for (s, describe, result) in futures::future::join_all(stores).await {
         match result {
@@ -51,15 +52,15 @@ pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
     }
     for (i, a) in cfg.stores.iter().enumerate() {
         for b in &cfg.stores[i + 1..] {
-            let (StoreLocation::Local { root: ra }, StoreLocation::Local { root: rb }) =
-                (&a.location, &b.location);
-            if ra.starts_with(rb) || rb.starts_with(ra) {
+            if a.location.contains(&b.location).is_some()
+                || b.location.contains(&a.location).is_some()
+            {
                 warnings.push(format!(
                     "stores {} and {} overlap ({} and {}): an object in both is protected by the references of both",
                     a.name,
                     b.name,
-                    ra.display(),
-                    rb.display()
+                    a.location.describe(),
+                    b.location.describe()
                 ));
             }
         }

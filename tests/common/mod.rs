@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod s3;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -197,7 +198,7 @@ impl TestDb {
 }
 
 /// `prefix_<16 hex digits>`, different in every test and every run: a valid SQL identifier.
-fn unique_name(prefix: &str) -> String {
+pub fn unique_name(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -1,0 +1,429 @@
+//! What the Azure and GCS stores share: listings sent by hand, their retries, and the parallel
+//! listing over top-level prefixes.
+//!
+//! `object_store` parses every name of a listing page into a `Path` and fails the whole page on one
+//! name with an empty, `.` or `..` segment or a control character (its Azure and GCS listings as
+//! much as its S3 one), and SPEC §2 wants such names counted, not fatal. So each of these stores
+//! sends its provider's list call itself and implements [`PageSource`]; this module turns pages
+//! into a listing stream, classifies names, and retries.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+
+use super::{ListOptions, ListStream, Listed, Object, StoreError};
+use crate::key::is_representable;
+
+/// Listing pages waiting for the consumer; bounds memory to a few pages whatever the container.
+const PAGES_IN_FLIGHT: usize = 4;
+/// Attempts of one call before it fails.
+pub(super) const TRIES: u32 = 5;
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_mins(1);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One failed call: what to say, and whether another try may help.
+pub(super) struct CallError {
+    pub msg: String,
+    pub status: Option<u16>,
+    pub retry: bool,
+}
+
+impl CallError {
+    /// A request that got no answer: timeouts and refused connections are worth another try.
+    pub fn request(e: &reqwest::Error) -> CallError {
+        CallError {
+            msg: format!("request failed: {}", error_chain(e)),
+            status: None,
+            retry: e.is_timeout() || e.is_connect() || e.is_request() || e.is_body(),
+        }
+    }
+
+    pub fn fatal(msg: String) -> CallError {
+        CallError {
+            msg,
+            status: None,
+            retry: false,
+        }
+    }
+
+    /// An error answer. 5xx and 429 are retried, as are the providers' own "slow down" codes.
+    pub fn status(status: reqwest::StatusCode, code: Option<&str>, message: Option<&str>) -> Self {
+        let code = code.unwrap_or_default();
+        let retry = status.is_server_error()
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+            || matches!(code, "ServerBusy" | "OperationTimedOut" | "SlowDown");
+        let mut msg = format!("HTTP {}", status.as_u16());
+        if !code.is_empty() {
+            msg.push(' ');
+            msg.push_str(code);
+        }
+        if let Some(m) = message.map(str::trim).filter(|m| !m.is_empty()) {
+            msg.push_str(": ");
+            // Azure's messages carry a RequestId and Time on further lines: one line is enough.
+            msg.push_str(m.lines().next().unwrap_or(m));
+        }
+        CallError {
+            msg,
+            status: Some(status.as_u16()),
+            retry,
+        }
+    }
+}
+
+/// The HTTP client for hand-sent calls, with the same timeouts as `object_store`'s.
+pub(super) fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {}", error_chain(&e)))
+}
+
+/// A store prefix is "" or a representable key path followed by `/`.
+pub(super) fn is_valid_prefix(prefix: &str) -> bool {
+    prefix.is_empty() || prefix.strip_suffix('/').is_some_and(is_representable)
+}
+
+/// `object_store`'s retry settings matching [`TRIES`] and [`FIRST_BACKOFF`].
+pub(super) fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: FIRST_BACKOFF,
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: (TRIES - 1) as usize,
+        retry_timeout: Duration::from_mins(2),
+    }
+}
+
+/// `object_store`'s client options for a base URL: plain HTTP only when the URL says so.
+pub(super) fn client_options(base_url: &str) -> object_store::ClientOptions {
+    object_store::ClientOptions::new()
+        .with_allow_http(base_url.starts_with("http://"))
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_connect_timeout(CONNECT_TIMEOUT)
+}
+
+/// Runs `call` up to [`TRIES`] times with doubling, jittered waits while it fails retryably.
+pub(super) async fn retrying<T, F, Fut>(mut call: F) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let mut wait = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if e.retry && attempt < TRIES => {
+                tokio::time::sleep(jitter(wait)).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            Err(mut e) => {
+                if e.retry {
+                    e.msg = format!("{} (gave up after {TRIES} tries)", e.msg);
+                }
+                return Err(e);
+            }
+            Ok(v) => return Ok(v),
+        }
+    }
+}
+
+/// `err` and its sources on one line: reqwest's own message rarely says why a connection failed.
+pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// `wait` give or take a quarter, so parallel listings that failed together do not retry together.
+fn jitter(wait: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    // nanos % 501 is 0..=500, i.e. 750‰..=1250‰ of the wait.
+    wait * (750 + nanos % 501) / 1000
+}
+
+/// One list call's question: names under `prefix` (absolute), one level only with `delimiter`.
+pub(super) struct PageQuery<'a> {
+    pub prefix: &'a str,
+    pub delimiter: bool,
+    pub max_results: u32,
+    pub token: Option<&'a str>,
+}
+
+/// One list call's answer.
+pub(super) struct Page {
+    /// Entries already relative to the store prefix, excluded prefixes left out.
+    pub items: Vec<Listed>,
+    /// With a delimiter: the absolute common prefixes, each ending in `/`.
+    pub prefixes: Vec<String>,
+    /// The token of the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+/// A store whose list call is sent by hand.
+pub(super) trait PageSource: Send + Sync + 'static {
+    /// `<kind> store `name` (container `x`)`, to start messages with.
+    fn what(&self) -> String;
+    fn describe(&self) -> String;
+    /// The store prefix, "" or ending in `/`.
+    fn prefix(&self) -> &str;
+    fn list_concurrency(&self) -> usize;
+    fn page_size(&self) -> u32;
+    /// One call, tried once; counts it.
+    fn call(
+        &self,
+        q: &PageQuery<'_>,
+        opts: &ListOptions,
+    ) -> impl Future<Output = Result<Page, CallError>> + Send;
+}
+
+/// What a listed name is to the scan: an object relative to `store_prefix`, an unrepresentable
+/// name, or nothing (outside the prefix, excluded, a folder marker).
+pub(super) fn entry(
+    store_prefix: &str,
+    name: &str,
+    size: u64,
+    modified: Option<DateTime<Utc>>,
+    opts: &ListOptions,
+) -> Option<Listed> {
+    // The server was asked for this prefix only; anything else is not this store's.
+    let relative = name.strip_prefix(store_prefix)?;
+    if size == 0 && (relative.is_empty() || relative.ends_with('/')) {
+        // A folder marker (consoles and hierarchical-namespace tools make them), not an object.
+        return None;
+    }
+    if excluded(opts, relative) {
+        return None;
+    }
+    if !is_representable(relative) {
+        let shown = if relative.chars().any(char::is_control) {
+            relative.escape_debug().to_string()
+        } else {
+            relative.to_owned()
+        };
+        return Some(Listed::Unrepresentable(shown));
+    }
+    Some(Listed::Object(Object {
+        key: relative.to_owned(),
+        size: Some(size),
+        modified,
+    }))
+}
+
+fn excluded(opts: &ListOptions, relative: &str) -> bool {
+    opts.exclude_prefixes
+        .iter()
+        .any(|p| relative.starts_with(p.as_str()))
+}
+
+type Pages = mpsc::Sender<Result<Vec<Listed>, StoreError>>;
+
+/// Streams the store: sequentially when `list_concurrency` is 1, else the top-level prefixes are
+/// found with a delimiter listing and listed `list_concurrency` at once. A listing task runs
+/// ahead of the consumer by at most [`PAGES_IN_FLIGHT`] pages and stops when the stream is dropped.
+pub(super) fn list<S: PageSource>(source: &Arc<S>, opts: ListOptions) -> ListStream<'static> {
+    let (tx, rx) = mpsc::channel(PAGES_IN_FLIGHT);
+    let source = Arc::clone(source);
+    tokio::spawn(async move {
+        let result = if source.list_concurrency() > 1 {
+            list_parallel(&*source, &opts, &tx).await
+        } else {
+            list_prefix(&*source, source.prefix(), &opts, &tx).await
+        };
+        if let Err(Some(e)) = result {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+async fn call_with_retries<S: PageSource>(
+    source: &S,
+    q: &PageQuery<'_>,
+    opts: &ListOptions,
+) -> Result<Page, StoreError> {
+    retrying(|| source.call(q, opts)).await.map_err(|e| {
+        StoreError::Failed(format!(
+            "{}: listing `{}` failed: {}",
+            source.what(),
+            q.prefix,
+            e.msg
+        ))
+    })
+}
+
+/// Lists everything under `prefix` (absolute), page by page into `tx`. `Err(None)` when the
+/// receiver is gone, `Err(Some(_))` when a call failed.
+async fn list_prefix<S: PageSource>(
+    source: &S,
+    prefix: &str,
+    opts: &ListOptions,
+    tx: &Pages,
+) -> Result<(), Option<StoreError>> {
+    let mut token: Option<String> = None;
+    loop {
+        let q = PageQuery {
+            prefix,
+            delimiter: false,
+            max_results: source.page_size(),
+            token: token.as_deref(),
+        };
+        let page = call_with_retries(source, &q, opts).await.map_err(Some)?;
+        if !page.items.is_empty() && tx.send(Ok(page.items)).await.is_err() {
+            return Err(None);
+        }
+        match page.next {
+            Some(next) => token = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Discovers the top-level common prefixes (sending the top-level objects on the way), then lists
+/// each of them fully, `list_concurrency` at once.
+async fn list_parallel<S: PageSource>(
+    source: &S,
+    opts: &ListOptions,
+    tx: &Pages,
+) -> Result<(), Option<StoreError>> {
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut token: Option<String> = None;
+    loop {
+        let q = PageQuery {
+            prefix: source.prefix(),
+            delimiter: true,
+            max_results: source.page_size(),
+            token: token.as_deref(),
+        };
+        let page = call_with_retries(source, &q, opts).await.map_err(Some)?;
+        for name in page.prefixes {
+            let Some(relative) = name.strip_prefix(source.prefix()) else {
+                continue;
+            };
+            // A prefix must be listed once however often it is reported: fake-gcs-server repeats
+            // on every page the prefixes of all names after the page start.
+            if !excluded(opts, relative) && seen.insert(name.clone()) {
+                prefixes.push(name);
+            }
+        }
+        if !page.items.is_empty() && tx.send(Ok(page.items)).await.is_err() {
+            return Err(None);
+        }
+        match page.next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    futures::stream::iter(prefixes)
+        .map(|p| async move { list_prefix(source, &p, opts, tx).await })
+        .buffer_unordered(source.list_concurrency())
+        .try_collect::<()>()
+        .await
+}
+
+/// One listing call of at most one name under the store prefix; failures are `Unreachable`.
+pub(super) async fn check<S: PageSource>(source: &S) -> Result<(), StoreError> {
+    let q = PageQuery {
+        prefix: source.prefix(),
+        delimiter: false,
+        max_results: 1,
+        token: None,
+    };
+    let opts = ListOptions::default();
+    match retrying(|| source.call(&q, &opts)).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let cause = match e.status {
+                Some(401 | 403) => format!("access denied ({})", e.msg),
+                Some(404) => format!("not found ({})", e.msg),
+                _ => e.msg,
+            };
+            Err(StoreError::Unreachable(format!(
+                "{} at {}: {cause}",
+                source.what(),
+                source.describe()
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_relative_to_the_prefix_and_classified() {
+        let opts = ListOptions {
+            with_meta: false,
+            exclude_prefixes: vec![".trash/".to_owned()],
+        };
+        let object = |k: &str| {
+            Some(Listed::Object(Object {
+                key: k.to_owned(),
+                size: Some(3),
+                modified: None,
+            }))
+        };
+        assert_eq!(entry("app/", "app/a.jpg", 3, None, &opts), object("a.jpg"));
+        assert_eq!(entry("app/", "appx.jpg", 3, None, &opts), None);
+        assert_eq!(entry("app/", "app/.trash/x", 3, None, &opts), None);
+        assert_eq!(entry("app/", "app/dir/", 0, None, &opts), None);
+        assert_eq!(
+            entry("app/", "app/notdir/", 3, None, &opts),
+            Some(Listed::Unrepresentable("notdir/".to_owned()))
+        );
+        assert_eq!(
+            entry("", "a//b", 3, None, &opts),
+            Some(Listed::Unrepresentable("a//b".to_owned()))
+        );
+        assert_eq!(
+            entry("", "l\nb", 3, None, &opts),
+            Some(Listed::Unrepresentable("l\\nb".to_owned()))
+        );
+    }
+
+    #[test]
+    fn error_answers_say_whether_to_retry() {
+        let e = CallError::status(reqwest::StatusCode::SERVICE_UNAVAILABLE, None, None);
+        assert!(e.retry);
+        let e = CallError::status(
+            reqwest::StatusCode::FORBIDDEN,
+            Some("AuthenticationFailed"),
+            Some("Server failed to authenticate.\nRequestId:1"),
+        );
+        assert!(!e.retry);
+        assert_eq!(
+            e.msg,
+            "HTTP 403 AuthenticationFailed: Server failed to authenticate."
+        );
+        assert!(CallError::status(reqwest::StatusCode::TOO_MANY_REQUESTS, None, None).retry);
+    }
+
+    #[test]
+    fn jitter_stays_near_the_wait() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_millis(400));
+            assert!(j >= Duration::from_millis(300) && j <= Duration::from_millis(500));
+        }
+    }
+}
