@@ -312,3 +312,66 @@ async fn a_server_that_stops_answering_midway_makes_the_scan_incomplete() {
         "a listing that ended early reports only what it saw"
     );
 }
+
+/// A server that refuses every request with S3's 403 `InvalidAccessKeyId`.
+async fn refusing_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 65_536];
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>";
+                // One answer per request read; keep-alive clients send several.
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_credentials_are_exit_1_naming_the_store_without_the_secret() {
+    let endpoint = refusing_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = refs_db(dir.path()).await;
+    let cfg = config(dir.path(), "s3://some-bucket/app", &endpoint, &db.url);
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap().replace(
+            "secret_access_key = \"testing\"",
+            "secret_access_key = \"hunter2secret\"",
+        ),
+    )
+    .unwrap();
+    for args in [&["scan", "--all"][..], &["check"][..]] {
+        let run = assetgc(&cfg, args);
+        assert_eq!(run.code, 1, "{args:?}: {}{}", run.stdout, run.stderr);
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(!all.contains("hunter2secret"), "{all}");
+        assert!(
+            all.contains("media") && all.contains("InvalidAccessKeyId"),
+            "{all}"
+        );
+        if args[0] == "scan" {
+            assert_eq!(
+                run.stderr.trim().lines().count(),
+                1,
+                "one line: {}",
+                run.stderr
+            );
+        }
+    }
+}

@@ -7,6 +7,8 @@ use crate::cli::Global;
 use crate::error::{Exit, Result};
 use crate::refs::Db;
 use crate::report::Style;
+use crate::store::{ListOptions, Listed, Store, StoreError};
+use futures::StreamExt as _;
 
 pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
     let cfg = super::config_or_env(g)?;
@@ -27,7 +29,13 @@ pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
 
     let stores = cfg.stores.iter().map(|s| async move {
         match crate::store::open(s) {
-            Ok(store) => (s, store.describe(), store.check().await),
+            Ok(store) => {
+                let reached = match store.check().await {
+                    Ok(()) => probe_store(store.as_ref()).await,
+                    Err(e) => Err(e),
+                };
+                (s, store.describe(), reached)
+            }
             Err(e) => (s, s.location.describe(), Err(e)),
         }
     });
@@ -142,4 +150,36 @@ pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
         println!("{}", st.good("everything answered"));
     }
     Ok(exit)
+}
+
+/// Lists one page and looks its first object up again: proves listing and point look-ups both
+/// work with the configured credentials (an empty store proves the listing only).
+async fn probe_store(store: &dyn Store) -> Result<(), StoreError> {
+    let mut pages = store.list(ListOptions::default());
+    let first = loop {
+        match pages.next().await {
+            Some(Ok(items)) => {
+                if let Some(key) = items.into_iter().find_map(|i| match i {
+                    Listed::Object(o) => Some(o.key),
+                    _ => None,
+                }) {
+                    break Some(key);
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => break None,
+        }
+    };
+    drop(pages);
+    if let Some(key) = first {
+        match store.head_many(std::slice::from_ref(&key)).await?.first() {
+            Some(Some(_)) => {}
+            _ => {
+                return Err(StoreError::Failed(format!(
+                    "`{key}` was listed but a look-up does not find it"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
