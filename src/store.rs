@@ -74,6 +74,17 @@ pub trait Store: Send + Sync {
     /// Point look-ups: for each key, the object with its size and time, or `None` when absent.
     /// Keys that are not representable are never looked up and come back `None`.
     async fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError>;
+
+    /// Bulk delete: one outcome per key, in order. `Ok` when the object is gone afterwards
+    /// (deleted now, or already absent); `Err(reason)` fails that key alone. Keys that are not
+    /// representable are never sent to the backend. `Err(StoreError)` only when the call could not
+    /// be made at all.
+    async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError>;
+}
+
+/// Why a key is refused by `delete_many` without reaching the backend; `None` when it is usable.
+pub(crate) fn unusable(key: &str) -> Option<String> {
+    crate::key::unrepresentable_reason(key).map(|why| format!("not a usable key ({why})"))
 }
 
 /// Opens the backend a store's configuration names.

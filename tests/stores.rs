@@ -159,6 +159,108 @@ async fn head_many_never_leaves_the_root() {
     }
 }
 
+/// A file that is still there, read without following a link at its own name.
+fn survives(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+#[tokio::test]
+async fn delete_many_never_removes_through_a_link_or_a_link_itself() {
+    let l = layout();
+    write_file(&l.root, "sub/ok.jpg", b"ok", SystemTime::now());
+    symlink(&l.outside, l.root.join("out-dir")).expect("link to a folder");
+    symlink(l.outside.join("secret.jpg"), l.root.join("out-file.jpg")).expect("link to a file");
+    symlink(&l.outside, l.root.join("sub/deeper")).expect("link to a folder, one level down");
+    let store = LocalStore::new(l.root.clone());
+
+    let keys: Vec<String> = [
+        "out-dir/secret.jpg",
+        "out-dir/dir/inner.jpg",
+        "out-file.jpg",
+        "sub/deeper/secret.jpg",
+        "sub/deeper/dir/inner.jpg",
+        "sub/deeper",
+        "real.jpg",
+        "sub/ok.jpg",
+    ]
+    .map(String::from)
+    .into();
+    let outcomes = store.delete_many(&keys).await.expect("delete_many");
+    let deleted: Vec<&str> = keys
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| o.is_ok())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        deleted,
+        ["real.jpg", "sub/ok.jpg"],
+        "deletes through links: {outcomes:?}"
+    );
+    for (key, outcome) in keys.iter().zip(&outcomes) {
+        if let Err(reason) = outcome {
+            assert!(reason.contains("symbolic link"), "{key:?}: {reason}");
+        }
+    }
+    assert!(!survives(&l.root.join("real.jpg")) && !survives(&l.root.join("sub/ok.jpg")));
+    for outside in ["secret.jpg", "dir/inner.jpg"] {
+        assert!(survives(&l.outside.join(outside)), "{outside} was removed");
+    }
+    for link in ["out-dir", "out-file.jpg", "sub/deeper"] {
+        assert!(survives(&l.root.join(link)), "the link {link} was removed");
+    }
+}
+
+#[tokio::test]
+async fn delete_many_refuses_keys_out_of_the_root_and_folders() {
+    let l = layout();
+    write_file(&l.root, "sub/inside.jpg", b"inside", SystemTime::now());
+    let store = LocalStore::new(l.root.clone());
+    let absolute = l.outside.join("secret.jpg");
+    let keys: Vec<String> = vec![
+        "../outside/secret.jpg".into(),
+        "sub/../../outside/secret.jpg".into(),
+        absolute.to_str().expect("UTF-8 temp path").into(),
+        "sub/../real.jpg".into(),
+        "./real.jpg".into(),
+        "sub//inside.jpg".into(),
+        "sub/".into(),
+        "sub".into(),
+    ];
+    let outcomes = store.delete_many(&keys).await.expect("delete_many");
+    assert_eq!(outcomes.len(), keys.len());
+    for (key, outcome) in keys.iter().zip(&outcomes) {
+        assert!(outcome.is_err(), "{key:?} was not refused: {outcome:?}");
+    }
+    assert!(
+        outcomes[7]
+            .as_ref()
+            .is_err_and(|reason| reason.contains("folder")),
+        "{outcomes:?}"
+    );
+    for path in [
+        absolute,
+        l.root.join("real.jpg"),
+        l.root.join("sub/inside.jpg"),
+    ] {
+        assert!(survives(&path), "{} was removed", path.display());
+    }
+}
+
+#[tokio::test]
+async fn delete_many_of_a_missing_root_fails_the_call() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = LocalStore::new(dir.path().join("missing"));
+    let keys = vec!["a.jpg".to_owned()];
+    assert!(
+        matches!(
+            store.delete_many(&keys).await,
+            Err(StoreError::Unreachable(_))
+        ),
+        "a missing root is no store, not a store where everything is already gone"
+    );
+}
+
 #[tokio::test]
 async fn names_that_are_not_utf8_are_unrepresentable_never_objects() {
     let l = layout();
@@ -388,6 +490,56 @@ async fn s3_unrepresentable_keys_never_stop_a_listing_and_markers_are_not_object
             .collect();
         assert_eq!(found, ["ok.jpg"], "{answers:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_delete_many_sends_1000_keys_a_call_and_stays_inside_the_prefix() {
+    let Some(endpoint) = common::require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    let bucket = Bucket::create(&endpoint).await;
+    for key in OUTSIDE_APP
+        .iter()
+        .chain(&["app/x.jpg", "app/0999.jpg", "app/keep.jpg"])
+    {
+        bucket.put(key, b"x").await;
+    }
+    let store = bucket.store("app/", 8);
+    // 1001 keys, two of them present: two DeleteObjects calls. `x.jpg` is `app/x.jpg`, never
+    // `appx.jpg`; `../other/x.jpg` is refused before it could reach `other/x.jpg`.
+    let mut keys: Vec<String> = (0..1000).map(|i| format!("{i:04}.jpg")).collect();
+    keys.push("x.jpg".to_owned());
+    keys.extend(["../other/x.jpg", "", "/x.jpg"].map(String::from));
+    let calls = store.calls();
+    let outcomes = store.delete_many(&keys).await.expect("delete_many");
+    assert_eq!(store.calls() - calls, 2, "1001 keys in calls of 1000");
+    assert!(outcomes[..1001].iter().all(Result::is_ok), "{outcomes:?}");
+    assert!(outcomes[1001..].iter().all(Result::is_err), "{outcomes:?}");
+
+    let listing = list_all(&bucket.store("", 1), ListOptions::default()).await;
+    let mut expected: Vec<&str> = OUTSIDE_APP.to_vec();
+    expected.push("app/keep.jpg");
+    expected.sort_unstable();
+    assert_eq!(sorted_keys(&listing), expected, "{listing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_delete_many_on_a_server_that_does_not_answer_fails_the_call() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let store = Bucket::named(&format!("http://127.0.0.1:{port}"), "gone").store("app/", 1);
+    let keys = vec!["a.jpg".to_owned(), "../b".to_owned()];
+    match store.delete_many(&keys).await {
+        Err(StoreError::Unreachable(msg)) => assert!(msg.contains("bucket `gone`"), "{msg}"),
+        other => panic!("delete_many against a closed port: {other:?}"),
+    }
+    assert_eq!(
+        store.calls(),
+        1,
+        "one DeleteObjects call (its retries are object_store's)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -207,6 +207,38 @@ async fn azure_store_passes_the_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn azure_delete_many_counts_its_requests_and_stays_inside_the_prefix() {
+    let Some(endpoint) = azurite() else {
+        return;
+    };
+    let container = Container::create(&endpoint).await;
+    for name in OUTSIDE_APP.iter().chain(&["app/x.jpg", "app/keep.jpg"]) {
+        container.put(name, b"x").await;
+    }
+    let mut keys: Vec<String> = (0..300).map(|i| format!("many/{i:03}.jpg")).collect();
+    for key in keys.iter().step_by(3) {
+        container.put(&format!("app/{key}"), b"x").await;
+    }
+    keys.push("x.jpg".to_owned());
+    keys.extend(["../other/x.jpg", "", "/x.jpg"].map(String::from));
+    let store = container.store("app/", 8);
+    let calls = store.calls();
+    let outcomes = store.delete_many(&keys).await.expect("delete_many");
+    assert!(outcomes[..301].iter().all(Result::is_ok), "{outcomes:?}");
+    assert!(outcomes[301..].iter().all(Result::is_err), "{outcomes:?}");
+    assert_eq!(store.calls() - calls, 301, "one request per name sent");
+
+    let listing = list_all(&container.store("", 1), ListOptions::default()).await;
+    let mut expected: Vec<String> = OUTSIDE_APP.iter().map(|k| (*k).to_owned()).collect();
+    expected.push("app/keep.jpg".to_owned());
+    assert_eq!(
+        sorted(listing.keys().iter().map(|k| (*k).to_owned()).collect()),
+        sorted(expected),
+        "{listing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn azure_unrepresentable_names_never_stop_a_listing() {
     let Some(endpoint) = azurite() else {
         return;

@@ -1,5 +1,5 @@
-//! What the Azure and GCS stores share: listings sent by hand, their retries, and the parallel
-//! listing over top-level prefixes.
+//! What the cloud stores share: listings sent by hand (Azure and GCS), their retries, the
+//! parallel listing over top-level prefixes, and bulk deletes through `object_store` (all three).
 //!
 //! `object_store` parses every name of a listing page into a `Path` and fails the whole page on one
 //! name with an empty, `.` or `..` segment or a control character (its Azure and GCS listings as
@@ -10,13 +10,16 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::path::Path;
 use tokio::sync::mpsc;
 
-use super::{ListOptions, ListStream, Listed, Object, StoreError};
+use super::{ListOptions, ListStream, Listed, Object, StoreError, unusable};
 use crate::key::is_representable;
 
 /// Listing pages waiting for the consumer; bounds memory to a few pages whatever the container.
@@ -365,6 +368,123 @@ pub(super) async fn check<S: PageSource>(source: &S) -> Result<(), StoreError> {
             )))
         }
     }
+}
+
+/// How a backend's `delete_stream` is driven by [`delete_many`].
+pub(super) struct Deletes<'a, S> {
+    pub store: &'a S,
+    /// `<kind> store `name` (…)`, to start messages with.
+    pub what: String,
+    /// The store prefix, "" or ending in `/`: keys are relative to it.
+    pub prefix: &'a str,
+    /// Keys per request: the backend's bulk limit, or 1 where it deletes one object a request.
+    pub per_call: usize,
+    /// Requests in flight at once.
+    pub at_once: usize,
+    /// Whether a key's own `NotFound` means "already gone". S3 reports no such thing per key
+    /// (DeleteObjects answers "deleted" for absent keys), so a 404 there is about the bucket.
+    pub not_found_is_gone: bool,
+    pub calls: &'a AtomicU64,
+}
+
+/// One delete request's answer: an outcome per path sent, or why the request failed as a whole.
+type RequestAnswer = Result<Vec<object_store::Result<Path>>, String>;
+
+/// A reason kept to one readable line: `object_store`'s request errors name every key of the
+/// request.
+fn reason(e: &dyn std::error::Error) -> String {
+    const MAX: usize = 300;
+    let msg = error_chain(e).replace(['\r', '\n'], " ");
+    match msg.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &msg[..cut]),
+        None => msg,
+    }
+}
+
+/// Bulk delete through `object_store`: unusable keys are refused here, the rest are sent
+/// `per_call` to a request (each request counted), `at_once` requests at a time. A request that
+/// fails as a whole fails each of its keys; when no key sent is gone afterwards, the call fails.
+pub(super) async fn delete_many<S: ObjectStore>(
+    d: Deletes<'_, S>,
+    keys: &[String],
+) -> Result<Vec<Result<(), String>>, StoreError> {
+    let mut out: Vec<Result<(), String>> = vec![Ok(()); keys.len()];
+    let mut sendable: Vec<(usize, Path)> = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        if let Some(refused) = unusable(key) {
+            out[i] = Err(refused);
+            continue;
+        }
+        // Never `Path::from`, which would re-encode the key into another name.
+        match Path::parse(format!("{}{key}", d.prefix)) {
+            Ok(path) => sendable.push((i, path)),
+            Err(e) => out[i] = Err(format!("not a usable key ({e})")),
+        }
+    }
+    let chunks: Vec<Vec<(usize, Path)>> = sendable
+        .chunks(d.per_call.max(1))
+        .map(<[_]>::to_vec)
+        .collect();
+    let sendable_is_empty = sendable.is_empty();
+    let d = &d;
+    let answers: Vec<(Vec<usize>, RequestAnswer)> = futures::stream::iter(chunks)
+        .map(|chunk| async move {
+            let (indices, paths): (Vec<usize>, Vec<Path>) = chunk.into_iter().unzip();
+            let n = paths.len();
+            d.calls.fetch_add(1, Ordering::Relaxed);
+            let results: Vec<object_store::Result<Path>> = d
+                .store
+                .delete_stream(futures::stream::iter(paths.into_iter().map(Ok)).boxed())
+                .collect()
+                .await;
+            // One answer per key, in order; anything else is the request failing as a whole.
+            let answer = if results.len() == n {
+                Ok(results)
+            } else {
+                Err(results.into_iter().find_map(Result::err).map_or_else(
+                    || "the answer named the wrong keys".to_owned(),
+                    |e| reason(&e),
+                ))
+            };
+            (indices, answer)
+        })
+        .buffer_unordered(d.at_once.max(1))
+        .collect()
+        .await;
+    let mut gone = 0;
+    let mut last_failure = String::new();
+    for (indices, answer) in answers {
+        match answer {
+            Ok(results) => {
+                for (i, result) in indices.into_iter().zip(results) {
+                    out[i] = match result {
+                        Ok(_) => Ok(()),
+                        Err(object_store::Error::NotFound { .. }) if d.not_found_is_gone => Ok(()),
+                        Err(e) => Err(format!("delete failed: {}", reason(&e))),
+                    };
+                    match &out[i] {
+                        Ok(()) => gone += 1,
+                        Err(msg) => last_failure.clone_from(msg),
+                    }
+                }
+            }
+            Err(msg) => {
+                for i in indices {
+                    out[i] = Err(format!("delete failed: {msg}"));
+                }
+                last_failure = format!("delete failed: {msg}");
+            }
+        }
+    }
+    // Nothing sent went: the store is not answering, or refuses this store's credentials.
+    // (A request of one key that cannot be sent looks like that key's failure.)
+    if !sendable_is_empty && gone == 0 {
+        return Err(StoreError::Unreachable(format!(
+            "{}: {last_failure}",
+            d.what
+        )));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use super::{ListOptions, ListStream, Listed, Object, Store, StoreError};
 
 mod unix;
 
-use unix::{lookup, walk};
+use unix::{lookup, remove, walk};
 
 const PAGE: usize = 1000;
 
@@ -86,6 +86,14 @@ impl Store for LocalStore {
         let root = self.root.clone();
         let keys = keys.to_vec();
         tokio::task::spawn_blocking(move || lookup(&root, &keys))
+            .await
+            .map_err(|e| StoreError::Failed(e.to_string()))?
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
+        let root = self.root.clone();
+        let keys = keys.to_vec();
+        tokio::task::spawn_blocking(move || remove(&root, &keys))
             .await
             .map_err(|e| StoreError::Failed(e.to_string()))?
     }

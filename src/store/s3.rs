@@ -1,9 +1,9 @@
 //! The S3 store, for AWS and every S3-compatible service (MinIO, R2, Spaces, Cloudcube).
 //!
-//! Look-ups go through `object_store`'s `AmazonS3`. Listings do not: `object_store` parses every
-//! key of a page into a `Path` and fails the whole page (and so the rest of the listing) on one key
-//! with an empty, `.` or `..` segment or a control character, and SPEC §2 wants such keys counted,
-//! not fatal. So ListObjectsV2 is sent here by hand, signed with `object_store`'s own SigV4
+//! Look-ups and deletes (DeleteObjects, 1000 keys a call) go through `object_store`'s `AmazonS3`.
+//! Listings do not: `object_store` parses every key of a page into a `Path` and fails the whole
+//! page (and so the rest of the listing) on one key with an empty, `.` or `..` segment or a control
+//! character, and SPEC §2 wants such keys counted, not fatal. So ListObjectsV2 is sent here by hand, signed with `object_store`'s own SigV4
 //! signer, and keys stay raw strings until they are known to be representable.
 
 use std::fmt;
@@ -21,7 +21,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{ListOptions, ListStream, Listed, Object, Store, StoreError};
+use super::{ListOptions, ListStream, Listed, Object, Store, StoreError, cloud};
 use crate::key::is_representable;
 
 #[derive(Clone)]
@@ -67,6 +67,10 @@ const PAGE: u32 = 1000;
 const PAGES_IN_FLIGHT: usize = 4;
 /// HEAD requests in flight in one `head_many`.
 const HEADS_AT_ONCE: usize = 16;
+/// Keys a DeleteObjects call takes at most; S3's own ceiling.
+const DELETES_PER_CALL: usize = 1000;
+/// DeleteObjects calls in flight in one `delete_many`.
+const DELETE_CALLS_AT_ONCE: usize = 4;
 /// Attempts of one listing call before the listing fails.
 const TRIES: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -206,7 +210,8 @@ impl S3Store {
         })
     }
 
-    /// Requests sent to the service so far (listing calls, retries included, and look-ups).
+    /// Requests sent to the service so far (listing calls, retries included, look-ups and
+    /// DeleteObjects calls).
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
     }
@@ -689,6 +694,22 @@ impl Store for S3Store {
             .buffered(HEADS_AT_ONCE)
             .try_collect()
             .await
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
+        cloud::delete_many(
+            cloud::Deletes {
+                store: &self.heads,
+                what: self.inner.what(),
+                prefix: &self.inner.prefix,
+                per_call: DELETES_PER_CALL,
+                at_once: DELETE_CALLS_AT_ONCE,
+                not_found_is_gone: false,
+                calls: &self.inner.calls,
+            },
+            keys,
+        )
+        .await
     }
 }
 

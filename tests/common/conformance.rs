@@ -128,11 +128,46 @@ pub async fn run(store: &dyn Store, seed: &dyn Seeder) {
     exclude_prefixes_leave_out_the_prefix_and_nothing_else(store, &fixture).await;
     head_many_finds_present_keys_and_nothing_else(store, &fixture, started).await;
 
-    // Bulk delete checks go here once the trait has `delete_many`: deleting a missing key is
-    // success, a batch larger than the backend's bulk limit (S3 1000 keys a call, Cloudinary 100)
-    // deletes every key, an unrepresentable key is never sent, odd keys are deleted as spelt,
-    // and a listing afterwards holds exactly the keys that were not deleted.
+    // Last: these change the store, and every check above expects the fixture as it was put.
+    delete_many_deletes_the_keys_named_and_nothing_else(store, &fixture).await;
 }
+
+/// Deleted by name in one `delete_many`: odd keys spelt as stored. Their neighbours — the NFC
+/// form of the NFD key, `100%25 sure.txt` and its decoded `100% sure.txt`, `img2/photo.jpg` and
+/// `img.jpg` beside `img/photo.jpg`, and the keys an unrepresentable key would normalise to —
+/// are not named and must survive.
+const DELETED_ODD_KEYS: &[&str] = &[
+    "with space.jpg",
+    "folder with spaces/file name.png",
+    "café/naïve résumé.jpg",
+    "日本語/写真.png",
+    "emoji/😀.png",
+    "50%.png",
+    "%E2%82%AC.txt",
+    "a+b=c.jpg",
+    "plus+/x+y.png",
+    "#hash.jpg",
+    "tag#1/x.jpg",
+    "what?.jpg",
+    "q&a/x.jpg",
+    "quote's \"double\".jpg",
+    "img/photo.jpg",
+    "a/b/c/d/e/f/g.jpg",
+    "empty.txt",
+];
+
+/// Named in the same call, present nowhere: already gone is success.
+const DELETED_ABSENT_KEYS: &[&str] = &[
+    "absent.jpg",
+    "nfd/café.jpg",
+    "100% sure.txt",
+    "€.txt",
+    "IMG/PHOTO.JPG",
+];
+
+/// Paged objects deleted in one call: more than S3's 1000 keys a DeleteObjects call (and Azure's
+/// 256 a batch), from the top level and from folders; the other paged objects must survive.
+const BULK_DELETED: usize = 1_100;
 
 /// What the suite put into the store: key → body length.
 pub struct Fixture {
@@ -481,4 +516,99 @@ async fn head_many_finds_present_keys_and_nothing_else(
             (None, None) => {}
         }
     }
+}
+
+async fn delete_many_deletes_the_keys_named_and_nothing_else(store: &dyn Store, fixture: &Fixture) {
+    let what = format!("{}: delete_many", store.describe());
+    let none = store
+        .delete_many(&[])
+        .await
+        .unwrap_or_else(|e| panic!("{what} of no keys failed: {e}"));
+    assert!(none.is_empty(), "{what} of no keys answered {none:?}");
+
+    // Present, absent and unrepresentable keys woven together: outcomes come back one per key,
+    // in order.
+    let mut keys: Vec<String> = Vec::new();
+    let mut others = DELETED_ABSENT_KEYS.iter().chain(UNREPRESENTABLE);
+    for key in DELETED_ODD_KEYS {
+        assert!(fixture.objects.contains_key(*key), "fixture holds {key:?}");
+        keys.push((*key).to_owned());
+        if let Some(other) = others.next() {
+            keys.push((*other).to_owned());
+        }
+    }
+    keys.extend(others.map(|k| (*k).to_owned()));
+    let outcomes = store
+        .delete_many(&keys)
+        .await
+        .unwrap_or_else(|e| panic!("{what} of {} keys failed: {e}", keys.len()));
+    assert_eq!(outcomes.len(), keys.len(), "{what}: one outcome per key");
+    for (key, outcome) in keys.iter().zip(&outcomes) {
+        if is_representable(key) {
+            assert!(
+                outcome.is_ok(),
+                "{what}: {key:?} (present or already gone) answered {outcome:?}"
+            );
+        } else {
+            match outcome {
+                Err(reason) => assert!(
+                    reason.contains("not a usable key"),
+                    "{what}: {key:?} was refused for another reason: {reason}"
+                ),
+                Ok(()) => panic!(
+                    "{what}: unrepresentable key {key:?} answered Ok; it must be refused, never \
+                     sent (SPEC §2)"
+                ),
+            }
+        }
+    }
+    let gone = store
+        .head_many(&keys)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: head_many afterwards failed: {e}"));
+    for (key, found) in keys.iter().zip(&gone) {
+        assert!(found.is_none(), "{what}: {key:?} is still there: {found:?}");
+    }
+    let mut expected = fixture.without(&[]);
+    for key in DELETED_ODD_KEYS {
+        expected.remove(*key);
+    }
+    let listing = list_all(store, ListOptions::default()).await;
+    assert_listing_is(&listing, &expected, &format!("{what}, then a listing"));
+
+    // Deleting them again: every one is already gone, which is success.
+    let again = store
+        .delete_many(&keys[..1])
+        .await
+        .unwrap_or_else(|e| panic!("{what} of a deleted key failed: {e}"));
+    assert_eq!(again, [Ok(())], "{what}: a key deleted twice");
+
+    // More keys than any backend's bulk limit, in one call.
+    let bulk: Vec<String> = (0..BULK_DELETED).map(paged_key).collect();
+    let outcomes = store
+        .delete_many(&bulk)
+        .await
+        .unwrap_or_else(|e| panic!("{what} of {} keys failed: {e}", bulk.len()));
+    assert_eq!(outcomes.len(), bulk.len(), "{what}: one outcome per key");
+    let failed: Vec<(&String, &Result<(), String>)> = bulk
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| o.is_err())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{what}: {} of {} keys failed: {}",
+        failed.len(),
+        bulk.len(),
+        first(&failed)
+    );
+    for key in &bulk {
+        expected.remove(key);
+    }
+    let listing = list_all(store, ListOptions::default()).await;
+    assert_listing_is(
+        &listing,
+        &expected,
+        &format!("{what} of {BULK_DELETED} keys, then a listing (the rest survive)"),
+    );
 }

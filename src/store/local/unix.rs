@@ -1,23 +1,22 @@
-//! The folder store's walk and look-ups on Unix, through directory descriptors.
+//! The folder store's walk, look-ups and deletes on Unix, through directory descriptors.
 //!
 //! Every folder is opened relative to its parent with `O_NOFOLLOW | O_DIRECTORY`, and every file
-//! is stat'ed relative to its folder without following links. So a link — even one swapped in
-//! while a scan runs — can never lead a listing or a look-up out of the root (SPEC §6 invariant
-//! 6), and the kernel resolves one name per call instead of a whole path: at a million files a
+//! is stat'ed (and removed) relative to its folder without following links. So a link — even one
+//! swapped in while a scan runs — can never lead a listing, a look-up or a delete out of the root
+//! (SPEC §6 invariant 6), and the kernel resolves one name per call instead of a whole path: at a million files a
 //! windowed scan, which stats every file, spent a sixth of its time resolving paths.
 
-use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, Stat, openat, statat};
+use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, Stat, openat, statat, unlinkat};
 use rustix::io::Errno;
 
 use super::{PAGE, Pages, has_control};
 use crate::key::is_representable;
-use crate::store::{ListOptions, Listed, Object, StoreError};
+use crate::store::{ListOptions, Listed, Object, StoreError, unusable};
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
@@ -259,73 +258,177 @@ pub(super) fn walk(root: &Path, opts: &ListOptions, tx: &Pages) {
     });
 }
 
+/// What a folder on the way to a key turned out to be.
+enum Folder {
+    Open(OwnedFd),
+    /// Missing, or a file where a folder would be: nothing below it exists.
+    Absent,
+    /// A symbolic link: never followed, so nothing below it is this store's.
+    Link,
+    Failed(Errno),
+}
+
+/// Where a key's file would be: its folder, or why there is none.
+enum Parent<'a, 'k> {
+    Dir(BorrowedFd<'a>),
+    Absent,
+    /// The folder key that is a link.
+    Link(&'k str),
+    Failed(&'k str, Errno),
+}
+
+/// The folders open on the way to one key, opened relative to the root with `O_NOFOLLOW`, and
+/// kept for the next key while its path shares them. Keys taken in sorted order share every
+/// folder they can (keys below one folder sort together), so a call opens each folder once and
+/// holds at most the depth of the tree in descriptors, however many keys it is given.
+struct Chain<'k> {
+    root: OwnedFd,
+    /// Each entry's folder is the parent of the next one's.
+    open: Vec<(&'k str, Folder)>,
+}
+
+impl<'k> Chain<'k> {
+    fn new(root: &Path) -> Result<Chain<'k>, StoreError> {
+        let root = open_root(root)
+            .map_err(|e| StoreError::Unreachable(format!("cannot read {}: {e}", root.display())))?;
+        Ok(Chain {
+            root,
+            open: Vec::new(),
+        })
+    }
+
+    /// The folder `key`'s last segment lives in, and that segment.
+    fn parent(&mut self, key: &'k str) -> (Parent<'_, 'k>, &'k str) {
+        let ends: Vec<usize> = key.match_indices('/').map(|(i, _)| i).collect();
+        let name = &key[ends.last().map_or(0, |i| i + 1)..];
+        let kept = self
+            .open
+            .iter()
+            .zip(&ends)
+            .take_while(|((dir, _), end)| *dir == &key[..**end])
+            .count();
+        self.open.truncate(kept);
+        for &end in &ends[kept..] {
+            let base = match self.open.last() {
+                None => self.root.as_fd(),
+                Some((_, Folder::Open(fd))) => fd.as_fd(),
+                Some(_) => break,
+            };
+            let segment = &key[key[..end].rfind('/').map_or(0, |i| i + 1)..end];
+            let folder = match openat(base, segment, DIR_FLAGS, Mode::empty()) {
+                Ok(fd) => Folder::Open(fd),
+                Err(Errno::NOENT | Errno::NAMETOOLONG) => Folder::Absent,
+                // With `O_NOFOLLOW | O_DIRECTORY` a link fails with ELOOP (Linux) or ENOTDIR,
+                // as does a file: only a stat of the name itself tells them apart.
+                Err(Errno::LOOP | Errno::NOTDIR) => {
+                    match statat(base, segment, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                            Folder::Link
+                        }
+                        _ => Folder::Absent,
+                    }
+                }
+                Err(e) => Folder::Failed(e),
+            };
+            self.open.push((&key[..end], folder));
+        }
+        let parent = match self.open.last() {
+            None => Parent::Dir(self.root.as_fd()),
+            Some((_, Folder::Open(fd))) => Parent::Dir(fd.as_fd()),
+            Some((_, Folder::Absent)) => Parent::Absent,
+            Some((dir, Folder::Link)) => Parent::Link(dir),
+            Some((dir, Folder::Failed(e))) => Parent::Failed(dir, *e),
+        };
+        (parent, name)
+    }
+}
+
+/// Indices of `keys` in the order of their keys, so that a [`Chain`] shares folders.
+fn sorted_order(keys: &[String]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_unstable_by_key(|&i| keys[i].as_str());
+    order
+}
+
+fn is_absent(e: Errno) -> bool {
+    matches!(e, Errno::NOENT | Errno::NOTDIR | Errno::NAMETOOLONG)
+}
+
 /// Point look-ups that open each folder on the way with `O_NOFOLLOW` (once per call) and stat the
 /// file without following it. Absent keys and keys behind a link are `None`; any other failure
 /// fails the call, since "cannot tell" must never read as "missing".
 pub(super) fn lookup(root: &Path, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError> {
     let fail = |key: &str, e: Errno| StoreError::Failed(format!("cannot look up `{key}`: {e}"));
-    let absent = |e: Errno| {
-        matches!(
-            e,
-            Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::NAMETOOLONG
-        )
-    };
-    let root_fd = open_root(root)
-        .map_err(|e| StoreError::Failed(format!("cannot read {}: {e}", root.display())))?;
-    // Folder key → its descriptor, or None when it does not exist (or is a link).
-    let mut dirs: HashMap<&str, Option<OwnedFd>> = HashMap::new();
-    let mut out = Vec::with_capacity(keys.len());
-    'keys: for key in keys {
+    let mut chain = Chain::new(root).map_err(|e| StoreError::Failed(e.to_string()))?;
+    let mut out = vec![None; keys.len()];
+    for i in sorted_order(keys) {
+        let key = keys[i].as_str();
         if !is_representable(key) {
-            out.push(None);
             continue;
         }
-        let mut parent: Option<&str> = None;
-        let mut start = 0;
-        while let Some(pos) = key[start..].find('/') {
-            let dir = &key[..start + pos];
-            if !dirs.contains_key(dir) {
-                let base = match parent {
-                    None => Some(root_fd.as_fd()),
-                    Some(p) => dirs.get(p).and_then(|fd| fd.as_ref().map(AsFd::as_fd)),
-                };
-                let opened = match base {
-                    None => None,
-                    Some(base) => {
-                        match openat(base, &key[start..start + pos], DIR_FLAGS, Mode::empty()) {
-                            Ok(fd) => Some(fd),
-                            Err(e) if absent(e) => None,
-                            Err(e) => return Err(fail(key, e)),
-                        }
-                    }
-                };
-                dirs.insert(dir, opened);
-            }
-            if dirs.get(dir).is_none_or(Option::is_none) {
-                out.push(None);
-                continue 'keys;
-            }
-            parent = Some(dir);
-            start += pos + 1;
-        }
-        let base = match parent {
-            None => root_fd.as_fd(),
-            Some(p) => match dirs.get(p).and_then(Option::as_ref) {
-                Some(fd) => fd.as_fd(),
-                None => {
-                    out.push(None);
-                    continue;
-                }
-            },
+        let (base, name) = match chain.parent(key) {
+            (Parent::Dir(fd), name) => (fd, name),
+            (Parent::Absent | Parent::Link(_), _) => continue,
+            (Parent::Failed(_, e), _) => return Err(fail(key, e)),
         };
-        match statat(base, &key[start..], AtFlags::SYMLINK_NOFOLLOW) {
+        match statat(base, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                out.push(Some(object(key.clone(), &st)));
+                out[i] = Some(object(key.to_owned(), &st));
             }
-            Ok(_) => out.push(None),
-            Err(e) if absent(e) => out.push(None),
+            Ok(_) => {}
+            Err(e) if is_absent(e) || e == Errno::LOOP => {}
             Err(e) => return Err(fail(key, e)),
         }
+    }
+    Ok(out)
+}
+
+/// Removes the regular files `keys` name, each through its folder's descriptor (never a path),
+/// one outcome per key. A key already absent is removed; a link, a folder or a key behind a link
+/// is refused and left alone; folders are never removed. Only a root that cannot be opened fails
+/// the call.
+pub(super) fn remove(root: &Path, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
+    let mut chain = Chain::new(root)?;
+    let mut out: Vec<Result<(), String>> = vec![Ok(()); keys.len()];
+    for i in sorted_order(keys) {
+        let key = keys[i].as_str();
+        if let Some(refused) = unusable(key) {
+            out[i] = Err(refused);
+            continue;
+        }
+        let (base, name) = match chain.parent(key) {
+            (Parent::Dir(fd), name) => (fd, name),
+            (Parent::Absent, _) => continue,
+            (Parent::Link(dir), _) => {
+                out[i] = Err(format!(
+                    "`{key}` is behind a symbolic link (`{dir}`), which is never followed"
+                ));
+                continue;
+            }
+            (Parent::Failed(dir, e), _) => {
+                out[i] = Err(format!("cannot open folder `{dir}`: {e}"));
+                continue;
+            }
+        };
+        out[i] = match statat(base, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                // Should the file be swapped for a link or a folder after the stat, unlinkat
+                // removes the link itself (a name inside the root) or refuses the folder: it
+                // never reaches outside the root or removes a folder.
+                FileType::RegularFile => match unlinkat(base, name, AtFlags::empty()) {
+                    Ok(()) => Ok(()),
+                    Err(e) if is_absent(e) => Ok(()),
+                    Err(e) => Err(format!("cannot remove `{key}`: {e}")),
+                },
+                FileType::Symlink => Err(format!(
+                    "`{key}` is a symbolic link, which is never followed or removed"
+                )),
+                FileType::Directory => Err(format!("`{key}` is a folder, not a file")),
+                _ => Err(format!("`{key}` is not a regular file")),
+            },
+            Err(e) if is_absent(e) => Ok(()),
+            Err(e) => Err(format!("cannot stat `{key}`: {e}")),
+        };
     }
     Ok(out)
 }
