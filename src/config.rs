@@ -80,6 +80,37 @@ struct RawStore {
     virtual_hosted_style: Option<Spanned<bool>>,
 }
 
+impl RawStore {
+    /// The first S3-only key present (with `endpoint` when `with_endpoint`), for stores of other kinds.
+    fn first_s3_key(&self, with_endpoint: bool) -> Option<(&'static str, std::ops::Range<usize>)> {
+        [
+            (
+                "endpoint",
+                self.endpoint
+                    .as_ref()
+                    .filter(|_| with_endpoint)
+                    .map(Spanned::span),
+            ),
+            ("region", self.region.as_ref().map(Spanned::span)),
+            (
+                "access_key_id",
+                self.access_key_id.as_ref().map(Spanned::span),
+            ),
+            (
+                "secret_access_key",
+                self.secret_access_key.as_ref().map(Spanned::span),
+            ),
+            ("allow_http", self.allow_http.as_ref().map(Spanned::span)),
+            (
+                "virtual_hosted_style",
+                self.virtual_hosted_style.as_ref().map(Spanned::span),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(key, span)| span.map(|s| (key, s)))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum RawQuarantine {
@@ -850,29 +881,11 @@ impl Cx<'_> {
                 StoreLocation::Azure(self.cloud_settings(name, raw, c, true)?)
             }
             local @ StoreLocation::Local { .. } => {
-                for (present, key) in [
-                    (raw.endpoint.as_ref().map(Spanned::span), "endpoint"),
-                    (raw.region.as_ref().map(Spanned::span), "region"),
-                    (
-                        raw.access_key_id.as_ref().map(Spanned::span),
-                        "access_key_id",
-                    ),
-                    (
-                        raw.secret_access_key.as_ref().map(Spanned::span),
-                        "secret_access_key",
-                    ),
-                    (raw.allow_http.as_ref().map(Spanned::span), "allow_http"),
-                    (
-                        raw.virtual_hosted_style.as_ref().map(Spanned::span),
-                        "virtual_hosted_style",
-                    ),
-                ] {
-                    if let Some(span) = present {
-                        return Err(self.err(
-                            Some(self.line_of(span.start)),
-                            format!("[stores.{name}] {key} is for S3 stores (url = \"s3://bucket/prefix\"); remove it"),
-                        ));
-                    }
+                if let Some((key, span)) = raw.first_s3_key(true) {
+                    return Err(self.err(
+                        Some(self.line_of(span.start)),
+                        format!("[stores.{name}] {key} is for S3 stores (url = \"s3://bucket/prefix\"); remove it"),
+                    ));
                 }
                 local
             }
@@ -1106,30 +1119,14 @@ impl Cx<'_> {
     ) -> Result<CloudLocation> {
         let env = |k: &str| (self.env)(k).filter(|v| !v.is_empty());
         let kind = if azure { "Azure" } else { "GCS" };
-        for (present, key) in [
-            (raw.region.as_ref().map(Spanned::span), "region"),
-            (
-                raw.access_key_id.as_ref().map(Spanned::span),
-                "access_key_id",
-            ),
-            (
-                raw.secret_access_key.as_ref().map(Spanned::span),
-                "secret_access_key",
-            ),
-            (raw.allow_http.as_ref().map(Spanned::span), "allow_http"),
-            (
-                raw.virtual_hosted_style.as_ref().map(Spanned::span),
-                "virtual_hosted_style",
-            ),
-        ] {
-            if let Some(span) = present {
-                return Err(self.err(
-                    Some(self.line_of(span.start)),
-                    format!(
-                        "[stores.{name}] {key} is for S3 stores; {kind} stores take their credentials from the environment"
-                    ),
-                ));
-            }
+        // `endpoint` serves emulators and private endpoints of every cloud store.
+        if let Some((key, span)) = raw.first_s3_key(false) {
+            return Err(self.err(
+                Some(self.line_of(span.start)),
+                format!(
+                    "[stores.{name}] {key} is for S3 stores; {kind} stores take their credentials from the environment"
+                ),
+            ));
         }
         let endpoint = raw.endpoint.as_ref().map(|t| self.expand(t)).transpose()?;
         if azure {
