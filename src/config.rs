@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
-use crate::key::KeyFormat;
+use crate::key::{KeyFormat, ResourceType};
 
 type Text = Spanned<String>;
 
@@ -68,10 +68,10 @@ struct RawStore {
     quarantine: Option<Spanned<RawQuarantine>>,
     list_concurrency: Option<Spanned<i64>>,
     max_lookups: Option<Spanned<i64>>,
-    // Keys of store kinds that are not built yet: named in the error, never ignored.
-    resource_types: Option<Spanned<toml::Value>>,
-    delivery_type: Option<Spanned<toml::Value>>,
-    api_budget: Option<Spanned<toml::Value>>,
+    // Cloudinary stores only.
+    resource_types: Option<Spanned<Vec<Text>>>,
+    delivery_type: Option<Text>,
+    api_budget: Option<Spanned<RawBudget>>,
     endpoint: Option<Text>,
     region: Option<Text>,
     access_key_id: Option<Text>,
@@ -81,6 +81,23 @@ struct RawStore {
 }
 
 impl RawStore {
+    /// The first Cloudinary-only key present, for stores of other kinds.
+    fn first_cloudinary_key(&self) -> Option<(&'static str, std::ops::Range<usize>)> {
+        [
+            (
+                "resource_types",
+                self.resource_types.as_ref().map(Spanned::span),
+            ),
+            (
+                "delivery_type",
+                self.delivery_type.as_ref().map(Spanned::span),
+            ),
+            ("api_budget", self.api_budget.as_ref().map(Spanned::span)),
+        ]
+        .into_iter()
+        .find_map(|(key, span)| span.map(|s| (key, s)))
+    }
+
     /// The first S3-only key present (with `endpoint` when `with_endpoint`), for stores of other kinds.
     fn first_s3_key(&self, with_endpoint: bool) -> Option<(&'static str, std::ops::Range<usize>)> {
         [
@@ -109,6 +126,16 @@ impl RawStore {
         .into_iter()
         .find_map(|(key, span)| span.map(|s| (key, s)))
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    calls_per_hour: Option<Spanned<i64>>,
+    warn_at: Option<Spanned<f64>>,
+    stop_at: Option<Spanned<f64>>,
+    min_interval: Option<Text>,
+    max_wait: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,12 +259,13 @@ pub struct StoreConfig {
     pub max_lookups: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StoreLocation {
     Local { root: PathBuf },
     S3(S3Location),
     Gcs(CloudLocation),
     Azure(CloudLocation),
+    Cloudinary(CloudinaryLocation),
 }
 
 impl StoreLocation {
@@ -247,6 +275,15 @@ impl StoreLocation {
             StoreLocation::S3(s3) => s3.describe(),
             StoreLocation::Gcs(c) => c.describe("gs"),
             StoreLocation::Azure(c) => c.describe("az"),
+            StoreLocation::Cloudinary(c) => c.describe(),
+        }
+    }
+
+    /// The Cloudinary account and settings, when this is a Cloudinary store.
+    pub fn cloudinary(&self) -> Option<&CloudinaryLocation> {
+        match self {
+            StoreLocation::Cloudinary(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -394,6 +431,122 @@ impl CloudLocation {
             s.push_str(&redact_url(e));
         }
         s
+    }
+}
+
+/// The Admin API of one Cloudinary account, and which of its resources a store covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudinaryLocation {
+    pub cloud: String,
+    pub api_key: String,
+    pub api_secret: Secret,
+    /// `https://api.cloudinary.com`, or the URL's `upload_prefix` (as the official SDKs do).
+    pub api_base: String,
+    /// In the order listed; never empty, no repeats.
+    pub resource_types: Vec<ResourceType>,
+    /// `upload` (default), `private` or `authenticated`.
+    pub delivery_type: String,
+    pub budget: ApiBudget,
+}
+
+pub const CLOUDINARY_API: &str = "https://api.cloudinary.com";
+
+impl CloudinaryLocation {
+    /// Parses `cloudinary://KEY:SECRET@CLOUD[?upload_prefix=URL]`, the SDKs' `CLOUDINARY_URL`.
+    fn parse(url: &str) -> std::result::Result<Self, String> {
+        let form = "cloudinary://API_KEY:API_SECRET@CLOUD_NAME";
+        let parsed = url::Url::parse(url).map_err(|e| {
+            format!(
+                "`{}` is not a Cloudinary URL ({e}): write {form}",
+                redact_url(url)
+            )
+        })?;
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map_or_else(|_| s.to_string(), std::borrow::Cow::into_owned)
+        };
+        let api_key = decode(parsed.username());
+        let api_secret = parsed.password().map(decode).unwrap_or_default();
+        let cloud = parsed.host_str().unwrap_or_default().to_string();
+        if api_key.is_empty() || api_secret.is_empty() || cloud.is_empty() {
+            return Err(format!(
+                "`{}` lacks its API key, secret or cloud name: write {form}",
+                redact_url(url)
+            ));
+        }
+        if !parsed.path().trim_matches('/').is_empty() {
+            return Err(format!(
+                "`{}`: a Cloudinary URL has no path; write {form}",
+                redact_url(url)
+            ));
+        }
+        let mut api_base = CLOUDINARY_API.to_string();
+        for (k, v) in parsed.query_pairs() {
+            // Other SDK settings (secure_distribution, cname, private_cdn…) shape delivery
+            // URLs, which the Admin API already returns whole.
+            if k == "upload_prefix" {
+                let base = url::Url::parse(&v)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        format!("upload_prefix `{v}` must be an http:// or https:// URL")
+                    })?;
+                api_base = base.as_str().trim_end_matches('/').to_string();
+            }
+        }
+        Ok(CloudinaryLocation {
+            cloud,
+            api_key,
+            api_secret: Secret(api_secret),
+            api_base,
+            resource_types: vec![ResourceType::Image, ResourceType::Video],
+            delivery_type: "upload".into(),
+            budget: ApiBudget::default(),
+        })
+    }
+
+    /// The account a budget is kept for: cloud name and API key (never the secret).
+    pub fn account(&self) -> String {
+        format!("{}:{}", self.cloud, self.api_key)
+    }
+
+    pub fn describe(&self) -> String {
+        let types: Vec<&str> = self.resource_types.iter().map(|t| t.as_str()).collect();
+        let mut s = format!(
+            "cloudinary://{}:***@{} ({}; {})",
+            self.api_key,
+            self.cloud,
+            types.join(", "),
+            self.delivery_type
+        );
+        if self.api_base != CLOUDINARY_API {
+            s.push_str(" at ");
+            s.push_str(&redact_url(&self.api_base));
+        }
+        s
+    }
+}
+
+/// The Admin API budget of a Cloudinary account (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApiBudget {
+    pub calls_per_hour: u64,
+    pub warn_at: f64,
+    pub stop_at: f64,
+    pub min_interval: Duration,
+    pub max_wait: Duration,
+}
+
+impl Default for ApiBudget {
+    fn default() -> Self {
+        ApiBudget {
+            calls_per_hour: 500,
+            warn_at: 0.80,
+            stop_at: 0.95,
+            min_interval: Duration::ZERO,
+            max_wait: Duration::from_mins(2),
+        }
     }
 }
 
@@ -655,6 +808,28 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>> 
             .push(database_config("default", &url, &base_dir).map_err(|m| bad("DATABASE_URL", m))?);
     }
     let mut stores = Vec::new();
+    if var("CLOUDCUBE_URL").is_some() && var("CLOUDINARY_URL").is_some() {
+        return Err(bad(
+            "the environment",
+            "CLOUDCUBE_URL and CLOUDINARY_URL are both set and would both be the store `default`; write an assetgc.toml that names each store".into(),
+        ));
+    }
+    if let Some(url) = var("CLOUDINARY_URL") {
+        let c = CloudinaryLocation::parse(&url).map_err(|m| bad("CLOUDINARY_URL", m))?;
+        stores.push(StoreConfig {
+            name: "default".into(),
+            location: StoreLocation::Cloudinary(c),
+            ignore: Ignore::default(),
+            min_age: DEFAULT_MIN_AGE,
+            public_url: None,
+            quarantine: Some(Quarantine {
+                prefix: DEFAULT_QUARANTINE_PREFIX.into(),
+                keep: DEFAULT_QUARANTINE_KEEP,
+            }),
+            list_concurrency: DEFAULT_LIST_CONCURRENCY,
+            max_lookups: DEFAULT_MAX_LOOKUPS,
+        });
+    }
     if let Some(url) = var("CLOUDCUBE_URL") {
         let mut s3 = cloudcube(&url)
             .unwrap_or_else(|| Err(format!("`{url}` is not a Cloudcube URL (https://cloud-cube-us2.s3.amazonaws.com/<cube>)")))
@@ -793,7 +968,24 @@ impl Cx<'_> {
 
         let mut stores = Vec::new();
         for (name, store) in &raw.stores {
-            stores.push(self.store(name, store)?);
+            let built = self.store(name, store)?;
+            // One account, one budget (SPEC §2): the stores on it share its calls.
+            if let Some(c) = built.location.cloudinary()
+                && let Some(other) = stores.iter().find(|o: &&StoreConfig| {
+                    o.location
+                        .cloudinary()
+                        .is_some_and(|oc| oc.account() == c.account() && oc.budget != c.budget)
+                })
+            {
+                return Err(self.err_at(
+                    store,
+                    format!(
+                        "[stores.{name}] and [stores.{}] are on the same Cloudinary account but their api_budget differs; give them equal api_budget settings",
+                        other.name
+                    ),
+                ));
+            }
+            stores.push(built);
         }
         let mut databases = Vec::new();
         for (name, db) in &raw.databases {
@@ -860,21 +1052,22 @@ impl Cx<'_> {
                 format!("store name `{name}`: use letters, digits, `-` and `_`"),
             ));
         }
-        for (v, key) in [
-            (&raw.resource_types, "resource_types"),
-            (&raw.delivery_type, "delivery_type"),
-            (&raw.api_budget, "api_budget"),
-        ] {
-            self.unsupported(
-                v.as_ref(),
-                &format!("[stores.{name}] {key} (Cloudinary stores)"),
-            )?;
-        }
         let url = self.expand(&raw.url)?;
         let location = self
             .store_location(&url)
             .map_err(|m| self.err_at(&raw.url, format!("[stores.{name}] url: {m}")))?;
+        if !matches!(location, StoreLocation::Cloudinary(_))
+            && let Some((key, span)) = raw.first_cloudinary_key()
+        {
+            return Err(self.err(
+                Some(self.line_of(span.start)),
+                format!("[stores.{name}] {key} is for Cloudinary stores (url = \"cloudinary://KEY:SECRET@CLOUD\"); remove it"),
+            ));
+        }
         let location = match location {
+            StoreLocation::Cloudinary(c) => {
+                StoreLocation::Cloudinary(self.cloudinary_settings(name, raw, c)?)
+            }
             StoreLocation::S3(s3) => StoreLocation::S3(self.s3_settings(name, raw, s3)?),
             StoreLocation::Gcs(c) => StoreLocation::Gcs(self.cloud_settings(name, raw, c, false)?),
             StoreLocation::Azure(c) => {
@@ -1007,7 +1200,10 @@ impl Cx<'_> {
                 });
             }
         }
-        for scheme in ["cloudinary://", "http://", "https://"] {
+        if lower.starts_with("cloudinary://") {
+            return CloudinaryLocation::parse(url).map(StoreLocation::Cloudinary);
+        }
+        for scheme in ["http://", "https://"] {
             if lower.starts_with(scheme) {
                 return Err(format!(
                     "`{}`: {} stores are not supported yet by this version; use a folder path",
@@ -1107,6 +1303,97 @@ impl Cx<'_> {
             .as_ref()
             .is_some_and(|b| *b.get_ref());
         Ok(s3)
+    }
+
+    /// Fills a Cloudinary location from the store's `resource_types`, `delivery_type` and
+    /// `api_budget`.
+    fn cloudinary_settings(
+        &self,
+        name: &str,
+        raw: &RawStore,
+        mut loc: CloudinaryLocation,
+    ) -> Result<CloudinaryLocation> {
+        if let Some((key, span)) = raw.first_s3_key(true) {
+            return Err(self.err(
+                Some(self.line_of(span.start)),
+                format!("[stores.{name}] {key} is for S3 stores; a Cloudinary store takes everything from its url (use ?upload_prefix=URL for another API address)"),
+            ));
+        }
+        if let Some(types) = &raw.resource_types {
+            let mut parsed = Vec::new();
+            for t in types.get_ref() {
+                let v = self.expand(t)?;
+                let rt = ResourceType::parse_cloudinary(&v).ok_or_else(|| {
+                    self.err_at(
+                        t,
+                        format!("[stores.{name}] resource_types: `{v}` is not image, video or raw"),
+                    )
+                })?;
+                if !parsed.contains(&rt) {
+                    parsed.push(rt);
+                }
+            }
+            if parsed.is_empty() {
+                return Err(self.err_at(
+                    types,
+                    format!("[stores.{name}] resource_types is empty; leave it out for image and video, or list e.g. [\"image\", \"video\", \"raw\"]"),
+                ));
+            }
+            loc.resource_types = parsed;
+        }
+        if let Some(t) = &raw.delivery_type {
+            let v = self.expand(t)?;
+            if !matches!(v.as_str(), "upload" | "private" | "authenticated") {
+                return Err(self.err_at(
+                    t,
+                    format!("[stores.{name}] delivery_type `{v}` is not upload, private or authenticated"),
+                ));
+            }
+            loc.delivery_type = v;
+        }
+        if let Some(b) = &raw.api_budget {
+            let rb = b.get_ref();
+            let what = format!("[stores.{name}] api_budget");
+            if let Some(n) = &rb.calls_per_hour {
+                loc.budget.calls_per_hour = u64::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        self.err_at(n, format!("{what}: calls_per_hour must be 1 or more"))
+                    })?;
+            }
+            for (v, field, slot) in [
+                (&rb.warn_at, "warn_at", &mut loc.budget.warn_at),
+                (&rb.stop_at, "stop_at", &mut loc.budget.stop_at),
+            ] {
+                if let Some(v) = v {
+                    let x = *v.get_ref();
+                    if !(x > 0.0 && x <= 1.0) {
+                        return Err(self.err_at(
+                            v,
+                            format!("{what}: {field} is a share of the budget, above 0 and at most 1 (e.g. 0.8)"),
+                        ));
+                    }
+                    *slot = x;
+                }
+            }
+            if loc.budget.warn_at > loc.budget.stop_at {
+                return Err(self.err_at(
+                    b,
+                    format!(
+                        "{what}: warn_at ({}) is above stop_at ({})",
+                        loc.budget.warn_at, loc.budget.stop_at
+                    ),
+                ));
+            }
+            if let Some(t) = &rb.min_interval {
+                loc.budget.min_interval = self.duration(t, &format!("{what} min_interval"))?;
+            }
+            if let Some(t) = &rb.max_wait {
+                loc.budget.max_wait = self.duration(t, &format!("{what} max_wait"))?;
+            }
+        }
+        Ok(loc)
     }
 
     /// Fills a GCS or Azure location from the store's `endpoint` and the usual variables.
@@ -1248,7 +1535,9 @@ impl Cx<'_> {
                 ));
             }
         };
+        let cloudinary = stores[store].location.cloudinary().is_some();
         let key_format = match &raw.key_format {
+            None if cloudinary => KeyFormat::Cloudinary,
             None => KeyFormat::Path,
             Some(kf) => match kf.get_ref() {
                 RawKeyFormat::Name(n) => match n.as_str() {
@@ -1268,16 +1557,25 @@ impl Cx<'_> {
                     .map_err(|m| self.err_at(kf, format!("reference `{name}`: {m}")))?,
             },
         };
-        if matches!(key_format, KeyFormat::Cloudinary) {
-            let line = self.line_of(
-                raw.key_format
-                    .as_ref()
-                    .map_or(spanned.span().start, |k| k.span().start),
-            );
+        let format_line = self.line_of(
+            raw.key_format
+                .as_ref()
+                .map_or(spanned.span().start, |k| k.span().start),
+        );
+        if matches!(key_format, KeyFormat::Cloudinary) && !cloudinary {
             return Err(self.err(
-                Some(line),
+                Some(format_line),
                 format!(
-                    "reference `{name}`: key_format \"cloudinary\" reads Cloudinary public_ids, but store `{}` is a folder; use path or url",
+                    "reference `{name}`: key_format \"cloudinary\" reads Cloudinary public_ids, but store `{}` is not a Cloudinary store; use path or url",
+                    stores[store].name
+                ),
+            ));
+        }
+        if matches!(key_format, KeyFormat::Path | KeyFormat::Url) && cloudinary {
+            return Err(self.err(
+                Some(format_line),
+                format!(
+                    "reference `{name}`: store `{}` is a Cloudinary store, whose keys are public_ids; use key_format = \"cloudinary\" (it reads CloudinaryField values, delivery URLs and bare public_ids)",
                     stores[store].name
                 ),
             ));

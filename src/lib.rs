@@ -21,6 +21,7 @@
 // A two-armed `match` on an Option reads as plainly as `if let … else`.
 #![allow(clippy::single_match_else)]
 
+pub mod budget;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -14,11 +14,12 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use unicode_normalization::UnicodeNormalization;
 
+use crate::budget::Ledger;
 use crate::config::{Config, ReferenceConfig, StoreConfig};
 use crate::error::{Error, Result};
 use crate::key::{KeyContext, KeyFormat, ResourceType};
 use crate::refs::{Db, DbError};
-use crate::store::{self, ListOptions, Listed, Object, Store};
+use crate::store::{self, ListOptions, Listed, Object, Store, StoreError};
 
 /// Which objects are orphan candidates, and which rows are checked for missing files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,11 @@ pub struct ScanOptions {
     pub stores: Vec<String>,
     pub now: DateTime<Utc>,
     pub progress: Option<Progress>,
+    /// The API budgets of metered accounts (Cloudinary), loaded from the state database.
+    pub ledger: Arc<Ledger>,
+    /// Per store: the calls its last full listing cost (from the state database), weighed
+    /// against look-ups on metered stores.
+    pub list_costs: HashMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,11 +98,17 @@ pub struct Orphan {
     pub size: u64,
     pub uploaded_at: Option<DateTime<Utc>>,
     pub url: Option<String>,
+    /// The format the store reports (Cloudinary); else the key's extension is used.
+    pub format: Option<String>,
 }
 
 impl Orphan {
-    /// The file extension, lower-case, as the report's `format` column.
+    /// The report's `format` column: the store's word (Cloudinary), else the key's extension,
+    /// lower-case.
     pub fn format(&self) -> String {
+        if let Some(f) = &self.format {
+            return f.clone();
+        }
         let name = self.key.rsplit('/').next().unwrap_or(&self.key);
         match name.rfind('.') {
             Some(i) if i > 0 && i + 1 < name.len() => name[i + 1..].to_ascii_lowercase(),
@@ -141,8 +153,12 @@ pub struct StoreStats {
     pub unrepresentable: u64,
     pub list_time: Duration,
     pub api_calls: u64,
-    /// `Some(n)`: missing files were confirmed with n point look-ups instead of a listing.
+    /// `Some(n)`: n referenced keys were confirmed with point look-ups instead of a listing.
     pub lookups: Option<u64>,
+    /// Referenced keys were confirmed with a full listing because look-ups would cost more.
+    pub listed_instead: bool,
+    /// Calls the full listings of this run cost (metered stores), for next time's choice.
+    pub full_list_calls: Option<u64>,
     pub complete: bool,
 }
 
@@ -170,6 +186,8 @@ pub struct Findings {
     pub missing: Vec<Missing>,
     pub warnings: Vec<String>,
     pub complete: bool,
+    /// Usage of the API budgets this run drew on.
+    pub budgets: Vec<crate::budget::Usage>,
 }
 
 impl Findings {
@@ -239,10 +257,12 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
     });
     let store_handles: Vec<(usize, OpenedStore)> = selected
         .iter()
-        .map(|&s| (s, store::open(&cfg.stores[s])))
+        .map(|&s| (s, store::open(&cfg.stores[s], &opts.ledger)))
         .collect();
     let store_futs = store_handles.iter().map(|(s, st)| async move {
         let checked = match st {
+            // A metered store's first real call tells as much, and a check would cost a call.
+            Ok(st) if st.checked_by_first_call() => Ok(()),
             Ok(st) => st.check().await,
             Err(e) => Err(store::StoreError::Unreachable(e.to_string())),
         };
@@ -280,7 +300,7 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
     if !db_errors.is_empty() || !store_errors.is_empty() {
         complete = false;
         warnings.extend(db_errors);
-        warnings.extend(store_errors);
+        warnings.extend(store_errors.iter().cloned());
     }
     for &s in &selected {
         if !refs.iter().any(|&r| cfg.references[r].store == s) {
@@ -305,7 +325,7 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
             let ctx = KeyContext {
                 public_url: cfg.stores[s].public_url.clone(),
                 key_prefix: rc.key_prefix.clone(),
-                cloud_name: None,
+                cloud_name: cfg.stores[s].location.cloudinary().map(|c| c.cloud.clone()),
             };
             let store_name = cfg.stores[s].name.clone();
             let Some(db) = dbs.get(&rc.database).cloned() else {
@@ -350,6 +370,14 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
         let out = t
             .await
             .map_err(|e| Error::State(format!("store task failed: {e}")))?;
+        if !out.stats.reachable {
+            reachable[selected
+                .iter()
+                .copied()
+                .find(|&s| cfg.stores[s].name == out.stats.name)
+                .unwrap_or_default()] = false;
+            store_errors.extend(out.warnings.iter().cloned());
+        }
         complete &= out.stats.complete;
         warnings.extend(out.warnings);
         stores.push(out.stats);
@@ -357,7 +385,7 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
         missing.extend(out.missing);
     }
     for &s in &selected {
-        if !reachable[s] {
+        if !reachable[s] && !stores.iter().any(|st| st.name == cfg.stores[s].name) {
             stores.push(StoreStats {
                 name: cfg.stores[s].name.clone(),
                 location: cfg.stores[s].location.describe(),
@@ -365,6 +393,15 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
             });
         }
     }
+    // A store refused at its first call (metered stores are checked that way) is out of reach
+    // like one that failed its check: when none answered, nothing useful was done.
+    if selected.iter().all(|&s| !reachable[s]) {
+        for db in dbs.values() {
+            db.close().await;
+        }
+        return Err(Error::Unreachable(store_errors.join("; ")));
+    }
+    warnings.extend(opts.ledger.warnings());
     for r in &references {
         warnings.extend(r.warnings.iter().cloned());
         if r.unparsed > NAMED_WARNINGS {
@@ -410,6 +447,7 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
         missing,
         warnings,
         complete,
+        budgets: opts.ledger.usage(Utc::now()),
     })
 }
 
@@ -419,7 +457,12 @@ fn quarantine_prefixes(cfg: &Config, s: usize) -> Vec<String> {
     let me = &cfg.stores[s];
     let mut out = Vec::new();
     if let Some(q) = &me.quarantine {
-        out.push(q.prefix.clone());
+        // Cloudinary public_ids go to the prefix without its leading dot (SPEC §6).
+        if me.location.cloudinary().is_some() {
+            out.push(q.prefix.trim_start_matches('.').to_string());
+        } else {
+            out.push(q.prefix.clone());
+        }
     }
     for (i, other) in cfg.stores.iter().enumerate() {
         if i == s {
@@ -469,6 +512,27 @@ struct RefBatch {
 }
 
 const NO_ROW: u32 = u32::MAX;
+/// The type part of a Cloudinary reference that names no resource type: it matches the
+/// public_id in every type (SPEC §2).
+const ANY_TYPE: &str = "*";
+
+/// The identity of a listed object in the reference set: the key, or for Cloudinary
+/// `type/public_id` (resource types have no `/`, so the first one splits it).
+fn ident(rt: ResourceType, key: &str) -> std::borrow::Cow<'_, str> {
+    if rt == ResourceType::Plain {
+        std::borrow::Cow::Borrowed(key)
+    } else {
+        std::borrow::Cow::Owned(format!("{}/{key}", rt.as_str()))
+    }
+}
+
+/// A typed identity back into its resource type (`None` for `*`) and public_id.
+fn split_ident(ident: &str) -> (Option<ResourceType>, &str) {
+    match ident.split_once('/') {
+        Some((t, key)) => (ResourceType::parse_cloudinary(t), key),
+        None => (None, ident),
+    }
+}
 const COLUMNS: [&str; 7] = [
     "key",
     "id",
@@ -492,6 +556,8 @@ struct RowParser {
     link_cols: Vec<String>,
     cutoff: Option<DateTime<Utc>>,
     missing: bool,
+    /// A Cloudinary store: keys carry their resource type (see [`ident`]).
+    typed: bool,
     stats: ReferenceStats,
     batch: RefBatch,
     link_buf: String,
@@ -510,6 +576,7 @@ impl RowParser {
             index,
             name: name.clone(),
             format: rc.key_format.clone(),
+            typed: ctx.cloud_name.is_some(),
             ctx,
             link: rc.link.clone(),
             link_cols: rc
@@ -557,6 +624,19 @@ impl RowParser {
         self.batch.key_ends.push(self.batch.keys.len());
         self.batch.key_rows.push(NO_ROW);
     }
+
+    /// A Cloudinary key: `type/public_id`, or `*/public_id` when the value names no type.
+    fn push_typed(&mut self, rt: Option<ResourceType>, key: &str) {
+        let keys = &mut self.batch.keys;
+        keys.push_str(match rt {
+            Some(ResourceType::Plain) | None => ANY_TYPE,
+            Some(t) => t.as_str(),
+        });
+        keys.push('/');
+        keys.push_str(key);
+        self.batch.key_ends.push(keys.len());
+        self.batch.key_rows.push(NO_ROW);
+    }
 }
 
 impl crate::refs::RowSink for RowParser {
@@ -566,7 +646,7 @@ impl crate::refs::RowSink for RowParser {
         self.stats.rows += 1;
         let value = cols[0].filter(|v| !v.trim().is_empty())?;
         let first_key = self.batch.key_rows.len();
-        if matches!(self.format, KeyFormat::Path) {
+        if matches!(self.format, KeyFormat::Path) && !self.typed {
             // The common case, without allocating: the key is a slice of the value.
             match crate::key::path_key(value, &self.ctx.key_prefix) {
                 Ok(Some(key)) => {
@@ -585,9 +665,13 @@ impl crate::refs::RowSink for RowParser {
             for reason in &parsed.unparsed {
                 self.unparsed(cols, value, reason);
             }
-            // Folder stores have no resource types: the key alone is the identity.
             for k in &parsed.keys {
-                self.push_key(&k.key);
+                if self.typed {
+                    self.push_typed(k.resource_type, &k.key);
+                } else {
+                    // Other stores have no resource types: the key alone is the identity.
+                    self.push_key(&k.key);
+                }
             }
         }
         if self.batch.key_rows.len() == first_key {
@@ -774,6 +858,14 @@ impl RefSet {
         }
     }
 
+    /// Marks a listed Cloudinary object under its type and under `*` (references without a
+    /// type); says whether either is referenced.
+    fn mark_typed(&mut self, rt: ResourceType, key: &str) -> bool {
+        let typed = self.mark(&ident(rt, key));
+        let any = self.mark(&format!("{ANY_TYPE}/{key}"));
+        typed | any
+    }
+
     fn is_seen(&self, sym: u32) -> bool {
         let i = sym as usize;
         self.seen[i / 64] & (1 << (i % 64)) != 0
@@ -783,7 +875,10 @@ impl RefSet {
         self.keys.get(sym)
     }
 
-    fn missing(&self, item: Item, key: String) -> Missing {
+    /// The report row of a reference whose key no object has. `key` is the identity; on a
+    /// Cloudinary store it is split into the public_id and, when it names one, the type that
+    /// goes into `media_type`.
+    fn missing(&self, item: Item, key: String, typed: bool) -> Missing {
         let mut at = self.rows[item.row as usize];
         let reference = usize::try_from(take_varint(&self.details, &mut at)).unwrap_or(usize::MAX);
         let created_at = match take_varint(&self.details, &mut at) {
@@ -798,9 +893,18 @@ impl RefSet {
         let record_id = next();
         let title = next();
         let owner = next();
-        let media_type = next();
+        let mut media_type = next();
         let status = next().unwrap_or_else(|| "ACTIVE".into());
         let link = next();
+        let key = if typed {
+            let (rt, public_id) = split_ident(&key);
+            if let Some(rt) = rt {
+                media_type = Some(rt.as_str().to_string());
+            }
+            public_id.to_string()
+        } else {
+            key
+        };
         Missing {
             reference: self
                 .names
@@ -877,13 +981,14 @@ struct Pending {
 impl Pending {
     fn push(&mut self, item: Listed) {
         match item {
-            Listed::Object(o) => {
+            Listed::Object(o) if o.resource_type == ResourceType::Plain => {
                 self.keys.push_str(&o.key);
                 self.ends.push(self.keys.len());
                 if o.size.is_some() || o.modified.is_some() {
                     self.meta.push((o.size.unwrap_or(0), o.modified));
                 }
             }
+            // Typed objects (Cloudinary) keep their format and URL: held whole.
             other => self.others.push(other),
         }
     }
@@ -922,7 +1027,7 @@ struct Classifier<'a> {
     stats: StoreStats,
     orphans: Vec<Orphan>,
     need_meta: Vec<String>,
-    /// NFC form → listed key, for listed keys that are not in NFC themselves.
+    /// NFC form → listed identity, for listed keys that are not in NFC themselves.
     nfc: HashMap<String, String>,
     unrepresentable: Vec<String>,
     skipped: Vec<String>,
@@ -932,6 +1037,9 @@ struct Classifier<'a> {
 impl Classifier<'_> {
     fn take(&mut self, set: &mut RefSet, item: Listed) {
         match item {
+            Listed::Object(o) if o.resource_type != ResourceType::Plain => {
+                self.typed_object(set, o);
+            }
             Listed::Object(o) => self.object(set, o.key, o.size, o.modified),
             Listed::Unrepresentable(name) => {
                 self.stats.listed += 1;
@@ -959,36 +1067,66 @@ impl Classifier<'_> {
         if !self.orphans_wanted {
             return;
         }
-        // Only names not already in NFC are kept: a reference that differs from an NFC name
-        // only in normalisation finds it among the orphans instead (SPEC §2).
-        if !k.is_ascii()
-            && unicode_normalization::is_nfc_quick(k.chars())
-                != unicode_normalization::IsNormalized::Yes
-            && !unicode_normalization::is_nfc(k)
-        {
-            self.nfc.insert(k.nfc().collect(), k.to_string());
+        self.note_nfc(k, k);
+        match self.sort(referenced, k, modified) {
+            Sorted::Done => {}
+            Sorted::Candidate => self.candidate(Object::plain(key.into(), size, modified)),
+            Sorted::NeedMeta => self.need_meta.push(key.into()),
         }
+    }
+
+    /// A Cloudinary object: referenced under its own type or by a reference without a type.
+    fn typed_object(&mut self, set: &mut RefSet, o: Object) {
+        self.stats.listed += 1;
+        let referenced = set.mark_typed(o.resource_type, &o.key);
+        if !self.orphans_wanted {
+            return;
+        }
+        if !o.key.is_ascii() {
+            let id = ident(o.resource_type, &o.key).into_owned();
+            self.note_nfc(&o.key, &id);
+        }
+        match self.sort(referenced, &o.key, o.modified) {
+            Sorted::Done => {}
+            // Listings and look-ups of typed stores always carry the upload time.
+            Sorted::Candidate | Sorted::NeedMeta => self.candidate(o),
+        }
+    }
+
+    /// Only names not already in NFC are kept: a reference that differs from an NFC name
+    /// only in normalisation finds it among the orphans instead (SPEC §2).
+    fn note_nfc(&mut self, key: &str, id: &str) {
+        if !key.is_ascii()
+            && unicode_normalization::is_nfc_quick(key.chars())
+                != unicode_normalization::IsNormalized::Yes
+            && !unicode_normalization::is_nfc(key)
+        {
+            self.nfc.insert(id.nfc().collect(), id.to_string());
+        }
+    }
+
+    /// Counts an object that is out of the window, referenced or ignored; else says what the
+    /// candidate still needs.
+    fn sort(&mut self, referenced: bool, key: &str, modified: Option<DateTime<Utc>>) -> Sorted {
         let in_window = match (self.cutoff, modified) {
             (Some(c), Some(t)) => t >= c,
             _ => true,
         };
         if !in_window {
-            return;
+            return Sorted::Done;
         }
         if referenced {
             self.stats.valid += 1;
             self.stats.objects_scanned += 1;
-        } else if self.cfg.ignore.matches(k) {
+            Sorted::Done
+        } else if self.cfg.ignore.matches(key) {
             self.stats.ignored += 1;
             self.stats.objects_scanned += 1;
+            Sorted::Done
         } else if modified.is_some() {
-            self.candidate(Object {
-                key: key.into(),
-                size,
-                modified,
-            });
+            Sorted::Candidate
         } else {
-            self.need_meta.push(key.into());
+            Sorted::NeedMeta
         }
     }
 
@@ -1008,19 +1146,39 @@ impl Classifier<'_> {
         let size = o.size.unwrap_or(0);
         self.stats.orphans += 1;
         self.stats.orphan_bytes += size;
-        let url = self
-            .cfg
-            .public_url
-            .as_deref()
-            .map(|base| public_url(base, &o.key));
+        let url = o.url.or_else(|| {
+            self.cfg
+                .public_url
+                .as_deref()
+                .map(|base| public_url(base, &o.key))
+        });
         self.orphans.push(Orphan {
             store: self.cfg.name.clone(),
             key: o.key,
-            resource_type: ResourceType::Plain,
+            resource_type: o.resource_type,
             size,
             uploaded_at: o.modified,
             url,
+            format: o.format,
         });
+    }
+}
+
+enum Sorted {
+    Done,
+    Candidate,
+    NeedMeta,
+}
+
+/// Marks a listed entry as present without classifying it (a listing that only confirms
+/// referenced keys).
+fn mark_listed(set: &mut RefSet, item: &Listed) {
+    if let Listed::Object(o) = item {
+        if o.resource_type == ResourceType::Plain {
+            set.mark(&o.key);
+        } else {
+            set.mark_typed(o.resource_type, &o.key);
+        }
     }
 }
 
@@ -1051,9 +1209,10 @@ pub fn public_url(base: &str, key: &str) -> String {
 const LOOKUP_CHUNK: usize = 1000;
 const LOOKUP_CONCURRENCY: usize = 4;
 
-/// Point look-ups in chunks, a few at once; results come back in any order.
+/// Point look-ups of one resource type in chunks, a few at once; results come back in any order.
 fn look_up(
     store: &dyn Store,
+    rt: ResourceType,
     keys: Vec<String>,
 ) -> impl futures::Stream<Item = Result<Vec<Option<Object>>, store::StoreError>> + '_ {
     let mut chunks = Vec::new();
@@ -1062,8 +1221,111 @@ fn look_up(
         chunks.push(keys.by_ref().take(LOOKUP_CHUNK).collect::<Vec<_>>());
     }
     futures::stream::iter(chunks)
-        .map(move |chunk| async move { store.head_many(&chunk).await })
+        .map(move |chunk| async move { store.head_many_of(rt, &chunk).await })
         .buffer_unordered(LOOKUP_CONCURRENCY)
+}
+
+/// A failed call of a store: a warning and an incomplete store; an unreachable one when the
+/// store says so (metered stores do when their first call is refused).
+fn store_failed(c: &mut Classifier<'_>, warnings: &mut Vec<String>, what: &str, e: &StoreError) {
+    c.stats.complete = false;
+    if matches!(e, StoreError::Unreachable(_)) {
+        c.stats.reachable = false;
+        warnings.push(format!("store {}: {e}", c.cfg.name));
+    } else {
+        warnings.push(format!("store {}: {what}: {e}", c.cfg.name));
+    }
+}
+
+/// Confirms the referenced keys no listing of this run returned: by point look-ups while they
+/// cost less than a listing (SPEC §4), else by listing the whole store (marks only).
+async fn confirm_unseen(
+    c: &mut Classifier<'_>,
+    set: &mut RefSet,
+    store: &dyn Store,
+    opts: &ScanOptions,
+    exclude: Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let mut syms: Vec<u32> = set
+        .items
+        .iter()
+        .map(|i| i.sym)
+        .filter(|&s| !set.is_seen(s))
+        .collect();
+    syms.sort_unstable();
+    syms.dedup();
+    if syms.is_empty() {
+        return;
+    }
+    let types = store.resource_types();
+    let has_types = !types.contains(&ResourceType::Plain);
+    // Keys per resource type; a Cloudinary reference without a type is looked up in each.
+    let mut wanted: Vec<(ResourceType, Vec<String>)> =
+        types.iter().map(|&t| (t, Vec::new())).collect();
+    for &sym in &syms {
+        let key = set.key(sym);
+        if has_types {
+            let (rt, public_id) = split_ident(key);
+            for (t, keys) in &mut wanted {
+                if rt.is_none_or(|rt| rt == *t) {
+                    keys.push(public_id.to_string());
+                }
+            }
+        } else {
+            wanted[0].1.push(key.to_string());
+        }
+    }
+    let keys: usize = wanted.iter().map(|(_, k)| k.len()).sum();
+    let look = match store.lookup_batch() {
+        Some(batch) => {
+            let lookup_calls: u64 = wanted
+                .iter()
+                .map(|(_, k)| k.len().div_ceil(batch) as u64)
+                .sum();
+            // The last full listing's cost, else one call per 500 referenced keys a type.
+            let list_calls = opts
+                .list_costs
+                .get(&c.cfg.name)
+                .copied()
+                .unwrap_or_else(|| {
+                    (types.len() * set.keys.len().div_ceil(crate::store::cloudinary::LIST_PAGE))
+                        as u64
+                });
+            tracing::debug!(store = %c.cfg.name, lookup_calls, list_calls, "look-ups or a listing");
+            lookup_calls <= list_calls
+        }
+        None => keys <= c.cfg.max_lookups,
+    };
+    if look {
+        c.stats.lookups = Some(c.stats.lookups.unwrap_or(0) + keys as u64);
+        for (rt, keys) in wanted {
+            let mut looked = look_up(store, rt, keys);
+            while let Some(result) = looked.next().await {
+                match result {
+                    Ok(objs) => {
+                        for o in objs.into_iter().flatten() {
+                            mark_listed(set, &Listed::Object(o));
+                        }
+                    }
+                    Err(e) => store_failed(c, warnings, "look-up failed", &e),
+                }
+            }
+        }
+    } else {
+        c.stats.listed_instead = true;
+        let mut listing = store.list(ListOptions {
+            with_meta: false,
+            exclude_prefixes: exclude,
+            since: None,
+        });
+        while let Some(page) = listing.next().await {
+            match page {
+                Ok(items) => items.iter().for_each(|i| mark_listed(set, i)),
+                Err(e) => store_failed(c, warnings, "listing incomplete", &e),
+            }
+        }
+    }
 }
 
 async fn reconcile_store(
@@ -1076,6 +1338,7 @@ async fn reconcile_store(
 ) -> StoreOutcome {
     let mut set = RefSet::new();
     let mut warnings = Vec::new();
+    let typed = !store.resource_types().contains(&ResourceType::Plain);
     let mut c = Classifier {
         cfg,
         cutoff,
@@ -1095,11 +1358,13 @@ async fn reconcile_store(
         orphans_wanted: opts.mode.orphans(),
     };
 
+    let started = Instant::now();
     if opts.mode.orphans() {
-        let started = Instant::now();
+        let since = cutoff.filter(|_| store.lists_since());
         let mut listing = store.list(ListOptions {
             with_meta: cutoff.is_some(),
             exclude_prefixes: exclude.clone(),
+            since,
         });
         let mut pending = Some(Pending::default());
         let mut refs_open = true;
@@ -1120,17 +1385,14 @@ async fn reconcile_store(
                 page = listing.next(), if list_open => match page {
                     Some(Ok(items)) => {
                         if let Some(p) = &opts.progress {
-                            p(&cfg.name, c.stats.listed + items.len() as u64 + pending.as_ref().map_or(0, |p| p.ends.len() as u64));
+                            p(&cfg.name, c.stats.listed + items.len() as u64 + pending.as_ref().map_or(0, |p| (p.ends.len() + p.others.len()) as u64));
                         }
                         match pending.as_mut() {
                             Some(p) => items.into_iter().for_each(|i| p.push(i)),
                             None => items.into_iter().for_each(|i| c.take(&mut set, i)),
                         }
                     }
-                    Some(Err(e)) => {
-                        c.stats.complete = false;
-                        warnings.push(format!("store {}: listing incomplete: {e}", cfg.name));
-                    }
+                    Some(Err(e)) => store_failed(&mut c, &mut warnings, "listing incomplete", &e),
                     None => {
                         list_open = false;
                         tracing::debug!(store = %cfg.name, listed = c.stats.listed, pending = pending.as_ref().map_or(0, |p| p.ends.len()), elapsed = ?started.elapsed(), "listing complete");
@@ -1141,7 +1403,7 @@ async fn reconcile_store(
         // Objects listed without their size and time (`--all`): stat only the candidates.
         let need = std::mem::take(&mut c.need_meta);
         tracing::debug!(store = %cfg.name, candidates = need.len(), elapsed = ?started.elapsed(), "classified; looking up candidates");
-        let mut looked = look_up(store, need);
+        let mut looked = look_up(store, ResourceType::Plain, need);
         while let Some(result) = looked.next().await {
             match result {
                 Ok(objs) => objs.into_iter().flatten().for_each(|o| c.candidate(o)),
@@ -1151,59 +1413,28 @@ async fn reconcile_store(
                 }
             }
         }
-        c.stats.list_time = started.elapsed();
+        drop(looked);
+        // A listing limited to the window says nothing of older objects: referenced keys it did
+        // not return are confirmed before they are called missing.
+        if since.is_some() && opts.mode.missing() && c.stats.reachable {
+            confirm_unseen(&mut c, &mut set, store, opts, exclude, &mut warnings).await;
+        }
         tracing::debug!(store = %cfg.name, elapsed = ?started.elapsed(), "candidates looked up");
     } else {
         while let Some(b) = refs_rx.recv().await {
             set.add(b);
         }
         set.finish();
-        // Point look-ups while they cost less than a listing (SPEC §4).
-        let mut syms: Vec<u32> = set.items.iter().map(|i| i.sym).collect();
-        syms.sort_unstable();
-        syms.dedup();
-        let started = Instant::now();
-        if syms.len() <= cfg.max_lookups {
-            let keys: Vec<String> = syms.iter().map(|&s| set.key(s).to_string()).collect();
-            c.stats.lookups = Some(keys.len() as u64);
-            let mut looked = look_up(store, keys);
-            while let Some(result) = looked.next().await {
-                match result {
-                    Ok(objs) => {
-                        for o in objs.into_iter().flatten() {
-                            set.mark(&o.key);
-                        }
-                    }
-                    Err(e) => {
-                        c.stats.complete = false;
-                        warnings.push(format!("store {}: look-up failed: {e}", cfg.name));
-                    }
-                }
-            }
-        } else {
-            let mut listing = store.list(ListOptions {
-                with_meta: false,
-                exclude_prefixes: exclude,
-            });
-            while let Some(page) = listing.next().await {
-                match page {
-                    Ok(items) => items.into_iter().for_each(|i| c.take(&mut set, i)),
-                    Err(e) => {
-                        c.stats.complete = false;
-                        warnings.push(format!("store {}: listing incomplete: {e}", cfg.name));
-                    }
-                }
-            }
-        }
-        c.stats.list_time = started.elapsed();
+        confirm_unseen(&mut c, &mut set, store, opts, exclude, &mut warnings).await;
     }
+    c.stats.list_time = started.elapsed();
 
     let mut missing = Vec::new();
-    if opts.mode.missing() {
+    if opts.mode.missing() && c.stats.reachable {
         let mut orphan_by_nfc: HashMap<String, usize> = HashMap::new();
         for (i, o) in c.orphans.iter().enumerate() {
             if !o.key.is_ascii() {
-                orphan_by_nfc.insert(o.key.nfc().collect(), i);
+                orphan_by_nfc.insert(ident(o.resource_type, &o.key).nfc().collect(), i);
             }
         }
         let mut drop_orphans = Vec::new();
@@ -1217,7 +1448,7 @@ async fn reconcile_store(
                 let listed = c.nfc.get(&norm).cloned().or_else(|| {
                     orphan_by_nfc
                         .get(&norm)
-                        .map(|&i| c.orphans[i].key.clone())
+                        .map(|&i| ident(c.orphans[i].resource_type, &c.orphans[i].key).into_owned())
                         .filter(|k| *k != key)
                 });
                 if let Some(listed) = listed {
@@ -1231,7 +1462,7 @@ async fn reconcile_store(
                     continue;
                 }
             }
-            missing.push(set.missing(item, key));
+            missing.push(set.missing(item, key, typed));
         }
         drop_orphans.sort_unstable();
         drop_orphans.dedup();
@@ -1261,6 +1492,7 @@ async fn reconcile_store(
         ));
     }
     c.stats.api_calls = store.api_calls();
+    c.stats.full_list_calls = Some(store.full_list_calls()).filter(|&n| n > 0);
     StoreOutcome {
         stats: c.stats,
         orphans: c.orphans,

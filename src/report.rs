@@ -414,10 +414,20 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
             let _ = writeln!(out, "  {:<16} {}", store.name, st.bad("unreachable"));
             continue;
         }
-        let how = match store.lookups {
-            Some(n) => format!("{} point look-ups (no listing)", count(n)),
+        let mut how = match store.lookups {
+            Some(n) if store.listed == 0 && !store.listed_instead => {
+                format!("{} point look-ups (no listing)", count(n))
+            }
+            Some(n) => format!(
+                "{} objects listed, {} point look-ups",
+                count(store.listed),
+                count(n)
+            ),
             None => format!("{} objects listed", count(store.listed)),
         };
+        if store.listed_instead {
+            how.push_str(" (listed: look-ups would cost more calls)");
+        }
         let _ = writeln!(
             out,
             "  {:<16} {how} in {}, {} API calls — {}",
@@ -564,6 +574,29 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
         let _ = writeln!(out, "  Unreadable keys:  {}", count(s.unparsed));
     }
     let calls: u64 = f.stores.iter().map(|s| s.api_calls).sum();
+    for b in &f.budgets {
+        let account = if f.budgets.len() > 1 {
+            format!("{}: ", b.cloud)
+        } else {
+            String::new()
+        };
+        let mut line = format!(
+            "  API calls:        {account}{}/{} used ({:.0}%)",
+            count(b.used),
+            count(b.limit),
+            b.percent()
+        );
+        if let Some(p) = b.provider {
+            let _ = write!(
+                line,
+                " — Rate limit remaining: {}/{} ({:.0}%)",
+                count(p.remaining),
+                count(p.limit),
+                Summary::percent(p.remaining, p.limit)
+            );
+        }
+        let _ = writeln!(out, "{line}");
+    }
     if calls == 0 {
         let _ = writeln!(
             out,
@@ -576,12 +609,12 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
             .filter(|s| s.api_calls > 0)
             .map(|s| format!("{} {}", s.name, count(s.api_calls)))
             .collect();
-        let _ = writeln!(
-            out,
-            "  API calls:        {} ({})",
-            count(calls),
-            per_store.join(", ")
-        );
+        let label = if f.budgets.is_empty() {
+            "API calls:       "
+        } else {
+            "  this run:      "
+        };
+        let _ = writeln!(out, "  {label} {} ({})", count(calls), per_store.join(", "));
     }
     let _ = writeln!(out, "  Execution time:   {}", secs(f.duration()));
     if let Some(p) = input.report_path {

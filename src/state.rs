@@ -3,10 +3,14 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 
+use crate::budget;
 use crate::config::StateUrl;
 use crate::error::{Error, Result};
 use crate::reconcile::{Findings, Mode, Window};
@@ -91,6 +95,7 @@ impl State {
                     "listed": s.listed, "objects_scanned": s.objects_scanned, "valid": s.valid,
                     "orphans": s.orphans, "orphan_bytes": s.orphan_bytes,
                     "too_recent": s.too_recent, "ignored": s.ignored,
+                    "api_calls": s.api_calls, "full_list_calls": s.full_list_calls,
                 })
             })
             .collect();
@@ -128,6 +133,131 @@ impl State {
         .await
         .map_err(state_err)?;
         Ok(())
+    }
+
+    /// What earlier runs spent of each metered account's budget (the last hour of it).
+    pub async fn load_budgets(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, budget::Persisted>> {
+        let from = now.timestamp().div_euclid(60) - 59;
+        let mut out: HashMap<String, budget::Persisted> = HashMap::new();
+        let rows = sqlx::query(
+            "SELECT account, minute, calls FROM api_budget_calls WHERE minute >= ? ORDER BY account, minute",
+        )
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(state_err)?;
+        for row in rows {
+            let account: String = row.try_get(0).map_err(state_err)?;
+            let minute: i64 = row.try_get(1).map_err(state_err)?;
+            let calls: i64 = row.try_get(2).map_err(state_err)?;
+            out.entry(account)
+                .or_default()
+                .minutes
+                .push((minute, u64::try_from(calls).unwrap_or(0)));
+        }
+        let rows =
+            sqlx::query("SELECT account, rate_limit, remaining, reset_at FROM api_budget_provider")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(state_err)?;
+        for row in rows {
+            let account: String = row.try_get(0).map_err(state_err)?;
+            let limit: i64 = row.try_get(1).map_err(state_err)?;
+            let remaining: i64 = row.try_get(2).map_err(state_err)?;
+            let reset_at: String = row.try_get(3).map_err(state_err)?;
+            if let Ok(reset_at) = DateTime::parse_from_rfc3339(&reset_at) {
+                out.entry(account).or_default().provider = Some(budget::Provider {
+                    limit: u64::try_from(limit).unwrap_or(0),
+                    remaining: u64::try_from(remaining).unwrap_or(0),
+                    reset_at: reset_at.with_timezone(&Utc),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps each account's calls of the last hour and the provider's last figures, in one
+    /// transaction; older minutes are dropped.
+    pub async fn save_budgets(
+        &self,
+        now: DateTime<Utc>,
+        budgets: &[(String, budget::Persisted)],
+    ) -> Result<()> {
+        if budgets.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(state_err)?;
+        for (account, kept) in budgets {
+            sqlx::query("DELETE FROM api_budget_calls WHERE account = ?")
+                .bind(account)
+                .execute(&mut *tx)
+                .await
+                .map_err(state_err)?;
+            for &(minute, calls) in &kept.minutes {
+                sqlx::query(
+                    "INSERT INTO api_budget_calls (account, minute, calls) VALUES (?, ?, ?)",
+                )
+                .bind(account)
+                .bind(minute)
+                .bind(i64::try_from(calls).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(state_err)?;
+            }
+            if let Some(p) = kept.provider {
+                sqlx::query(
+                    "INSERT INTO api_budget_provider (account, rate_limit, remaining, reset_at, seen_at) VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (account) DO UPDATE SET rate_limit = excluded.rate_limit, remaining = excluded.remaining, reset_at = excluded.reset_at, seen_at = excluded.seen_at",
+                )
+                .bind(account)
+                .bind(i64::try_from(p.limit).unwrap_or(i64::MAX))
+                .bind(i64::try_from(p.remaining).unwrap_or(i64::MAX))
+                .bind(report::rfc3339(p.reset_at))
+                .bind(report::rfc3339(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(state_err)?;
+            }
+        }
+        // Minutes of accounts no longer in use age out too.
+        sqlx::query("DELETE FROM api_budget_calls WHERE minute < ?")
+            .bind(now.timestamp().div_euclid(60) - 59)
+            .execute(&mut *tx)
+            .await
+            .map_err(state_err)?;
+        tx.commit().await.map_err(state_err)
+    }
+
+    /// Per store: the calls its most recent complete full listing cost, from recorded scans.
+    pub async fn list_costs(&self, stores: &[String]) -> Result<HashMap<String, u64>> {
+        let rows = sqlx::query(
+            "SELECT store_stats FROM scans WHERE store_stats IS NOT NULL ORDER BY id DESC LIMIT 100",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(state_err)?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let text: String = row.try_get(0).map_err(state_err)?;
+            let Ok(serde_json::Value::Array(entries)) = serde_json::from_str(&text) else {
+                continue;
+            };
+            for e in entries {
+                let name = e["store"].as_str().unwrap_or_default();
+                if !stores.iter().any(|s| s == name) || out.contains_key(name) {
+                    continue;
+                }
+                if let (Some(calls), Some(true)) =
+                    (e["full_list_calls"].as_u64(), e["complete"].as_bool())
+                {
+                    out.insert(name.to_string(), calls);
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn close(&self) {

@@ -7,10 +7,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
+use crate::budget::Ledger;
 use crate::config::{StoreConfig, StoreLocation};
+use crate::key::ResourceType;
 
 pub mod azure;
 mod cloud;
+pub mod cloudinary;
 pub mod gcs;
 pub mod local;
 pub mod s3;
@@ -22,6 +25,25 @@ pub struct Object {
     /// Filled when the listing was asked for metadata, or by a look-up.
     pub size: Option<u64>,
     pub modified: Option<DateTime<Utc>>,
+    /// `Plain` except on Cloudinary, where the identity is (resource type, public_id).
+    pub resource_type: ResourceType,
+    /// What the backend says of the object's format and address (Cloudinary), when it does.
+    pub format: Option<String>,
+    pub url: Option<String>,
+}
+
+impl Object {
+    /// An object of a store without resource types.
+    pub fn plain(key: String, size: Option<u64>, modified: Option<DateTime<Utc>>) -> Self {
+        Object {
+            key,
+            size,
+            modified,
+            resource_type: ResourceType::Plain,
+            format: None,
+            url: None,
+        }
+    }
 }
 
 /// One entry of a listing page.
@@ -41,6 +63,9 @@ pub struct ListOptions {
     pub with_meta: bool,
     /// Key prefixes left out of the listing (quarantine prefixes).
     pub exclude_prefixes: Vec<String>,
+    /// A hint: only objects uploaded since then are wanted. A store may return more (the scan
+    /// filters again); one that honours it says so in [`Store::lists_since`].
+    pub since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +96,69 @@ pub trait Store: Send + Sync {
         0
     }
 
+    /// Calls spent on listings without `since` so far: what a full listing costs, for the
+    /// choice between look-ups and a listing next time.
+    fn full_list_calls(&self) -> u64 {
+        0
+    }
+
+    /// Whether [`ListOptions::since`] limits the listing; then referenced keys the listing did
+    /// not return are confirmed by look-ups (or a full listing) before they are called missing.
+    fn lists_since(&self) -> bool {
+        false
+    }
+
+    /// Keys one look-up call answers, where look-ups are billed per call and weighed against a
+    /// listing's calls (Cloudinary: 100). `None`: look-ups are bounded by `max_lookups` instead.
+    fn lookup_batch(&self) -> Option<usize> {
+        None
+    }
+
+    /// Whether the run's first call tells reachability, so that `check` need not spend one
+    /// (metered APIs). `assetgc check` calls [`Store::check`] regardless.
+    fn checked_by_first_call(&self) -> bool {
+        false
+    }
+
+    /// The resource types the store holds: `[Plain]` for every store but Cloudinary.
+    fn resource_types(&self) -> Vec<ResourceType> {
+        vec![ResourceType::Plain]
+    }
+
+    /// [`Store::head_many`] for one resource type; `Plain` on stores without types.
+    async fn head_many_of(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Option<Object>>, StoreError> {
+        if resource_type == ResourceType::Plain {
+            self.head_many(keys).await
+        } else {
+            Err(StoreError::Failed(format!(
+                "{} has no resource type `{}`",
+                self.describe(),
+                resource_type.as_str()
+            )))
+        }
+    }
+
+    /// [`Store::delete_many`] for one resource type; `Plain` on stores without types.
+    async fn delete_many_of(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Result<(), String>>, StoreError> {
+        if resource_type == ResourceType::Plain {
+            self.delete_many(keys).await
+        } else {
+            Err(StoreError::Failed(format!(
+                "{} has no resource type `{}`",
+                self.describe(),
+                resource_type.as_str()
+            )))
+        }
+    }
+
     /// Point look-ups: for each key, the object with its size and time, or `None` when absent.
     /// Keys that are not representable are never looked up and come back `None`.
     async fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError>;
@@ -87,9 +175,15 @@ pub(crate) fn unusable(key: &str) -> Option<String> {
     crate::key::unrepresentable_reason(key).map(|why| format!("not a usable key ({why})"))
 }
 
-/// Opens the backend a store's configuration names.
-pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the backend a store's configuration names. Metered stores (Cloudinary) take their
+/// account's budget from `ledger`.
+pub fn open(cfg: &StoreConfig, ledger: &Ledger) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match &cfg.location {
+        StoreLocation::Cloudinary(loc) => Arc::new(cloudinary::CloudinaryStore::new(
+            &cfg.name,
+            loc,
+            ledger.budget(&loc.account(), &loc.cloud, loc.budget),
+        )?),
         StoreLocation::Local { root } => Arc::new(local::LocalStore::new(root.clone())),
         StoreLocation::S3(loc) => Arc::new(s3::S3Store::new(
             &cfg.name,

@@ -80,6 +80,7 @@ async fn list_both_ways(store: &LocalStore) -> [Listing; 2] {
                 ListOptions {
                     with_meta,
                     exclude_prefixes: Vec::new(),
+                    since: None,
                 },
             )
             .await,
@@ -453,6 +454,7 @@ async fn s3_unrepresentable_keys_never_stop_a_listing_and_markers_are_not_object
                 ListOptions {
                     with_meta,
                     exclude_prefixes: Vec::new(),
+                    since: None,
                 },
             )
             .await;

@@ -265,6 +265,7 @@ async fn azure_unrepresentable_names_never_stop_a_listing() {
                 ListOptions {
                     with_meta,
                     exclude_prefixes: Vec::new(),
+                    since: None,
                 },
             )
             .await;
@@ -503,6 +504,7 @@ async fn gcs_unrepresentable_names_never_stop_a_listing() {
                 ListOptions {
                     with_meta,
                     exclude_prefixes: Vec::new(),
+                    since: None,
                 },
             )
             .await;

@@ -17,7 +17,7 @@ pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
     let mut exit = Exit::Ok;
     let mut warnings = Vec::new();
     let origin = cfg.path.as_ref().map_or_else(
-        || "(no file: DATABASE_URL / CLOUDCUBE_URL)".into(),
+        || "(no file: DATABASE_URL / CLOUDINARY_URL / CLOUDCUBE_URL)".into(),
         |p| p.display().to_string(),
     );
     println!(
@@ -27,8 +27,11 @@ pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
         cfg.references.len()
     );
 
+    // `check` spends a few calls of a metered account; they are not recorded against its budget.
+    let ledger = crate::budget::Ledger::default();
+    let ledger = &ledger;
     let stores = cfg.stores.iter().map(|s| async move {
-        match crate::store::open(s) {
+        match crate::store::open(s, ledger) {
             Ok(store) => {
                 let reached = match store.check().await {
                     Ok(()) => probe_store(store.as_ref()).await,
@@ -159,11 +162,11 @@ async fn probe_store(store: &dyn Store) -> Result<(), StoreError> {
     let first = loop {
         match pages.next().await {
             Some(Ok(items)) => {
-                if let Some(key) = items.into_iter().find_map(|i| match i {
-                    Listed::Object(o) => Some(o.key),
+                if let Some(found) = items.into_iter().find_map(|i| match i {
+                    Listed::Object(o) => Some((o.resource_type, o.key)),
                     _ => None,
                 }) {
-                    break Some(key);
+                    break Some(found);
                 }
             }
             Some(Err(e)) => return Err(e),
@@ -171,8 +174,12 @@ async fn probe_store(store: &dyn Store) -> Result<(), StoreError> {
         }
     };
     drop(pages);
-    if let Some(key) = first {
-        match store.head_many(std::slice::from_ref(&key)).await?.first() {
+    if let Some((rt, key)) = first {
+        match store
+            .head_many_of(rt, std::slice::from_ref(&key))
+            .await?
+            .first()
+        {
             Some(Some(_)) => {}
             _ => {
                 return Err(StoreError::Failed(format!(

@@ -79,6 +79,10 @@ pub async fn run_with(cfg: &Config, args: &ScanArgs, ui: Ui) -> Result<Exit> {
         .map(|s| s.name.clone())
         .collect();
     let id = state.begin_scan(started, window, mode, &stores).await?;
+    let ledger = Arc::new(crate::budget::Ledger::new(
+        state.load_budgets(started).await?,
+    ));
+    let list_costs = state.list_costs(&stores).await?;
 
     let bars = (ui.bars && !args.json).then(indicatif::MultiProgress::new);
     let progress: Option<reconcile::Progress> = bars.as_ref().map(|mp| {
@@ -110,8 +114,15 @@ pub async fn run_with(cfg: &Config, args: &ScanArgs, ui: Ui) -> Result<Exit> {
         stores: args.stores.clone(),
         now: started,
         progress,
+        ledger: ledger.clone(),
+        list_costs,
     };
-    let findings = match reconcile::scan(cfg, opts).await {
+    let scanned = reconcile::scan(cfg, opts).await;
+    // What this run spent of metered budgets is kept whatever became of the scan.
+    state
+        .save_budgets(Utc::now(), &ledger.snapshot(Utc::now()))
+        .await?;
+    let findings = match scanned {
         Ok(f) => f,
         Err(e) => {
             let _ = state.fail_scan(id, &e.to_string()).await;

@@ -366,11 +366,11 @@ impl Inner {
         })?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         match self.heads.head(&path).await {
-            Ok(meta) => Ok(Some(Object {
+            Ok(meta) => Ok(Some(Object::plain(
                 key,
-                size: Some(meta.size),
-                modified: Some(meta.last_modified),
-            })),
+                Some(meta.size),
+                Some(meta.last_modified),
+            ))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             // Anything else (403 included) is "cannot tell", never "missing".
             Err(e) => Err(StoreError::Failed(format!(

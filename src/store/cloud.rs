@@ -223,11 +223,11 @@ pub(super) fn entry(
         };
         return Some(Listed::Unrepresentable(shown));
     }
-    Some(Listed::Object(Object {
-        key: relative.to_owned(),
-        size: Some(size),
+    Some(Listed::Object(Object::plain(
+        relative.to_owned(),
+        Some(size),
         modified,
-    }))
+    )))
 }
 
 fn excluded(opts: &ListOptions, relative: &str) -> bool {
@@ -496,14 +496,9 @@ mod tests {
         let opts = ListOptions {
             with_meta: false,
             exclude_prefixes: vec![".trash/".to_owned()],
+            since: None,
         };
-        let object = |k: &str| {
-            Some(Listed::Object(Object {
-                key: k.to_owned(),
-                size: Some(3),
-                modified: None,
-            }))
-        };
+        let object = |k: &str| Some(Listed::Object(Object::plain(k.to_owned(), Some(3), None)));
         assert_eq!(entry("app/", "app/a.jpg", 3, None, &opts), object("a.jpg"));
         assert_eq!(entry("app/", "appx.jpg", 3, None, &opts), None);
         assert_eq!(entry("app/", "app/.trash/x", 3, None, &opts), None);

@@ -486,11 +486,11 @@ impl Inner {
                 .as_deref()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc));
-            items.push(Listed::Object(Object {
-                key: relative.to_owned(),
-                size: Some(c.size),
+            items.push(Listed::Object(Object::plain(
+                relative.to_owned(),
+                Some(c.size),
                 modified,
-            }));
+            )));
         }
         items
     }
@@ -725,11 +725,11 @@ impl S3Store {
         })?;
         inner.calls.fetch_add(1, Ordering::Relaxed);
         match self.heads.head(&path).await {
-            Ok(meta) => Ok(Some(Object {
+            Ok(meta) => Ok(Some(Object::plain(
                 key,
-                size: Some(meta.size),
-                modified: Some(meta.last_modified),
-            })),
+                Some(meta.size),
+                Some(meta.last_modified),
+            ))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             // Anything else (403 included) is "cannot tell", never "missing".
             Err(e) => Err(StoreError::Failed(format!(

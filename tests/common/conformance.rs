@@ -357,6 +357,7 @@ async fn listing_holds_every_key_exactly_once(
         ListOptions {
             with_meta,
             exclude_prefixes: Vec::new(),
+            since: None,
         },
     )
     .await;
@@ -380,6 +381,7 @@ async fn listing_with_meta_gives_sizes_and_times(
         ListOptions {
             with_meta: true,
             exclude_prefixes: Vec::new(),
+            since: None,
         },
     )
     .await;
@@ -445,6 +447,7 @@ async fn exclude_prefixes_leave_out_the_prefix_and_nothing_else(
             ListOptions {
                 with_meta,
                 exclude_prefixes: excluded.iter().map(|p| (*p).to_owned()).collect(),
+                since: None,
             },
         )
         .await;

@@ -39,11 +39,7 @@ fn modified(st: &Stat) -> Option<DateTime<Utc>> {
 }
 
 fn object(key: String, st: &Stat) -> Object {
-    Object {
-        key,
-        size: u64::try_from(st.st_size).ok(),
-        modified: modified(st),
-    }
+    Object::plain(key, u64::try_from(st.st_size).ok(), modified(st))
 }
 
 /// A folder waiting to be read: its parent stays open until every child has been opened, so open
@@ -169,11 +165,7 @@ impl Walker<'_> {
                         _ => continue,
                     }
                 }
-                FileType::RegularFile => Listed::Object(Object {
-                    key,
-                    size: None,
-                    modified: None,
-                }),
+                FileType::RegularFile => Listed::Object(Object::plain(key, None, None)),
                 _ => continue,
             };
             if !self.push(item) {
