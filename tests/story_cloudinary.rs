@@ -645,3 +645,147 @@ fn cloudinary_url_alone_is_enough_for_check() {
     assert!(stdout.contains("store default"), "{stdout}");
     assert!(!stdout.contains("emulator-secret"), "{stdout}");
 }
+
+#[tokio::test]
+async fn missing_only_looks_up_once_that_costs_less_than_the_last_listing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let Some(db) = TestDb::create(Backend::Sqlite, tmp.path()).await else {
+        return;
+    };
+    let emulator = Emulator::start(Options::default());
+    let now = Utc::now();
+    emulator
+        .add_many((0..1200).map(|i| Resource::image(&format!("pics/{i:04}"), days_ago(now, 3))));
+    // 300 references: 295 to existing images, 5 to gone ones.
+    let values: Vec<String> = (0..300)
+        .map(|i| {
+            let id = if i < 295 {
+                format!("pics/{:04}", i * 4)
+            } else {
+                format!("pics/gone-{i}")
+            };
+            format!("({i}, '{}')", image_field(&id))
+        })
+        .collect();
+    db.execute(&[
+        "CREATE TABLE pics (id integer PRIMARY KEY, image text)".to_string(),
+        format!("INSERT INTO pics VALUES {}", values.join(", ")),
+    ])
+    .await;
+    let config = tmp.path().join("assetgc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[stores.media]\nurl = \"{}\"\n\n[databases.app]\nurl = \"{}\"\n\n[[references]]\nname = \"pics\"\nquery = \"SELECT id, image AS key FROM pics\"\n",
+            emulator.cloudinary_url(),
+            db.url
+        ),
+    )
+    .expect("config");
+    let gone: Vec<String> = (295..300).map(|i| format!("pics/gone-{i}")).collect();
+    let missing_keys = |json: &Value| -> Vec<String> {
+        json["missing"]
+            .as_array()
+            .expect("missing")
+            .iter()
+            .map(|m| m["key"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+
+    // No earlier listing: it is guessed at 500 referenced keys a call per type (2 calls), less
+    // than 3 look-ups of 100, so it lists: 3 image pages and 1 video page.
+    emulator.reset_calls();
+    let (run, json) = run_json(&config, &["--all", "--missing-only"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(missing_keys(&json), gone);
+    assert_eq!(emulator.calls(), 4);
+
+    // That listing cost 4 calls; 3 look-ups now cost less.
+    emulator.reset_calls();
+    let (run, json) = run_json(&config, &["--all", "--missing-only"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(missing_keys(&json), gone);
+    assert_eq!(emulator.calls(), 3);
+    assert_eq!(emulator.calls_to("/resources/image/upload"), 3);
+    let console = assetgc(&config, &["scan", "--all", "--missing-only"]);
+    assert!(
+        console.stdout.contains("300 point look-ups (no listing)"),
+        "{}",
+        console.stdout
+    );
+    db.drop_db().await;
+}
+
+#[test]
+fn bad_cloudinary_settings_are_one_line_exit_2() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("assetgc.toml");
+    let cases = [
+        (
+            "url = \"cloudinary://key@cloud\"",
+            "lacks its API key, secret or cloud name",
+        ),
+        (
+            "url = \"cloudinary://k:s@c?upload_prefix=ftp://x\"",
+            "upload_prefix",
+        ),
+        (
+            "url = \"cloudinary://k:s@c\"\nresource_types = [\"audio\"]",
+            "not image, video or raw",
+        ),
+        (
+            "url = \"cloudinary://k:s@c\"\ndelivery_type = \"fetch\"",
+            "not upload, private or authenticated",
+        ),
+        (
+            "url = \"cloudinary://k:s@c\"\napi_budget = { warn_at = 1.5 }",
+            "warn_at",
+        ),
+        (
+            "url = \"cloudinary://k:s@c\"\napi_budget = { calls = 5 }",
+            "unknown field",
+        ),
+        (
+            "url = \"./media\"\nresource_types = [\"image\"]",
+            "is for Cloudinary stores",
+        ),
+        (
+            "url = \"cloudinary://k:s@c\"\nregion = \"eu\"",
+            "is for S3 stores",
+        ),
+        (
+            "url = \"cloudinary://k:s@c\"\n[stores.other]\nurl = \"cloudinary://k:s@c\"\napi_budget = { calls_per_hour = 9 }",
+            "same Cloudinary account",
+        ),
+    ];
+    for (store, want) in cases {
+        std::fs::write(&path, format!("[stores.media]\n{store}\n")).expect("config");
+        let run = assetgc(&path, &["check"]);
+        assert_eq!(run.code, 2, "{store}: {}{}", run.stdout, run.stderr);
+        assert_eq!(
+            run.stderr.trim().lines().count(),
+            1,
+            "{store}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(want), "{store}: {}", run.stderr);
+        assert!(
+            !run.stderr.contains(":s@"),
+            "{store}: the secret shows: {}",
+            run.stderr
+        );
+    }
+    // A Cloudinary store reads public_ids: `path` and `url` are refused with the way out.
+    std::fs::write(
+        &path,
+        "[stores.media]\nurl = \"cloudinary://k:s@c\"\n[databases.app]\nurl = \"sqlite://a.db\"\n[[references]]\nname = \"r\"\nquery = \"SELECT 1 AS key\"\nkey_format = \"path\"\n",
+    )
+    .expect("config");
+    let run = assetgc(&path, &["check"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("use key_format = \"cloudinary\""),
+        "{}",
+        run.stderr
+    );
+}
