@@ -1430,7 +1430,16 @@ async fn reconcile_store(
     c.stats.list_time = started.elapsed();
 
     let mut missing = Vec::new();
-    if opts.mode.missing() && c.stats.reachable {
+    if opts.mode.missing() && c.stats.reachable && !c.stats.complete {
+        // A listing or look-up that failed leaves unseen references unknown, not missing.
+        let unseen = set.items.iter().filter(|i| !set.is_seen(i.sym)).count();
+        if unseen > 0 {
+            warnings.push(format!(
+                "store {}: {unseen} reference(s) could not be confirmed and are not reported missing: the store's listing or look-ups did not finish",
+                cfg.name
+            ));
+        }
+    } else if opts.mode.missing() && c.stats.reachable {
         let mut orphan_by_nfc: HashMap<String, usize> = HashMap::new();
         for (i, o) in c.orphans.iter().enumerate() {
             if !o.key.is_ascii() {

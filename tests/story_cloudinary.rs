@@ -789,3 +789,44 @@ fn bad_cloudinary_settings_are_one_line_exit_2() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn a_budget_stop_reports_no_unconfirmed_missing_files() {
+    let (tmp, emulator, dir) = small(Options {
+        rate_limit_headers: false,
+        ..Options::default()
+    });
+    let Some(db) = TestDb::create(Backend::Sqlite, tmp.path()).await else {
+        return;
+    };
+    db.execute(&[
+        "CREATE TABLE docs (id integer PRIMARY KEY, file text)",
+        "INSERT INTO docs VALUES (1, 'raw/upload/v1/d.txt'), (2, 'image/upload/v1/a.jpg')",
+    ])
+    .await;
+    let config = small_config(&dir, &emulator, "api_budget = { calls_per_hour = 1 }");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[databases.app]\nurl = \"{}\"\n\n[[references]]\nname = \"docs\"\nquery = \"SELECT id, file AS key FROM docs\"\n",
+            db.url
+        ),
+    )
+    .expect("config");
+    let (run, json) = run_json(&config, &["--all"]);
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(emulator.calls(), 1);
+    // One type was listed before the stop; whatever was not seen is unknown, not missing.
+    assert!(
+        json["missing"].as_array().expect("missing").is_empty(),
+        "{json}"
+    );
+    assert!(
+        json["scan"]["warnings"]
+            .to_string()
+            .contains("could not be confirmed"),
+        "{json}"
+    );
+    db.drop_db().await;
+}
