@@ -327,10 +327,17 @@ fn provider_of(headers: &http::HeaderMap) -> Option<Provider> {
     let limit = text("x-featureratelimit-limit")?.trim().parse().ok()?;
     let remaining = text("x-featureratelimit-remaining")?.trim().parse().ok()?;
     let reset = text("x-featureratelimit-reset")?.trim();
+    // An HTTP date as Cloudinary sends it; RFC 3339 and Unix seconds are read too.
     let reset_at = DateTime::parse_from_rfc2822(reset)
         .map(|t| t.with_timezone(&Utc))
         .or_else(|_| DateTime::parse_from_rfc3339(reset).map(|t| t.with_timezone(&Utc)))
-        .ok()?;
+        .ok()
+        .or_else(|| {
+            reset
+                .parse::<i64>()
+                .ok()
+                .and_then(|s| DateTime::from_timestamp(s, 0))
+        })?;
     Some(Provider {
         limit,
         remaining,

@@ -575,27 +575,29 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
     }
     let calls: u64 = f.stores.iter().map(|s| s.api_calls).sum();
     for b in &f.budgets {
+        // The seed's wording, figures without separators: `API calls: 5/500 used (1%) — Rate
+        // limit remaining: 495/500 (99%)`.
         let account = if f.budgets.len() > 1 {
-            format!("{}: ", b.cloud)
+            format!(" ({})", b.cloud)
         } else {
             String::new()
         };
         let mut line = format!(
-            "  API calls:        {account}{}/{} used ({:.0}%)",
-            count(b.used),
-            count(b.limit),
+            "  API calls: {}/{} used ({:.0}%)",
+            b.used,
+            b.limit,
             b.percent()
         );
         if let Some(p) = b.provider {
             let _ = write!(
                 line,
                 " — Rate limit remaining: {}/{} ({:.0}%)",
-                count(p.remaining),
-                count(p.limit),
+                p.remaining,
+                p.limit,
                 Summary::percent(p.remaining, p.limit)
             );
         }
-        let _ = writeln!(out, "{line}");
+        let _ = writeln!(out, "{line}{account}");
     }
     if calls == 0 {
         let _ = writeln!(
@@ -612,7 +614,7 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
         let label = if f.budgets.is_empty() {
             "API calls:       "
         } else {
-            "  this run:      "
+            "Calls this run:  "
         };
         let _ = writeln!(out, "  {label} {} ({})", count(calls), per_store.join(", "));
     }

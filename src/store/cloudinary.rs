@@ -75,6 +75,9 @@ struct Resource {
     format: Option<String>,
     #[serde(default)]
     created_at: Option<String>,
+    /// The Search API's name for the upload time, when `created_at` is left out.
+    #[serde(default)]
+    uploaded_at: Option<String>,
     #[serde(default)]
     bytes: Option<u64>,
     #[serde(default)]
@@ -293,6 +296,7 @@ impl Inner {
             modified: r
                 .created_at
                 .as_deref()
+                .or(r.uploaded_at.as_deref())
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc)),
             size: r.bytes,
