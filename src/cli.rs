@@ -58,6 +58,15 @@ pub enum Command {
     Check,
     /// Detect orphaned and missing files
     Scan(ScanArgs),
+    /// Past scans and their counts, newest first
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many scans to show
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
 }
 
 #[derive(Debug, Args)]

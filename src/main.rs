@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             Command::Init(a) => cmd::init::run(a),
             Command::Check => cmd::check::run(&cli.global, ui).await,
             Command::Scan(a) => cmd::scan::run(&cli.global, a, ui).await,
+            Command::History(a) => cmd::history::run(&cli.global, a).await,
         }
     });
     // Tasks still blocked on a file walk must not hold the process open.

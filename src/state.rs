@@ -18,6 +18,30 @@ use crate::report::{self, Summary};
 
 pub struct State {
     pool: SqlitePool,
+    path: std::path::PathBuf,
+}
+
+/// One line of `history`.
+#[derive(Debug, Clone)]
+pub struct ScanRecord {
+    pub id: i64,
+    pub started_at: String,
+    pub window: serde_json::Value,
+    pub mode: String,
+    pub stores: Vec<String>,
+    pub state: String,
+    pub summary: Option<serde_json::Value>,
+    pub api_calls: u64,
+    pub duration_ms: Option<i64>,
+}
+
+/// Runs blocking work on this worker, telling a multi-threaded runtime to move its other tasks
+/// elsewhere meanwhile; on a current-thread runtime it simply runs.
+fn in_place<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 fn state_err(e: impl std::fmt::Display) -> Error {
@@ -50,7 +74,10 @@ impl State {
             .run(&pool)
             .await
             .map_err(|e| Error::State(format!("cannot migrate {}: {e}", path.display())))?;
-        Ok(State { pool })
+        Ok(State {
+            pool,
+            path: path.clone(),
+        })
     }
 
     /// Records the start of a scan and returns its id.
@@ -79,6 +106,9 @@ impl State {
         row.try_get::<i64, _>(0).map_err(state_err)
     }
 
+    // Async like the rest of the state API; the write itself runs in place on this worker
+    // (`block_in_place`), borrowing the findings instead of copying them to another thread.
+    #[allow(clippy::unused_async)]
     pub async fn finish_scan(
         &self,
         id: i64,
@@ -104,22 +134,105 @@ impl State {
             .iter()
             .map(|s| (s.name.clone(), json!(s.api_calls)))
             .collect();
-        sqlx::query(
-            "UPDATE scans SET finished_at = ?, state = ?, summary = ?, store_stats = ?, api_calls = ?, warnings = ?, report_path = ?, duration_ms = ? WHERE id = ?",
+        let update = [
+            report::rfc3339(f.finished_at),
+            (if f.complete { "complete" } else { "incomplete" }).to_string(),
+            summary.to_string(),
+            json!(stores).to_string(),
+            serde_json::Value::Object(api_calls).to_string(),
+            json!(f.warnings).to_string(),
+        ];
+        let report_path = report_path.map(|p| p.display().to_string());
+        let duration_ms = i64::try_from(f.duration().as_millis()).unwrap_or(i64::MAX);
+        // The scan's row and its findings land together or not at all. Findings can run to
+        // hundreds of thousands of rows: rusqlite inserts them through one prepared statement
+        // on this thread (sqlx would send each row through its worker channel).
+        in_place(|| {
+            let mut conn = rusqlite::Connection::open(&self.path)?;
+            conn.busy_timeout(Duration::from_secs(10))?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE scans SET finished_at = ?1, state = ?2, summary = ?3, store_stats = ?4, api_calls = ?5, warnings = ?6, report_path = ?7, duration_ms = ?8 WHERE id = ?9",
+                rusqlite::params![
+                    update[0], update[1], update[2], update[3], update[4], update[5],
+                    report_path, duration_ms, id
+                ],
+            )?;
+            {
+                let mut orphan = tx.prepare(
+                    "INSERT OR IGNORE INTO scan_orphans (scan_id, store, resource_type, key, size_bytes, uploaded_at, format, url) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for o in &f.orphans {
+                    orphan.execute(rusqlite::params![
+                        id,
+                        o.store,
+                        o.resource_type.as_str(),
+                        o.key,
+                        i64::try_from(o.size).unwrap_or(i64::MAX),
+                        o.uploaded_at.map(report::rfc3339),
+                        o.format(),
+                        o.url,
+                    ])?;
+                }
+                let mut missing = tx.prepare(
+                    "INSERT INTO scan_missing (scan_id, ord, reference, record_id, title, owner, media_type, key, created_at, status, link) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?;
+                for (ord, m) in f.missing.iter().enumerate() {
+                    missing.execute(rusqlite::params![
+                        id,
+                        i64::try_from(ord).unwrap_or(i64::MAX),
+                        m.reference,
+                        m.record_id,
+                        m.title,
+                        m.owner,
+                        m.media_type,
+                        m.key,
+                        m.created_at.map(report::rfc3339),
+                        m.status,
+                        m.link,
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+        .map_err(|e: rusqlite::Error| {
+            Error::State(format!("cannot record scan {id} in {}: {e}", self.path.display()))
+        })
+    }
+
+    /// The newest `limit` scans, newest first.
+    pub async fn history(&self, limit: u32) -> Result<Vec<ScanRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, started_at, scan_window, mode, stores, state, summary, api_calls, duration_ms FROM scans ORDER BY id DESC LIMIT ?",
         )
-        .bind(report::rfc3339(f.finished_at))
-        .bind(if f.complete { "complete" } else { "incomplete" })
-        .bind(summary.to_string())
-        .bind(json!(stores).to_string())
-        .bind(serde_json::Value::Object(api_calls).to_string())
-        .bind(json!(f.warnings).to_string())
-        .bind(report_path.map(|p| p.display().to_string()))
-        .bind(i64::try_from(f.duration().as_millis()).unwrap_or(i64::MAX))
-        .bind(id)
-        .execute(&self.pool)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
         .await
         .map_err(state_err)?;
-        Ok(())
+        let parse = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
+        let mut out = Vec::new();
+        for row in rows {
+            let calls: Option<serde_json::Value> = parse(row.try_get(7).map_err(state_err)?);
+            out.push(ScanRecord {
+                id: row.try_get(0).map_err(state_err)?,
+                started_at: row.try_get(1).map_err(state_err)?,
+                window: parse(row.try_get(2).map_err(state_err)?).unwrap_or_default(),
+                mode: row.try_get(3).map_err(state_err)?,
+                stores: parse(row.try_get(4).map_err(state_err)?)
+                    .and_then(|v: serde_json::Value| serde_json::from_value(v).ok())
+                    .unwrap_or_default(),
+                state: row.try_get(5).map_err(state_err)?,
+                summary: parse(row.try_get(6).map_err(state_err)?),
+                api_calls: calls
+                    .as_ref()
+                    .and_then(serde_json::Value::as_object)
+                    .map_or(0, |m| {
+                        m.values().filter_map(serde_json::Value::as_u64).sum()
+                    }),
+                duration_ms: row.try_get(8).map_err(state_err)?,
+            });
+        }
+        Ok(out)
     }
 
     pub async fn fail_scan(&self, id: i64, why: &str) -> Result<()> {

@@ -1057,3 +1057,101 @@ fn demo_builds_a_sample_app_scans_it_and_prints_the_report_path() {
     let check = f.run(&["--config", "D/assetgc.toml", "check"]);
     assert_eq!(check.code, 0, "{check:?}");
 }
+
+#[test]
+fn scans_and_their_findings_are_recorded_and_history_lists_them() {
+    let f = standard();
+    let first = f.run(&["scan", "--all", "--json"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let json = first.json();
+    let id = json["scan"]["id"].as_i64().expect("scan id");
+    let second = f.run(&["scan", "--days", "7", "--missing-only"]);
+    assert_eq!(second.code, 0, "{second:?}");
+
+    // The findings of the first scan, as the report has them, are in the state database.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (orphans, missing) = rt.block_on(async {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(f.path("assetgc.db"))
+            .connect()
+            .await
+            .expect("state db");
+        let orphans: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT store, key, size_bytes, format FROM scan_orphans WHERE scan_id = ? ORDER BY key",
+        )
+        .bind(id)
+        .fetch_all(&mut conn)
+        .await
+        .expect("orphans");
+        let missing: Vec<(String, String)> = sqlx::query_as(
+            "SELECT key, status FROM scan_missing WHERE scan_id = ? ORDER BY ord",
+        )
+        .bind(id)
+        .fetch_all(&mut conn)
+        .await
+        .expect("missing");
+        conn.close().await.expect("close");
+        (orphans, missing)
+    });
+    assert_eq!(
+        orphans,
+        [
+            ("media".into(), "-dash.txt".into(), 10, "txt".into()),
+            ("media".into(), "=cmd.jpg".into(), 20, "jpg".into()),
+            (
+                "media".into(),
+                "orphans/old.jpg".into(),
+                2_411_520,
+                "jpg".into()
+            ),
+        ]
+    );
+    assert_eq!(
+        missing,
+        [
+            ("posts/gone.jpg".into(), "ACTIVE".into()),
+            ("posts/deleted-gone.jpg".into(), "DELETED".into()),
+        ]
+    );
+
+    let history = f.run(&["history"]);
+    assert_eq!(history.code, 0, "{history:?}");
+    let lines: Vec<&str> = history.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", history.stdout);
+    assert!(
+        lines[0].starts_with("ID  STARTED (UTC)"),
+        "{}",
+        history.stdout
+    );
+    // Newest first: the missing-only scan of 7 days, then the full one.
+    let newest: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(newest[0], (id + 1).to_string());
+    assert!(
+        lines[1].contains("7 days") && lines[1].contains("missing"),
+        "{}",
+        lines[1]
+    );
+    let full: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(full[0], id.to_string());
+    // ID, date, time, window, mode, result, objects, orphans, missing, active …
+    assert_eq!(
+        &full[3..10],
+        ["all", "both", "complete", "8", "3", "2", "1"]
+    );
+    let limited = f.run(&["history", "--limit", "1"]);
+    assert_eq!(limited.stdout.lines().count(), 2, "{limited:?}");
+    let bad = f.run(&["history", "--limit", "0"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
+
+#[test]
+fn history_without_any_scan_says_so_and_creates_nothing() {
+    let f = Fixture::new();
+    let out = f.run(&["history"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("No scans recorded yet"), "{out:?}");
+    assert!(!f.path("assetgc.db").exists());
+}

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 
 pub mod check;
 pub mod demo;
+pub mod history;
 pub mod init;
 pub mod scan;
 
