@@ -16,9 +16,12 @@ app_name = "My App"                      # shown in reports
 # [reports]
 # dir = "reports"                        # where scan reports are written (default)
 
-# A storage location. A folder path ("./media", "/var/www/app/media") or a file:// URL.
+# A storage location: a folder path ("./media", "/var/www/app/media") or a file:// URL,
+# "s3://bucket/prefix", "gs://bucket/prefix", "az://container/prefix", or a Cloudinary account,
+# "cloudinary://${CLOUDINARY_KEY}:${CLOUDINARY_SECRET}@my-cloud" (resource_types = ["image", "video"],
+# api_budget = { calls_per_hour = 500, warn_at = 0.80, stop_at = 0.95 }).
 [stores.media]
-url = ""                                 # FILL IN: the folder that holds the uploaded files
+url = ""                                 # FILL IN: where the uploaded files are
 ignore = []                              # globs never reported or deleted, e.g. ["static/**", "**/.keep"]
 min_age = "24h"                          # younger files are never orphans (too_recent)
 # public_url = "https://cdn.example.com/media"   # how files are addressed; needed for key_format = "url"
@@ -42,6 +45,7 @@ url = ""                                 # FILL IN, e.g. "${DATABASE_URL}"
 #   FROM users
 # """
 # key_format = "path"                    # path | url | { regex = '<img src="(?P<key>[^"]+)"' }
+#                                        # (Cloudinary stores: "cloudinary", their default)
 # key_prefix = ""                        # removed from each key; values without it are not this store's
 # link = "https://example.com/admin/users/{id}/"
 "#;
