@@ -421,6 +421,24 @@ mod tests {
         assert!(u.provider.is_some());
     }
 
+    #[test]
+    fn a_reset_in_unix_seconds_is_read_too() {
+        let reset = Utc::now() + chrono::Duration::minutes(10);
+        let mut h = http::HeaderMap::new();
+        h.insert("X-FeatureRateLimit-Limit", "50".parse().expect("value"));
+        h.insert("X-FeatureRateLimit-Remaining", "5".parse().expect("value"));
+        h.insert(
+            "X-FeatureRateLimit-Reset",
+            reset.timestamp().to_string().parse().expect("value"),
+        );
+        let p = provider_of(&h).expect("provider");
+        assert_eq!((p.limit, p.remaining), (50, 5));
+        assert_eq!(p.reset_at.timestamp(), reset.timestamp());
+        // Only part of the three headers: nothing.
+        h.remove("X-FeatureRateLimit-Limit");
+        assert!(provider_of(&h).is_none());
+    }
+
     #[tokio::test]
     async fn min_interval_spaces_the_starts_of_calls() {
         let ledger = Ledger::default();

@@ -816,19 +816,7 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>> 
     }
     if let Some(url) = var("CLOUDINARY_URL") {
         let c = CloudinaryLocation::parse(&url).map_err(|m| bad("CLOUDINARY_URL", m))?;
-        stores.push(StoreConfig {
-            name: "default".into(),
-            location: StoreLocation::Cloudinary(c),
-            ignore: Ignore::default(),
-            min_age: DEFAULT_MIN_AGE,
-            public_url: None,
-            quarantine: Some(Quarantine {
-                prefix: DEFAULT_QUARANTINE_PREFIX.into(),
-                keep: DEFAULT_QUARANTINE_KEEP,
-            }),
-            list_concurrency: DEFAULT_LIST_CONCURRENCY,
-            max_lookups: DEFAULT_MAX_LOOKUPS,
-        });
+        stores.push(env_store(StoreLocation::Cloudinary(c)));
     }
     if let Some(url) = var("CLOUDCUBE_URL") {
         let mut s3 = cloudcube(&url)
@@ -836,19 +824,7 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>> 
             .map_err(|m| bad("CLOUDCUBE_URL", m))?;
         s3.access_key_id = var("CLOUDCUBE_ACCESS_KEY_ID");
         s3.secret_access_key = var("CLOUDCUBE_SECRET_ACCESS_KEY").map(Secret);
-        stores.push(StoreConfig {
-            name: "default".into(),
-            location: StoreLocation::S3(s3),
-            ignore: Ignore::default(),
-            min_age: DEFAULT_MIN_AGE,
-            public_url: None,
-            quarantine: Some(Quarantine {
-                prefix: DEFAULT_QUARANTINE_PREFIX.into(),
-                keep: DEFAULT_QUARANTINE_KEEP,
-            }),
-            list_concurrency: DEFAULT_LIST_CONCURRENCY,
-            max_lookups: DEFAULT_MAX_LOOKUPS,
-        });
+        stores.push(env_store(StoreLocation::S3(s3)));
     }
     if databases.is_empty() && stores.is_empty() {
         return Ok(None);
@@ -863,6 +839,23 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>> 
         databases,
         references: Vec::new(),
     }))
+}
+
+/// The store `default` an environment variable gives, with every default of SPEC §2.
+fn env_store(location: StoreLocation) -> StoreConfig {
+    StoreConfig {
+        name: "default".into(),
+        location,
+        ignore: Ignore::default(),
+        min_age: DEFAULT_MIN_AGE,
+        public_url: None,
+        quarantine: Some(Quarantine {
+            prefix: DEFAULT_QUARANTINE_PREFIX.into(),
+            keep: DEFAULT_QUARANTINE_KEEP,
+        }),
+        list_concurrency: DEFAULT_LIST_CONCURRENCY,
+        max_lookups: DEFAULT_MAX_LOOKUPS,
+    }
 }
 
 /// Parses and validates a configuration text. `env` looks variables up (the process environment
@@ -1912,6 +1905,28 @@ query = "SELECT id, image AS key FROM posts;"
         let c = from_env(&env).unwrap().unwrap();
         assert_eq!(c.databases[0].name, "default");
         assert!(from_env(&|_| None).unwrap().is_none());
+    }
+
+    #[test]
+    fn cloudinary_url_alone_gives_a_default_store_and_never_beside_cloudcube() {
+        let url = "cloudinary://k:s3cret@demo?upload_prefix=http://127.0.0.1:9/";
+        let env = |n: &str| (n == "CLOUDINARY_URL").then(|| url.to_string());
+        let c = from_env(&env).unwrap().unwrap();
+        assert_eq!(c.stores[0].name, "default");
+        let loc = c.stores[0].location.cloudinary().expect("cloudinary");
+        assert_eq!(loc.api_base, "http://127.0.0.1:9");
+        assert_eq!(
+            loc.resource_types,
+            [ResourceType::Image, ResourceType::Video]
+        );
+        assert!(!format!("{:?}", c.stores[0]).contains("s3cret"));
+        let both = |n: &str| match n {
+            "CLOUDINARY_URL" => Some(url.to_string()),
+            "CLOUDCUBE_URL" => Some("https://cloud-cube-us2.s3.amazonaws.com/abc".to_string()),
+            _ => None,
+        };
+        let err = from_env(&both).unwrap_err().to_string();
+        assert!(err.contains("both set"), "{err}");
     }
 
     fn s3_of(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Location> {

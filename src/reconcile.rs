@@ -799,6 +799,8 @@ struct RefSet {
     rows: Vec<usize>,
     details: Vec<u8>,
     names: Vec<Arc<str>>,
+    /// Reused by [`RefSet::mark_typed`].
+    scratch: String,
 }
 
 #[derive(Clone, Copy)]
@@ -816,6 +818,7 @@ impl RefSet {
             rows: Vec::new(),
             details: Vec::new(),
             names: Vec::new(),
+            scratch: String::new(),
         }
     }
 
@@ -861,8 +864,19 @@ impl RefSet {
     /// Marks a listed Cloudinary object under its type and under `*` (references without a
     /// type); says whether either is referenced.
     fn mark_typed(&mut self, rt: ResourceType, key: &str) -> bool {
-        let typed = self.mark(&ident(rt, key));
-        let any = self.mark(&format!("{ANY_TYPE}/{key}"));
+        // Both identities are written into one reused buffer: no allocation per object.
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.push_str(rt.as_str());
+        buf.push('/');
+        buf.push_str(key);
+        let typed = self.mark(&buf);
+        buf.clear();
+        buf.push_str(ANY_TYPE);
+        buf.push('/');
+        buf.push_str(key);
+        let any = self.mark(&buf);
+        self.scratch = buf;
         typed | any
     }
 

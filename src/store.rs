@@ -134,11 +134,7 @@ pub trait Store: Send + Sync {
         if resource_type == ResourceType::Plain {
             self.head_many(keys).await
         } else {
-            Err(StoreError::Failed(format!(
-                "{} has no resource type `{}`",
-                self.describe(),
-                resource_type.as_str()
-            )))
+            Err(no_such_type(self, resource_type))
         }
     }
 
@@ -151,11 +147,7 @@ pub trait Store: Send + Sync {
         if resource_type == ResourceType::Plain {
             self.delete_many(keys).await
         } else {
-            Err(StoreError::Failed(format!(
-                "{} has no resource type `{}`",
-                self.describe(),
-                resource_type.as_str()
-            )))
+            Err(no_such_type(self, resource_type))
         }
     }
 
@@ -168,6 +160,15 @@ pub trait Store: Send + Sync {
     /// representable are never sent to the backend. `Err(StoreError)` only when the call could not
     /// be made at all.
     async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError>;
+}
+
+/// A typed call on a store that has no such resource type.
+fn no_such_type<S: Store + ?Sized>(store: &S, resource_type: ResourceType) -> StoreError {
+    StoreError::Failed(format!(
+        "{} has no resource type `{}`",
+        store.describe(),
+        resource_type.as_str()
+    ))
 }
 
 /// Why a key is refused by `delete_many` without reaching the backend; `None` when it is usable.

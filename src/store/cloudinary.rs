@@ -674,6 +674,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_upload_time_falls_back_to_uploaded_at() {
+        let r: Resource = serde_json::from_str(
+            r#"{"public_id": "a", "resource_type": "video", "format": "",
+                "uploaded_at": "2026-11-01T10:00:00Z", "bytes": 7}"#,
+        )
+        .expect("resource");
+        let o = Inner::object(ResourceType::Image, r);
+        assert_eq!(o.resource_type, ResourceType::Image);
+        assert_eq!(
+            o.modified.map(|t| t.to_rfc3339()),
+            Some("2026-11-01T10:00:00+00:00".to_string())
+        );
+        assert_eq!((o.size, o.format), (Some(7), None));
+    }
+
+    #[test]
     fn look_ups_go_100_a_call_and_keep_urls_short() {
         let keys: Vec<String> = (0..250)
             .map(|i| format!("bench/f{i:02}/img-{i:06}"))
