@@ -295,8 +295,10 @@ impl Budget {
             wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             "rate limited; waiting for the reset"
         );
-        // A small margin past the reset, so the next call lands in the new window.
-        Ok(wait + Duration::from_millis(250))
+        // The reset header and Retry-After count whole seconds, so the true reset may be up to
+        // a second later than they say: wait that second too, so the next call lands in the
+        // new window instead of spending another of the few rate-limited retries.
+        Ok(wait + Duration::from_secs(1))
     }
 
     pub fn usage(&self, now: DateTime<Utc>) -> Usage {
