@@ -119,6 +119,15 @@ impl Ledger {
         self.all().iter().map(|b| b.usage(now)).collect()
     }
 
+    /// Why a budget of the run stopped it, when one did.
+    pub fn stopped(&self) -> Option<String> {
+        self.budgets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find_map(|b| b.lock().stopped.clone())
+    }
+
     /// The `warn_at` and `stop_at` lines of this run.
     pub fn warnings(&self) -> Vec<String> {
         self.all()

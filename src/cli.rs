@@ -60,6 +60,154 @@ pub enum Command {
     Scan(ScanArgs),
     /// Past scans and their counts, newest first
     History(HistoryArgs),
+    /// Delete the orphans of a recorded scan (a dry run unless --confirm)
+    Purge(PurgeArgs),
+    /// The durable deletion queue: add, run, stats, list, retry, drop
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Bring quarantined objects back
+    Restore(RestoreArgs),
+    /// Read the audit log, newest first
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Delete for real (without it: a dry run that deletes nothing)
+    #[arg(long)]
+    pub confirm: bool,
+    /// Override the mass-deletion guard for this run (recorded in the audit log)
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Take the orphans of this scan [default: the latest complete scan]
+    #[arg(long, value_name = "ID")]
+    pub scan: Option<i64>,
+    /// Take the orphans listed in this CSV report (they must be orphans of a recorded complete scan)
+    #[arg(long, value_name = "PATH")]
+    pub from_report: Option<PathBuf>,
+    /// Only orphans uploaded longer ago than this (e.g. 30d, 12h)
+    #[arg(long, value_name = "DUR")]
+    pub older_than: Option<String>,
+    /// Only this store (repeatable)
+    #[arg(long = "store", value_name = "NAME")]
+    pub stores: Vec<String>,
+    /// Only keys that start with this prefix
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+    /// Send notifications as configured in [notify]
+    #[arg(long)]
+    pub notify: bool,
+    /// How many keys the dry run lists
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit_list: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Queue keys of one store for deletion (`-` reads one key a line from stdin)
+    Add(QueueAddArgs),
+    /// Process due entries in batches until none is due
+    Run(QueueRunArgs),
+    /// Pending, failed and done counts, oldest and newest queued, counts by attempts
+    Stats(QueueStatsArgs),
+    /// Entries waiting (or --failed ones)
+    List(QueueListArgs),
+    /// Make failed entries due again, attempts reset
+    Retry(QueueSelectArgs),
+    /// Drop entries: they are never deleted
+    Drop(QueueSelectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueueAddArgs {
+    /// The store the keys belong to
+    #[arg(long, value_name = "S")]
+    pub store: String,
+    /// Cloudinary: image, video or raw (else taken from keys like image/upload/v1/id.jpg)
+    #[arg(long, value_name = "T")]
+    pub resource_type: Option<String>,
+    /// Your own id for these entries, kept with them
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Keys to delete, or `-` to read them from stdin
+    #[arg(value_name = "KEY", required = true)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueRunArgs {
+    /// Entries a batch claims (1 to 1000) [default: [queue] batch_size, 100]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch_size: Option<u64>,
+    /// Attempts before an entry is left `failed` [default: [queue] max_attempts, 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
+    /// Process at most N entries
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Send notifications as configured in [notify]
+    #[arg(long)]
+    pub notify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueStatsArgs {
+    /// As JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueListArgs {
+    /// The failed entries instead of the waiting ones
+    #[arg(long)]
+    pub failed: bool,
+    /// How many entries to show
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+    /// As JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all_failed"])))]
+pub struct QueueSelectArgs {
+    /// Entry ids (see `assetgc queue list`)
+    #[arg(value_name = "ID")]
+    pub ids: Vec<i64>,
+    /// Every failed entry
+    #[arg(long, conflicts_with = "ids")]
+    pub all_failed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Original keys of quarantined objects
+    #[arg(value_name = "KEY", required = true)]
+    pub keys: Vec<String>,
+    /// The store (may be left out when there is one)
+    #[arg(long, value_name = "S")]
+    pub store: Option<String>,
+    /// Cloudinary: image, video or raw
+    #[arg(long, value_name = "T")]
+    pub resource_type: Option<String>,
+    /// Replace an object that exists at KEY
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// How many rows to show
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+    /// Only rows of this key
+    #[arg(long, value_name = "K")]
+    pub key: Option<String>,
+    /// As JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

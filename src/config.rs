@@ -39,9 +39,9 @@ struct RawConfig {
     policies: Option<Spanned<toml::Value>>,
     expiry: Option<Spanned<toml::Value>>,
     jobs: Option<Spanned<toml::Value>>,
-    queue: Option<Spanned<toml::Value>>,
+    queue: Option<Spanned<RawQueue>>,
     notify: Option<Spanned<toml::Value>>,
-    safety: Option<Spanned<toml::Value>>,
+    safety: Option<Spanned<RawSafety>>,
     server: Option<Spanned<toml::Value>>,
 }
 
@@ -49,6 +49,22 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawState {
     url: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    batch_size: Option<Spanned<i64>>,
+    max_attempts: Option<Spanned<i64>>,
+    backoff: Option<Text>,
+    backoff_max: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSafety {
+    max_orphan_share: Option<Spanned<f64>>,
+    max_orphan_jump: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +256,47 @@ pub struct Config {
     pub stores: Vec<StoreConfig>,
     pub databases: Vec<DatabaseConfig>,
     pub references: Vec<ReferenceConfig>,
+    pub queue: QueueSettings,
+    pub safety: Safety,
+}
+
+/// The largest batch a worker claims (SPEC §6).
+pub const MAX_BATCH: usize = 1000;
+
+/// `[queue]`: the worker's defaults; `queue run` flags override them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub batch_size: usize,
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            batch_size: 100,
+            max_attempts: 3,
+            backoff: Duration::from_mins(1),
+            backoff_max: Duration::from_hours(1),
+        }
+    }
+}
+
+/// `[safety]`: the mass-deletion guard (SPEC §6 invariant 7).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Safety {
+    pub max_orphan_share: f64,
+    pub max_orphan_jump: f64,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            max_orphan_share: 0.5,
+            max_orphan_jump: 10.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -838,6 +895,8 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>> 
         stores,
         databases,
         references: Vec::new(),
+        queue: QueueSettings::default(),
+        safety: Safety::default(),
     }))
 }
 
@@ -938,9 +997,7 @@ impl Cx<'_> {
         self.unsupported(raw.policies.as_ref(), "[[policies]]")?;
         self.unsupported(raw.expiry.as_ref(), "[[expiry]]")?;
         self.unsupported(raw.jobs.as_ref(), "[[jobs]]")?;
-        self.unsupported(raw.queue.as_ref(), "[queue]")?;
         self.unsupported(raw.notify.as_ref(), "[notify]")?;
-        self.unsupported(raw.safety.as_ref(), "[safety]")?;
         self.unsupported(raw.server.as_ref(), "[server]")?;
 
         let app_name = match &raw.app_name {
@@ -959,6 +1016,8 @@ impl Cx<'_> {
             None => self.base_dir.join("reports"),
         };
 
+        let queue = self.queue(raw.queue.as_ref())?;
+        let safety = self.safety(raw.safety.as_ref())?;
         let mut stores = Vec::new();
         for (name, store) in &raw.stores {
             let built = self.store(name, store)?;
@@ -1014,7 +1073,67 @@ impl Cx<'_> {
             stores,
             databases,
             references,
+            queue,
+            safety,
         })
+    }
+
+    fn queue(&self, raw: Option<&Spanned<RawQueue>>) -> Result<QueueSettings> {
+        let mut q = QueueSettings::default();
+        let Some(raw) = raw.map(Spanned::get_ref) else {
+            return Ok(q);
+        };
+        if let Some(n) = &raw.batch_size {
+            q.batch_size = usize::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| (1..=MAX_BATCH).contains(n))
+                .ok_or_else(|| {
+                    self.err_at(n, format!("[queue] batch_size must be 1 to {MAX_BATCH}"))
+                })?;
+        }
+        if let Some(n) = &raw.max_attempts {
+            q.max_attempts = u32::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| self.err_at(n, "[queue] max_attempts must be 1 or more"))?;
+        }
+        if let Some(t) = &raw.backoff {
+            q.backoff = self.duration(t, "[queue] backoff")?;
+        }
+        if let Some(t) = &raw.backoff_max {
+            q.backoff_max = self.duration(t, "[queue] backoff_max")?;
+        }
+        if let Some(t) = raw.backoff_max.as_ref().or(raw.backoff.as_ref())
+            && q.backoff_max < q.backoff
+        {
+            return Err(self.err_at(t, "[queue] backoff_max must be at least backoff"));
+        }
+        Ok(q)
+    }
+
+    fn safety(&self, raw: Option<&Spanned<RawSafety>>) -> Result<Safety> {
+        let mut s = Safety::default();
+        let Some(raw) = raw.map(Spanned::get_ref) else {
+            return Ok(s);
+        };
+        if let Some(v) = &raw.max_orphan_share {
+            let x = *v.get_ref();
+            if !(x > 0.0 && x <= 1.0) {
+                return Err(self.err_at(
+                    v,
+                    "[safety] max_orphan_share must be above 0 and at most 1 (0.5 = half the objects scanned)",
+                ));
+            }
+            s.max_orphan_share = x;
+        }
+        if let Some(v) = &raw.max_orphan_jump {
+            let x = *v.get_ref();
+            if !(x >= 1.0 && x.is_finite()) {
+                return Err(self.err_at(v, "[safety] max_orphan_jump must be 1 or more"));
+            }
+            s.max_orphan_jump = x;
+        }
+        Ok(s)
     }
 
     fn state_url(&self, url: &str) -> std::result::Result<StateUrl, String> {

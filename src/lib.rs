@@ -28,10 +28,13 @@ pub mod config;
 pub mod error;
 pub mod key;
 pub mod keyset;
+pub mod queue;
+pub mod recheck;
 pub mod reconcile;
 pub mod refs;
 pub mod report;
 pub mod state;
 pub mod store;
+pub mod worker;
 
 pub use error::{Error, Exit, Result};

@@ -57,6 +57,10 @@ fn main() -> ExitCode {
             Command::Check => cmd::check::run(&cli.global, ui).await,
             Command::Scan(a) => cmd::scan::run(&cli.global, a, ui).await,
             Command::History(a) => cmd::history::run(&cli.global, a).await,
+            Command::Purge(a) => cmd::purge::run(&cli.global, a, ui).await,
+            Command::Queue(c) => cmd::queue::run(&cli.global, c, ui).await,
+            Command::Restore(a) => cmd::restore::run(&cli.global, a).await,
+            Command::Audit(a) => cmd::audit::run(&cli.global, a).await,
         }
     });
     // Tasks still blocked on a file walk must not hold the process open.

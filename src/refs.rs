@@ -57,6 +57,9 @@ pub enum DbError {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Values bound in one `IN (…)` list: far below every database's parameter limit.
+pub const IN_LIST: usize = 500;
+
 impl Db {
     /// Connects and proves the connection with one round trip. Messages never carry the password.
     pub async fn connect(cfg: &DatabaseConfig, max_connections: u32) -> Result<Db, DbError> {
@@ -188,6 +191,52 @@ impl Db {
             Db::Postgres(p) => probe_columns(p, wrapped).await,
             Db::MySql(p) => probe_columns(p, mysql_key_alias(&wrapped)).await,
         }
+    }
+
+    /// The `key` values of `sql`'s rows whose `key` is one of `values`: the query wrapped as
+    /// `SELECT assetgc_q.key FROM (<sql>) AS assetgc_q WHERE assetgc_q.key IN (…)`, the values
+    /// bound as parameters (never spliced into the text), at most [`IN_LIST`] a statement.
+    /// `Err(Query)` when the query cannot be wrapped or its key is not text: the caller then
+    /// runs it whole.
+    pub async fn matching_keys(
+        &self,
+        sql: &str,
+        values: &[String],
+    ) -> Result<Vec<String>, DbError> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(IN_LIST) {
+            macro_rules! run {
+                ($pool:expr, $sql:expr, $placeholder:expr, $col:expr) => {{
+                    let marks: Vec<String> = (1..=chunk.len()).map($placeholder).collect();
+                    let wrapped = format!(
+                        "SELECT assetgc_q.{col} FROM ({sql}) AS assetgc_q WHERE assetgc_q.{col} IN ({})",
+                        marks.join(", "),
+                        col = $col,
+                        sql = $sql,
+                    );
+                    let mut q = sqlx::query(AssertSqlSafe(wrapped));
+                    for v in chunk {
+                        q = q.bind(v.as_str());
+                    }
+                    let rows = q
+                        .fetch_all($pool)
+                        .await
+                        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+                    for row in rows {
+                        let v: Option<String> = row
+                            .try_get(0)
+                            .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+                        out.extend(v);
+                    }
+                }};
+            }
+            match self {
+                Db::Sqlite(p, _) => run!(p, sql, |_| "?".to_string(), "key"),
+                Db::Postgres(p) => run!(p, sql, |i| format!("${i}"), "key"),
+                Db::MySql(p) => run!(p, mysql_key_alias(sql), |_| "?".to_string(), "`key`"),
+            }
+        }
+        Ok(out)
     }
 
     pub async fn close(&self) {

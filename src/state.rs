@@ -19,6 +19,8 @@ use crate::report::{self, Summary};
 pub struct State {
     pool: SqlitePool,
     path: std::path::PathBuf,
+    /// One rusqlite connection for the queue's transactions, opened on first use.
+    conn: std::sync::Mutex<Option<rusqlite::Connection>>,
 }
 
 /// One line of `history`.
@@ -77,7 +79,31 @@ impl State {
         Ok(State {
             pool,
             path: path.clone(),
+            conn: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Runs `f` on the state's rusqlite connection, on this thread (see [`in_place`]).
+    pub(crate) fn with_conn<R>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<R>,
+    ) -> rusqlite::Result<R> {
+        in_place(|| {
+            let mut guard = self
+                .conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if guard.is_none() {
+                let conn = rusqlite::Connection::open(&self.path)?;
+                conn.busy_timeout(Duration::from_secs(30))?;
+                *guard = Some(conn);
+            }
+            f(guard.as_mut().expect("opened above"))
+        })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// Records the start of a scan and returns its id.
@@ -373,7 +399,126 @@ impl State {
         Ok(out)
     }
 
+    /// One recorded scan, with what `purge` needs of it.
+    pub async fn scan_detail(&self, id: i64) -> Result<Option<ScanDetail>> {
+        let row = sqlx::query(
+            "SELECT id, started_at, state, mode, stores, scan_window, store_stats FROM scans WHERE id = ?",
+        )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(state_err)?;
+        row.map(|r| scan_detail(&r)).transpose()
+    }
+
+    /// Complete scans that looked for orphans, newest first.
+    pub async fn complete_scans(&self) -> Result<Vec<ScanDetail>> {
+        let rows = sqlx::query(
+            "SELECT id, started_at, state, mode, stores, scan_window, store_stats FROM scans WHERE state = 'complete' AND mode <> 'missing' ORDER BY id DESC LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(state_err)?;
+        rows.iter().map(scan_detail).collect()
+    }
+
+    /// The comparable scan of SPEC §6 invariant 7: the previous complete scan with the same
+    /// stores, the same window and orphans checked.
+    pub async fn comparable_scan(&self, of: &ScanDetail) -> Result<Option<ScanDetail>> {
+        let mut stores = of.stores.clone();
+        stores.sort();
+        Ok(self.complete_scans().await?.into_iter().find(|s| {
+            let mut theirs = s.stores.clone();
+            theirs.sort();
+            s.id < of.id && theirs == stores && s.window == of.window
+        }))
+    }
+
+    /// The orphans a scan recorded, by store and key.
+    pub async fn scan_orphans(&self, id: i64) -> Result<Vec<OrphanRow>> {
+        let rows = sqlx::query(
+            "SELECT store, resource_type, key, size_bytes, uploaded_at FROM scan_orphans WHERE scan_id = ? ORDER BY store, key, resource_type",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(state_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(OrphanRow {
+                    store: r.try_get(0).map_err(state_err)?,
+                    resource_type: r.try_get(1).map_err(state_err)?,
+                    key: r.try_get(2).map_err(state_err)?,
+                    size: u64::try_from(r.try_get::<i64, _>(3).map_err(state_err)?).unwrap_or(0),
+                    uploaded_at: r
+                        .try_get::<Option<String>, _>(4)
+                        .map_err(state_err)?
+                        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                        .map(|t| t.with_timezone(&Utc)),
+                })
+            })
+            .collect()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+fn scan_detail(r: &sqlx::sqlite::SqliteRow) -> Result<ScanDetail> {
+    let json = |i: usize| -> Result<serde_json::Value> {
+        let t: Option<String> = r.try_get(i).map_err(state_err)?;
+        Ok(t.and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    };
+    Ok(ScanDetail {
+        id: r.try_get(0).map_err(state_err)?,
+        started_at: r.try_get(1).map_err(state_err)?,
+        state: r.try_get(2).map_err(state_err)?,
+        mode: r.try_get(3).map_err(state_err)?,
+        stores: serde_json::from_value(json(4)?).unwrap_or_default(),
+        window: json(5)?,
+        store_stats: match json(6)? {
+            serde_json::Value::Array(a) => a,
+            _ => Vec::new(),
+        },
+    })
+}
+
+/// A recorded scan, as `purge` reads it.
+#[derive(Debug, Clone)]
+pub struct ScanDetail {
+    pub id: i64,
+    pub started_at: String,
+    pub state: String,
+    pub mode: String,
+    pub stores: Vec<String>,
+    pub window: serde_json::Value,
+    /// Per store: `{"store", "objects_scanned", "orphans", …}`.
+    pub store_stats: Vec<serde_json::Value>,
+}
+
+impl ScanDetail {
+    /// (objects scanned, orphans) of one store in this scan.
+    pub fn store_counts(&self, store: &str) -> Option<(u64, u64)> {
+        self.store_stats
+            .iter()
+            .find(|s| s["store"].as_str() == Some(store))
+            .map(|s| {
+                (
+                    s["objects_scanned"].as_u64().unwrap_or(0),
+                    s["orphans"].as_u64().unwrap_or(0),
+                )
+            })
+    }
+}
+
+/// One orphan of a recorded scan.
+#[derive(Debug, Clone)]
+pub struct OrphanRow {
+    pub store: String,
+    pub resource_type: String,
+    pub key: String,
+    pub size: u64,
+    pub uploaded_at: Option<DateTime<Utc>>,
 }

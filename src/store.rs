@@ -68,6 +68,18 @@ pub struct ListOptions {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// How one move (a quarantine, or a restore) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// The object is at its new key and gone from the old one.
+    Moved,
+    /// There was nothing at the old key (moved or deleted already).
+    SourceGone,
+}
+
+/// One move's outcome: `Err` names why that move failed; the others go on.
+pub type MoveResult = Result<Moved, String>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached at all (missing folder, refused credentials).
@@ -150,6 +162,24 @@ pub trait Store: Send + Sync {
             Err(no_such_type(self, resource_type))
         }
     }
+
+    /// [`Store::move_many`] for one resource type; `Plain` on stores without types.
+    async fn move_many_of(
+        &self,
+        resource_type: ResourceType,
+        moves: &[(String, String)],
+    ) -> Result<Vec<MoveResult>, StoreError> {
+        if resource_type == ResourceType::Plain {
+            self.move_many(moves).await
+        } else {
+            Err(no_such_type(self, resource_type))
+        }
+    }
+
+    /// Moves each `(from, to)` within the store (quarantine and restore), replacing what is at
+    /// `to`: a rename on the folder store, a server-side copy then a delete elsewhere. One outcome
+    /// per move, in order; keys that are not representable are refused without a call.
+    async fn move_many(&self, moves: &[(String, String)]) -> Result<Vec<MoveResult>, StoreError>;
 
     /// Point look-ups: for each key, the object with its size and time, or `None` when absent.
     /// Keys that are not representable are never looked up and come back `None`.

@@ -6,10 +6,14 @@ use crate::cli::{Color, Global};
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
 
+pub mod audit;
 pub mod check;
 pub mod demo;
 pub mod history;
 pub mod init;
+pub mod purge;
+pub mod queue;
+pub mod restore;
 pub mod scan;
 
 /// How output should look, decided once from the flags and the terminal.

@@ -477,20 +477,29 @@ impl Store for AzureStore {
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
+        cloud::delete_many(self.deletes(), keys).await
+    }
+
+    async fn move_many(
+        &self,
+        moves: &[(String, String)],
+    ) -> Result<Vec<crate::store::MoveResult>, StoreError> {
+        cloud::move_many(self.deletes(), moves).await
+    }
+}
+
+impl AzureStore {
+    fn deletes(&self) -> cloud::Deletes<'_, MicrosoftAzure> {
         let inner = &*self.inner;
-        cloud::delete_many(
-            cloud::Deletes {
-                store: &inner.heads,
-                what: inner.what(),
-                prefix: &inner.prefix,
-                per_call: DELETES_PER_CALL,
-                at_once: DELETE_CALLS_AT_ONCE,
-                not_found_is_gone: true,
-                calls: &inner.calls,
-            },
-            keys,
-        )
-        .await
+        cloud::Deletes {
+            store: &inner.heads,
+            what: inner.what(),
+            prefix: &inner.prefix,
+            per_call: DELETES_PER_CALL,
+            at_once: DELETE_CALLS_AT_ONCE,
+            not_found_is_gone: true,
+            calls: &inner.calls,
+        }
     }
 }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 
 use super::{ListOptions, ListStream, Listed, Object, StoreError, unusable};
@@ -483,6 +483,90 @@ pub(super) async fn delete_many<S: ObjectStore>(
             "{}: {last_failure}",
             d.what
         )));
+    }
+    Ok(out)
+}
+
+/// Server-side moves through `object_store`: every copy first (`at_once` at a time), then the
+/// sources of the copies that landed go through [`delete_many`], so a move costs one copy call
+/// plus its share of a bulk delete. A crash between the two leaves both copies, never neither:
+/// the next attempt copies again (same destination) and deletes.
+pub(super) async fn move_many<S: ObjectStore>(
+    d: Deletes<'_, S>,
+    moves: &[(String, String)],
+) -> Result<Vec<crate::store::MoveResult>, StoreError> {
+    use crate::store::Moved;
+    let mut out: Vec<crate::store::MoveResult> = vec![Ok(Moved::Moved); moves.len()];
+    let mut sendable: Vec<(usize, Path, Path)> = Vec::with_capacity(moves.len());
+    for (i, (from, to)) in moves.iter().enumerate() {
+        if let Some(refused) = unusable(from).or_else(|| unusable(to)) {
+            out[i] = Err(refused);
+            continue;
+        }
+        match (
+            Path::parse(format!("{}{from}", d.prefix)),
+            Path::parse(format!("{}{to}", d.prefix)),
+        ) {
+            (Ok(f), Ok(t)) => sendable.push((i, f, t)),
+            (Err(e), _) | (_, Err(e)) => out[i] = Err(format!("not a usable key ({e})")),
+        }
+    }
+    let d = &d;
+    let copies: Vec<(usize, object_store::Result<()>)> = futures::stream::iter(sendable)
+        .map(|(i, from, to)| async move {
+            d.calls.fetch_add(1, Ordering::Relaxed);
+            (i, d.store.copy(&from, &to).await)
+        })
+        .buffer_unordered(d.at_once.max(1) * 4)
+        .collect()
+        .await;
+    let mut sources = Vec::new();
+    let mut moved_from = Vec::new();
+    let mut landed = 0;
+    let mut last_failure = String::new();
+    for (i, result) in copies {
+        match result {
+            Ok(()) => {
+                landed += 1;
+                moved_from.push(i);
+                sources.push(moves[i].0.clone());
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                landed += 1;
+                out[i] = Ok(Moved::SourceGone);
+            }
+            Err(e) => {
+                let msg = format!("copy failed: {}", reason(&e));
+                last_failure.clone_from(&msg);
+                out[i] = Err(msg);
+            }
+        }
+    }
+    if landed == 0 && !last_failure.is_empty() {
+        return Err(StoreError::Unreachable(format!(
+            "{}: {last_failure}",
+            d.what
+        )));
+    }
+    if !sources.is_empty() {
+        let deleted = delete_many(
+            Deletes {
+                store: d.store,
+                what: d.what.clone(),
+                prefix: d.prefix,
+                per_call: d.per_call,
+                at_once: d.at_once,
+                not_found_is_gone: d.not_found_is_gone,
+                calls: d.calls,
+            },
+            &sources,
+        )
+        .await?;
+        for (i, result) in moved_from.into_iter().zip(deleted) {
+            if let Err(e) = result {
+                out[i] = Err(format!("copied, but the original stays: {e}"));
+            }
+        }
     }
     Ok(out)
 }

@@ -22,7 +22,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use super::cloud::{FIRST_BACKOFF, TRIES, error_chain, http_client};
-use super::{ListOptions, ListStream, Listed, Object, Store, StoreError, unusable};
+use super::{
+    ListOptions, ListStream, Listed, MoveResult, Moved, Object, Store, StoreError, unusable,
+};
 use crate::budget::Budget;
 use crate::config::CloudinaryLocation;
 use crate::key::{ResourceType, is_representable};
@@ -541,6 +543,117 @@ impl Inner {
     }
 }
 
+/// Upload API `rename` calls in flight at once (one call per move; none counts in the Admin
+/// API budget).
+const RENAMES_IN_FLIGHT: usize = 8;
+
+/// The signature of an Upload API call: the lowercase hex SHA-1 of its parameters sorted by
+/// name as `name=value` joined with `&`, then the API secret.
+fn upload_signature(params: &[(&str, String)], secret: &str) -> String {
+    use sha1::Digest;
+    let mut sorted: Vec<&(&str, String)> = params.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let joined = sorted
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    hex::encode(sha1::Sha1::digest(format!("{joined}{secret}").as_bytes()))
+}
+
+impl Inner {
+    /// Moves by the Upload API's `rename` (same resource type, `invalidate = true`,
+    /// `overwrite = true`); "Resource not found" is [`Moved::SourceGone`].
+    async fn rename_of(
+        &self,
+        rt: ResourceType,
+        moves: &[(String, String)],
+    ) -> Result<Vec<MoveResult>, StoreError> {
+        let url = format!("{}/{}/rename", self.base, rt.as_str());
+        let answers: Vec<MoveResult> = futures::stream::iter(moves.iter().cloned())
+            .map(|(from, to)| {
+                let url = &url;
+                async move {
+                    if let Some(why) = unusable(&from).or_else(|| unusable(&to)) {
+                        return Err(why);
+                    }
+                    self.rename_one(url, &from, &to).await
+                }
+            })
+            .buffered(RENAMES_IN_FLIGHT)
+            .collect()
+            .await;
+        let failed = answers.iter().filter(|a| a.is_err()).count();
+        if failed == answers.len()
+            && !self.answered.load(Ordering::Relaxed)
+            && let Some(Err(why)) = answers.iter().find(|a| a.is_err())
+        {
+            return Err(StoreError::Unreachable(format!(
+                "store {}: {why}",
+                self.name
+            )));
+        }
+        Ok(answers)
+    }
+
+    async fn rename_one(&self, url: &str, from: &str, to: &str) -> MoveResult {
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=TRIES {
+            let mut params: Vec<(&str, String)> = vec![
+                ("from_public_id", from.to_string()),
+                ("to_public_id", to.to_string()),
+                ("type", self.delivery.clone()),
+                ("invalidate", "true".to_string()),
+                ("overwrite", "true".to_string()),
+                ("timestamp", Utc::now().timestamp().to_string()),
+            ];
+            let signature = upload_signature(&params, &self.api_secret);
+            params.push(("api_key", self.api_key.clone()));
+            params.push(("signature", signature));
+            let sent = self.client.post(url).form(&params).send().await;
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) if attempt < TRIES && (e.is_timeout() || e.is_connect()) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot reach the Cloudinary Upload API: {}",
+                        error_chain(&e)
+                    ));
+                }
+            };
+            let status = resp.status();
+            if status.is_success() {
+                self.answered.store(true, Ordering::Relaxed);
+                return Ok(Moved::Moved);
+            }
+            let text = resp.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<ApiError>(&text)
+                .map_or_else(|_| text.chars().take(200).collect(), |e| e.error.message);
+            if status == StatusCode::NOT_FOUND {
+                self.answered.store(true, Ordering::Relaxed);
+                return Ok(Moved::SourceGone);
+            }
+            if (status.is_server_error() || status.as_u16() == 420 || status.as_u16() == 429)
+                && attempt < TRIES
+            {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                continue;
+            }
+            return Err(format!(
+                "Cloudinary's Upload API answered rename of `{from}` with HTTP {}: {}",
+                status.as_u16(),
+                message.trim()
+            ));
+        }
+        Err(format!("rename of `{from}` failed after {TRIES} tries"))
+    }
+}
+
 /// What `&public_ids%5B%5D=<id>` adds to a URL.
 fn query_bytes(id: &str) -> usize {
     "&public_ids%5B%5D=".len()
@@ -644,6 +757,22 @@ impl Store for CloudinaryStore {
     async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
         let rt = self.single_type()?;
         self.inner.delete_of(rt, keys).await
+    }
+
+    async fn move_many(&self, moves: &[(String, String)]) -> Result<Vec<MoveResult>, StoreError> {
+        let rt = self.single_type()?;
+        self.inner.rename_of(rt, moves).await
+    }
+
+    async fn move_many_of(
+        &self,
+        resource_type: ResourceType,
+        moves: &[(String, String)],
+    ) -> Result<Vec<MoveResult>, StoreError> {
+        if resource_type == ResourceType::Plain {
+            return self.move_many(moves).await;
+        }
+        self.inner.rename_of(resource_type, moves).await
     }
 
     async fn head_many_of(

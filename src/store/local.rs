@@ -18,7 +18,7 @@ use super::{ListOptions, ListStream, Listed, Object, Store, StoreError};
 
 mod unix;
 
-use unix::{lookup, remove, walk};
+use unix::{lookup, remove, rename, walk};
 
 const PAGE: usize = 1000;
 
@@ -94,6 +94,17 @@ impl Store for LocalStore {
         let root = self.root.clone();
         let keys = keys.to_vec();
         tokio::task::spawn_blocking(move || remove(&root, &keys))
+            .await
+            .map_err(|e| StoreError::Failed(e.to_string()))?
+    }
+
+    async fn move_many(
+        &self,
+        moves: &[(String, String)],
+    ) -> Result<Vec<super::MoveResult>, StoreError> {
+        let root = self.root.clone();
+        let moves = moves.to_vec();
+        tokio::task::spawn_blocking(move || rename(&root, &moves))
             .await
             .map_err(|e| StoreError::Failed(e.to_string()))?
     }

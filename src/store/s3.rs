@@ -697,23 +697,30 @@ impl Store for S3Store {
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
-        cloud::delete_many(
-            cloud::Deletes {
-                store: &self.heads,
-                what: self.inner.what(),
-                prefix: &self.inner.prefix,
-                per_call: DELETES_PER_CALL,
-                at_once: DELETE_CALLS_AT_ONCE,
-                not_found_is_gone: false,
-                calls: &self.inner.calls,
-            },
-            keys,
-        )
-        .await
+        cloud::delete_many(self.deletes(), keys).await
+    }
+
+    async fn move_many(
+        &self,
+        moves: &[(String, String)],
+    ) -> Result<Vec<crate::store::MoveResult>, StoreError> {
+        cloud::move_many(self.deletes(), moves).await
     }
 }
 
 impl S3Store {
+    fn deletes(&self) -> cloud::Deletes<'_, AmazonS3> {
+        cloud::Deletes {
+            store: &self.heads,
+            what: self.inner.what(),
+            prefix: &self.inner.prefix,
+            per_call: DELETES_PER_CALL,
+            at_once: DELETE_CALLS_AT_ONCE,
+            not_found_is_gone: false,
+            calls: &self.inner.calls,
+        }
+    }
+
     async fn head_one(&self, key: String) -> Result<Option<Object>, StoreError> {
         if !is_representable(&key) {
             return Ok(None);

@@ -424,3 +424,82 @@ pub(super) fn remove(root: &Path, keys: &[String]) -> Result<Vec<Result<(), Stri
     }
     Ok(out)
 }
+
+/// Opens folder `dir` (a key prefix without trailing `/`, "" for the root) below the root, one
+/// segment at a time with `O_NOFOLLOW`, creating missing segments when `create`. `Ok(None)` when
+/// a segment is absent and not created.
+fn open_dir(root: BorrowedFd<'_>, dir: &str, create: bool) -> Result<Option<OwnedFd>, String> {
+    let mut fd = rustix::io::dup(root).map_err(|e| format!("cannot open the root: {e}"))?;
+    if dir.is_empty() {
+        return Ok(Some(fd));
+    }
+    for segment in dir.split('/') {
+        let next = match openat(&fd, segment, DIR_FLAGS, Mode::empty()) {
+            Ok(next) => next,
+            Err(Errno::NOENT) if create => {
+                match rustix::fs::mkdirat(&fd, segment, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(format!("cannot create folder `{dir}`: {e}")),
+                }
+                openat(&fd, segment, DIR_FLAGS, Mode::empty())
+                    .map_err(|e| format!("cannot open folder `{dir}`: {e}"))?
+            }
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                return Err(format!(
+                    "`{dir}` is behind a symbolic link or a file (`{segment}`), which is never followed"
+                ));
+            }
+            Err(e) => return Err(format!("cannot open folder `{dir}`: {e}")),
+        };
+        fd = next;
+    }
+    Ok(Some(fd))
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    key.rsplit_once('/').unwrap_or(("", key))
+}
+
+/// Renames within the root (quarantine and restore): both names are reached through folders
+/// opened with `O_NOFOLLOW`, the source must be a regular file, and the destination's folders
+/// are created inside the root as needed. `renameat` replaces a file at the destination.
+pub(super) fn rename(
+    root: &Path,
+    moves: &[(String, String)],
+) -> Result<Vec<crate::store::MoveResult>, StoreError> {
+    use crate::store::Moved;
+    let root_fd = open_root(root)
+        .map_err(|e| StoreError::Unreachable(format!("cannot read {}: {e}", root.display())))?;
+    let one = |from: &str, to: &str| -> crate::store::MoveResult {
+        if let Some(refused) = unusable(from).or_else(|| unusable(to)) {
+            return Err(refused);
+        }
+        let (from_dir, from_name) = split_key(from);
+        let (to_dir, to_name) = split_key(to);
+        let Some(src) = open_dir(root_fd.as_fd(), from_dir, false)? else {
+            return Ok(Moved::SourceGone);
+        };
+        match statat(&src, from_name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => {}
+                FileType::Symlink => {
+                    return Err(format!(
+                        "`{from}` is a symbolic link, which is never followed or moved"
+                    ));
+                }
+                _ => return Err(format!("`{from}` is not a regular file")),
+            },
+            Err(e) if is_absent(e) => return Ok(Moved::SourceGone),
+            Err(e) => return Err(format!("cannot stat `{from}`: {e}")),
+        }
+        let dst = open_dir(root_fd.as_fd(), to_dir, true)?
+            .ok_or_else(|| format!("cannot create folder `{to_dir}`"))?;
+        match rustix::fs::renameat(&src, from_name, &dst, to_name) {
+            Ok(()) => Ok(Moved::Moved),
+            Err(e) if is_absent(e) => Ok(Moved::SourceGone),
+            Err(e) => Err(format!("cannot move `{from}` to `{to}`: {e}")),
+        }
+    };
+    Ok(moves.iter().map(|(from, to)| one(from, to)).collect())
+}

@@ -1,0 +1,440 @@
+//! `assetgc queue add|run|stats|list|retry|drop` (SPEC §6).
+
+use std::io::{BufRead as _, IsTerminal as _};
+
+use chrono::Utc;
+
+use super::Ui;
+use crate::cli::{
+    Global, QueueAddArgs, QueueCommand, QueueListArgs, QueueRunArgs, QueueSelectArgs,
+};
+use crate::config::{Config, StoreConfig};
+use crate::error::{Error, Exit, Result};
+use crate::key::{KeyContext, KeyFormat, ResourceType, unrepresentable_reason};
+use crate::queue::{self, Entry, NewEntry, Selection};
+use crate::state::State;
+use crate::worker::{self, RunOptions, Totals};
+
+pub async fn run(g: &Global, cmd: &QueueCommand, ui: Ui) -> Result<Exit> {
+    let cfg = super::config_or_env(g)?;
+    let state = State::open(&cfg.state_url).await?;
+    let result = match cmd {
+        QueueCommand::Add(a) => add(&cfg, &state, a),
+        QueueCommand::Run(a) => run_queue(&cfg, &state, a, ui).await,
+        QueueCommand::Stats(a) => stats(&state, a.json),
+        QueueCommand::List(a) => list(&state, a),
+        QueueCommand::Retry(a) => change(&state, a, true),
+        QueueCommand::Drop(a) => change(&state, a, false),
+    };
+    state.close().await;
+    result
+}
+
+/// The store named `name`, or a usage error that lists the configured ones.
+pub fn store_named<'a>(cfg: &'a Config, name: &str) -> Result<&'a StoreConfig> {
+    cfg.stores.iter().find(|s| s.name == name).ok_or_else(|| {
+        let names: Vec<&str> = cfg.stores.iter().map(|s| s.name.as_str()).collect();
+        Error::Usage(format!(
+            "no store named `{name}`; the config has: {}",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ))
+    })
+}
+
+/// A key typed on the command line, with its resource type (SPEC §3): on Cloudinary from
+/// `--resource-type` or the `cloudinary` key format, a bare public_id only when the store
+/// lists a single type; elsewhere the key as written.
+pub fn typed_key(
+    store: &StoreConfig,
+    resource_type: Option<&str>,
+    key: &str,
+) -> Result<(ResourceType, String)> {
+    let explicit = match resource_type {
+        None => None,
+        Some(t) => Some(ResourceType::parse_cloudinary(t).ok_or_else(|| {
+            Error::Usage(format!("--resource-type `{t}`: use image, video or raw"))
+        })?),
+    };
+    let Some(cloud) = store.location.cloudinary() else {
+        if explicit.is_some() {
+            return Err(Error::Usage(format!(
+                "--resource-type is for Cloudinary stores; store `{}` has no resource types",
+                store.name
+            )));
+        }
+        if let Some(why) = unrepresentable_reason(key) {
+            return Err(Error::Usage(format!(
+                "`{key}` is not a key of store `{}` ({why}); keys are relative to the store root, like `uploads/a.jpg`",
+                store.name
+            )));
+        }
+        return Ok((ResourceType::Plain, key.to_string()));
+    };
+    let ctx = KeyContext {
+        public_url: store.public_url.clone(),
+        key_prefix: String::new(),
+        cloud_name: Some(cloud.cloud.clone()),
+    };
+    let parsed = KeyFormat::Cloudinary.parse(key, explicit.map(ResourceType::as_str), &ctx);
+    let Some(k) = parsed.keys.into_iter().next() else {
+        return Err(Error::Usage(format!(
+            "`{key}` is not a public_id or Cloudinary URL of store `{}`",
+            store.name
+        )));
+    };
+    let rt = match (explicit, k.resource_type) {
+        (Some(t), _) => t,
+        (None, Some(t)) if t != ResourceType::Plain => t,
+        _ => match cloud.resource_types.as_slice() {
+            [only] => *only,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "`{key}` is a bare public_id: give its type with --resource-type image|video|raw, or write it as image/upload/{key}"
+                )));
+            }
+        },
+    };
+    if !cloud.resource_types.contains(&rt) {
+        return Err(Error::Usage(format!(
+            "store `{}` does not list resource type `{}`",
+            store.name,
+            rt.as_str()
+        )));
+    }
+    Ok((rt, k.key))
+}
+
+fn add(cfg: &Config, state: &State, a: &QueueAddArgs) -> Result<Exit> {
+    let store = store_named(cfg, &a.store)?;
+    let mut raw: Vec<String> = Vec::new();
+    for k in &a.keys {
+        if k == "-" {
+            for line in std::io::stdin().lock().lines() {
+                let line = line.map_err(|e| Error::io("cannot read keys from stdin", e))?;
+                let line = line.trim_end_matches('\r');
+                if !line.trim().is_empty() {
+                    raw.push(line.to_string());
+                }
+            }
+        } else {
+            raw.push(k.clone());
+        }
+    }
+    if raw.is_empty() {
+        return Err(Error::Usage("no keys given (stdin was empty)".into()));
+    }
+    // Every key is checked before any is queued: one bad key queues nothing.
+    let now = Utc::now();
+    let entries = raw
+        .iter()
+        .map(|k| {
+            let (rt, key) = typed_key(store, a.resource_type.as_deref(), k)?;
+            Ok(NewEntry {
+                store: store.name.clone(),
+                resource_type: rt,
+                key,
+                reason: queue::REASON_ADD,
+                client_id: a.client_id.clone().unwrap_or_default(),
+                scan_id: None,
+                uploaded_at: None,
+                next_attempt_at: now,
+                original_key: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (added, already) = state.enqueue("queue add", &entries)?;
+    println!(
+        "Queued {added} deletion{} for store {}{}. Run `assetgc queue run` to process them.",
+        plural(added),
+        store.name,
+        if already > 0 {
+            format!(" ({already} already queued)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(Exit::Ok)
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Runs the worker with a progress line on a terminal, then prints what it did.
+pub async fn drain(cfg: &Config, state: &State, opts: &RunOptions, ui: Ui) -> Result<Totals> {
+    let bar = ui.bars.then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        b
+    });
+    let progress = |t: &Totals| {
+        if let Some(b) = &bar {
+            b.set_message(format!(
+                "{} processed: {} deleted, {} quarantined, {} referenced, {} failed",
+                t.claimed,
+                t.deleted,
+                t.quarantined,
+                t.referenced,
+                t.failed + t.retrying
+            ));
+        }
+    };
+    let totals = worker::run(cfg, state, opts, &progress).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    totals
+}
+
+/// The summary of a worker run; the exit code it means (4 when an entry became `failed` or
+/// the budget stopped the run).
+pub fn print_totals(t: &Totals, state: &State, quiet: bool) -> Result<Exit> {
+    let queue = state.queue_stats()?;
+    if quiet {
+        println!(
+            "{} processed: {} deleted, {} quarantined, {} already gone, {} referenced, {} retrying, {} failed; {} pending",
+            t.claimed,
+            t.deleted,
+            t.quarantined,
+            t.already_gone,
+            t.referenced,
+            t.retrying,
+            t.failed,
+            queue.total_pending
+        );
+    } else {
+        println!(
+            "Processed {} entr{} in {} batch{}:",
+            t.claimed,
+            if t.claimed == 1 { "y" } else { "ies" },
+            t.batches,
+            if t.batches == 1 { "" } else { "es" }
+        );
+        println!("  deleted:       {}", t.deleted);
+        println!("  quarantined:   {}", t.quarantined);
+        println!("  already gone:  {}", t.already_gone);
+        println!(
+            "  referenced:    {} (dropped: referenced again, not deleted)",
+            t.referenced
+        );
+        println!(
+            "  retrying:      {} (failed this time; retried after backoff)",
+            t.retrying
+        );
+        println!(
+            "  failed:        {} (attempts used up; `assetgc queue retry --all-failed`)",
+            t.failed
+        );
+        if t.deferred > 0 {
+            println!(
+                "  deferred:      {} (left pending: the API budget stopped the run)",
+                t.deferred
+            );
+        }
+        if t.released > 0 {
+            println!(
+                "  reclaimed:     {} (claims of a stopped worker, back to pending)",
+                t.released
+            );
+        }
+        let r = &t.recheck;
+        let per = if r.batches > 0 {
+            r.time.as_secs_f64() * 1000.0 / r.batches as f64
+        } else {
+            0.0
+        };
+        println!(
+            "Re-check of references: {} batch{}, {} look-up quer{}, {} whole quer{}, {:.1} ms ({per:.2} ms a batch)",
+            r.batches,
+            if r.batches == 1 { "" } else { "es" },
+            r.queries,
+            if r.queries == 1 { "y" } else { "ies" },
+            r.full_queries,
+            if r.full_queries == 1 { "y" } else { "ies" },
+            r.time.as_secs_f64() * 1000.0
+        );
+        println!("Store calls: {}", t.store_calls);
+        for e in &t.errors {
+            println!("  error: {e}");
+        }
+        if let Some(why) = &t.budget_stop {
+            println!("Stopped: {why}");
+        }
+        println!(
+            "Queue: {} pending ({} due now{}), {} failed",
+            queue.total_pending,
+            queue.due_now,
+            queue
+                .next_due
+                .as_ref()
+                .filter(|_| queue.total_pending > queue.due_now)
+                .map_or_else(String::new, |t| format!(", next due {t}")),
+            queue.total_failed
+        );
+    }
+    Ok(if t.failed > 0 || t.budget_stop.is_some() {
+        Exit::Incomplete
+    } else {
+        Exit::Ok
+    })
+}
+
+async fn run_queue(cfg: &Config, state: &State, a: &QueueRunArgs, ui: Ui) -> Result<Exit> {
+    let mut opts = RunOptions::from_config(cfg, "queue run");
+    if let Some(n) = a.batch_size {
+        opts.batch_size = usize::try_from(n).unwrap_or(crate::config::MAX_BATCH);
+    }
+    if let Some(n) = a.max_attempts {
+        opts.max_attempts = n;
+    }
+    opts.limit = a.limit;
+    if a.notify {
+        tracing::warn!(
+            "--notify: notifications are not supported yet by this version; nothing was sent"
+        );
+    }
+    let totals = drain(cfg, state, &opts, ui).await?;
+    print_totals(&totals, state, ui.quiet)
+}
+
+fn stats(state: &State, json: bool) -> Result<Exit> {
+    let s = state.queue_stats()?;
+    if json {
+        let by: serde_json::Map<String, serde_json::Value> = s
+            .by_attempts
+            .iter()
+            .map(|(a, n)| (a.to_string(), serde_json::json!(n)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "total_pending": s.total_pending,
+                "due_now": s.due_now,
+                "oldest_queued": s.oldest_queued,
+                "newest_queued": s.newest_queued,
+                "next_due": s.next_due,
+                "by_attempts": by,
+                "total_failed": s.total_failed,
+                "total_done": s.total_done,
+                "total_dropped": s.total_dropped,
+            }))
+            .map_err(|e| Error::State(e.to_string()))?
+        );
+        return Ok(Exit::Ok);
+    }
+    println!("Deletion queue");
+    println!(
+        "  total pending:  {} ({} due now)",
+        s.total_pending, s.due_now
+    );
+    println!(
+        "  oldest queued:  {}",
+        s.oldest_queued.as_deref().unwrap_or("-")
+    );
+    println!(
+        "  newest queued:  {}",
+        s.newest_queued.as_deref().unwrap_or("-")
+    );
+    println!("  next due:       {}", s.next_due.as_deref().unwrap_or("-"));
+    let by: Vec<String> = s
+        .by_attempts
+        .iter()
+        .map(|(a, n)| format!("{a} attempt{}: {n}", if *a == 1 { "" } else { "s" }))
+        .collect();
+    println!(
+        "  by attempts:    {}",
+        if by.is_empty() {
+            "-".to_string()
+        } else {
+            by.join(", ")
+        }
+    );
+    println!("  total failed:   {}", s.total_failed);
+    println!("  done:           {}", s.total_done);
+    println!("  dropped:        {}", s.total_dropped);
+    Ok(Exit::Ok)
+}
+
+fn entry_json(e: &Entry) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id, "store": e.store, "resource_type": e.resource_type, "key": e.key,
+        "reason": e.reason, "rule": e.rule, "row_id": e.row_id, "client_id": e.client_id,
+        "queued_at": e.queued_at, "uploaded_at": e.uploaded_at, "attempts": e.attempts,
+        "last_error": e.last_error, "next_attempt_at": e.next_attempt_at, "state": e.state,
+    })
+}
+
+fn list(state: &State, a: &QueueListArgs) -> Result<Exit> {
+    let entries = state.queue_list(a.failed, a.limit)?;
+    if a.json {
+        let all: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&all).map_err(|e| Error::State(e.to_string()))?
+        );
+        return Ok(Exit::Ok);
+    }
+    if entries.is_empty() {
+        println!(
+            "{}",
+            if a.failed {
+                "No failed entries."
+            } else {
+                "The queue is empty."
+            }
+        );
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "{:>6}  {:<8}  {:<10}  {:<5}  {:>8}  {:<20}  {:<10}  KEY / LAST ERROR",
+        "ID", "STATE", "STORE", "TYPE", "ATTEMPTS", "NEXT ATTEMPT", "REASON"
+    );
+    for e in &entries {
+        println!(
+            "{:>6}  {:<8}  {:<10}  {:<5}  {:>8}  {:<20}  {:<10}  {}{}",
+            e.id,
+            e.state,
+            e.store,
+            e.resource_type,
+            e.attempts,
+            e.next_attempt_at,
+            e.reason,
+            e.key,
+            e.last_error
+                .as_ref()
+                .map_or_else(String::new, |m| format!("  ({m})"))
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+fn change(state: &State, a: &QueueSelectArgs, retry: bool) -> Result<Exit> {
+    let sel = if a.all_failed {
+        Selection::AllFailed
+    } else {
+        Selection::Ids(a.ids.clone())
+    };
+    let actor = if retry { "queue retry" } else { "queue drop" };
+    let n = if retry {
+        state.queue_retry(&sel, actor)?
+    } else {
+        state.queue_drop(&sel, actor)?
+    };
+    println!(
+        "{} {n} entr{}.",
+        if retry { "Retried" } else { "Dropped" },
+        if n == 1 { "y" } else { "ies" }
+    );
+    if retry && n > 0 && std::io::stdout().is_terminal() {
+        println!("They are due now: `assetgc queue run` processes them.");
+    }
+    Ok(Exit::Ok)
+}

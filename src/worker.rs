@@ -1,0 +1,448 @@
+//! The queue worker (SPEC §6): claims due entries in batches, re-checks their references
+//! (invariant 1), moves them to quarantine or deletes them with the store's bulk call, and
+//! writes every outcome back with its audit row. `queue run`, `purge --confirm` and (later)
+//! `serve` all drain the queue through [`run`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::budget::Ledger;
+use crate::config::{Config, StoreConfig};
+use crate::error::{Error, Result};
+use crate::key::ResourceType;
+use crate::queue::{Entry, Outcome};
+use crate::recheck::{Cost, Recheck};
+use crate::state::State;
+use crate::store::{self, Moved, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub batch_size: usize,
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// Stop after this many entries were claimed.
+    pub limit: Option<u64>,
+    /// Who asked, for the audit log (`queue run`, `purge`, a token name).
+    pub actor: String,
+}
+
+impl RunOptions {
+    pub fn from_config(cfg: &Config, actor: &str) -> Self {
+        RunOptions {
+            batch_size: cfg.queue.batch_size,
+            max_attempts: cfg.queue.max_attempts,
+            backoff: cfg.queue.backoff,
+            backoff_max: cfg.queue.backoff_max,
+            limit: None,
+            actor: actor.to_string(),
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub claimed: u64,
+    pub batches: u64,
+    pub deleted: u64,
+    pub quarantined: u64,
+    pub already_gone: u64,
+    pub referenced: u64,
+    /// Failed this time and rescheduled.
+    pub retrying: u64,
+    /// Failed for good this run (now `failed`).
+    pub failed: u64,
+    /// Left `pending` untried (budget stop).
+    pub deferred: u64,
+    /// Bytes are unknown to the queue; calls the stores made.
+    pub store_calls: u64,
+    pub recheck: Cost,
+    /// Claims of dead workers returned to `pending` before the run.
+    pub released: u64,
+    pub budget_stop: Option<String>,
+    /// Failure messages of this run (first few), for the console.
+    pub errors: Vec<String>,
+}
+
+impl Totals {
+    fn count(&mut self, o: &Outcome, max_attempts: u32, e: &Entry) {
+        match o {
+            Outcome::Deleted => self.deleted += 1,
+            Outcome::AlreadyGone => self.already_gone += 1,
+            Outcome::Quarantined { .. } => self.quarantined += 1,
+            Outcome::Referenced(_) => self.referenced += 1,
+            Outcome::Failed { error, retry_at } => {
+                if retry_at.is_some() && e.attempts + 1 < max_attempts {
+                    self.retrying += 1;
+                } else {
+                    self.failed += 1;
+                }
+                if self.errors.len() < 10 {
+                    self.errors.push(format!("{} {}: {error}", e.store, e.key));
+                }
+            }
+            Outcome::Deferred => self.deferred += 1,
+        }
+    }
+
+    /// Entries that left the queue for good this run.
+    pub fn finished(&self) -> u64 {
+        self.deleted + self.quarantined + self.already_gone + self.referenced + self.failed
+    }
+}
+
+/// This process, as a claim holder: `host:pid`.
+pub fn worker_id() -> String {
+    format!("{}:{}", host(), std::process::id())
+}
+
+fn host() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Whether a claim holder is a process of this host that no longer runs.
+fn is_dead(holder: &str) -> bool {
+    let Some((h, pid)) = holder.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<i32>() else {
+        return false;
+    };
+    if h != host() || pid == i32::try_from(std::process::id()).unwrap_or(-1) {
+        return false;
+    }
+    match rustix::process::Pid::from_raw(pid) {
+        Some(p) => matches!(
+            rustix::process::test_kill_process(p),
+            Err(rustix::io::Errno::SRCH)
+        ),
+        None => false,
+    }
+}
+
+/// `<prefix><YYYYMMDDTHHMMSSZ>/<key>`; on Cloudinary the prefix loses its leading dot.
+pub fn quarantine_key(store: &StoreConfig, key: &str, at: DateTime<Utc>) -> Option<String> {
+    let q = store.quarantine.as_ref()?;
+    let prefix = if store.location.cloudinary().is_some() {
+        q.prefix.trim_start_matches('.')
+    } else {
+        q.prefix.as_str()
+    };
+    Some(format!("{prefix}{}/{key}", at.format("%Y%m%dT%H%M%SZ")))
+}
+
+fn backoff(opts: &RunOptions, attempts_before: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts_before.min(30));
+    opts.backoff
+        .checked_mul(factor)
+        .unwrap_or(opts.backoff_max)
+        .min(opts.backoff_max)
+}
+
+struct Worker<'a> {
+    cfg: &'a Config,
+    opts: &'a RunOptions,
+    ledger: Arc<Ledger>,
+    stores: HashMap<usize, Arc<dyn Store>>,
+    recheck: Recheck<'a>,
+}
+
+impl Worker<'_> {
+    fn store(&mut self, i: usize) -> std::result::Result<Arc<dyn Store>, String> {
+        if let Some(s) = self.stores.get(&i) {
+            return Ok(Arc::clone(s));
+        }
+        let s = store::open(&self.cfg.stores[i], &self.ledger).map_err(|e| e.to_string())?;
+        self.stores.insert(i, Arc::clone(&s));
+        Ok(s)
+    }
+
+    fn failed(&self, e: &Entry, error: String) -> Outcome {
+        Outcome::Failed {
+            error,
+            retry_at: Some(
+                Utc::now()
+                    + TimeDelta::from_std(backoff(self.opts, e.attempts)).unwrap_or(TimeDelta::MAX),
+            ),
+        }
+    }
+
+    fn call_failed(&self, e: &Entry, err: &StoreError) -> Outcome {
+        if self.ledger.stopped().is_some() {
+            Outcome::Deferred
+        } else {
+            self.failed(e, err.to_string())
+        }
+    }
+
+    /// One group of a batch: entries of one store and resource type.
+    async fn group(&mut self, entries: &[&Entry]) -> Vec<Outcome> {
+        let first = entries[0];
+        let Some(si) = self.cfg.stores.iter().position(|s| s.name == first.store) else {
+            let why = format!(
+                "store `{}` is not in the configuration; add it back, or `assetgc queue drop` its entries",
+                first.store
+            );
+            return entries
+                .iter()
+                .map(|e| self.failed(e, why.clone()))
+                .collect();
+        };
+        if self.ledger.stopped().is_some() {
+            return vec![Outcome::Deferred; entries.len()];
+        }
+        let store = match self.store(si) {
+            Ok(s) => s,
+            Err(why) => {
+                return entries
+                    .iter()
+                    .map(|e| self.failed(e, why.clone()))
+                    .collect();
+            }
+        };
+        let rt = first.resource_type();
+        let mut out: Vec<Option<Outcome>> = vec![None; entries.len()];
+
+        // Invariant 1: the references, asked right before the store call.
+        let keys: Vec<(ResourceType, String)> = entries
+            .iter()
+            .map(|e| (rt, e.checked_key().to_string()))
+            .collect();
+        match self.recheck.referenced(si, &keys).await {
+            Ok(refs) => {
+                for (i, r) in refs.into_iter().enumerate() {
+                    if let Some(name) = r {
+                        let e = entries[i];
+                        out[i] = Some(Outcome::Referenced(if e.is_copy_removal() {
+                            format!(
+                                "`{}` is referenced again by `{name}`: its quarantined copy {} is kept",
+                                e.checked_key(),
+                                e.key
+                            )
+                        } else {
+                            format!("referenced by `{name}`")
+                        }));
+                    }
+                }
+            }
+            Err(why) => {
+                return entries
+                    .iter()
+                    .map(|e| self.failed(e, why.clone()))
+                    .collect();
+            }
+        }
+
+        let quarantine = self.cfg.stores[si].quarantine.clone();
+        let (mut deletes, mut moves) = (Vec::new(), Vec::new());
+        for (i, e) in entries.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            match (&quarantine, &e.quarantine_key) {
+                (Some(_), Some(q)) if !e.is_copy_removal() => moves.push((i, q.clone())),
+                _ => deletes.push(i),
+            }
+        }
+
+        if !deletes.is_empty() {
+            let keys: Vec<String> = deletes.iter().map(|&i| entries[i].key.clone()).collect();
+            match store.delete_many_of(rt, &keys).await {
+                Ok(results) => {
+                    for (&i, r) in deletes.iter().zip(results) {
+                        out[i] = Some(match r {
+                            Ok(()) => Outcome::Deleted,
+                            Err(why) => self.failed(entries[i], why),
+                        });
+                    }
+                }
+                Err(err) => {
+                    for &i in &deletes {
+                        out[i] = Some(self.call_failed(entries[i], &err));
+                    }
+                }
+            }
+        }
+
+        if let (false, Some(q)) = (moves.is_empty(), &quarantine) {
+            let pairs: Vec<(String, String)> = moves
+                .iter()
+                .map(|(i, to)| (entries[*i].key.clone(), to.clone()))
+                .collect();
+            let keep = TimeDelta::from_std(q.keep).unwrap_or(TimeDelta::MAX);
+            match store.move_many_of(rt, &pairs).await {
+                Ok(results) => {
+                    let now = Utc::now();
+                    let mut gone = Vec::new();
+                    for ((i, to), r) in moves.iter().zip(results) {
+                        out[*i] = Some(match r {
+                            Ok(Moved::Moved) => Outcome::Quarantined {
+                                quarantine_key: to.clone(),
+                                moved_at: now,
+                                remove_at: now + keep,
+                            },
+                            Ok(Moved::SourceGone) => {
+                                gone.push((*i, to.clone()));
+                                continue;
+                            }
+                            Err(why) => self.failed(entries[*i], why),
+                        });
+                    }
+                    // Nothing at the key: deleted by someone else, or moved by an earlier
+                    // attempt that stopped before recording it. The copy tells which.
+                    if !gone.is_empty() {
+                        let qkeys: Vec<String> = gone.iter().map(|(_, q)| q.clone()).collect();
+                        match store.head_many_of(rt, &qkeys).await {
+                            Ok(found) => {
+                                for ((i, to), f) in gone.into_iter().zip(found) {
+                                    out[i] = Some(match f {
+                                        Some(_) => Outcome::Quarantined {
+                                            quarantine_key: to,
+                                            moved_at: now,
+                                            remove_at: now + keep,
+                                        },
+                                        None => Outcome::AlreadyGone,
+                                    });
+                                }
+                            }
+                            Err(err) => {
+                                for (i, _) in gone {
+                                    out[i] = Some(self.call_failed(entries[i], &err));
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(err) => {
+                    for (i, _) in &moves {
+                        out[*i] = Some(self.call_failed(entries[*i], &err));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or(Outcome::Deferred))
+            .collect()
+    }
+}
+
+/// Drains the queue: batches of due entries until none is due (or `limit` were claimed).
+/// `progress` is called after each batch with the totals so far.
+pub async fn run(
+    cfg: &Config,
+    state: &State,
+    opts: &RunOptions,
+    progress: &(dyn Fn(&Totals) + Sync),
+) -> Result<Totals> {
+    let ledger = Arc::new(Ledger::new(state.load_budgets(Utc::now()).await?));
+    let me = worker_id();
+    let mut totals = Totals {
+        released: state.release_stale_claims(&is_dead)?,
+        ..Totals::default()
+    };
+    let mut w = Worker {
+        cfg,
+        opts,
+        ledger: Arc::clone(&ledger),
+        stores: HashMap::new(),
+        recheck: Recheck::new(cfg),
+    };
+    let result = loop {
+        let room = opts
+            .limit
+            .map_or(opts.batch_size as u64, |l| l.saturating_sub(totals.claimed))
+            .min(opts.batch_size as u64);
+        if room == 0 {
+            break Ok(());
+        }
+        let now = Utc::now();
+        let batch = match state.claim(&me, usize::try_from(room).unwrap_or(usize::MAX), &|e| {
+            if e.is_copy_removal() {
+                return None;
+            }
+            cfg.stores
+                .iter()
+                .find(|s| s.name == e.store)
+                .and_then(|s| quarantine_key(s, &e.key, now))
+        }) {
+            Ok(b) => b,
+            Err(e) => break Err(e),
+        };
+        if batch.is_empty() {
+            break Ok(());
+        }
+        totals.claimed += batch.len() as u64;
+        totals.batches += 1;
+        // Groups of one store and resource type, in claim order.
+        let mut groups: Vec<Vec<&Entry>> = Vec::new();
+        for e in &batch {
+            match groups
+                .iter_mut()
+                .find(|g| g[0].store == e.store && g[0].resource_type == e.resource_type)
+            {
+                Some(g) => g.push(e),
+                None => groups.push(vec![e]),
+            }
+        }
+        let mut results: Vec<(&Entry, Outcome)> = Vec::with_capacity(batch.len());
+        for g in &groups {
+            let outcomes = w.group(g).await;
+            results.extend(g.iter().copied().zip(outcomes));
+        }
+        for (e, o) in &results {
+            totals.count(o, opts.max_attempts, e);
+        }
+        if let Err(e) = state.finish(&me, &opts.actor, opts.max_attempts, &results) {
+            break Err(e);
+        }
+        totals.recheck = w.recheck.cost;
+        progress(&totals);
+        if let Some(why) = ledger.stopped() {
+            totals.budget_stop = Some(why);
+            break Ok(());
+        }
+    };
+    totals.store_calls = w.stores.values().map(|s| s.api_calls()).sum();
+    totals.recheck = w.recheck.cost;
+    w.recheck.close().await;
+    state
+        .save_budgets(Utc::now(), &ledger.snapshot(Utc::now()))
+        .await?;
+    result.map(|()| totals).map_err(|e: Error| e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_attempt_up_to_the_cap() {
+        let opts = RunOptions {
+            batch_size: 100,
+            max_attempts: 3,
+            backoff: Duration::from_mins(1),
+            backoff_max: Duration::from_hours(1),
+            limit: None,
+            actor: "t".into(),
+        };
+        assert_eq!(backoff(&opts, 0), Duration::from_mins(1));
+        assert_eq!(backoff(&opts, 1), Duration::from_mins(2));
+        assert_eq!(backoff(&opts, 2), Duration::from_mins(4));
+        assert_eq!(backoff(&opts, 10), Duration::from_hours(1));
+        assert_eq!(backoff(&opts, 40), Duration::from_hours(1));
+    }
+
+    #[test]
+    fn a_worker_of_this_process_or_another_host_is_never_dead() {
+        assert!(!is_dead(&worker_id()));
+        assert!(!is_dead("elsewhere.example:1"));
+        assert!(!is_dead("garbage"));
+    }
+}
