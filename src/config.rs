@@ -164,8 +164,9 @@ enum RawQuarantine {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawQuarantineTable {
-    prefix: Option<Text>,
-    keep: Option<Text>,
+    // Plain strings: spans do not survive an untagged enum; errors point at the table.
+    prefix: Option<String>,
+    keep: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1236,8 +1237,9 @@ impl Cx<'_> {
                     keep: DEFAULT_QUARANTINE_KEEP,
                 }),
                 RawQuarantine::Table(t) => {
+                    let expand = |v: &str| expand_vars(v, self.env).map_err(|m| self.err_at(q, m));
                     let prefix = match &t.prefix {
-                        Some(p) => self.expand(p)?,
+                        Some(p) => expand(p)?,
                         None => DEFAULT_QUARANTINE_PREFIX.to_string(),
                     };
                     let bad = prefix.is_empty()
@@ -1252,7 +1254,9 @@ impl Cx<'_> {
                         ));
                     }
                     let keep = match &t.keep {
-                        Some(k) => self.duration(k, &format!("[stores.{name}] quarantine keep"))?,
+                        Some(k) => parse_duration(&expand(k)?).map_err(|e| {
+                            self.err_at(q, format!("[stores.{name}] quarantine keep: {e}"))
+                        })?,
                         None => DEFAULT_QUARANTINE_KEEP,
                     };
                     Some(Quarantine { prefix, keep })
@@ -1923,6 +1927,50 @@ url = "sqlite://app.db"
 name = "images"
 query = "SELECT id, image AS key FROM posts;"
 "#;
+
+    #[test]
+    fn quarantine_queue_and_safety_settings() {
+        let text = BASE.replace(
+            "min_age = \"1h\"",
+            "min_age = \"1h\"\nquarantine = { prefix = \".trash/\", keep = \"2d\" }",
+        );
+        let text = format!(
+            "{text}\n[queue]\nbatch_size = 500\nmax_attempts = 5\nbackoff = \"10s\"\nbackoff_max = \"5m\"\n[safety]\nmax_orphan_share = 0.25\nmax_orphan_jump = 4\n"
+        );
+        let c = parse_text(&text).unwrap();
+        let q = c.stores[0].quarantine.as_ref().expect("quarantine");
+        assert_eq!(q.prefix, ".trash/");
+        assert_eq!(q.keep, Duration::from_hours(48));
+        assert_eq!(c.queue.batch_size, 500);
+        assert_eq!(c.queue.max_attempts, 5);
+        assert_eq!(c.queue.backoff, Duration::from_secs(10));
+        assert_eq!(c.queue.backoff_max, Duration::from_mins(5));
+        assert!((c.safety.max_orphan_share - 0.25).abs() < f64::EPSILON);
+        assert!((c.safety.max_orphan_jump - 4.0).abs() < f64::EPSILON);
+        let off = parse_text(&BASE.replace("min_age = \"1h\"", "quarantine = false")).unwrap();
+        assert!(off.stores[0].quarantine.is_none());
+        for (bad, why) in [
+            ("[queue]\nbatch_size = 5000\n", "batch_size"),
+            ("[queue]\nmax_attempts = 0\n", "max_attempts"),
+            (
+                "[queue]\nbackoff = \"1h\"\nbackoff_max = \"1m\"\n",
+                "backoff_max",
+            ),
+            ("[safety]\nmax_orphan_share = 1.5\n", "max_orphan_share"),
+            ("[safety]\nmax_orphan_jump = 0.5\n", "max_orphan_jump"),
+            ("[queue]\nbatch = 5\n", "batch"),
+        ] {
+            let err = parse_text(&format!("{BASE}\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let err =
+            parse_text(&BASE.replace("min_age = \"1h\"", "quarantine = { prefix = \"trash\" }"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("must be a folder"), "{err}");
+    }
 
     #[test]
     fn relative_paths_resolve_against_the_config_folder() {

@@ -1,0 +1,956 @@
+//! Deleting safely (SPEC §6) on the folder store: the story of a purge, the seven invariants
+//! (each test named for its invariant fails when its guard is removed), faults, bad input and
+//! crash safety under SIGKILL.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use common::{assetgc, write_file};
+use serde_json::Value;
+
+/// A small app: a media folder, a SQLite database with `posts.image` pointing into it, and a
+/// config. Referenced: `posts/p1.jpg`…`posts/p5.jpg`; orphans: `tmp/o01.jpg`…`tmp/o10.jpg`, all
+/// uploaded three days ago.
+struct App {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    media: PathBuf,
+    config: PathBuf,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn days_ago(n: u64) -> SystemTime {
+    SystemTime::now() - DAY * u32::try_from(n).expect("small")
+}
+
+impl App {
+    fn new(store_extra: &str, top_extra: &str) -> App {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let media = dir.join("media");
+        std::fs::create_dir_all(&media).expect("media");
+        let app = App {
+            _tmp: tmp,
+            dir: dir.clone(),
+            media,
+            config: dir.join("assetgc.toml"),
+        };
+        app.sql(&["CREATE TABLE posts (id integer PRIMARY KEY, image text)"]);
+        for i in 1..=5 {
+            app.file(&format!("posts/p{i}.jpg"), 3);
+            app.sql(&[&format!(
+                "INSERT INTO posts (id, image) VALUES ({i}, 'posts/p{i}.jpg')"
+            )]);
+        }
+        for i in 1..=10 {
+            app.file(&format!("tmp/o{i:02}.jpg"), 3);
+        }
+        app.write_config(store_extra, top_extra);
+        app
+    }
+
+    fn write_config(&self, store_extra: &str, top_extra: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                r#"{top_extra}
+[stores.media]
+url = "./media"
+min_age = "1h"
+{store_extra}
+
+[databases.app]
+url = "sqlite://app.db"
+
+[[references]]
+name = "post images"
+query = "SELECT id, image AS key FROM posts"
+"#
+            ),
+        )
+        .expect("config");
+    }
+
+    fn file(&self, key: &str, age_days: u64) -> PathBuf {
+        write_file(&self.media, key, key.as_bytes(), days_ago(age_days))
+    }
+
+    fn sql(&self, statements: &[&str]) {
+        let conn = rusqlite::Connection::open(self.dir.join("app.db")).expect("app db");
+        for s in statements {
+            conn.execute_batch(s).expect("sql");
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> common::Run {
+        assetgc(&self.config, args)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "assetgc {args:?}:\n{}{}", r.stdout, r.stderr);
+        r.stdout
+    }
+
+    fn exists(&self, key: &str) -> bool {
+        self.media.join(key).exists()
+    }
+
+    /// Keys under the media folder, quarantine included.
+    fn keys(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut todo = vec![self.media.clone()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir") {
+                let e = e.expect("entry");
+                let t = e.file_type().expect("type");
+                if t.is_dir() {
+                    todo.push(e.path());
+                } else {
+                    out.insert(
+                        e.path()
+                            .strip_prefix(&self.media)
+                            .expect("under media")
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn quarantined(&self) -> BTreeSet<String> {
+        self.keys()
+            .into_iter()
+            .filter(|k| k.starts_with(".assetgc-trash/"))
+            .collect()
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        let out = self.ok(&["audit", "--json", "--limit", "100000"]);
+        match serde_json::from_str(&out).expect("audit json") {
+            Value::Array(a) => a,
+            other => panic!("not an array: {other}"),
+        }
+    }
+
+    /// Audit outcomes of a key (its quarantined copy's included), newest first.
+    fn outcomes_of(&self, key: &str) -> Vec<String> {
+        let out = self.ok(&["audit", "--json", "--key", key, "--limit", "1000"]);
+        let rows: Value = serde_json::from_str(&out).expect("audit json");
+        rows.as_array()
+            .expect("array")
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    fn stats(&self) -> Value {
+        serde_json::from_str(&self.ok(&["queue", "stats", "--json"])).expect("stats json")
+    }
+
+    fn scan_json(&self) -> Value {
+        let r = self.run(&["scan", "--all", "--json"]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        serde_json::from_str(&r.stdout).expect("scan json")
+    }
+}
+
+fn orphan_keys(scan: &Value) -> BTreeSet<String> {
+    scan["orphans"]
+        .as_array()
+        .expect("orphans")
+        .iter()
+        .map(|o| o["key"].as_str().expect("key").to_string())
+        .collect()
+}
+
+fn tmp_orphans() -> BTreeSet<String> {
+    (1..=10).map(|i| format!("tmp/o{i:02}.jpg")).collect()
+}
+
+/// One line on stderr, exit 2.
+fn assert_refused(r: &common::Run, needle: &str) {
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {}", r.stderr);
+    assert!(r.stderr.contains(needle), "`{needle}` not in: {}", r.stderr);
+}
+
+#[test]
+fn folder_story_scan_purge_restore() {
+    let app = App::new("", "");
+    let before = app.keys();
+    let scan = app.scan_json();
+    assert_eq!(orphan_keys(&scan), tmp_orphans());
+
+    // Dry run: counts, bytes, keys, and nothing gone.
+    let dry = app.ok(&["purge"]);
+    assert!(dry.contains("Dry run"), "{dry}");
+    assert!(dry.contains("Would delete 10 objects"), "{dry}");
+    assert!(dry.contains("tmp/o01.jpg"), "{dry}");
+    assert_eq!(app.keys(), before);
+
+    // Confirm: every orphan moves to the quarantine, referenced files stay.
+    let out = app.ok(&["purge", "--confirm"]);
+    assert!(out.contains("quarantined:   10"), "{out}");
+    for k in tmp_orphans() {
+        assert!(!app.exists(&k), "{k} still there");
+    }
+    for i in 1..=5 {
+        assert!(app.exists(&format!("posts/p{i}.jpg")));
+    }
+    let q = app.quarantined();
+    assert_eq!(q.len(), 10, "{q:?}");
+    for k in &q {
+        // .assetgc-trash/<YYYYMMDDTHHMMSSZ>/<key>
+        let rest = k.strip_prefix(".assetgc-trash/").expect("prefix");
+        let (stamp, key) = rest.split_once('/').expect("time folder");
+        assert_eq!(stamp.len(), 16, "{stamp}");
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[8] == b'T',
+            "{stamp}"
+        );
+        assert!(tmp_orphans().contains(key), "{key}");
+    }
+    // The removals wait `keep` (7 days by default).
+    let stats = app.stats();
+    assert_eq!(stats["total_pending"], 10, "{stats}");
+    assert_eq!(stats["due_now"], 0, "{stats}");
+    assert_eq!(app.outcomes_of("tmp/o01.jpg"), ["quarantined"]);
+
+    // A new scan sees neither the orphans nor the quarantine.
+    let again = app.scan_json();
+    assert!(orphan_keys(&again).is_empty(), "{again}");
+    assert_eq!(again["summary"]["objects_scanned"], 5);
+
+    // Restore one; the next scan shows it back as an orphan.
+    let out = app.ok(&["restore", "tmp/o03.jpg"]);
+    assert!(out.contains("Restored tmp/o03.jpg"), "{out}");
+    assert!(app.exists("tmp/o03.jpg"));
+    assert_eq!(
+        std::fs::read(app.media.join("tmp/o03.jpg")).expect("read"),
+        b"tmp/o03.jpg"
+    );
+    let after = app.scan_json();
+    assert_eq!(
+        orphan_keys(&after),
+        BTreeSet::from(["tmp/o03.jpg".to_string()])
+    );
+    assert_eq!(app.stats()["total_pending"], 9, "its removal is dropped");
+}
+
+#[test]
+fn invariant_1_referenced_again_after_the_scan_is_never_deleted() {
+    // The race: a row that references an orphan is committed after the scan, before the purge.
+    let app = App::new("quarantine = false", "");
+    app.scan_json();
+    app.sql(&[
+        "INSERT INTO posts (id, image) VALUES (100, 'tmp/o01.jpg')",
+        // Every stored form of a path counts: `/k` and `./k` too.
+        "INSERT INTO posts (id, image) VALUES (101, '/tmp/o02.jpg')",
+        "INSERT INTO posts (id, image) VALUES (102, './tmp/o03.jpg')",
+    ]);
+    let out = app.ok(&["purge", "--confirm"]);
+    assert!(out.contains("referenced:    3"), "{out}");
+    assert!(out.contains("deleted:       7"), "{out}");
+    for k in ["tmp/o01.jpg", "tmp/o02.jpg", "tmp/o03.jpg"] {
+        assert!(app.exists(k), "{k} was deleted while referenced");
+        assert_eq!(app.outcomes_of(k), ["referenced"], "{k}");
+    }
+    assert!(!app.exists("tmp/o04.jpg"));
+    // Batched look-ups: one wrapped query for the batch, no whole query.
+    assert!(
+        out.contains("1 batch, 1 look-up query, 0 whole queries"),
+        "{out}"
+    );
+}
+
+#[test]
+fn invariant_1_holds_for_references_that_run_whole_and_for_overlapping_stores() {
+    // A `url` reference runs whole; a second store inside the first has its own reference.
+    let app = App::new(
+        "quarantine = false\npublic_url = \"https://cdn.example.com/media\"",
+        "",
+    );
+    let mut cfg = std::fs::read_to_string(&app.config).expect("config");
+    cfg.push_str(
+        r#"
+[[references]]
+name = "urls"
+store = "media"
+query = "SELECT id, url AS key FROM links"
+key_format = "url"
+
+[stores.inner]
+url = "./media/tmp"
+quarantine = false
+
+[[references]]
+name = "inner files"
+store = "inner"
+query = "SELECT id, name AS key FROM inner_files"
+"#,
+    );
+    std::fs::write(
+        &app.config,
+        cfg.replace(
+            "name = \"post images\"\n",
+            "name = \"post images\"\nstore = \"media\"\n",
+        ),
+    )
+    .expect("config");
+    app.sql(&[
+        "CREATE TABLE links (id integer PRIMARY KEY, url text)",
+        "CREATE TABLE inner_files (id integer PRIMARY KEY, name text)",
+    ]);
+    let scan = app.run(&["scan", "--all", "--store", "media", "--json"]);
+    assert_eq!(scan.code, 0, "{}{}", scan.stdout, scan.stderr);
+    app.sql(&[
+        "INSERT INTO links (id, url) VALUES (1, 'https://cdn.example.com/media/tmp/o05.jpg?w=200')",
+        "INSERT INTO inner_files (id, name) VALUES (1, 'o06.jpg')",
+    ]);
+    let out = app.ok(&["purge", "--confirm", "--store", "media"]);
+    assert!(app.exists("tmp/o05.jpg"), "url reference ignored:\n{out}");
+    assert!(
+        app.exists("tmp/o06.jpg"),
+        "overlapping store ignored:\n{out}"
+    );
+    assert!(!app.exists("tmp/o07.jpg"));
+    assert_eq!(app.outcomes_of("tmp/o05.jpg"), ["referenced"]);
+    assert_eq!(app.outcomes_of("tmp/o06.jpg"), ["referenced"]);
+}
+
+#[test]
+fn invariant_2_nothing_from_an_incomplete_scan_or_younger_than_min_age() {
+    let app = App::new("quarantine = false", "");
+    // A reference query that fails makes the scan incomplete.
+    let good = std::fs::read_to_string(&app.config).expect("config");
+    std::fs::write(
+        &app.config,
+        good.replace("FROM posts", "FROM no_such_table"),
+    )
+    .expect("config");
+    let scan = app.run(&["scan", "--all", "--json"]);
+    assert_eq!(scan.code, 4, "{}{}", scan.stdout, scan.stderr);
+    let id = serde_json::from_str::<Value>(&scan.stdout).expect("json")["scan"]["id"]
+        .as_i64()
+        .expect("id");
+    std::fs::write(&app.config, &good).expect("config");
+    assert_refused(
+        &app.run(&["purge", "--confirm", "--scan", &id.to_string()]),
+        "incomplete",
+    );
+    assert_refused(&app.run(&["purge", "--confirm"]), "no complete scan");
+    assert_eq!(app.keys().len(), 15, "nothing deleted");
+
+    // Scanned with min_age 0s, purged with min_age 2h: the young orphan is held, not deleted.
+    app.file("tmp/young.jpg", 0);
+    std::fs::write(
+        &app.config,
+        good.replace("min_age = \"1h\"", "min_age = \"0s\""),
+    )
+    .expect("c");
+    let scan = app.scan_json();
+    assert!(orphan_keys(&scan).contains("tmp/young.jpg"));
+    std::fs::write(
+        &app.config,
+        good.replace("min_age = \"1h\"", "min_age = \"2h\""),
+    )
+    .expect("c");
+    let out = app.ok(&["purge", "--confirm"]);
+    assert!(
+        out.contains("1 held until they are older than min_age"),
+        "{out}"
+    );
+    assert!(app.exists("tmp/young.jpg"), "{out}");
+    assert!(!app.exists("tmp/o01.jpg"));
+    let list: Value =
+        serde_json::from_str(&app.ok(&["queue", "list", "--json"])).expect("list json");
+    let young = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|e| e["key"] == "tmp/young.jpg")
+        .expect("still queued");
+    assert_eq!(young["state"], "pending");
+    assert!(
+        young["next_attempt_at"].as_str().expect("time") > young["queued_at"].as_str().expect("t")
+    );
+}
+
+#[test]
+fn invariant_3_purge_without_confirm_is_a_dry_run() {
+    let app = App::new("", "");
+    app.scan_json();
+    let before = app.keys();
+    for args in [
+        vec!["purge"],
+        vec!["purge", "--allow-mass-delete"],
+        vec!["purge", "--store", "media", "--prefix", "tmp/"],
+    ] {
+        let out = app.ok(&args);
+        assert!(out.contains("Dry run"), "{out}");
+        assert!(out.contains("Would delete 10 objects"), "{out}");
+    }
+    assert_eq!(app.keys(), before);
+    assert_eq!(app.stats()["total_pending"], 0);
+    assert!(app.audit().is_empty());
+}
+
+#[test]
+fn invariant_4_quarantine_restore_and_removal_after_keep() {
+    let app = App::new("quarantine = { prefix = \".trash/\", keep = \"0s\" }", "");
+    app.scan_json();
+    let out = app.ok(&["purge", "--confirm", "--prefix", "tmp/o0"]);
+    assert!(out.contains("quarantined:   9"), "{out}");
+    // keep = 0s: the removals were due at once and the same run removed the copies for good.
+    assert!(out.contains("deleted:       9"), "{out}");
+    assert!(
+        app.keys().iter().all(|k| !k.starts_with(".trash/")),
+        "{:?}",
+        app.keys()
+    );
+    assert_eq!(app.outcomes_of("tmp/o01.jpg"), ["deleted", "quarantined"]);
+
+    // Restore refuses what has no copy, and what exists without --overwrite.
+    let r = app.run(&["restore", "tmp/o01.jpg"]);
+    assert_refused(&r, "no quarantined copy");
+
+    let app = App::new("", "");
+    app.scan_json();
+    app.ok(&["purge", "--confirm"]);
+    app.file("tmp/o02.jpg", 0);
+    let r = app.run(&["restore", "tmp/o02.jpg"]);
+    assert_refused(&r, "--overwrite");
+    assert_eq!(
+        std::fs::read(app.media.join("tmp/o02.jpg")).expect("read"),
+        b"tmp/o02.jpg"
+    );
+    let out = app.ok(&["restore", "tmp/o02.jpg", "--overwrite"]);
+    assert!(out.contains("Restored"), "{out}");
+    assert_eq!(app.quarantined().len(), 9);
+
+    // A copy whose original is referenced again when its removal comes due is kept.
+    let app = App::new("quarantine = { prefix = \".trash/\", keep = \"2s\" }", "");
+    app.scan_json();
+    app.ok(&["purge", "--confirm"]);
+    app.sql(&["INSERT INTO posts (id, image) VALUES (100, 'tmp/o04.jpg')"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let out = app.ok(&["queue", "run"]);
+    assert!(out.contains("deleted:       9"), "{out}");
+    assert!(out.contains("referenced:    1"), "{out}");
+    let kept: Vec<String> = app
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(".trash/"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].ends_with("/tmp/o04.jpg"));
+    // …and can still be restored.
+    app.ok(&["restore", "tmp/o04.jpg"]);
+    assert!(app.exists("tmp/o04.jpg"));
+}
+
+#[test]
+fn invariant_6_the_folder_store_never_leaves_its_root() {
+    let app = App::new("quarantine = false", "");
+    let outside = app.dir.join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::fs::write(outside.join("secret.jpg"), b"keep me").expect("secret");
+    std::os::unix::fs::symlink(&outside, app.media.join("link")).expect("dir link");
+    std::os::unix::fs::symlink(
+        outside.join("secret.jpg"),
+        app.media.join("tmp/file-link.jpg"),
+    )
+    .expect("file link");
+
+    for key in [
+        "../outside/secret.jpg",
+        "/etc/passwd",
+        "tmp/../../outside/secret.jpg",
+    ] {
+        let r = app.run(&["queue", "add", "--store", "media", key]);
+        assert_refused(&r, "not a key");
+    }
+    app.ok(&[
+        "queue",
+        "add",
+        "--store",
+        "media",
+        "link/secret.jpg",
+        "tmp/file-link.jpg",
+    ]);
+    let r = app.run(&["queue", "run", "--max-attempts", "1"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("failed:        2"), "{}", r.stdout);
+    assert!(r.stdout.contains("symbolic link"), "{}", r.stdout);
+    assert_eq!(
+        std::fs::read(outside.join("secret.jpg")).expect("read"),
+        b"keep me"
+    );
+    assert!(std::fs::symlink_metadata(app.media.join("tmp/file-link.jpg")).is_ok());
+
+    // Quarantine moves refuse links as well.
+    let app2 = App::new("", "");
+    let outside2 = app2.dir.join("outside");
+    std::fs::create_dir_all(&outside2).expect("outside");
+    std::fs::write(outside2.join("x.jpg"), b"keep").expect("x");
+    std::os::unix::fs::symlink(&outside2, app2.media.join("link")).expect("link");
+    app2.ok(&["queue", "add", "--store", "media", "link/x.jpg"]);
+    let r = app2.run(&["queue", "run", "--max-attempts", "1"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        std::fs::read(outside2.join("x.jpg")).expect("read"),
+        b"keep"
+    );
+}
+
+fn many_files(app: &App, n: usize, prefix: &str) {
+    for i in 0..n {
+        app.file(&format!("{prefix}{i:04}.jpg"), 3);
+    }
+}
+
+#[test]
+fn invariant_7_mass_deletion_guard() {
+    // A key_prefix that matches nothing makes every object look orphaned.
+    let app = App::new("", "");
+    many_files(&app, 120, "bulk/f");
+    let cfg = std::fs::read_to_string(&app.config).expect("config");
+    std::fs::write(&app.config, format!("{cfg}key_prefix = \"wrong/\"\n")).expect("config");
+    let scan = app.scan_json();
+    assert_eq!(scan["summary"]["orphans"], 135);
+    let before = app.keys();
+    let r = app.run(&["purge", "--confirm"]);
+    assert_refused(&r, "max_orphan_share");
+    assert!(r.stderr.contains("--allow-mass-delete"), "{}", r.stderr);
+    assert_eq!(app.keys(), before);
+    assert!(app.audit().is_empty());
+
+    // The override is one run's, and audited.
+    let out = app.ok(&[
+        "purge",
+        "--confirm",
+        "--allow-mass-delete",
+        "--prefix",
+        "bulk/f000",
+    ]);
+    assert!(out.contains("quarantined:   10"), "{out}");
+    let audit = app.audit();
+    assert!(
+        audit.iter().any(|a| a["outcome"] == "mass_delete_override"),
+        "{audit:?}"
+    );
+
+    // The jump: 10 orphans in the comparable scan, then 120 (of 1000+, under the share).
+    let app = App::new("", "[safety]\nmax_orphan_share = 0.9\n");
+    many_files(&app, 900, "keep/k");
+    let rows: Vec<String> = (0..900)
+        .map(|i| {
+            format!(
+                "INSERT INTO posts (id, image) VALUES ({}, 'keep/k{i:04}.jpg')",
+                1000 + i
+            )
+        })
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    app.sql(&rows);
+    let first = app.scan_json();
+    assert_eq!(first["summary"]["orphans"], 10);
+    many_files(&app, 110, "new/n");
+    let second = app.scan_json();
+    assert_eq!(second["summary"]["orphans"], 120);
+    let r = app.run(&["purge", "--confirm"]);
+    assert_refused(&r, "max_orphan_jump");
+    // A different window is not comparable: its scan has no jump to compare with.
+    let r = app.run(&["scan", "--days", "30", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = app.ok(&["purge"]);
+    assert!(out.contains("Would delete 120"), "{out}");
+}
+
+#[test]
+fn faults_are_retried_with_backoff_then_failed_and_retry_brings_them_back() {
+    let app = App::new("quarantine = false", "[queue]\nbackoff = \"1h\"\n");
+    // A folder where a file should be: its delete fails, the others in the batch go on.
+    std::fs::remove_file(app.media.join("tmp/o05.jpg")).expect("rm");
+    std::fs::create_dir_all(app.media.join("tmp/o05.jpg")).expect("dir in the way");
+    let keys: Vec<String> = (1..=10).map(|i| format!("tmp/o{i:02}.jpg")).collect();
+    let mut args = vec!["queue", "add", "--store", "media", "--client-id", "job-7"];
+    args.extend(keys.iter().map(String::as_str));
+    let out = app.ok(&args);
+    assert!(out.contains("Queued 10 deletions"), "{out}");
+
+    let r = app.run(&["queue", "run"]);
+    assert_eq!(
+        r.code, 0,
+        "a rescheduled entry does not change the code: {}{}",
+        r.stdout, r.stderr
+    );
+    assert!(r.stdout.contains("deleted:       9"), "{}", r.stdout);
+    assert!(r.stdout.contains("retrying:      1"), "{}", r.stdout);
+    let list: Value = serde_json::from_str(&app.ok(&["queue", "list", "--json"])).expect("json");
+    let e = &list.as_array().expect("array")[0];
+    assert_eq!(e["key"], "tmp/o05.jpg");
+    assert_eq!(e["attempts"], 1);
+    assert_eq!(e["client_id"], "job-7");
+    assert!(
+        e["last_error"].as_str().expect("error").contains("folder"),
+        "{e}"
+    );
+    // Backoff: the next attempt is about an hour away.
+    let next = chrono::DateTime::parse_from_rfc3339(e["next_attempt_at"].as_str().expect("t"))
+        .expect("time");
+    let wait = next.signed_duration_since(chrono::Utc::now());
+    assert!(
+        wait > chrono::Duration::minutes(55) && wait <= chrono::Duration::minutes(61),
+        "{wait}"
+    );
+    let stats = app.stats();
+    assert_eq!(stats["total_pending"], 1);
+    assert_eq!(stats["by_attempts"]["1"], 1, "{stats}");
+
+    // With no backoff, the attempts run out in one run: `failed`, exit 4.
+    let cfg = std::fs::read_to_string(&app.config).expect("c");
+    std::fs::write(
+        &app.config,
+        cfg.replace("backoff = \"1h\"", "backoff = \"0s\""),
+    )
+    .expect("c");
+    app.ok(&["queue", "retry", &e["id"].to_string()]);
+    let r = app.run(&["queue", "run", "--max-attempts", "3"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("failed:        1"), "{}", r.stdout);
+    let failed: Value =
+        serde_json::from_str(&app.ok(&["queue", "list", "--failed", "--json"])).expect("json");
+    assert_eq!(failed.as_array().expect("a").len(), 1);
+    assert_eq!(failed[0]["attempts"], 3);
+    assert_eq!(app.stats()["total_failed"], 1);
+
+    // Fixed, retried, done.
+    std::fs::remove_dir(app.media.join("tmp/o05.jpg")).expect("rmdir");
+    app.file("tmp/o05.jpg", 3);
+    let out = app.ok(&["queue", "retry", "--all-failed"]);
+    assert!(out.contains("Retried 1 entry"), "{out}");
+    let out = app.ok(&["queue", "run"]);
+    assert!(out.contains("deleted:       1"), "{out}");
+    assert!(!app.exists("tmp/o05.jpg"));
+    let outcomes = app.outcomes_of("tmp/o05.jpg");
+    assert_eq!(
+        outcomes.first().map(String::as_str),
+        Some("deleted"),
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains(&"retried".to_string()), "{outcomes:?}");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| o.starts_with("failed: "))
+            .count(),
+        4
+    );
+
+    // Drop: a failed entry is never deleted.
+    std::fs::create_dir_all(app.media.join("tmp/o11.jpg")).expect("dir");
+    app.ok(&["queue", "add", "--store", "media", "tmp/o11.jpg"]);
+    app.run(&["queue", "run", "--max-attempts", "1"]);
+    let out = app.ok(&["queue", "drop", "--all-failed"]);
+    assert!(out.contains("Dropped 1 entry"), "{out}");
+    assert_eq!(app.stats()["total_failed"], 0);
+    assert!(
+        app.outcomes_of("tmp/o11.jpg")
+            .contains(&"dropped".to_string())
+    );
+}
+
+#[test]
+fn queue_add_reads_stdin_and_counts_what_is_already_queued() {
+    let app = App::new("quarantine = false", "");
+    let mut cmd = assert_cmd::Command::cargo_bin("assetgc").expect("bin");
+    let out = cmd
+        .arg("--config")
+        .arg(&app.config)
+        .args(["queue", "add", "--store", "media", "-"])
+        .write_stdin("tmp/o01.jpg\ntmp/o02.jpg\n\ntmp/o01.jpg\n")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("Queued 2 deletions"), "{stdout}");
+    assert!(stdout.contains("1 already queued"), "{stdout}");
+    // Explicit deletions are not held by min_age: a file uploaded now goes at once.
+    app.file("tmp/now.jpg", 0);
+    app.ok(&["queue", "add", "--store", "media", "tmp/now.jpg"]);
+    let out = app.ok(&["queue", "run", "--limit", "2"]);
+    assert!(out.contains("Processed 2 entries"), "{out}");
+    assert_eq!(app.stats()["total_pending"], 1);
+    app.ok(&["queue", "run"]);
+    assert!(!app.exists("tmp/now.jpg"));
+    assert_eq!(app.stats()["total_done"], 3);
+}
+
+#[test]
+fn bad_input_is_one_line_exit_2_and_deletes_nothing() {
+    let app = App::new("quarantine = false", "");
+    app.scan_json();
+    let before = app.keys();
+    let dir = &app.dir;
+
+    let not_csv = dir.join("notes.txt");
+    std::fs::write(&not_csv, "hello\nworld\n").expect("write");
+    assert_refused(
+        &app.run(&[
+            "purge",
+            "--confirm",
+            "--from-report",
+            not_csv.to_str().expect("p"),
+        ]),
+        "ORPHANED FILES",
+    );
+
+    let changed = dir.join("changed.csv");
+    std::fs::write(
+        &changed,
+        "ORPHANED FILES\nstore,path,resource_type,size_bytes,size_mb,format,uploaded_at,url\nmedia,tmp/o01.jpg,,1,0.00,jpg,,\n",
+    )
+    .expect("write");
+    assert_refused(
+        &app.run(&[
+            "purge",
+            "--confirm",
+            "--from-report",
+            changed.to_str().expect("p"),
+        ]),
+        "header",
+    );
+
+    let other = dir.join("other.csv");
+    std::fs::write(
+        &other,
+        "ORPHANED FILES\nstore,key,resource_type,size_bytes,size_mb,format,uploaded_at,url\nelsewhere,tmp/o01.jpg,,1,0.00,jpg,,\nmedia,posts/p1.jpg,,1,0.00,jpg,,\n\n\nRECORDS WITH MISSING FILES\nreference,record_id,title,owner,media_type,key,created_at,status,link\n",
+    )
+    .expect("write");
+    assert_refused(
+        &app.run(&[
+            "purge",
+            "--confirm",
+            "--from-report",
+            other.to_str().expect("p"),
+        ]),
+        "matches an orphan",
+    );
+
+    let r = app.run(&["queue", "run", "--batch-size", "5000"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+
+    assert_refused(&app.run(&["queue", "drop", "4242"]), "4242");
+    assert_refused(&app.run(&["queue", "retry", "4242"]), "4242");
+    assert_refused(
+        &app.run(&["queue", "add", "--store", "nope", "a.jpg"]),
+        "no store named",
+    );
+    assert_refused(&app.run(&["purge", "--store", "nope"]), "no store named");
+    assert_refused(&app.run(&["purge", "--older-than", "soon"]), "--older-than");
+    assert_refused(&app.run(&["purge", "--scan", "999"]), "999");
+    assert_refused(
+        &app.run(&[
+            "queue",
+            "add",
+            "--store",
+            "media",
+            "--resource-type",
+            "image",
+            "a.jpg",
+        ]),
+        "Cloudinary",
+    );
+    let r = app.run(&["queue", "retry"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(app.keys(), before);
+    assert_eq!(app.stats()["total_pending"], 0);
+}
+
+#[test]
+fn purge_from_our_own_report_with_escaped_cells() {
+    let app = App::new("quarantine = false", "");
+    app.file("=formula.jpg", 3);
+    app.file("-dash.jpg", 3);
+    let path = app.dir.join("report.csv");
+    let r = app.run(&["scan", "--all", "--output", path.to_str().expect("p")]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let report = std::fs::read_to_string(&path).expect("report");
+    assert!(report.contains("media,'=formula.jpg"), "{report}");
+    assert!(report.contains("media,'-dash.jpg"), "{report}");
+    // Keep only three rows of the report: purge narrows to them.
+    let mut lines: Vec<&str> = report.lines().collect();
+    lines.retain(|l| {
+        !l.starts_with("media,tmp/o")
+            || l.starts_with("media,tmp/o01")
+            || l.starts_with("media,tmp/o02")
+    });
+    let narrowed = app.dir.join("narrowed.csv");
+    std::fs::write(&narrowed, lines.join("\n")).expect("write");
+    let out = app.ok(&[
+        "purge",
+        "--confirm",
+        "--from-report",
+        narrowed.to_str().expect("p"),
+    ]);
+    assert!(out.contains("deleted:       4"), "{out}");
+    assert!(!app.exists("=formula.jpg"));
+    assert!(!app.exists("-dash.jpg"));
+    assert!(!app.exists("tmp/o01.jpg"));
+    assert!(app.exists("tmp/o03.jpg"));
+}
+
+/// Invariant 5: SIGKILL at random moments of `queue run`, at least 20 times; at the end every
+/// entry is done once or still queued, none lost, nothing referenced gone.
+#[test]
+fn invariant_5_a_killed_worker_loses_nothing_and_deletes_nothing_twice() {
+    let app = App::new("", "");
+    let n = 8000;
+    many_files(&app, n, "crash/c");
+    // Every 10th file is referenced: queued, but never deleted.
+    let rows: Vec<String> = (0..n)
+        .step_by(10)
+        .map(|i| {
+            format!(
+                "INSERT INTO posts (id, image) VALUES ({}, 'crash/c{i:04}.jpg')",
+                1000 + i
+            )
+        })
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    app.sql(&rows);
+    let keys: Vec<String> = (0..n).map(|i| format!("crash/c{i:04}.jpg")).collect();
+    let mut cmd = assert_cmd::Command::cargo_bin("assetgc").expect("bin");
+    let added = cmd
+        .arg("--config")
+        .arg(&app.config)
+        .args(["queue", "add", "--store", "media", "-"])
+        .write_stdin(keys.join("\n"))
+        .output()
+        .expect("queue add");
+    assert_eq!(added.status.code(), Some(0));
+
+    let bin = assert_cmd::cargo::cargo_bin("assetgc");
+    let state_db = app.dir.join("assetgc.db");
+    let finished = || -> i64 {
+        let c = rusqlite::Connection::open(&state_db).expect("state");
+        c.busy_timeout(Duration::from_secs(10)).expect("timeout");
+        c.query_row(
+            "SELECT COUNT(*) FROM queue WHERE reason = 'queue add' AND state IN ('done', 'dropped')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count")
+    };
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
+    // Kills that landed while the worker was making progress (it finished entries, and not all).
+    let mut kills = 0;
+    let mut runs = 0;
+    while kills < 20 && runs < 300 {
+        runs += 1;
+        let before = finished();
+        let mut child = std::process::Command::new(&bin)
+            .arg("--config")
+            .arg(&app.config)
+            // Small batches: many claims and commits to be killed between.
+            .args(["queue", "run", "--batch-size", "5"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(30 + seed % 120));
+        if child.try_wait().expect("try_wait").is_none() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            if finished() > before {
+                kills += 1;
+            }
+        }
+    }
+    assert!(kills >= 20, "only {kills} kills mid-work in {runs} runs");
+    eprintln!(
+        "{kills} kills mid-work in {runs} runs; {} of {n} entries finished before the last run",
+        finished()
+    );
+    // A last, undisturbed run finishes the work (dead workers' claims come back at once).
+    let out = app.ok(&["queue", "run"]);
+    assert!(!out.contains("failed:        1"), "{out}");
+
+    let state = rusqlite::Connection::open(app.dir.join("assetgc.db")).expect("state");
+    let mut per_state: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stmt = state
+        .prepare("SELECT state, outcome, key FROM queue WHERE reason = 'queue add'")
+        .expect("prepare");
+    let rows: Vec<(String, Option<String>, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(rows.len(), n, "no entry lost, none added twice");
+    for (st, outcome, key) in &rows {
+        *per_state
+            .entry(format!("{st}/{}", outcome.as_deref().unwrap_or("-")))
+            .or_default() += 1;
+        let i: usize = key[7..11].parse().expect("index");
+        if i.is_multiple_of(10) {
+            assert_eq!(outcome.as_deref(), Some("referenced"), "{key}");
+            assert!(app.exists(key), "referenced {key} is gone");
+        } else {
+            assert_eq!(outcome.as_deref(), Some("quarantined"), "{key}: {st}");
+            assert!(!app.exists(key), "{key} still there");
+        }
+    }
+    assert_eq!(
+        per_state.get("done/quarantined"),
+        Some(&7200),
+        "{per_state:?}"
+    );
+    assert_eq!(
+        per_state.get("dropped/referenced"),
+        Some(&800),
+        "{per_state:?}"
+    );
+    // Each object was quarantined once: one copy, one record, one removal entry.
+    let copies = app.quarantined();
+    assert_eq!(copies.len(), 7200, "one copy per deleted object");
+    let records: i64 = state
+        .query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(records, 7200);
+    let removals: i64 = state
+        .query_row(
+            "SELECT COUNT(*) FROM queue WHERE reason = 'quarantine'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(removals, 7200);
+    let double: i64 = state
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT key FROM audit WHERE outcome = 'quarantined' GROUP BY key HAVING COUNT(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(double, 0, "an object was quarantined twice");
+    let failed: i64 = state
+        .query_row(
+            "SELECT COUNT(*) FROM audit WHERE outcome LIKE 'failed:%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(failed, 0, "a kill turned into an error");
+}
