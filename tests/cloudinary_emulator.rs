@@ -13,7 +13,7 @@ use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use serde_json::{Value, json};
 
-use cloudinary::{Emulator, Options, Resource};
+use cloudinary::{Emulator, Options, Resource, api_sign_request};
 
 /// A request body, in each of the three encodings the API takes.
 enum Body {
@@ -160,6 +160,48 @@ impl Api {
     async fn delete(&self, path: &str, body: Body) -> Answer {
         self.send(Method::DELETE, path, &[], body, true).await
     }
+
+    /// An Upload API call: its parameters, signed or not, as a form body and no Basic auth.
+    async fn upload(&self, path: &str, params: Vec<(String, String)>) -> Answer {
+        self.send(Method::POST, path, &[], Body::Form(params), false)
+            .await
+    }
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// `params` with `timestamp`, `api_key` and a signature made with `secret`.
+fn signed_with(params: &[(&str, &str)], key: &str, secret: &str) -> Vec<(String, String)> {
+    let mut pairs = params.to_vec();
+    let now = Utc::now().timestamp().to_string();
+    if !params.iter().any(|(k, _)| *k == "timestamp") {
+        pairs.push(("timestamp", now.as_str()));
+    }
+    pairs.push(("api_key", key));
+    let signature = api_sign_request(&pairs, secret);
+    let mut out = owned(&pairs);
+    out.push(("signature".to_owned(), signature));
+    out
+}
+
+fn without(mut params: Vec<(String, String)>, name: &str) -> Vec<(String, String)> {
+    params.retain(|(k, _)| k != name);
+    params
+}
+
+fn replaced(params: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+    params
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if k == name { value.to_owned() } else { v };
+            (k, v)
+        })
+        .collect()
 }
 
 fn form<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
@@ -1019,4 +1061,386 @@ fn the_emulator_serves_plain_tests_and_a_chosen_port() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "dropping the emulator stops it"
     );
+}
+
+#[test]
+fn the_signature_is_the_one_of_cloudinarys_documented_example() {
+    // The example of <https://cloudinary.com/documentation/authentication_signatures>.
+    let params = [
+        ("eager", "w_400,h_300,c_pad|w_260,h_200,c_crop"),
+        ("public_id", "sample_image"),
+        ("timestamp", "1315060510"),
+    ];
+    let expected = "bfd09f95f331f558cbd1320e67aa8d488770583e";
+    assert_eq!(api_sign_request(&params, "abcd"), expected);
+    // Order does not matter; file, cloud_name, resource_type, api_key, signature and empty values
+    // are not signed.
+    let mut more = params.to_vec();
+    more.reverse();
+    more.extend([
+        ("file", "sample.jpg"),
+        ("cloud_name", "demo"),
+        ("resource_type", "image"),
+        ("api_key", "1234"),
+        ("signature", "whatever"),
+        ("tags", ""),
+    ]);
+    assert_eq!(api_sign_request(&more, "abcd"), expected);
+    assert_ne!(api_sign_request(&params, "abce"), expected);
+}
+
+#[tokio::test]
+async fn rename_moves_an_asset_and_keeps_its_bytes_format_and_dates() {
+    let opts = Options::default();
+    let (emulator, api) = start(&opts);
+    let mut original = Resource::image("old/name", at(10));
+    original.bytes = 12_345;
+    emulator.add_many([
+        original,
+        Resource::video("old/name", at(20)),
+        Resource::image("other", at(30)),
+    ]);
+
+    let answer = api
+        .upload(
+            "/image/rename",
+            emulator.signed_params(&[
+                ("from_public_id", "old/name"),
+                ("to_public_id", "new/place/name"),
+                ("invalidate", "true"),
+            ]),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.json);
+    let r = &answer.json;
+    assert_eq!(r["public_id"], "new/place/name");
+    assert_eq!(r["bytes"], 12_345);
+    assert_eq!(r["format"], "jpg");
+    assert_eq!(r["resource_type"], "image");
+    assert_eq!(r["type"], "upload");
+    assert_eq!(r["created_at"], "2024-05-01T10:00:10Z");
+    assert_eq!(r["version"], 1_714_557_610_i64);
+    assert_eq!(r["folder"], "new/place");
+    assert_eq!(
+        r["secure_url"],
+        "https://res.cloudinary.com/demo-cloud/image/upload/v1714557610/new/place/name.jpg"
+    );
+    assert_eq!(
+        r["url"],
+        "http://res.cloudinary.com/demo-cloud/image/upload/v1714557610/new/place/name.jpg"
+    );
+    assert!(!emulator.exists("image", "old/name"));
+    assert!(
+        emulator.exists("video", "old/name"),
+        "only the image is renamed"
+    );
+    let stored = emulator
+        .resources()
+        .into_iter()
+        .find(|r| r.public_id == "new/place/name")
+        .expect("the renamed asset");
+    assert_eq!(
+        (stored.bytes, stored.created_at, stored.width),
+        (12_345, at(10), Some(800))
+    );
+    let listed = api.get("/resources/image/upload", &[]).await;
+    assert_eq!(listed.ids(), ["other", "new/place/name"]);
+
+    // A JSON body works too, and `to_type` moves the asset to another delivery type.
+    emulator.add(Resource::raw("docs/a.pdf", at(1)));
+    let mut body = serde_json::Map::new();
+    for (k, v) in emulator.signed_params(&[
+        ("from_public_id", "docs/a.pdf"),
+        ("to_public_id", "docs/b.pdf"),
+        ("to_type", "private"),
+    ]) {
+        let value = match v.parse::<i64>() {
+            Ok(n) if k == "timestamp" => json!(n),
+            _ => json!(v),
+        };
+        body.insert(k, value);
+    }
+    let raw = api
+        .send(
+            Method::POST,
+            "/raw/rename",
+            &[],
+            Body::Json(Value::Object(body)),
+            false,
+        )
+        .await;
+    assert_eq!(raw.status, 200, "{}", raw.json);
+    assert_eq!(raw.json["type"], "private");
+    assert_eq!(raw.json["format"], "");
+    assert_eq!(
+        raw.json["url"],
+        "http://res.cloudinary.com/demo-cloud/raw/private/v1714557601/docs/b.pdf"
+    );
+    let private = api.get("/resources/raw/private", &[]).await;
+    assert_eq!(private.ids(), ["docs/b.pdf"]);
+    let uploaded = api.get("/resources/raw/upload", &[]).await;
+    assert_eq!(uploaded.ids(), Vec::<String>::new());
+
+    assert_eq!(emulator.calls_to("POST /image/rename"), 1);
+    assert_eq!(emulator.calls_to("POST /raw/rename"), 1);
+    assert_eq!(emulator.calls_to("/rename"), 2);
+}
+
+#[tokio::test]
+async fn rename_checks_the_signature_key_and_timestamp() {
+    let opts = Options::default();
+    let (emulator, api) = start(&opts);
+    emulator.add(Resource::image("a", at(0)));
+    let params = [("from_public_id", "a"), ("to_public_id", "b")];
+    let signed = || emulator.signed_params(&params);
+
+    let wrong = api
+        .upload(
+            "/image/rename",
+            replaced(signed(), "signature", &"0".repeat(40)),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(
+        wrong.message().starts_with(&format!(
+            "Invalid Signature {}. String to sign - 'from_public_id=a&timestamp=",
+            "0".repeat(40)
+        )),
+        "{}",
+        wrong.message()
+    );
+
+    let tampered = api
+        .upload("/image/rename", replaced(signed(), "to_public_id", "c"))
+        .await;
+    assert_eq!(tampered.status, 401, "a parameter changed after signing");
+
+    let other_secret = api
+        .upload(
+            "/image/rename",
+            signed_with(&params, &opts.api_key, "not-the-secret"),
+        )
+        .await;
+    assert_eq!(other_secret.status, 401);
+
+    let unsigned = api
+        .upload("/image/rename", without(signed(), "signature"))
+        .await;
+    assert_eq!(unsigned.status, 401);
+    assert_eq!(unsigned.message(), "Missing required parameter - signature");
+
+    let unknown_key = api
+        .upload(
+            "/image/rename",
+            signed_with(&params, "999", &opts.api_secret),
+        )
+        .await;
+    assert_eq!(unknown_key.status, 401);
+    assert_eq!(unknown_key.message(), "Unknown API key 999");
+
+    // Basic auth is the Admin API's; the Upload API does not take it.
+    let basic = api
+        .send(
+            Method::POST,
+            "/image/rename",
+            &[],
+            Body::Form(owned(&params)),
+            true,
+        )
+        .await;
+    assert_eq!(basic.status, 401);
+    assert_eq!(basic.message(), "Must supply api_key");
+
+    let now = Utc::now().timestamp();
+    for stale in [now - 7_200, now + 7_200] {
+        let stamp = stale.to_string();
+        let mut with_time = params.to_vec();
+        with_time.push(("timestamp", stamp.as_str()));
+        let answer = api
+            .upload("/image/rename", emulator.signed_params(&with_time))
+            .await;
+        assert_eq!(answer.status, 400, "timestamp {stamp}");
+        assert!(
+            answer.message().starts_with("Stale request"),
+            "{}",
+            answer.message()
+        );
+    }
+    assert!(emulator.exists("image", "a"), "nothing moved so far");
+    assert!(!emulator.exists("image", "b"));
+
+    let a_minute_ago = (now - 60).to_string();
+    let mut recent = params.to_vec();
+    recent.push(("timestamp", a_minute_ago.as_str()));
+    let ok = api
+        .upload("/image/rename", emulator.signed_params(&recent))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.json);
+    assert!(emulator.exists("image", "b"));
+    assert_eq!(emulator.calls_to("POST /image/rename"), 9);
+}
+
+#[tokio::test]
+async fn renaming_an_asset_that_is_not_there_is_not_found() {
+    let opts = Options::default();
+    let (emulator, api) = start(&opts);
+    emulator.add(Resource::image("photo", at(0)));
+
+    for (path, params) in [
+        (
+            "/image/rename",
+            vec![("from_public_id", "missing"), ("to_public_id", "x")],
+        ),
+        // Another delivery type, another resource type: other assets.
+        (
+            "/image/rename",
+            vec![
+                ("from_public_id", "photo"),
+                ("to_public_id", "x"),
+                ("type", "private"),
+            ],
+        ),
+        (
+            "/video/rename",
+            vec![("from_public_id", "photo"), ("to_public_id", "x")],
+        ),
+    ] {
+        let answer = api.upload(path, emulator.signed_params(&params)).await;
+        assert_eq!(answer.status, 404, "{path} {params:?}");
+        assert_eq!(
+            answer.message(),
+            format!("Resource not found - {}", params[0].1)
+        );
+    }
+    assert_eq!(
+        emulator.resources(),
+        [Resource::image("photo", at(0))],
+        "unchanged"
+    );
+}
+
+#[tokio::test]
+async fn renaming_onto_an_existing_asset_needs_overwrite() {
+    let opts = Options::default();
+    let (emulator, api) = start(&opts);
+    let mut a = Resource::image("a", at(1));
+    a.bytes = 111;
+    let mut b = Resource::image("b", at(2));
+    b.bytes = 222;
+    emulator.add_many([a.clone(), b.clone()]);
+
+    for overwrite in [None, Some("false")] {
+        let mut params = vec![("from_public_id", "a"), ("to_public_id", "b")];
+        params.extend(overwrite.map(|v| ("overwrite", v)));
+        let refused = api
+            .upload("/image/rename", emulator.signed_params(&params))
+            .await;
+        assert_eq!(refused.status, 400, "overwrite {overwrite:?}");
+        assert_eq!(refused.message(), "to_public_id b already exists");
+        assert_eq!(emulator.resources(), [a.clone(), b.clone()]);
+    }
+
+    let replaced = api
+        .upload(
+            "/image/rename",
+            emulator.signed_params(&[
+                ("from_public_id", "a"),
+                ("to_public_id", "b"),
+                ("overwrite", "true"),
+            ]),
+        )
+        .await;
+    assert_eq!(replaced.status, 200, "{}", replaced.json);
+    assert_eq!(replaced.json["public_id"], "b");
+    assert_eq!(replaced.json["bytes"], 111);
+    let left = emulator.resources();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (
+            left[0].public_id.as_str(),
+            left[0].bytes,
+            left[0].created_at
+        ),
+        ("b", 111, at(1))
+    );
+}
+
+#[tokio::test]
+async fn renames_spend_none_of_the_admin_api_allowance_but_are_counted() {
+    let opts = Options {
+        rate_limit: 3,
+        ..Options::default()
+    };
+    let (emulator, api) = start(&opts);
+    emulator.add(Resource::image("a", at(0)));
+    emulator.set_remaining(1);
+    let rename = |from: &str, to: &str| {
+        emulator.signed_params(&[("from_public_id", from), ("to_public_id", to)])
+    };
+
+    let first = api.upload("/image/rename", rename("a", "b")).await;
+    assert_eq!(first.status, 200, "{}", first.json);
+    for header in [
+        "x-featureratelimit-limit",
+        "x-featureratelimit-remaining",
+        "x-featureratelimit-reset",
+    ] {
+        assert!(first.headers.get(header).is_none(), "{header}");
+    }
+    let ping = api.get("/ping", &[]).await;
+    assert_eq!(ping.status, 200);
+    assert_eq!(
+        ping.header("x-featureratelimit-remaining"),
+        "0",
+        "the rename spent nothing"
+    );
+
+    let spent = api.upload("/image/rename", rename("b", "c")).await;
+    assert_eq!(spent.status, 200, "renames go on with the allowance spent");
+    let limited = api.get("/resources/image", &[]).await;
+    assert_eq!(limited.status, 420);
+
+    // fail_next is the Admin API's: a rename passes it by, the next Admin call meets it.
+    emulator.fail_next(1, 503);
+    let passed = api.upload("/image/rename", rename("c", "d")).await;
+    assert_eq!(passed.status, 200);
+    let failed = api.get("/ping", &[]).await;
+    assert_eq!(failed.status, 503);
+
+    assert!(emulator.exists("image", "d"));
+    assert_eq!(emulator.calls_to("POST /image/rename"), 3);
+    assert_eq!(emulator.calls_to("GET /"), 3);
+    assert_eq!(emulator.calls(), 6);
+}
+
+#[tokio::test]
+async fn fail_renames_of_answers_500_and_moves_nothing() {
+    let opts = Options::default();
+    let (emulator, api) = start(&opts);
+    emulator.add_many([Resource::image("a", at(0)), Resource::image("c", at(1))]);
+    emulator.fail_renames_of(&["a", "missing"]);
+    let rename = |from: &str, to: &str| {
+        emulator.signed_params(&[("from_public_id", from), ("to_public_id", to)])
+    };
+
+    let failed = api.upload("/image/rename", rename("a", "b")).await;
+    assert_eq!(failed.status, 500);
+    assert_eq!(failed.message(), "Internal error while renaming a");
+    assert!(emulator.exists("image", "a"));
+    assert!(!emulator.exists("image", "b"));
+
+    let missing = api.upload("/image/rename", rename("missing", "b")).await;
+    assert_eq!(missing.status, 500, "the failure comes before the lookup");
+
+    let unsigned = api
+        .upload(
+            "/image/rename",
+            owned(&[("from_public_id", "a"), ("to_public_id", "b")]),
+        )
+        .await;
+    assert_eq!(unsigned.status, 401, "the signature is checked first");
+
+    let other = api.upload("/image/rename", rename("c", "a2")).await;
+    assert_eq!(other.status, 200, "{}", other.json);
+    assert_eq!(emulator.calls_to("POST /image/rename"), 4);
 }

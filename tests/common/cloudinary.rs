@@ -18,6 +18,15 @@
 //!   `[{"created_at":"desc"}]`), `max_results` (default 50, at most 500, 0 for a count only),
 //!   `next_cursor`.
 //!
+//! - Upload API reference, *rename* method,
+//!   <https://cloudinary.com/documentation/image_upload_api_reference#rename_method>:
+//!   `POST /v1_1/{cloud_name}/{resource_type}/rename` with `from_public_id`, `to_public_id`,
+//!   `type`, `to_type`, `overwrite` and `invalidate`; like every Upload API call it is a signed
+//!   request (`api_key`, `timestamp`, `signature`), see
+//!   <https://cloudinary.com/documentation/authentication_signatures>: the SHA-1 of the sorted
+//!   `name=value` pairs joined by `&`, the API secret appended. The Upload API has no hourly
+//!   limit, so it spends none of the Admin API's allowance and answers no rate-limit headers.
+//!
 //! Left out on purpose: tags, context and structured metadata (accepted, never returned),
 //! derived assets, tokenised full-text matching (a term without a field matches public IDs that
 //! contain it; `field:value` on a text field is an exact match, `value*` a prefix match).
@@ -40,10 +49,11 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use chrono::{DateTime, Months, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
+use sha1::{Digest as _, Sha1};
 
 /// `max_results` of a listing: "up to 500", default 10.
 const LIST_DEFAULT: u64 = 10;
@@ -56,6 +66,16 @@ const MAX_PUBLIC_IDS: usize = 100;
 const DELETE_BATCH: usize = 1000;
 /// The 420 body's message.
 const RATE_LIMITED: &str = "Rate limit exceeded";
+/// How far a signed request's `timestamp` may be from now, in seconds: "valid for one hour".
+const SIGNATURE_VALID_FOR: u64 = 3600;
+/// Parameters a signature does not cover.
+const UNSIGNED_PARAMS: [&str; 5] = [
+    "file",
+    "cloud_name",
+    "resource_type",
+    "api_key",
+    "signature",
+];
 
 /// One asset, keyed by (`resource_type`, `delivery_type`, `public_id`) as Cloudinary keys it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,14 +359,15 @@ impl Emulator {
         all
     }
 
-    /// Admin API requests answered, whatever their status, since the start or
-    /// [`Emulator::reset_calls`].
+    /// Requests answered, whatever their status, since the start or [`Emulator::reset_calls`]:
+    /// Admin API calls and Upload API calls (`rename`) alike.
     pub fn calls(&self) -> u64 {
         lock(&self.shared.calls).total
     }
 
     /// Requests whose `METHOD /path` (the path after `/v1_1/{cloud}`) contains `fragment`:
-    /// `calls_to("/resources/search")`, `calls_to("DELETE /resources/image/upload")`.
+    /// `calls_to("/resources/search")`, `calls_to("DELETE /resources/image/upload")`,
+    /// `calls_to("POST /image/rename")`.
     pub fn calls_to(&self, fragment: &str) -> u64 {
         lock(&self.shared.calls)
             .by_endpoint
@@ -380,7 +401,8 @@ impl Emulator {
     }
 
     /// The next `n` authenticated Admin API calls answer `status` with an error body, before the
-    /// rate limit is looked at (they spend none of it).
+    /// rate limit is looked at (they spend none of it). Upload API calls (`rename`) pass these
+    /// failures by: see [`Emulator::fail_renames_of`].
     pub fn fail_next(&self, n: usize, status: u16) {
         let mut faults = lock(&self.shared.faults);
         faults.fail_next = n;
@@ -396,6 +418,69 @@ impl Emulator {
             .fail_deletes
             .insert(public_id.to_owned());
     }
+
+    /// A rename whose `from_public_id` is one of these answers 500 and moves nothing, once its
+    /// signature has been accepted and whether or not the asset exists.
+    pub fn fail_renames_of(&self, public_ids: &[&str]) {
+        lock(&self.shared.faults)
+            .fail_renames
+            .extend(public_ids.iter().map(|id| (*id).to_owned()));
+    }
+
+    /// `params` signed with this emulator's credentials, ready for an Upload API call: with
+    /// `timestamp` (now, unless `params` has one), `api_key` and `signature` added.
+    pub fn signed_params(&self, params: &[(&str, &str)]) -> Vec<(String, String)> {
+        let o = &self.shared.opts;
+        let mut out: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        if !params.iter().any(|(k, _)| *k == "timestamp") {
+            out.push(("timestamp".to_owned(), Utc::now().timestamp().to_string()));
+        }
+        out.push(("api_key".to_owned(), o.api_key.clone()));
+        let pairs: Vec<(&str, &str)> = out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let signature = api_sign_request(&pairs, &o.api_secret);
+        out.push(("signature".to_owned(), signature));
+        out
+    }
+}
+
+/// The `signature` of an Upload API request with these parameters, as Cloudinary's reference and
+/// SDKs compute it: `file`, `cloud_name`, `resource_type`, `api_key` and `signature` itself left
+/// out, and parameters with an empty value too (the SDKs drop them); the rest sorted by name,
+/// written `name=value` and joined with `&`, the API secret appended; the SHA-1 of that in
+/// lowercase hex. A list is one comma-joined value (`tags=a,b`); a name given more than once
+/// has its values joined the same way, as the emulator reads a repeated name as a list.
+pub fn api_sign_request(params: &[(&str, &str)], api_secret: &str) -> String {
+    let mut signed: BTreeMap<&str, String> = BTreeMap::new();
+    for (k, v) in params {
+        signed
+            .entry(k)
+            .and_modify(|joined| {
+                joined.push(',');
+                joined.push_str(v);
+            })
+            .or_insert_with(|| (*v).to_owned());
+    }
+    sha1_hex(&format!("{}{api_secret}", string_to_sign(&signed)))
+}
+
+/// `a=1&b=2`: the signed parameters of `params`, in name order.
+fn string_to_sign<K: AsRef<str>, V: AsRef<str>>(params: &BTreeMap<K, V>) -> String {
+    params
+        .iter()
+        .filter(|(k, v)| !UNSIGNED_PARAMS.contains(&k.as_ref()) && !v.as_ref().is_empty())
+        .map(|(k, v)| format!("{}={}", k.as_ref(), v.as_ref()))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn sha1_hex(text: &str) -> String {
+    Sha1::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Drop for Emulator {
@@ -448,6 +533,7 @@ struct Faults {
     fail_next: usize,
     status: StatusCode,
     fail_deletes: HashSet<String>,
+    fail_renames: HashSet<String>,
 }
 
 /// What the rate-limit headers of one response say.
@@ -472,6 +558,7 @@ impl Shared {
                 fail_next: 0,
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 fail_deletes: HashSet::new(),
+                fail_renames: HashSet::new(),
             }),
             opts,
         }
@@ -535,6 +622,56 @@ impl Shared {
         }
         Ok(())
     }
+
+    /// A signed Upload API request: the key, the signature over every other parameter, then the
+    /// timestamp's age. Refusals are 401, a stale or missing timestamp 400; the reference does
+    /// not give the messages' wording.
+    fn verify_signature(&self, cloud: &str, params: &Params) -> Result<(), ApiError> {
+        let unauthorized = |message: String| ApiError::new(StatusCode::UNAUTHORIZED, message);
+        if cloud != self.opts.cloud {
+            return Err(unauthorized(format!("Invalid cloud_name {cloud}")));
+        }
+        let Some(key) = params.str("api_key").filter(|k| !k.is_empty()) else {
+            return Err(unauthorized("Must supply api_key".to_owned()));
+        };
+        if key != self.opts.api_key {
+            return Err(unauthorized(format!("Unknown API key {key}")));
+        }
+        let Some(stamp) = params.str("timestamp").filter(|t| !t.is_empty()) else {
+            return Err(ApiError::bad_request(
+                "Missing required parameter - timestamp",
+            ));
+        };
+        let Some(signature) = params.str("signature").filter(|s| !s.is_empty()) else {
+            return Err(unauthorized(
+                "Missing required parameter - signature".to_owned(),
+            ));
+        };
+        let signed: BTreeMap<&str, String> = params
+            .0
+            .keys()
+            .filter_map(|k| Some((k.as_str(), params.joined(k)?)))
+            .collect();
+        let to_sign = string_to_sign(&signed);
+        let expected = sha1_hex(&format!("{to_sign}{}", self.opts.api_secret));
+        if !signature.eq_ignore_ascii_case(&expected) {
+            return Err(unauthorized(format!(
+                "Invalid Signature {signature}. String to sign - '{to_sign}'."
+            )));
+        }
+        let Ok(seconds) = stamp.parse::<i64>() else {
+            return Err(ApiError::bad_request(format!("Invalid timestamp {stamp}")));
+        };
+        let now = Utc::now().timestamp();
+        if now.abs_diff(seconds) > SIGNATURE_VALID_FOR {
+            let reported =
+                DateTime::from_timestamp(seconds, 0).map_or_else(|| stamp.clone(), timestamp);
+            return Err(ApiError::bad_request(format!(
+                "Stale request - reported time is {reported} which is more than 1 hour away"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A poisoned lock only means another request panicked; the data is still usable.
@@ -567,7 +704,8 @@ fn router(shared: Arc<Shared>) -> axum::Router {
         .route(
             "/resources/{resource_type}/{type}",
             get(list_one_type).delete(delete_resources),
-        );
+        )
+        .route("/{resource_type}/rename", post(rename));
     axum::Router::new()
         .nest("/v1_1/{cloud}", api)
         .fallback(unknown_endpoint)
@@ -587,6 +725,10 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
     };
     let (cloud, endpoint) = rest.split_once('/').unwrap_or((rest, ""));
     shared.count(format!("{} /{endpoint}", req.method()));
+    // The Upload API signs each request instead, and the Admin API's hourly limit is not its own.
+    if is_upload_api(endpoint) {
+        return next.run(req).await;
+    }
     // An unauthenticated call is no account's: it spends no allowance and reports none.
     if let Err(message) = shared.authenticate(req.headers(), cloud) {
         return ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
@@ -610,6 +752,14 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
             shared.with_limit_headers(resp, state)
         }
     }
+}
+
+/// `image/rename`: an Upload API endpoint, past `/v1_1/{cloud}/`.
+fn is_upload_api(endpoint: &str) -> bool {
+    matches!(
+        endpoint.split('/').collect::<Vec<_>>().as_slice(),
+        ["image" | "video" | "raw", "rename"]
+    )
 }
 
 impl Shared {
@@ -959,6 +1109,66 @@ async fn delete_resources(
     Ok(Json(Value::Object(answer)))
 }
 
+/// Upload API *rename*: moves an asset to another public ID (and delivery type, with `to_type`),
+/// keeping everything else; the answer is the asset as it now is.
+async fn rename(
+    State(shared): State<Arc<Shared>>,
+    Path(path): Path<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let params = Params::parse(query.as_deref(), &headers, &body)?;
+    shared.verify_signature(&path["cloud"], &params)?;
+    let rt = path["resource_type"].as_str();
+    check_resource_type(rt)?;
+    let required = |name: &str| {
+        params
+            .str(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ApiError::bad_request(format!("Missing required parameter - {name}")))
+    };
+    let from = required("from_public_id")?;
+    let to = required("to_public_id")?;
+    let from_type = params
+        .str("type")
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "upload".to_owned());
+    let to_type = params
+        .str("to_type")
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| from_type.clone());
+    // `invalidate` only concerns CDN caches, which the emulator has none of.
+    let overwrite = params.bool("overwrite");
+
+    if lock(&shared.faults).fail_renames.contains(&from) {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Internal error while renaming {from}"),
+        ));
+    }
+    let mut store = lock(&shared.store);
+    let from_key = (rt.to_owned(), from_type, from.clone());
+    let to_key = (rt.to_owned(), to_type.clone(), to.clone());
+    let mut moved = store.get(&from_key).cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Resource not found - {from}"),
+        )
+    })?;
+    if store.contains_key(&to_key) && !overwrite {
+        return Err(ApiError::bad_request(format!(
+            "to_public_id {to} already exists"
+        )));
+    }
+    store.remove(&from_key);
+    moved.public_id = to;
+    moved.delivery_type = to_type;
+    let answer = moved.to_json(&shared.opts.cloud, false);
+    store.insert(to_key, moved);
+    Ok(Json(answer))
+}
+
 /// The `n` first of `items` in `spec` order, and whether more follow. Selecting before sorting
 /// keeps a page of a large store linear in its size.
 fn first_n<'a>(
@@ -1062,6 +1272,16 @@ impl Params {
             Some(Value::Array(a)) => a.iter().filter_map(scalar).collect(),
             Some(v) => scalar(v).into_iter().collect(),
             None => Vec::new(),
+        }
+    }
+
+    /// The value as a signature covers it: a list's items joined with commas.
+    fn joined(&self, name: &str) -> Option<String> {
+        let text = |v: &Value| scalar(v).unwrap_or_else(|| v.to_string());
+        match self.0.get(name)? {
+            Value::Null => None,
+            Value::Array(a) => Some(a.iter().map(text).collect::<Vec<_>>().join(",")),
+            v => Some(text(v)),
         }
     }
 
