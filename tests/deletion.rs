@@ -954,3 +954,70 @@ fn invariant_5_a_killed_worker_loses_nothing_and_deletes_nothing_twice() {
         .expect("count");
     assert_eq!(failed, 0, "a kill turned into an error");
 }
+
+async fn recheck_on(backend: common::Backend) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(db) = common::TestDb::create(backend, tmp.path()).await else {
+        return;
+    };
+    db.execute(&[
+        "CREATE TABLE users (id integer PRIMARY KEY, avatar varchar(200))",
+        "CREATE TABLE posts (id integer PRIMARY KEY, user_id integer, image varchar(200))",
+        "INSERT INTO users (id, avatar) VALUES (1, 'avatars/u1.png')",
+        "INSERT INTO posts (id, user_id, image) VALUES (1, 1, 'posts/p1.jpg')",
+    ])
+    .await;
+    let app = App::new("quarantine = false", "");
+    app.file("avatars/u1.png", 3);
+    // Two result columns named `id`: MariaDB cannot wrap it, so it runs whole.
+    std::fs::write(
+        &app.config,
+        format!(
+            r#"[stores.media]
+url = "./media"
+min_age = "1h"
+quarantine = false
+
+[databases.app]
+url = "{}"
+
+[[references]]
+name = "post images"
+query = "SELECT id, image AS key FROM posts;"
+
+[[references]]
+name = "avatars"
+query = "SELECT u.id, u.avatar AS key, p.id FROM users u LEFT JOIN posts p ON p.user_id = u.id"
+"#,
+            db.url
+        ),
+    )
+    .expect("config");
+    let scan = app.scan_json();
+    assert_eq!(orphan_keys(&scan).len(), 14, "{scan}");
+    db.execute(&[
+        "INSERT INTO posts (id, user_id, image) VALUES (10, 1, '/tmp/o01.jpg')",
+        "INSERT INTO users (id, avatar) VALUES (10, 'tmp/o02.jpg')",
+    ])
+    .await;
+    let out = app.ok(&["purge", "--confirm"]);
+    assert!(
+        out.contains("referenced:    2"),
+        "{}: {out}",
+        backend.name()
+    );
+    assert!(app.exists("tmp/o01.jpg") && app.exists("tmp/o02.jpg"));
+    assert!(!app.exists("tmp/o03.jpg"));
+    assert!(app.exists("posts/p1.jpg") && app.exists("avatars/u1.png"));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn invariant_1_recheck_on_postgres() {
+    recheck_on(common::Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn invariant_1_recheck_on_mariadb() {
+    recheck_on(common::Backend::MariaDb).await;
+}
