@@ -11,7 +11,7 @@ pub const TEMPLATE: &str = r#"# assetgc configuration. Every string may use ${VA
 app_name = "My App"                      # shown in reports
 
 # [state]
-# url = "sqlite://assetgc.db"            # scan history (default)
+# url = "sqlite://assetgc.db"            # scan history, the deletion queue, the audit log (default)
 
 # [reports]
 # dir = "reports"                        # where scan reports are written (default)
@@ -25,6 +25,7 @@ url = ""                                 # FILL IN: where the uploaded files are
 ignore = []                              # globs never reported or deleted, e.g. ["static/**", "**/.keep"]
 min_age = "24h"                          # younger files are never orphans (too_recent)
 # public_url = "https://cdn.example.com/media"   # how files are addressed; needed for key_format = "url"
+# quarantine = { prefix = ".assetgc-trash/", keep = "7d" }   # deletions move here first (default); false turns it off
 
 # The application's database: postgres://user:${DB_PASSWORD}@host/db, mysql://…, or sqlite://app.db
 [databases.app]
@@ -48,6 +49,17 @@ url = ""                                 # FILL IN, e.g. "${DATABASE_URL}"
 #                                        # (Cloudinary stores: "cloudinary", their default)
 # key_prefix = ""                        # removed from each key; values without it are not this store's
 # link = "https://example.com/admin/users/{id}/"
+
+## Deleting (`assetgc purge`, `assetgc queue run`): the queue's worker and the mass-deletion guard.
+# [queue]
+# batch_size = 100                       # entries claimed at once (1 to 1000)
+# max_attempts = 3                       # then `failed`, for `assetgc queue retry` or `queue drop`
+# backoff = "1m"                         # doubled per attempt, up to backoff_max
+# backoff_max = "1h"
+#
+# [safety]
+# max_orphan_share = 0.5                 # purge refuses when more of a store's objects are orphans
+# max_orphan_jump = 10                   # ... or when its orphans grew this many times since the last comparable scan
 "#;
 
 pub fn run(args: &InitArgs) -> Result<Exit> {
