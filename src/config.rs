@@ -350,11 +350,15 @@ impl StoreLocation {
     pub fn contains(&self, other: &StoreLocation) -> Option<String> {
         match (self, other) {
             (StoreLocation::Local { root }, StoreLocation::Local { root: inner }) => {
-                let rel = inner.strip_prefix(root).ok()?.to_str()?;
-                Some(if rel.is_empty() {
+                // Links and `..` in either root would hide an overlap: compare real paths when
+                // both exist.
+                let real = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                let (outer, inner) = (real(root), real(inner));
+                let below = inner.strip_prefix(&outer).ok()?.to_str()?;
+                Some(if below.is_empty() {
                     String::new()
                 } else {
-                    format!("{}/", rel.trim_end_matches('/'))
+                    format!("{}/", below.trim_end_matches('/'))
                 })
             }
             (StoreLocation::S3(a), StoreLocation::S3(b))
@@ -371,6 +375,13 @@ impl StoreLocation {
                 b.prefix
                     .strip_prefix(a.prefix.as_str())
                     .map(ToString::to_string)
+            }
+            // One cloud and delivery type hold one set of public_ids, whatever resource types
+            // each store lists.
+            (StoreLocation::Cloudinary(a), StoreLocation::Cloudinary(b))
+                if a.cloud == b.cloud && a.delivery_type == b.delivery_type =>
+            {
+                Some(String::new())
             }
             _ => None,
         }

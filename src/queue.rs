@@ -57,6 +57,8 @@ pub struct Entry {
     pub actor: String,
     pub original_key: Option<String>,
     pub quarantine_key: Option<String>,
+    /// Claimed before (its worker stopped or its claim timed out): its move may have happened.
+    pub reclaimed: bool,
 }
 
 impl Entry {
@@ -96,6 +98,7 @@ fn entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         actor: row.get(15)?,
         original_key: row.get(16)?,
         quarantine_key: row.get(17)?,
+        reclaimed: false,
     })
 }
 
@@ -119,6 +122,8 @@ pub enum Outcome {
     },
     /// Not tried (the API budget stopped the run): back to `pending`, no attempt counted.
     Deferred,
+    /// Dropped without a store call, with why (an `ignore` glob matches the key).
+    Dropped(String),
 }
 
 impl Outcome {
@@ -130,6 +135,7 @@ impl Outcome {
             Outcome::Referenced(_) => "referenced".into(),
             Outcome::Failed { error, .. } => format!("failed: {error}"),
             Outcome::Deferred => "deferred".into(),
+            Outcome::Dropped(_) => "dropped".into(),
         }
     }
 }
@@ -308,6 +314,7 @@ impl State {
                     "UPDATE queue SET state = 'claimed', claimed_by = ?1, claimed_at = ?2, quarantine_key = ?3 WHERE id = ?4",
                 )?;
                 for e in &mut entries {
+                    e.reclaimed = e.quarantine_key.is_some();
                     if e.quarantine_key.is_none() {
                         e.quarantine_key = quarantine(e);
                     }
@@ -363,7 +370,7 @@ impl State {
                     }
                     Outcome::Quarantined { quarantine_key, moved_at, remove_at } => {
                         done("done", "quarantined")?;
-                        let removal = insert_entry(
+                        let removal = match insert_entry(
                             &tx,
                             actor,
                             &now,
@@ -378,7 +385,17 @@ impl State {
                                 next_attempt_at: *remove_at,
                                 original_key: Some(e.key.clone()),
                             },
-                        )?;
+                        )? {
+                            Some(id) => Some(id),
+                            // The copy's key is queued already (by hand): that entry removes it.
+                            None => tx
+                                .query_row(
+                                    "SELECT id FROM queue WHERE store = ?1 AND resource_type = ?2 AND key = ?3 AND state IN ('pending', 'claimed')",
+                                    params![e.store, e.resource_type, quarantine_key],
+                                    |r| r.get(0),
+                                )
+                                .optional()?,
+                        };
                         tx.prepare_cached(
                             "INSERT INTO quarantine (store, resource_type, key, quarantine_key, moved_at, queue_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         )?
@@ -392,6 +409,10 @@ impl State {
                             Some(&format!("moved to {quarantine_key}; removed for good after {}", rfc3339(*remove_at))),
                             Some(e.id),
                         )?;
+                    }
+                    Outcome::Dropped(detail) => {
+                        done("dropped", "dropped")?;
+                        audit(&tx, &now, actor, ident, "dropped", Some(detail), Some(e.id))?;
                     }
                     Outcome::Referenced(detail) => {
                         done("dropped", "referenced")?;
@@ -438,6 +459,29 @@ impl State {
             tx.commit()
         })
         .map_err(db_err("cannot record deletion outcomes"))
+    }
+
+    /// Renews this worker's claims on `ids` (right before a store call) and returns the ids it
+    /// still holds: a claim taken over after a timeout is not acted on.
+    pub fn hold_claims(&self, worker: &str, ids: &[i64]) -> Result<Vec<i64>> {
+        let now = rfc3339(Utc::now());
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut held = Vec::with_capacity(ids.len());
+            {
+                let mut touch = tx.prepare_cached(
+                    "UPDATE queue SET claimed_at = ?1 WHERE id = ?2 AND state = 'claimed' AND claimed_by = ?3",
+                )?;
+                for &id in ids {
+                    if touch.execute(params![now, id, worker])? == 1 {
+                        held.push(id);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(held)
+        })
+        .map_err(db_err("cannot renew claims"))
     }
 
     pub fn queue_stats(&self) -> Result<Stats> {
@@ -497,15 +541,32 @@ impl State {
         .map_err(db_err("cannot read the queue"))
     }
 
-    /// Ids of `sel` that do not exist, or are not in one of `states`.
-    fn unknown_ids(&self, ids: &[i64], states: &[&str]) -> Result<Vec<(i64, Option<String>)>> {
+    /// Ids of `ids` that do not exist or cannot be changed: (id, why).
+    fn refused_ids(&self, ids: &[i64], retry: bool) -> Result<Vec<(i64, String)>> {
         self.with_conn(|conn| {
             let mut out = Vec::new();
-            let mut get = conn.prepare("SELECT state FROM queue WHERE id = ?1")?;
+            let mut get = conn.prepare("SELECT state, reason, next_attempt_at FROM queue WHERE id = ?1")?;
             for &id in ids {
-                let state: Option<String> = get.query_row(params![id], |r| r.get(0)).optional()?;
-                if !state.as_deref().is_some_and(|s| states.contains(&s)) {
-                    out.push((id, state));
+                let row: Option<(String, String, String)> = get
+                    .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                let why = match row {
+                    None => Some(format!(
+                        "queue entry {id} does not exist; `assetgc queue list` shows the ids"
+                    )),
+                    Some((state, _, _)) if state != "failed" && state != "pending" => Some(format!(
+                        "queue entry {id} is {state}; only failed or pending entries can be {}",
+                        if retry { "retried" } else { "dropped" }
+                    )),
+                    Some((state, reason, at)) if retry && state == "pending" && reason == REASON_QUARANTINE => {
+                        Some(format!(
+                            "queue entry {id} removes a quarantined copy when `keep` is over ({at}); it is not brought forward"
+                        ))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(why) = why {
+                    out.push((id, why));
                 }
             }
             Ok(out)
@@ -513,54 +574,93 @@ impl State {
         .map_err(db_err("cannot read the queue"))
     }
 
-    /// `queue retry`: failed entries (or given pending/failed ones) become due now with their
-    /// attempts reset. Unknown ids are an error and nothing changes.
-    pub fn queue_retry(&self, sel: &Selection, actor: &str) -> Result<u64> {
-        self.change(sel, actor, &["failed", "pending"], "retried", |tx, id, now| {
-            tx.execute(
-                "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?1, finished_at = NULL, outcome = NULL WHERE id = ?2",
-                params![now, id],
+    /// `queue retry`: failed entries (or waiting ones) become due with their attempts reset —
+    /// due now, or when `min_age` after their upload time is over for entries from a scan
+    /// (`min_age` gives each store's). An object queued again meanwhile keeps its newer entry
+    /// and this one is dropped. Unknown ids are an error and nothing changes.
+    pub fn queue_retry(
+        &self,
+        sel: &Selection,
+        actor: &str,
+        min_age: &dyn Fn(&str) -> Option<std::time::Duration>,
+    ) -> Result<Vec<String>> {
+        self.change(sel, actor, true, |tx, id, now| {
+            let (store, rt, key, scan, uploaded): (String, String, String, Option<i64>, Option<String>) =
+                tx.query_row(
+                    "SELECT store, resource_type, key, scan_id, uploaded_at FROM queue WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )?;
+            let live: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM queue WHERE store = ?1 AND resource_type = ?2 AND key = ?3 AND state IN ('pending', 'claimed') AND id <> ?4",
+                    params![store, rt, key, id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(other) = live {
+                let n = tx.execute(
+                    "UPDATE queue SET state = 'dropped', outcome = 'dropped', finished_at = ?1 WHERE id = ?2 AND state IN ('failed', 'pending')",
+                    params![now, id],
+                )?;
+                return Ok((n == 1).then(|| ("dropped".to_string(), Some(format!("queued again as entry {other}")))));
+            }
+            // A purge entry is never due before its object is older than min_age.
+            let mut due = now.to_string();
+            if scan.is_some()
+                && let (Some(t), Some(age)) = (
+                    uploaded.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()),
+                    min_age(&store),
+                )
+            {
+                let held = rfc3339(t.with_timezone(&Utc) + TimeDelta::from_std(age).unwrap_or(TimeDelta::MAX));
+                if held > due {
+                    due = held;
+                }
+            }
+            let n = tx.execute(
+                "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?1, finished_at = NULL, outcome = NULL WHERE id = ?2 AND (state = 'failed' OR (state = 'pending' AND reason <> ?3))",
+                params![due, id, REASON_QUARANTINE],
             )?;
-            Ok(())
+            Ok((n == 1).then(|| ("retried".to_string(), None)))
         })
     }
 
     /// `queue drop`: pending or failed entries are dropped, never deleted.
-    pub fn queue_drop(&self, sel: &Selection, actor: &str) -> Result<u64> {
-        self.change(sel, actor, &["failed", "pending"], "dropped", |tx, id, now| {
-            tx.execute(
-                "UPDATE queue SET state = 'dropped', outcome = 'dropped', finished_at = ?1 WHERE id = ?2",
+    pub fn queue_drop(&self, sel: &Selection, actor: &str) -> Result<Vec<String>> {
+        self.change(sel, actor, false, |tx, id, now| {
+            let n = tx.execute(
+                "UPDATE queue SET state = 'dropped', outcome = 'dropped', finished_at = ?1 WHERE id = ?2 AND state IN ('failed', 'pending')",
                 params![now, id],
             )?;
-            tx.execute(
-                "UPDATE quarantine SET state = 'kept' WHERE queue_id = ?1",
-                params![id],
-            )?;
-            Ok(())
+            if n == 1 {
+                tx.execute(
+                    "UPDATE quarantine SET state = 'kept' WHERE queue_id = ?1",
+                    params![id],
+                )?;
+            }
+            Ok((n == 1).then(|| ("dropped".to_string(), None)))
         })
     }
 
+    /// Applies `apply` to each selected entry in one transaction, auditing each change. `apply`
+    /// changes an entry only in the states it allows (checked in the same statement), and says
+    /// `None` when the entry moved on meanwhile (a worker claimed it): then it is left alone.
     fn change(
         &self,
         sel: &Selection,
         actor: &str,
-        states: &[&str],
-        outcome: &str,
-        apply: impl Fn(&Transaction<'_>, i64, &str) -> rusqlite::Result<()>,
-    ) -> Result<u64> {
-        if let Selection::Ids(ids) = sel {
-            let bad = self.unknown_ids(ids, states)?;
-            if let Some((id, state)) = bad.first() {
-                return Err(Error::Usage(match state {
-                    None => format!(
-                        "queue entry {id} does not exist; `assetgc queue list` shows the ids"
-                    ),
-                    Some(s) => format!(
-                        "queue entry {id} is {s}; only {} entries can be {outcome}",
-                        states.join(" or ")
-                    ),
-                }));
-            }
+        retry: bool,
+        apply: impl Fn(
+            &Transaction<'_>,
+            i64,
+            &str,
+        ) -> rusqlite::Result<Option<(String, Option<String>)>>,
+    ) -> Result<Vec<String>> {
+        if let Selection::Ids(ids) = sel
+            && let Some((_, why)) = self.refused_ids(ids, retry)?.into_iter().next()
+        {
+            return Err(Error::Usage(why));
         }
         let now = rfc3339(Utc::now());
         self.with_conn(|conn| {
@@ -572,27 +672,29 @@ impl State {
                     .query_map([], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()?,
             };
-            let mut n = 0;
+            let mut changed = Vec::new();
             for id in ids {
                 let (store, rt, key): (String, String, String) = tx.query_row(
                     "SELECT store, resource_type, key FROM queue WHERE id = ?1",
                     params![id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )?;
-                apply(&tx, id, &now)?;
+                let Some((outcome, detail)) = apply(&tx, id, &now)? else {
+                    continue;
+                };
                 audit(
                     &tx,
                     &now,
                     actor,
                     (&store, &rt, &key),
-                    outcome,
-                    None,
+                    &outcome,
+                    detail.as_deref(),
                     Some(id),
                 )?;
-                n += 1;
+                changed.push(outcome);
             }
             tx.commit()?;
-            Ok(n)
+            Ok(changed)
         })
         .map_err(db_err("cannot change queue entries"))
     }

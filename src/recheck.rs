@@ -45,6 +45,8 @@ pub struct Recheck<'a> {
     /// References whose query could not be wrapped: run whole from then on.
     unwrappable: HashSet<usize>,
     pub cost: Cost,
+    /// A database of the references could not be reached this run.
+    pub db_unreachable: bool,
 }
 
 /// Collects `key` and `media_type` of every row of a whole query.
@@ -102,6 +104,7 @@ impl<'a> Recheck<'a> {
             full: HashMap::new(),
             unwrappable: HashSet::new(),
             cost: Cost::default(),
+            db_unreachable: false,
         }
     }
 
@@ -109,9 +112,15 @@ impl<'a> Recheck<'a> {
         if let Some(db) = self.dbs.get(&i) {
             return Ok(db.clone());
         }
-        let db = Db::connect(&self.cfg.databases[i], 4)
-            .await
-            .map_err(|e| e.to_string())?;
+        let db = match Db::connect(&self.cfg.databases[i], 4).await {
+            Ok(db) => db,
+            Err(e) => {
+                if matches!(e, DbError::Unreachable(_)) {
+                    self.db_unreachable = true;
+                }
+                return Err(e.to_string());
+            }
+        };
         self.dbs.insert(i, db.clone());
         Ok(db)
     }
@@ -212,7 +221,10 @@ impl<'a> Recheck<'a> {
                         .map(|(i, _, _)| *i)
                         .collect());
                 }
-                Err(DbError::Unreachable(e)) => return Err(e),
+                Err(DbError::Unreachable(e)) => {
+                    self.db_unreachable = true;
+                    return Err(e);
+                }
                 Err(DbError::Query(e)) => {
                     tracing::warn!(
                         reference = %rc.name,

@@ -56,8 +56,10 @@ pub struct Totals {
     pub retrying: u64,
     /// Failed for good this run (now `failed`).
     pub failed: u64,
-    /// Left `pending` untried (budget stop).
+    /// Left `pending` untried (budget stop, or a claim taken over).
     pub deferred: u64,
+    /// Dropped without a store call (an `ignore` glob matches).
+    pub dropped: u64,
     /// Bytes are unknown to the queue; calls the stores made.
     pub store_calls: u64,
     pub recheck: Cost,
@@ -66,6 +68,11 @@ pub struct Totals {
     pub budget_stop: Option<String>,
     /// Failure messages of this run (first few), for the console.
     pub errors: Vec<String>,
+    /// Stores that answered at least one call of this run, and those that could not be reached.
+    pub reached: std::collections::BTreeSet<String>,
+    pub unreachable: std::collections::BTreeSet<String>,
+    /// A database the re-check needed could not be reached.
+    pub db_unreachable: bool,
 }
 
 impl Totals {
@@ -86,12 +93,23 @@ impl Totals {
                 }
             }
             Outcome::Deferred => self.deferred += 1,
+            Outcome::Dropped(_) => self.dropped += 1,
         }
     }
 
     /// Entries that left the queue for good this run.
     pub fn finished(&self) -> u64 {
-        self.deleted + self.quarantined + self.already_gone + self.referenced + self.failed
+        self.deleted
+            + self.quarantined
+            + self.already_gone
+            + self.referenced
+            + self.failed
+            + self.dropped
+    }
+
+    /// Every store the run tried was out of reach (SPEC §3 exit 1).
+    pub fn nothing_reached(&self) -> bool {
+        self.reached.is_empty() && (!self.unreachable.is_empty() || self.db_unreachable)
     }
 }
 
@@ -152,6 +170,8 @@ struct Worker<'a> {
     ledger: Arc<Ledger>,
     stores: HashMap<usize, Arc<dyn Store>>,
     recheck: Recheck<'a>,
+    reached: std::collections::BTreeSet<String>,
+    unreachable: std::collections::BTreeSet<String>,
 }
 
 impl Worker<'_> {
@@ -174,8 +194,25 @@ impl Worker<'_> {
         }
     }
 
+    /// Notes whether a store call reached the store.
+    fn note<T>(&mut self, store: &str, r: &Result<T, StoreError>) {
+        match r {
+            Ok(_) | Err(StoreError::Failed(_)) => {
+                self.reached.insert(store.to_string());
+            }
+            Err(StoreError::Unreachable(_)) => {
+                self.unreachable.insert(store.to_string());
+            }
+        }
+    }
+
     fn call_failed(&self, e: &Entry, err: &StoreError) -> Outcome {
-        if self.ledger.stopped().is_some() {
+        let metered = self
+            .cfg
+            .stores
+            .iter()
+            .any(|s| s.name == e.store && s.location.cloudinary().is_some());
+        if metered && self.ledger.stopped().is_some() {
             Outcome::Deferred
         } else {
             self.failed(e, err.to_string())
@@ -183,7 +220,7 @@ impl Worker<'_> {
     }
 
     /// One group of a batch: entries of one store and resource type.
-    async fn group(&mut self, entries: &[&Entry]) -> Vec<Outcome> {
+    async fn group(&mut self, state: &State, me: &str, entries: &[&Entry]) -> Vec<Outcome> {
         let first = entries[0];
         let Some(si) = self.cfg.stores.iter().position(|s| s.name == first.store) else {
             let why = format!(
@@ -195,12 +232,14 @@ impl Worker<'_> {
                 .map(|e| self.failed(e, why.clone()))
                 .collect();
         };
-        if self.ledger.stopped().is_some() {
+        let metered = self.cfg.stores[si].location.cloudinary().is_some();
+        if metered && self.ledger.stopped().is_some() {
             return vec![Outcome::Deferred; entries.len()];
         }
         let store = match self.store(si) {
             Ok(s) => s,
             Err(why) => {
+                self.unreachable.insert(first.store.clone());
                 return entries
                     .iter()
                     .map(|e| self.failed(e, why.clone()))
@@ -210,33 +249,81 @@ impl Worker<'_> {
         let rt = first.resource_type();
         let mut out: Vec<Option<Outcome>> = vec![None; entries.len()];
 
+        // `ignore` globs: never deleted, whoever queued the key.
+        let ignore = &self.cfg.stores[si].ignore;
+        for (i, e) in entries.iter().enumerate() {
+            if !e.is_copy_removal() && ignore.matches(&e.key) {
+                out[i] = Some(Outcome::Dropped(format!(
+                    "matches an ignore glob of store {}",
+                    e.store
+                )));
+            }
+        }
+
         // Invariant 1: the references, asked right before the store call.
-        let keys: Vec<(ResourceType, String)> = entries
+        let asked: Vec<usize> = (0..entries.len()).filter(|&i| out[i].is_none()).collect();
+        let keys: Vec<(ResourceType, String)> = asked
             .iter()
-            .map(|e| (rt, e.checked_key().to_string()))
+            .map(|&i| (rt, entries[i].checked_key().to_string()))
             .collect();
+        let mut referenced = Vec::new();
         match self.recheck.referenced(si, &keys).await {
             Ok(refs) => {
-                for (i, r) in refs.into_iter().enumerate() {
+                for (&i, r) in asked.iter().zip(refs) {
                     if let Some(name) = r {
-                        let e = entries[i];
-                        out[i] = Some(Outcome::Referenced(if e.is_copy_removal() {
-                            format!(
-                                "`{}` is referenced again by `{name}`: its quarantined copy {} is kept",
-                                e.checked_key(),
-                                e.key
-                            )
-                        } else {
-                            format!("referenced by `{name}`")
-                        }));
+                        referenced.push((i, name));
                     }
                 }
             }
             Err(why) => {
                 return entries
                     .iter()
-                    .map(|e| self.failed(e, why.clone()))
+                    .enumerate()
+                    .map(|(i, e)| out[i].take().unwrap_or_else(|| self.failed(e, why.clone())))
                     .collect();
+            }
+        }
+        // A claim can time out while the re-check runs: act only on claims still held.
+        let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+        let Ok(held) = state.hold_claims(me, &ids) else {
+            return vec![Outcome::Deferred; entries.len()];
+        };
+        for (i, e) in entries.iter().enumerate() {
+            if !held.contains(&e.id) {
+                out[i] = Some(Outcome::Deferred);
+            }
+        }
+        for (i, name) in referenced {
+            if out[i].is_some() {
+                continue;
+            }
+            let e = entries[i];
+            out[i] = Some(Outcome::Referenced(if e.is_copy_removal() {
+                format!(
+                    "`{}` is referenced again by `{name}`: its quarantined copy {} is kept",
+                    e.checked_key(),
+                    e.key
+                )
+            } else {
+                format!("referenced by `{name}`")
+            }));
+            // Moved by an earlier attempt that stopped before recording it: move it back.
+            if e.reclaimed
+                && !e.is_copy_removal()
+                && let Some(q) = &e.quarantine_key
+                && let Ok(found) = store.head_many_of(rt, std::slice::from_ref(q)).await
+                && found.first().is_some_and(Option::is_some)
+            {
+                let back = store.move_many_of(rt, &[(q.clone(), e.key.clone())]).await;
+                out[i] = Some(match back.as_ref().map(|r| r.first().cloned()) {
+                    Ok(Some(Ok(_))) => Outcome::Referenced(format!(
+                        "referenced by `{name}`; moved back from {q}, where a stopped run had put it"
+                    )),
+                    _ => self.failed(
+                        e,
+                        format!("referenced by `{name}`, but its copy {q} could not be moved back"),
+                    ),
+                });
             }
         }
 
@@ -253,14 +340,37 @@ impl Worker<'_> {
         }
 
         if !deletes.is_empty() {
-            let keys: Vec<String> = deletes.iter().map(|&i| entries[i].key.clone()).collect();
-            match store.delete_many_of(rt, &keys).await {
+            // With quarantine off now, an entry moved by a stopped run is deleted at its copy.
+            let mut keys: Vec<String> = Vec::new();
+            let mut owner: Vec<usize> = Vec::new();
+            for &i in &deletes {
+                let e = entries[i];
+                keys.push(e.key.clone());
+                owner.push(i);
+                if e.reclaimed
+                    && !e.is_copy_removal()
+                    && let Some(q) = &e.quarantine_key
+                {
+                    keys.push(q.clone());
+                    owner.push(i);
+                }
+            }
+            let answer = store.delete_many_of(rt, &keys).await;
+            self.note(&first.store, &answer);
+            match answer {
                 Ok(results) => {
-                    for (&i, r) in deletes.iter().zip(results) {
-                        out[i] = Some(match r {
+                    for (&i, r) in owner.iter().zip(results) {
+                        let outcome = match r {
                             Ok(()) => Outcome::Deleted,
+                            Err(_) if metered && self.ledger.stopped().is_some() => {
+                                Outcome::Deferred
+                            }
                             Err(why) => self.failed(entries[i], why),
-                        });
+                        };
+                        // Of an entry's two keys, a failure wins.
+                        if !matches!(out[i], Some(Outcome::Failed { .. } | Outcome::Deferred)) {
+                            out[i] = Some(outcome);
+                        }
                     }
                 }
                 Err(err) => {
@@ -277,7 +387,9 @@ impl Worker<'_> {
                 .map(|(i, to)| (entries[*i].key.clone(), to.clone()))
                 .collect();
             let keep = TimeDelta::from_std(q.keep).unwrap_or(TimeDelta::MAX);
-            match store.move_many_of(rt, &pairs).await {
+            let answer = store.move_many_of(rt, &pairs).await;
+            self.note(&first.store, &answer);
+            match answer {
                 Ok(results) => {
                     let now = Utc::now();
                     let mut gone = Vec::new();
@@ -353,6 +465,8 @@ pub async fn run(
         ledger: Arc::clone(&ledger),
         stores: HashMap::new(),
         recheck: Recheck::new(cfg),
+        reached: std::collections::BTreeSet::new(),
+        unreachable: std::collections::BTreeSet::new(),
     };
     let result = loop {
         let room = opts
@@ -393,7 +507,7 @@ pub async fn run(
         }
         let mut results: Vec<(&Entry, Outcome)> = Vec::with_capacity(batch.len());
         for g in &groups {
-            let outcomes = w.group(g).await;
+            let outcomes = w.group(state, &me, g).await;
             results.extend(g.iter().copied().zip(outcomes));
         }
         for (e, o) in &results {
@@ -410,6 +524,9 @@ pub async fn run(
         }
     };
     totals.store_calls = w.stores.values().map(|s| s.api_calls()).sum();
+    totals.reached = std::mem::take(&mut w.reached);
+    totals.unreachable = std::mem::take(&mut w.unreachable);
+    totals.db_unreachable = w.recheck.db_unreachable;
     totals.recheck = w.recheck.cost;
     w.recheck.close().await;
     state

@@ -1021,3 +1021,127 @@ async fn invariant_1_recheck_on_postgres() {
 async fn invariant_1_recheck_on_mariadb() {
     recheck_on(common::Backend::MariaDb).await;
 }
+
+#[test]
+fn a_store_out_of_reach_is_exit_1_and_its_entries_wait() {
+    let app = App::new("quarantine = false", "[queue]\nbackoff = \"1h\"\n");
+    app.ok(&[
+        "queue",
+        "add",
+        "--store",
+        "media",
+        "tmp/o01.jpg",
+        "tmp/o02.jpg",
+    ]);
+    std::fs::rename(&app.media, app.dir.join("moved-away")).expect("move the folder");
+    let r = app.run(&["queue", "run"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("nothing could be reached (store media)"),
+        "{}",
+        r.stderr
+    );
+    let stats = app.stats();
+    assert_eq!(stats["total_pending"], 2, "{stats}");
+    assert_eq!(stats["by_attempts"]["1"], 2, "{stats}");
+    std::fs::rename(app.dir.join("moved-away"), &app.media).expect("move back");
+    assert!(app.exists("tmp/o01.jpg"));
+}
+
+/// A worker killed after moving an object and before recording it: the next run finds the copy.
+/// Referenced meanwhile, the object is moved back; otherwise the move is recorded, once.
+#[test]
+fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone() {
+    let app = App::new("", "");
+    app.ok(&[
+        "queue",
+        "add",
+        "--store",
+        "media",
+        "tmp/o01.jpg",
+        "tmp/o02.jpg",
+    ]);
+    // A process that has ended: its claims are free to take.
+    let mut dead = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = dead.id();
+    dead.wait().expect("reap");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let holder = format!("{}:{pid}", host.trim());
+    let state = rusqlite::Connection::open(app.dir.join("assetgc.db")).expect("state");
+    for k in ["tmp/o01.jpg", "tmp/o02.jpg"] {
+        let q = format!(".assetgc-trash/20260101T000000Z/{k}");
+        state
+            .execute(
+                "UPDATE queue SET state = 'claimed', claimed_by = ?1, claimed_at = '2026-01-01T00:00:00Z', quarantine_key = ?2 WHERE key = ?3",
+                rusqlite::params![holder, q, k],
+            )
+            .expect("claim");
+        let to = app.media.join(&q);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::rename(app.media.join(k), &to).expect("move");
+    }
+    app.sql(&["INSERT INTO posts (id, image) VALUES (100, 'tmp/o01.jpg')"]);
+    let out = app.ok(&["queue", "run"]);
+    assert!(out.contains("reclaimed:     2"), "{out}");
+    assert!(out.contains("referenced:    1"), "{out}");
+    assert!(out.contains("quarantined:   1"), "{out}");
+    assert!(app.exists("tmp/o01.jpg"), "the referenced object is back");
+    assert!(!app.exists(".assetgc-trash/20260101T000000Z/tmp/o01.jpg"));
+    assert!(app.exists(".assetgc-trash/20260101T000000Z/tmp/o02.jpg"));
+    // The recorded move can be restored.
+    app.ok(&["restore", "tmp/o02.jpg"]);
+    assert!(app.exists("tmp/o02.jpg"));
+}
+
+#[test]
+fn ignored_keys_are_never_deleted_and_retry_keeps_holds() {
+    let app = App::new(
+        "quarantine = { keep = \"1h\" }\nignore = [\"static/**\"]",
+        "",
+    );
+    app.file("static/logo.png", 3);
+    app.ok(&[
+        "queue",
+        "add",
+        "--store",
+        "media",
+        "static/logo.png",
+        "tmp/o01.jpg",
+    ]);
+    let out = app.ok(&["queue", "run"]);
+    assert!(out.contains("dropped:       1"), "{out}");
+    assert!(app.exists("static/logo.png"));
+    assert_eq!(app.outcomes_of("static/logo.png"), ["dropped"]);
+    // The copy's removal waits for `keep`: retry does not bring it forward.
+    let list: Value = serde_json::from_str(&app.ok(&["queue", "list", "--json"])).expect("json");
+    let removal = &list.as_array().expect("array")[0];
+    assert_eq!(removal["reason"], "quarantine");
+    let r = app.run(&["queue", "retry", &removal["id"].to_string()]);
+    assert_refused(&r, "not brought forward");
+}
+
+#[test]
+fn retrying_a_failed_entry_whose_object_is_queued_again_drops_the_old_one() {
+    let app = App::new("quarantine = false", "");
+    std::fs::remove_file(app.media.join("tmp/o01.jpg")).expect("rm");
+    std::fs::create_dir_all(app.media.join("tmp/o01.jpg")).expect("dir in the way");
+    app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+    let r = app.run(&["queue", "run", "--max-attempts", "1"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    let out = app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+    assert!(
+        out.contains("Queued 1 deletion"),
+        "a failed entry does not block a new one: {out}"
+    );
+    let out = app.ok(&["queue", "retry", "--all-failed"]);
+    assert!(out.contains("Retried 0 entries"), "{out}");
+    assert!(
+        out.contains("Dropped 1 whose object is queued again"),
+        "{out}"
+    );
+    let stats = app.stats();
+    assert_eq!(stats["total_pending"], 1, "{stats}");
+    assert_eq!(stats["total_failed"], 0, "{stats}");
+    assert_eq!(stats["total_dropped"], 1, "{stats}");
+}

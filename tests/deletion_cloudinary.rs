@@ -266,3 +266,35 @@ fn cloudinary_queue_add_needs_a_resource_type() {
     assert!(!app.ids().contains("image/tmp/o1"));
     assert!(!app.ids().contains("video/clips/old"));
 }
+
+#[test]
+fn cloudinary_budget_stop_leaves_entries_pending_without_an_attempt() {
+    let app = app("quarantine = false\napi_budget = { max_wait = \"1s\" }");
+    // The account is out of calls for the next ten minutes: the first call answers 420.
+    app.emulator.set_remaining(0);
+    app.emulator
+        .set_window_reset_in(std::time::Duration::from_secs(600));
+    app.ok(&[
+        "queue",
+        "add",
+        "--store",
+        "media",
+        "--resource-type",
+        "image",
+        "tmp/o1",
+        "tmp/o2",
+    ]);
+    let r = assetgc(&app.config, &["queue", "run"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("deferred:      2"), "{}", r.stdout);
+    assert!(r.stdout.contains("Stopped:"), "{}", r.stdout);
+    let list: Value = serde_json::from_str(&app.ok(&["queue", "list", "--json"])).expect("json");
+    let list = list.as_array().expect("array");
+    assert_eq!(list.len(), 2);
+    assert!(
+        list.iter()
+            .all(|e| e["state"] == "pending" && e["attempts"] == 0),
+        "{list:?}"
+    );
+    assert!(app.ids().contains("image/tmp/o1"));
+}

@@ -281,7 +281,10 @@ async fn guard(
     store: &str,
 ) -> Result<Option<String>> {
     let Some((scanned, orphans)) = scan.store_counts(store) else {
-        return Ok(None);
+        return Ok(Some(format!(
+            "scan {} recorded no counts for it, so the guard cannot be applied",
+            scan.id
+        )));
     };
     let share = cfg.safety.max_orphan_share;
     if scanned >= 100 && orphans as f64 > share * scanned as f64 {
@@ -335,7 +338,8 @@ fn read_report(path: &Path) -> Result<Vec<ReportRow>> {
             .map_err(|e| not_ours(&format!("not a CSV file ({e})")))
     };
     match next()? {
-        Some(r) if r.len() == 1 && &r[0] == report::ORPHANS_TITLE => {}
+        Some(r) if r.len() == 1 && r[0].trim_start_matches('\u{feff}') == report::ORPHANS_TITLE => {
+        }
         _ => {
             return Err(not_ours(&format!(
                 "it does not start with `{}`",

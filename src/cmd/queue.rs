@@ -23,8 +23,8 @@ pub async fn run(g: &Global, cmd: &QueueCommand, ui: Ui) -> Result<Exit> {
         QueueCommand::Run(a) => run_queue(&cfg, &state, a, ui).await,
         QueueCommand::Stats(a) => stats(&state, a.json),
         QueueCommand::List(a) => list(&state, a),
-        QueueCommand::Retry(a) => change(&state, a, true),
-        QueueCommand::Drop(a) => change(&state, a, false),
+        QueueCommand::Retry(a) => change(&cfg, &state, a, true),
+        QueueCommand::Drop(a) => change(&cfg, &state, a, false),
     };
     state.close().await;
     result
@@ -233,6 +233,12 @@ pub fn print_totals(t: &Totals, state: &State, quiet: bool) -> Result<Exit> {
             "  failed:        {} (attempts used up; `assetgc queue retry --all-failed`)",
             t.failed
         );
+        if t.dropped > 0 {
+            println!(
+                "  dropped:       {} (an ignore glob matches: never deleted)",
+                t.dropped
+            );
+        }
         if t.deferred > 0 {
             println!(
                 "  deferred:      {} (left pending: the API budget stopped the run)",
@@ -279,6 +285,19 @@ pub fn print_totals(t: &Totals, state: &State, quiet: bool) -> Result<Exit> {
                 .map_or_else(String::new, |t| format!(", next due {t}")),
             queue.total_failed
         );
+    }
+    if t.nothing_reached() {
+        let mut names: Vec<String> = t.unreachable.iter().map(|s| format!("store {s}")).collect();
+        if t.db_unreachable {
+            names.push("a database of the references".into());
+        }
+        return Err(crate::error::Error::Unreachable(format!(
+            "nothing could be reached ({}): nothing was deleted; the entries wait for their next attempt{}",
+            names.join(", "),
+            t.errors
+                .first()
+                .map_or_else(String::new, |e| format!(" ({e})"))
+        )));
     }
     Ok(if t.failed > 0 || t.budget_stop.is_some() {
         Exit::Incomplete
@@ -416,23 +435,36 @@ fn list(state: &State, a: &QueueListArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn change(state: &State, a: &QueueSelectArgs, retry: bool) -> Result<Exit> {
+fn change(cfg: &Config, state: &State, a: &QueueSelectArgs, retry: bool) -> Result<Exit> {
     let sel = if a.all_failed {
         Selection::AllFailed
     } else {
         Selection::Ids(a.ids.clone())
     };
     let actor = if retry { "queue retry" } else { "queue drop" };
-    let n = if retry {
-        state.queue_retry(&sel, actor)?
+    let changed = if retry {
+        state.queue_retry(&sel, actor, &|store| {
+            cfg.stores
+                .iter()
+                .find(|s| s.name == store)
+                .map(|s| s.min_age)
+        })?
     } else {
         state.queue_drop(&sel, actor)?
     };
+    let count = |what: &str| changed.iter().filter(|o| o.as_str() == what).count() as u64;
+    let n = count(if retry { "retried" } else { "dropped" });
     println!(
         "{} {n} entr{}.",
         if retry { "Retried" } else { "Dropped" },
         if n == 1 { "y" } else { "ies" }
     );
+    if retry && count("dropped") > 0 {
+        println!(
+            "Dropped {} whose object is queued again (the newer entry stays).",
+            count("dropped")
+        );
+    }
     if retry && n > 0 && std::io::stdout().is_terminal() {
         println!("They are due now: `assetgc queue run` processes them.");
     }

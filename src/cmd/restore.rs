@@ -64,14 +64,25 @@ async fn restore(cfg: &Config, state: &State, args: &RestoreArgs) -> Result<Exit
         }
     }
     let mut exit = Exit::Ok;
+    let mut restored = 0;
     for (rt, key, rec) in &plan {
-        let moved = store
+        let moved = match store
             .move_many_of(*rt, &[(rec.quarantine_key.clone(), key.clone())])
             .await
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        {
+            Ok(m) => m,
+            // Some keys came back already: the run did part of its work (exit 4).
+            Err(e) if restored > 0 => {
+                eprintln!("error: cannot restore `{key}`: {e}");
+                exit = exit.max(Exit::Incomplete);
+                continue;
+            }
+            Err(e) => return Err(Error::Unreachable(e.to_string())),
+        };
         match moved.into_iter().next() {
             Some(Ok(Moved::Moved)) => {
                 state.mark_restored(rec, "restore")?;
+                restored += 1;
                 println!("Restored {key} (from {}).", rec.quarantine_key);
             }
             Some(Ok(Moved::SourceGone)) => {

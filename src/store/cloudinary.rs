@@ -114,6 +114,8 @@ struct ApiMessage {
 
 /// One key's delete outcome.
 type Outcome = (String, Result<(), String>);
+/// One delete call's outcomes, or why the call failed.
+type BatchAnswer = Result<Vec<Outcome>, StoreError>;
 
 enum Body<'a> {
     None,
@@ -481,16 +483,38 @@ impl Inner {
             .cloned()
             .collect();
         let batches: Vec<Vec<String>> = usable.chunks(IDS_PER_CALL).map(<[_]>::to_vec).collect();
-        let answers: Vec<Result<Vec<Outcome>, StoreError>> = futures::stream::iter(batches)
+        let answers: Vec<(Vec<String>, BatchAnswer)> = futures::stream::iter(batches)
             .map(|batch| {
                 let path = &path;
-                async move { self.delete_batch(path, batch).await }
+                async move {
+                    let sent = batch.clone();
+                    (sent, self.delete_batch(path, batch).await)
+                }
             })
             .buffer_unordered(CALLS_IN_FLIGHT)
             .collect()
             .await;
-        for a in answers {
-            outcome.extend(a?);
+        // A call that failed fails its own keys; what the other calls deleted stays reported
+        // (a budget stop part way must not hide deletes that happened). Only when no call
+        // got through does the whole delete fail.
+        let mut first_error = None;
+        let mut answered = false;
+        for (sent, a) in answers {
+            match a {
+                Ok(v) => {
+                    answered = true;
+                    outcome.extend(v);
+                }
+                Err(e) => {
+                    for k in sent {
+                        outcome.insert(k, Err(e.to_string()));
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let (false, Some(e)) = (answered, first_error) {
+            return Err(e);
         }
         Ok(keys
             .iter()

@@ -130,6 +130,95 @@ pub async fn run(store: &dyn Store, seed: &dyn Seeder) {
 
     // Last: these change the store, and every check above expects the fixture as it was put.
     delete_many_deletes_the_keys_named_and_nothing_else(store, &fixture).await;
+    move_many_moves_and_moves_back(store, &fixture).await;
+}
+
+/// Quarantine and restore: odd keys move under a quarantine-like prefix and back, bytes kept; a
+/// move of an absent key is `SourceGone`; an unrepresentable key is refused without a call.
+async fn move_many_moves_and_moves_back(store: &dyn Store, fixture: &Fixture) {
+    use assetgc::store::Moved;
+    let what = store.describe();
+    let keys = [
+        "semi;colon,comma.jpg",
+        "brackets [1] (2) {3} star*.jpg",
+        "tilde~/at@sign time 12:00.jpg",
+        "nfd/cafe\u{301}.jpg",
+    ];
+    let moves: Vec<(String, String)> = keys
+        .iter()
+        .map(|k| {
+            (
+                (*k).to_string(),
+                format!(".assetgc-trash/20260101T000000Z/{k}"),
+            )
+        })
+        .chain([
+            (
+                "absent.jpg".to_string(),
+                ".assetgc-trash/20260101T000000Z/absent.jpg".to_string(),
+            ),
+            (
+                "a//b".to_string(),
+                ".assetgc-trash/20260101T000000Z/a//b".to_string(),
+            ),
+        ])
+        .collect();
+    let out = store
+        .move_many(&moves)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: move_many: {e}"));
+    assert_eq!(out.len(), moves.len(), "{what}: one outcome per move");
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(out[i], Ok(Moved::Moved), "{what}: move of {k:?}");
+    }
+    assert_eq!(
+        out[keys.len()],
+        Ok(Moved::SourceGone),
+        "{what}: move of an absent key"
+    );
+    assert!(
+        out[keys.len() + 1].is_err(),
+        "{what}: an unrepresentable key is refused"
+    );
+    let sources: Vec<String> = keys.iter().map(|k| (*k).to_string()).collect();
+    let targets: Vec<String> = moves[..keys.len()].iter().map(|(_, t)| t.clone()).collect();
+    let gone = store.head_many(&sources).await.expect("head sources");
+    assert!(
+        gone.iter().all(Option::is_none),
+        "{what}: moved keys are gone: {gone:?}"
+    );
+    let there = store.head_many(&targets).await.expect("head targets");
+    for (k, found) in keys.iter().zip(&there) {
+        let found = found
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: {k:?} not at its new key"));
+        assert_eq!(
+            Some(fixture.objects[*k]),
+            found.size,
+            "{what}: {k:?} kept its bytes"
+        );
+    }
+    // And back, as `restore` does.
+    let back: Vec<(String, String)> = targets
+        .iter()
+        .cloned()
+        .zip(sources.iter().cloned())
+        .collect();
+    let out = store.move_many(&back).await.expect("move back");
+    assert!(
+        out.iter().all(|o| *o == Ok(Moved::Moved)),
+        "{what}: {out:?}"
+    );
+    let restored = store.head_many(&sources).await.expect("head restored");
+    assert!(
+        restored.iter().all(Option::is_some),
+        "{what}: restored: {restored:?}"
+    );
+    let left = store.head_many(&targets).await.expect("head targets");
+    assert!(
+        left.iter().all(Option::is_none),
+        "{what}: copies left behind: {left:?}"
+    );
 }
 
 /// Deleted by name in one `delete_many`: odd keys spelt as stored. Their neighbours — the NFC
