@@ -487,14 +487,43 @@ pub(super) async fn delete_many<S: ObjectStore>(
     Ok(out)
 }
 
-/// Server-side moves through `object_store`: every copy first (`at_once` at a time), then the
-/// sources of the copies that landed go through [`delete_many`], so a move costs one copy call
-/// plus its share of a bulk delete. A crash between the two leaves both copies, never neither:
-/// the next attempt copies again (same destination) and deletes.
+/// How one server-side copy ended.
+pub(super) enum Copied {
+    Done,
+    SourceGone,
+    Failed(String),
+}
+
+/// Server-side moves through `object_store`'s copy: see [`move_many_with`].
 pub(super) async fn move_many<S: ObjectStore>(
     d: Deletes<'_, S>,
     moves: &[(String, String)],
 ) -> Result<Vec<crate::store::MoveResult>, StoreError> {
+    let store = d.store;
+    move_many_with(d, moves, |from: Path, to: Path| async move {
+        match store.copy(&from, &to).await {
+            Ok(()) => Copied::Done,
+            Err(object_store::Error::NotFound { .. }) => Copied::SourceGone,
+            Err(e) => Copied::Failed(format!("copy failed: {}", reason(&e))),
+        }
+    })
+    .await
+}
+
+/// Server-side moves: every copy first (`at_once × 4` at a time, by `copy`), then the sources
+/// of the copies that landed go through [`delete_many`], so a move costs one copy plus its share
+/// of a bulk delete. A crash between the two leaves both copies, never neither: the next
+/// attempt copies again (same destination) and deletes.
+pub(super) async fn move_many_with<S, F, Fut>(
+    d: Deletes<'_, S>,
+    moves: &[(String, String)],
+    copy: F,
+) -> Result<Vec<crate::store::MoveResult>, StoreError>
+where
+    S: ObjectStore,
+    F: Fn(Path, Path) -> Fut,
+    Fut: std::future::Future<Output = Copied>,
+{
     use crate::store::Moved;
     let mut out: Vec<crate::store::MoveResult> = vec![Ok(Moved::Moved); moves.len()];
     let mut sendable: Vec<(usize, Path, Path)> = Vec::with_capacity(moves.len());
@@ -512,10 +541,11 @@ pub(super) async fn move_many<S: ObjectStore>(
         }
     }
     let d = &d;
-    let copies: Vec<(usize, object_store::Result<()>)> = futures::stream::iter(sendable)
+    let copy = &copy;
+    let copies: Vec<(usize, Copied)> = futures::stream::iter(sendable)
         .map(|(i, from, to)| async move {
             d.calls.fetch_add(1, Ordering::Relaxed);
-            (i, d.store.copy(&from, &to).await)
+            (i, copy(from, to).await)
         })
         .buffer_unordered(d.at_once.max(1) * 4)
         .collect()
@@ -526,17 +556,16 @@ pub(super) async fn move_many<S: ObjectStore>(
     let mut last_failure = String::new();
     for (i, result) in copies {
         match result {
-            Ok(()) => {
+            Copied::Done => {
                 landed += 1;
                 moved_from.push(i);
                 sources.push(moves[i].0.clone());
             }
-            Err(object_store::Error::NotFound { .. }) => {
+            Copied::SourceGone => {
                 landed += 1;
                 out[i] = Ok(Moved::SourceGone);
             }
-            Err(e) => {
-                let msg = format!("copy failed: {}", reason(&e));
+            Copied::Failed(msg) => {
                 last_failure.clone_from(&msg);
                 out[i] = Err(msg);
             }
