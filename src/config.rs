@@ -303,6 +303,8 @@ impl Default for Safety {
 #[derive(Debug, Clone)]
 pub enum StateUrl {
     Sqlite(PathBuf),
+    /// `postgres://…`: the schema `assetgc` of that database.
+    Postgres(Secret),
 }
 
 #[derive(Debug, Clone)]
@@ -1158,9 +1160,7 @@ impl Cx<'_> {
             return Ok(StateUrl::Sqlite(self.resolve_path(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(
-                "a PostgreSQL state database is not supported yet; use sqlite://assetgc.db".into(),
-            );
+            return Ok(StateUrl::Postgres(Secret(url.to_string())));
         }
         Err(format!(
             "[state] url `{}` is not a sqlite:// URL",

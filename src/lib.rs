@@ -34,6 +34,7 @@ pub mod reconcile;
 pub mod refs;
 pub mod report;
 pub mod state;
+pub mod state_pg;
 pub mod store;
 pub mod worker;
 

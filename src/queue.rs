@@ -13,7 +13,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use crate::error::{Error, Result};
 use crate::key::ResourceType;
 use crate::report::rfc3339;
-use crate::state::State;
+use crate::state::SqliteState;
 
 /// A claim older than this returns to `pending` (SPEC §6).
 pub const CLAIM_TIMEOUT: TimeDelta = TimeDelta::minutes(10);
@@ -76,7 +76,7 @@ impl Entry {
     }
 }
 
-const ENTRY_COLUMNS: &str = "id, store, resource_type, key, reason, rule, row_id, client_id, scan_id, queued_at, uploaded_at, attempts, last_error, next_attempt_at, state, actor, original_key, quarantine_key";
+pub(crate) const ENTRY_COLUMNS: &str = "id, store, resource_type, key, reason, rule, row_id, client_id, scan_id, queued_at, uploaded_at, attempts, last_error, next_attempt_at, state, actor, original_key, quarantine_key";
 
 fn entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     Ok(Entry {
@@ -127,7 +127,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn audit(&self) -> String {
+    pub(crate) fn audit(&self) -> String {
         match self {
             Outcome::Deleted => "deleted".into(),
             Outcome::AlreadyGone => "already_gone".into(),
@@ -240,7 +240,7 @@ pub enum Selection {
     AllFailed,
 }
 
-impl State {
+impl SqliteState {
     /// Queues entries in one transaction. Returns (added, already queued): an object with a
     /// live entry (`pending` or `claimed`) gets no second one.
     pub fn enqueue(&self, actor: &str, entries: &[NewEntry]) -> Result<(u64, u64)> {

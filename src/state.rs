@@ -1,5 +1,7 @@
-//! The embedded state database: every scan is recorded here (SPEC §5), and later the queue, the
-//! audit log and job runs. SQLite by default, created when missing; migrations in `migrations/`.
+//! The state database: every scan is recorded here (SPEC §5), with the deletion queue, the audit
+//! log and the quarantine records. SQLite by default, created when missing (this file and
+//! `queue.rs`); PostgreSQL (`state_pg.rs`, schema `assetgc`) for instances that share one.
+//! Migrations in `migrations/sqlite` and `migrations/postgres`.
 
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::reconcile::{Findings, Mode, Window};
 use crate::report::{self, Summary};
 
-pub struct State {
+pub struct SqliteState {
     pool: SqlitePool,
     path: std::path::PathBuf,
     /// One rusqlite connection for the queue's transactions, opened on first use.
@@ -50,9 +52,8 @@ fn state_err(e: impl std::fmt::Display) -> Error {
     Error::State(e.to_string())
 }
 
-impl State {
-    pub async fn open(url: &StateUrl) -> Result<State> {
-        let StateUrl::Sqlite(path) = url;
+impl SqliteState {
+    pub async fn open(path: &std::path::Path) -> Result<SqliteState> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::State(format!(
@@ -76,9 +77,9 @@ impl State {
             .run(&pool)
             .await
             .map_err(|e| Error::State(format!("cannot migrate {}: {e}", path.display())))?;
-        Ok(State {
+        Ok(SqliteState {
             pool,
-            path: path.clone(),
+            path: path.to_path_buf(),
             conn: std::sync::Mutex::new(None),
         })
     }
@@ -141,33 +142,7 @@ impl State {
         f: &Findings,
         report_path: Option<&std::path::Path>,
     ) -> Result<()> {
-        let summary = report::summary_json(&Summary::of(f));
-        let stores: Vec<serde_json::Value> = f
-            .stores
-            .iter()
-            .map(|s| {
-                json!({
-                    "store": s.name, "reachable": s.reachable, "complete": s.complete,
-                    "listed": s.listed, "objects_scanned": s.objects_scanned, "valid": s.valid,
-                    "orphans": s.orphans, "orphan_bytes": s.orphan_bytes,
-                    "too_recent": s.too_recent, "ignored": s.ignored,
-                    "api_calls": s.api_calls, "full_list_calls": s.full_list_calls,
-                })
-            })
-            .collect();
-        let api_calls: serde_json::Map<String, serde_json::Value> = f
-            .stores
-            .iter()
-            .map(|s| (s.name.clone(), json!(s.api_calls)))
-            .collect();
-        let update = [
-            report::rfc3339(f.finished_at),
-            (if f.complete { "complete" } else { "incomplete" }).to_string(),
-            summary.to_string(),
-            json!(stores).to_string(),
-            serde_json::Value::Object(api_calls).to_string(),
-            json!(f.warnings).to_string(),
-        ];
+        let update = finish_fields(f);
         let report_path = report_path.map(|p| p.display().to_string());
         let duration_ms = i64::try_from(f.duration().as_millis()).unwrap_or(i64::MAX);
         // The scan's row and its findings land together or not at all. Findings can run to
@@ -422,18 +397,6 @@ impl State {
         rows.iter().map(scan_detail).collect()
     }
 
-    /// The comparable scan of SPEC §6 invariant 7: the previous complete scan with the same
-    /// stores, the same window and orphans checked.
-    pub async fn comparable_scan(&self, of: &ScanDetail) -> Result<Option<ScanDetail>> {
-        let mut stores = of.stores.clone();
-        stores.sort();
-        Ok(self.complete_scans().await?.into_iter().find(|s| {
-            let mut theirs = s.stores.clone();
-            theirs.sort();
-            s.id < of.id && theirs == stores && s.window == of.window
-        }))
-    }
-
     /// The orphans a scan recorded, by store and key.
     pub async fn scan_orphans(&self, id: i64) -> Result<Vec<OrphanRow>> {
         let rows = sqlx::query(
@@ -485,6 +448,38 @@ fn scan_detail(r: &sqlx::sqlite::SqliteRow) -> Result<ScanDetail> {
     })
 }
 
+/// The scan row's fields at its end: finished_at, state, summary, store_stats, api_calls,
+/// warnings (JSON text), shared by both state databases.
+pub(crate) fn finish_fields(f: &Findings) -> [String; 6] {
+    let summary = report::summary_json(&Summary::of(f));
+    let stores: Vec<serde_json::Value> = f
+        .stores
+        .iter()
+        .map(|s| {
+            json!({
+                "store": s.name, "reachable": s.reachable, "complete": s.complete,
+                "listed": s.listed, "objects_scanned": s.objects_scanned, "valid": s.valid,
+                "orphans": s.orphans, "orphan_bytes": s.orphan_bytes,
+                "too_recent": s.too_recent, "ignored": s.ignored,
+                "api_calls": s.api_calls, "full_list_calls": s.full_list_calls,
+            })
+        })
+        .collect();
+    let api_calls: serde_json::Map<String, serde_json::Value> = f
+        .stores
+        .iter()
+        .map(|s| (s.name.clone(), json!(s.api_calls)))
+        .collect();
+    [
+        report::rfc3339(f.finished_at),
+        (if f.complete { "complete" } else { "incomplete" }).to_string(),
+        summary.to_string(),
+        json!(stores).to_string(),
+        serde_json::Value::Object(api_calls).to_string(),
+        json!(f.warnings).to_string(),
+    ]
+}
+
 /// A recorded scan, as `purge` reads it.
 #[derive(Debug, Clone)]
 pub struct ScanDetail {
@@ -521,4 +516,86 @@ pub struct OrphanRow {
     pub key: String,
     pub size: u64,
     pub uploaded_at: Option<DateTime<Utc>>,
+}
+
+/// The state database of a run: SQLite or PostgreSQL, with one API.
+pub enum State {
+    Sqlite(SqliteState),
+    Postgres(crate::state_pg::PgState),
+}
+
+/// Methods both backends have; SQLite's queue methods run in place (see `queue.rs`).
+macro_rules! both {
+    ($(
+        $(#[$doc:meta])*
+        pub async fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty => $($sqlite_await:ident)?;
+    )*) => {$(
+        $(#[$doc])*
+        pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+            match self {
+                State::Sqlite(s) => s.$name($($arg),*)$(.$sqlite_await)?,
+                State::Postgres(p) => p.$name($($arg),*).await,
+            }
+        }
+    )*};
+}
+
+impl State {
+    pub async fn open(url: &StateUrl) -> Result<State> {
+        Ok(match url {
+            StateUrl::Sqlite(path) => State::Sqlite(SqliteState::open(path).await?),
+            StateUrl::Postgres(url) => {
+                State::Postgres(crate::state_pg::PgState::open(url.expose()).await?)
+            }
+        })
+    }
+
+    /// Where the state lives, for messages (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            State::Sqlite(s) => s.path().display().to_string(),
+            State::Postgres(p) => p.label().to_string(),
+        }
+    }
+
+    both! {
+        pub async fn close(&self) -> () => await;
+        pub async fn begin_scan(&self, started_at: DateTime<Utc>, window: Window, mode: Mode, stores: &[String]) -> Result<i64> => await;
+        pub async fn finish_scan(&self, id: i64, f: &Findings, report_path: Option<&std::path::Path>) -> Result<()> => await;
+        pub async fn history(&self, limit: u32) -> Result<Vec<ScanRecord>> => await;
+        pub async fn fail_scan(&self, id: i64, why: &str) -> Result<()> => await;
+        pub async fn load_budgets(&self, now: DateTime<Utc>) -> Result<HashMap<String, budget::Persisted>> => await;
+        pub async fn save_budgets(&self, now: DateTime<Utc>, budgets: &[(String, budget::Persisted)]) -> Result<()> => await;
+        pub async fn list_costs(&self, stores: &[String]) -> Result<HashMap<String, u64>> => await;
+        pub async fn scan_detail(&self, id: i64) -> Result<Option<ScanDetail>> => await;
+        pub async fn complete_scans(&self) -> Result<Vec<ScanDetail>> => await;
+        pub async fn scan_orphans(&self, id: i64) -> Result<Vec<OrphanRow>> => await;
+        pub async fn enqueue(&self, actor: &str, entries: &[crate::queue::NewEntry]) -> Result<(u64, u64)> =>;
+        pub async fn release_stale_claims(&self, is_dead: &(dyn Fn(&str) -> bool + Sync)) -> Result<u64> =>;
+        pub async fn claim(&self, worker: &str, n: usize, quarantine: &(dyn Fn(&crate::queue::Entry) -> Option<String> + Sync)) -> Result<Vec<crate::queue::Entry>> =>;
+        pub async fn finish(&self, worker: &str, actor: &str, max_attempts: u32, results: &[(&crate::queue::Entry, crate::queue::Outcome)]) -> Result<()> =>;
+        pub async fn hold_claims(&self, worker: &str, ids: &[i64]) -> Result<Vec<i64>> =>;
+        pub async fn queue_stats(&self) -> Result<crate::queue::Stats> =>;
+        pub async fn queue_list(&self, failed: bool, limit: usize) -> Result<Vec<crate::queue::Entry>> =>;
+        pub async fn queue_retry(&self, sel: &crate::queue::Selection, actor: &str, min_age: &(dyn Fn(&str) -> Option<Duration> + Sync)) -> Result<Vec<String>> =>;
+        pub async fn queue_drop(&self, sel: &crate::queue::Selection, actor: &str) -> Result<Vec<String>> =>;
+        pub async fn audit_one(&self, actor: &str, ident: (&str, &str, &str), outcome: &str, detail: Option<&str>) -> Result<()> =>;
+        pub async fn audit_log(&self, limit: usize, key: Option<&str>) -> Result<Vec<crate::queue::AuditRow>> =>;
+        pub async fn newest_quarantine(&self, store: &str, resource_type: &str, key: &str) -> Result<Option<crate::queue::QuarantineRecord>> =>;
+        pub async fn quarantine_held(&self, store: &str) -> Result<Vec<crate::queue::QuarantineRecord>> =>;
+        pub async fn mark_restored(&self, rec: &crate::queue::QuarantineRecord, actor: &str) -> Result<()> =>;
+        pub async fn queue_states(&self) -> Result<Vec<crate::queue::EntryState>> =>;
+    }
+
+    /// The comparable scan of SPEC §6 invariant 7: the previous complete scan with the same
+    /// stores, the same window and orphans checked.
+    pub async fn comparable_scan(&self, of: &ScanDetail) -> Result<Option<ScanDetail>> {
+        let mut stores = of.stores.clone();
+        stores.sort();
+        Ok(self.complete_scans().await?.into_iter().find(|s| {
+            let mut theirs = s.stores.clone();
+            theirs.sort();
+            s.id < of.id && theirs == stores && s.window == of.window
+        }))
+    }
 }

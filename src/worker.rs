@@ -285,7 +285,7 @@ impl Worker<'_> {
         }
         // A claim can time out while the re-check runs: act only on claims still held.
         let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
-        let Ok(held) = state.hold_claims(me, &ids) else {
+        let Ok(held) = state.hold_claims(me, &ids).await else {
             return vec![Outcome::Deferred; entries.len()];
         };
         for (i, e) in entries.iter().enumerate() {
@@ -456,7 +456,7 @@ pub async fn run(
     let ledger = Arc::new(Ledger::new(state.load_budgets(Utc::now()).await?));
     let me = worker_id();
     let mut totals = Totals {
-        released: state.release_stale_claims(&is_dead)?,
+        released: state.release_stale_claims(&is_dead).await?,
         ..Totals::default()
     };
     let mut w = Worker {
@@ -477,7 +477,7 @@ pub async fn run(
             break Ok(());
         }
         let now = Utc::now();
-        let batch = match state.claim(&me, usize::try_from(room).unwrap_or(usize::MAX), &|e| {
+        let quarantine = |e: &Entry| {
             if e.is_copy_removal() {
                 return None;
             }
@@ -485,7 +485,15 @@ pub async fn run(
                 .iter()
                 .find(|s| s.name == e.store)
                 .and_then(|s| quarantine_key(s, &e.key, now))
-        }) {
+        };
+        let claimed = state
+            .claim(
+                &me,
+                usize::try_from(room).unwrap_or(usize::MAX),
+                &quarantine,
+            )
+            .await;
+        let batch = match claimed {
             Ok(b) => b,
             Err(e) => break Err(e),
         };
@@ -513,7 +521,10 @@ pub async fn run(
         for (e, o) in &results {
             totals.count(o, opts.max_attempts, e);
         }
-        if let Err(e) = state.finish(&me, &opts.actor, opts.max_attempts, &results) {
+        if let Err(e) = state
+            .finish(&me, &opts.actor, opts.max_attempts, &results)
+            .await
+        {
             break Err(e);
         }
         totals.recheck = w.recheck.cost;

@@ -28,11 +28,14 @@ fn url_path(name: &str) -> String {
 
 /// A container or bucket name no other test or run uses.
 fn fresh_name() -> String {
+    // Tests run at once and the clock can give two of them one reading: a counter too.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    format!("assetgc-{nanos:x}")
+    format!("assetgc-{nanos:x}-{n}")
 }
 
 /// Beside the store's prefix `app/`: names a prefix match without the `/` would take for its own.

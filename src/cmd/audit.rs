@@ -7,7 +7,7 @@ use crate::state::State;
 pub async fn run(g: &Global, args: &AuditArgs) -> Result<Exit> {
     let cfg = super::config_or_env(g)?;
     let state = State::open(&cfg.state_url).await?;
-    let rows = state.audit_log(args.limit, args.key.as_deref());
+    let rows = state.audit_log(args.limit, args.key.as_deref()).await;
     state.close().await;
     let rows = rows?;
     if args.json {

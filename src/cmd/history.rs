@@ -16,8 +16,9 @@ pub async fn run(g: &Global, args: &HistoryArgs) -> Result<Exit> {
                 .unwrap_or_else(|_| std::path::PathBuf::from("assetgc.db")),
         ),
     };
-    let StateUrl::Sqlite(path) = &state_url;
-    if !path.exists() {
+    if let StateUrl::Sqlite(path) = &state_url
+        && !path.exists()
+    {
         println!(
             "No scans recorded yet: {} does not exist (run `assetgc scan`).",
             path.display()

@@ -11,7 +11,8 @@ pub const TEMPLATE: &str = r#"# assetgc configuration. Every string may use ${VA
 app_name = "My App"                      # shown in reports
 
 # [state]
-# url = "sqlite://assetgc.db"            # scan history, the deletion queue, the audit log (default)
+# url = "sqlite://assetgc.db"            # scan history, the deletion queue, the audit log (default);
+#                                        # postgres://… (schema `assetgc`) lets several instances share it
 
 # [reports]
 # dir = "reports"                        # where scan reports are written (default)

@@ -33,8 +33,9 @@ pub async fn run(g: &Global, args: &PurgeArgs, ui: Ui) -> Result<Exit> {
         .as_deref()
         .map(|d| parse_duration(d).map_err(|e| Error::Usage(format!("--older-than `{d}`: {e}"))))
         .transpose()?;
-    let crate::config::StateUrl::Sqlite(db) = &cfg.state_url;
-    if !db.exists() {
+    if let crate::config::StateUrl::Sqlite(db) = &cfg.state_url
+        && !db.exists()
+    {
         return Err(Error::Refused(format!(
             "no scans recorded yet ({} does not exist): run `assetgc scan` first",
             db.display()
@@ -208,12 +209,14 @@ async fn purge(
     }
 
     for (store, why) in &refusals {
-        state.audit_one(
-            "purge",
-            (store, "", ""),
-            "mass_delete_override",
-            Some(&format!("--allow-mass-delete: {why}")),
-        )?;
+        state
+            .audit_one(
+                "purge",
+                (store, "", ""),
+                "mass_delete_override",
+                Some(&format!("--allow-mass-delete: {why}")),
+            )
+            .await?;
     }
     let mut held = 0;
     let entries: Vec<NewEntry> = candidates
@@ -244,7 +247,7 @@ async fn purge(
             }
         })
         .collect();
-    let (added, already) = state.enqueue("purge", &entries)?;
+    let (added, already) = state.enqueue("purge", &entries).await?;
     println!(
         "Queued {added} of {total} orphan{} of {source} ({} MB){}{}.",
         if total == 1 { "" } else { "s" },
@@ -270,7 +273,7 @@ async fn purge(
     }
     let opts = RunOptions::from_config(cfg, "purge");
     let totals = super::queue::drain(cfg, state, &opts, ui).await?;
-    super::queue::print_totals(&totals, state, ui.quiet)
+    super::queue::print_totals(&totals, state, ui.quiet).await
 }
 
 /// Invariant 7 for one store of `scan`: why a purge must refuse, or `None`.

@@ -19,12 +19,12 @@ pub async fn run(g: &Global, cmd: &QueueCommand, ui: Ui) -> Result<Exit> {
     let cfg = super::config_or_env(g)?;
     let state = State::open(&cfg.state_url).await?;
     let result = match cmd {
-        QueueCommand::Add(a) => add(&cfg, &state, a),
+        QueueCommand::Add(a) => add(&cfg, &state, a).await,
         QueueCommand::Run(a) => run_queue(&cfg, &state, a, ui).await,
-        QueueCommand::Stats(a) => stats(&state, a.json),
-        QueueCommand::List(a) => list(&state, a),
-        QueueCommand::Retry(a) => change(&cfg, &state, a, true),
-        QueueCommand::Drop(a) => change(&cfg, &state, a, false),
+        QueueCommand::Stats(a) => stats(&state, a.json).await,
+        QueueCommand::List(a) => list(&state, a).await,
+        QueueCommand::Retry(a) => change(&cfg, &state, a, true).await,
+        QueueCommand::Drop(a) => change(&cfg, &state, a, false).await,
     };
     state.close().await;
     result
@@ -108,7 +108,7 @@ pub fn typed_key(
     Ok((rt, k.key))
 }
 
-fn add(cfg: &Config, state: &State, a: &QueueAddArgs) -> Result<Exit> {
+async fn add(cfg: &Config, state: &State, a: &QueueAddArgs) -> Result<Exit> {
     let store = store_named(cfg, &a.store)?;
     let mut raw: Vec<String> = Vec::new();
     for k in &a.keys {
@@ -146,7 +146,7 @@ fn add(cfg: &Config, state: &State, a: &QueueAddArgs) -> Result<Exit> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let (added, already) = state.enqueue("queue add", &entries)?;
+    let (added, already) = state.enqueue("queue add", &entries).await?;
     println!(
         "Queued {added} deletion{} for store {}{}. Run `assetgc queue run` to process them.",
         plural(added),
@@ -196,8 +196,8 @@ pub async fn drain(cfg: &Config, state: &State, opts: &RunOptions, ui: Ui) -> Re
 
 /// The summary of a worker run; the exit code it means (4 when an entry became `failed` or
 /// the budget stopped the run).
-pub fn print_totals(t: &Totals, state: &State, quiet: bool) -> Result<Exit> {
-    let queue = state.queue_stats()?;
+pub async fn print_totals(t: &Totals, state: &State, quiet: bool) -> Result<Exit> {
+    let queue = state.queue_stats().await?;
     if quiet {
         println!(
             "{} processed: {} deleted, {} quarantined, {} already gone, {} referenced, {} retrying, {} failed; {} pending",
@@ -321,11 +321,11 @@ async fn run_queue(cfg: &Config, state: &State, a: &QueueRunArgs, ui: Ui) -> Res
         );
     }
     let totals = drain(cfg, state, &opts, ui).await?;
-    print_totals(&totals, state, ui.quiet)
+    print_totals(&totals, state, ui.quiet).await
 }
 
-fn stats(state: &State, json: bool) -> Result<Exit> {
-    let s = state.queue_stats()?;
+async fn stats(state: &State, json: bool) -> Result<Exit> {
+    let s = state.queue_stats().await?;
     if json {
         let by: serde_json::Map<String, serde_json::Value> = s
             .by_attempts
@@ -391,8 +391,8 @@ fn entry_json(e: &Entry) -> serde_json::Value {
     })
 }
 
-fn list(state: &State, a: &QueueListArgs) -> Result<Exit> {
-    let entries = state.queue_list(a.failed, a.limit)?;
+async fn list(state: &State, a: &QueueListArgs) -> Result<Exit> {
+    let entries = state.queue_list(a.failed, a.limit).await?;
     if a.json {
         let all: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
         println!(
@@ -435,7 +435,7 @@ fn list(state: &State, a: &QueueListArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn change(cfg: &Config, state: &State, a: &QueueSelectArgs, retry: bool) -> Result<Exit> {
+async fn change(cfg: &Config, state: &State, a: &QueueSelectArgs, retry: bool) -> Result<Exit> {
     let sel = if a.all_failed {
         Selection::AllFailed
     } else {
@@ -443,14 +443,16 @@ fn change(cfg: &Config, state: &State, a: &QueueSelectArgs, retry: bool) -> Resu
     };
     let actor = if retry { "queue retry" } else { "queue drop" };
     let changed = if retry {
-        state.queue_retry(&sel, actor, &|store| {
-            cfg.stores
-                .iter()
-                .find(|s| s.name == store)
-                .map(|s| s.min_age)
-        })?
+        state
+            .queue_retry(&sel, actor, &|store| {
+                cfg.stores
+                    .iter()
+                    .find(|s| s.name == store)
+                    .map(|s| s.min_age)
+            })
+            .await?
     } else {
-        state.queue_drop(&sel, actor)?
+        state.queue_drop(&sel, actor).await?
     };
     let count = |what: &str| changed.iter().filter(|o| o.as_str() == what).count() as u64;
     let n = count(if retry { "retried" } else { "dropped" });

@@ -38,7 +38,8 @@ async fn restore(cfg: &Config, state: &State, args: &RestoreArgs) -> Result<Exit
     for k in &args.keys {
         let (rt, key) = super::queue::typed_key(store_cfg, args.resource_type.as_deref(), k)?;
         let rec = state
-            .newest_quarantine(&store_cfg.name, rt.as_str(), &key)?
+            .newest_quarantine(&store_cfg.name, rt.as_str(), &key)
+            .await?
             .ok_or_else(|| {
                 Error::Usage(format!(
                     "no quarantined copy of `{key}` in store `{}`: it was never moved there, was restored already, or its copy was removed after `keep` (`assetgc audit --key {key}` tells)",
@@ -81,7 +82,7 @@ async fn restore(cfg: &Config, state: &State, args: &RestoreArgs) -> Result<Exit
         };
         match moved.into_iter().next() {
             Some(Ok(Moved::Moved)) => {
-                state.mark_restored(rec, "restore")?;
+                state.mark_restored(rec, "restore").await?;
                 restored += 1;
                 println!("Restored {key} (from {}).", rec.quarantine_key);
             }

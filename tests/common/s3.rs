@@ -21,11 +21,15 @@ pub struct Bucket {
 impl Bucket {
     /// A bucket of its own for one test.
     pub async fn create(endpoint: &str) -> Bucket {
+        // Tests of one binary run at once and the clock can give two of them one reading: a
+        // counter keeps their buckets apart.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        Bucket::create_named(endpoint, &format!("assetgc-{nanos:x}")).await
+        Bucket::create_named(endpoint, &format!("assetgc-{nanos:x}-{n}")).await
     }
 
     /// A bucket by name, not created: for tests of buckets that do not exist or servers that do

@@ -1,0 +1,205 @@
+//! The state database on PostgreSQL (`[state] url = "postgres://…"`, schema `assetgc`): the
+//! same story as on SQLite, and two workers draining one queue at once, each entry taken once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use common::{Backend, TestDb, assetgc, write_file};
+use serde_json::Value;
+
+fn app(dir: &Path, state_url: &str, files: usize) -> PathBuf {
+    let media = dir.join("media");
+    let three_days = SystemTime::now() - Duration::from_secs(3 * 86_400);
+    let conn = rusqlite::Connection::open(dir.join("app.db")).expect("app db");
+    conn.execute_batch("CREATE TABLE posts (id integer PRIMARY KEY, image text)")
+        .expect("schema");
+    for i in 0..files {
+        let key = format!("f/{i:05}.jpg");
+        write_file(&media, &key, key.as_bytes(), three_days);
+        // Every 4th file is referenced.
+        if i % 4 == 0 {
+            conn.execute(
+                "INSERT INTO posts (id, image) VALUES (?1, ?2)",
+                rusqlite::params![i64::try_from(i).expect("small"), key],
+            )
+            .expect("row");
+        }
+    }
+    let config = dir.join("assetgc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[state]
+url = "{state_url}"
+
+[stores.media]
+url = "./media"
+min_age = "1h"
+
+[databases.app]
+url = "sqlite://app.db"
+
+[[references]]
+name = "posts"
+query = "SELECT id, image AS key FROM posts"
+
+[safety]
+max_orphan_share = 0.9
+"#
+        ),
+    )
+    .expect("config");
+    config
+}
+
+fn ok(config: &Path, args: &[&str]) -> String {
+    let r = assetgc(config, args);
+    assert_eq!(r.code, 0, "assetgc {args:?}:\n{}{}", r.stdout, r.stderr);
+    r.stdout
+}
+
+#[tokio::test]
+async fn postgres_state_story() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(db) = TestDb::create(Backend::Postgres, tmp.path()).await else {
+        return;
+    };
+    let config = app(tmp.path(), &db.url, 40);
+    let r = assetgc(&config, &["scan", "--all", "--json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let scan: Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(scan["scan"]["id"], 1);
+    assert_eq!(scan["summary"]["orphans"], 30);
+    // Nothing was written beside the config: the state is in PostgreSQL.
+    assert!(!tmp.path().join("assetgc.db").exists());
+    let history = ok(&config, &["history"]);
+    assert!(history.contains("all"), "{history}");
+
+    let dry = ok(&config, &["purge"]);
+    assert!(dry.contains("Would delete 30 objects"), "{dry}");
+    let out = ok(&config, &["purge", "--confirm"]);
+    assert!(out.contains("quarantined:   30"), "{out}");
+    assert!(!tmp.path().join("media/f/00001.jpg").exists());
+    assert!(tmp.path().join("media/f/00000.jpg").exists());
+    let out = ok(&config, &["restore", "f/00001.jpg"]);
+    assert!(out.contains("Restored"), "{out}");
+    assert!(tmp.path().join("media/f/00001.jpg").exists());
+    let stats: Value =
+        serde_json::from_str(&ok(&config, &["queue", "stats", "--json"])).expect("stats");
+    assert_eq!(stats["total_pending"], 29, "{stats}");
+    let audit: Value =
+        serde_json::from_str(&ok(&config, &["audit", "--json", "--key", "f/00001.jpg"]))
+            .expect("audit");
+    let outcomes: Vec<&str> = audit
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|a| a["outcome"].as_str().expect("outcome"))
+        .collect();
+    assert_eq!(outcomes, ["restored", "quarantined"]);
+
+    // Bad ids are refused the same way.
+    let r = assetgc(&config, &["queue", "drop", "4242"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    db.drop_db().await;
+}
+
+/// Two workers started together on one queue: every entry is taken by one of them, once.
+async fn two_workers(config: &Path, n: usize) -> BTreeMap<String, u64> {
+    let keys: Vec<String> = (0..n).map(|i| format!("f/{i:05}.jpg")).collect();
+    let mut cmd = assert_cmd::Command::cargo_bin("assetgc").expect("bin");
+    let added = cmd
+        .arg("--config")
+        .arg(config)
+        .args(["queue", "add", "--store", "media", "-"])
+        .write_stdin(keys.join("\n"))
+        .output()
+        .expect("queue add");
+    assert_eq!(added.status.code(), Some(0));
+    let bin = assert_cmd::cargo::cargo_bin("assetgc");
+    let spawn = || {
+        std::process::Command::new(&bin)
+            .arg("--config")
+            .arg(config)
+            .args(["queue", "run", "--batch-size", "20"])
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (
+            a.join().expect("join").expect("run a"),
+            b.join().expect("join").expect("run b"),
+        )
+    });
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    eprintln!(
+        "worker a: {}\nworker b: {}",
+        text(&a).lines().next().unwrap_or_default(),
+        text(&b).lines().next().unwrap_or_default()
+    );
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let audit: Value = serde_json::from_str(&ok(config, &["audit", "--json", "--limit", "100000"]))
+        .expect("audit");
+    let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
+    for row in audit.as_array().expect("array") {
+        let outcome = row["outcome"].as_str().expect("outcome");
+        if outcome == "quarantined" || outcome == "referenced" {
+            *per_key
+                .entry(row["key"].as_str().expect("key").to_string())
+                .or_default() += 1;
+        }
+    }
+    per_key
+}
+
+#[tokio::test]
+async fn postgres_two_workers_never_take_the_same_entry() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(db) = TestDb::create(Backend::Postgres, tmp.path()).await else {
+        return;
+    };
+    let n = 600;
+    let config = app(tmp.path(), &db.url, n);
+    let per_key = two_workers(&config, n).await;
+    assert_eq!(per_key.len(), n, "every entry was processed");
+    assert!(
+        per_key.values().all(|&c| c == 1),
+        "an entry was taken twice"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn sqlite_two_workers_never_take_the_same_entry() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let n = 600;
+    let config = app(tmp.path(), "sqlite://state.db", n);
+    let per_key = two_workers(&config, n).await;
+    assert_eq!(per_key.len(), n, "every entry was processed");
+    assert!(
+        per_key.values().all(|&c| c == 1),
+        "an entry was taken twice"
+    );
+}
+
+#[test]
+fn an_unreachable_postgres_state_is_exit_1_without_the_password() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = app(
+        tmp.path(),
+        "postgres://someone:hunter2-secret@127.0.0.1:1/nowhere",
+        4,
+    );
+    for args in [&["history"][..], &["queue", "stats"], &["scan", "--all"]] {
+        let r = assetgc(&config, args);
+        assert_eq!(r.code, 1, "{args:?}: {}{}", r.stdout, r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains("state database"), "{}", r.stderr);
+        assert!(!r.stderr.contains("hunter2-secret"), "{}", r.stderr);
+    }
+}
