@@ -77,6 +77,17 @@ pub enum Moved {
     SourceGone,
 }
 
+/// How a key that a delete reports gone went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    Deleted,
+    /// Nothing was there (deleted by someone else, or never there).
+    AlreadyGone,
+}
+
+/// One delete's outcome, telling "already gone" apart where the backend does.
+pub type GoneResult = Result<Gone, String>;
+
 /// One move's outcome: `Err` names why that move failed; the others go on.
 pub type MoveResult = Result<Moved, String>;
 
@@ -163,6 +174,21 @@ pub trait Store: Send + Sync {
         }
     }
 
+    /// [`Store::delete_many_of`], telling "already gone" apart where the backend does (the
+    /// folder store, Cloudinary); elsewhere every key gone is [`Gone::Deleted`].
+    async fn delete_many_gone(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<GoneResult>, StoreError> {
+        Ok(self
+            .delete_many_of(resource_type, keys)
+            .await?
+            .into_iter()
+            .map(|r| r.map(|()| Gone::Deleted))
+            .collect())
+    }
+
     /// [`Store::move_many`] for one resource type; `Plain` on stores without types.
     async fn move_many_of(
         &self,
@@ -193,7 +219,10 @@ pub trait Store: Send + Sync {
 }
 
 /// A typed call on a store that has no such resource type.
-fn no_such_type<S: Store + ?Sized>(store: &S, resource_type: ResourceType) -> StoreError {
+pub(crate) fn no_such_type<S: Store + ?Sized>(
+    store: &S,
+    resource_type: ResourceType,
+) -> StoreError {
     StoreError::Failed(format!(
         "{} has no resource type `{}`",
         store.describe(),

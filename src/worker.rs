@@ -355,13 +355,14 @@ impl Worker<'_> {
                     owner.push(i);
                 }
             }
-            let answer = store.delete_many_of(rt, &keys).await;
+            let answer = store.delete_many_gone(rt, &keys).await;
             self.note(&first.store, &answer);
             match answer {
                 Ok(results) => {
                     for (&i, r) in owner.iter().zip(results) {
                         let outcome = match r {
-                            Ok(()) => Outcome::Deleted,
+                            Ok(crate::store::Gone::Deleted) => Outcome::Deleted,
+                            Ok(crate::store::Gone::AlreadyGone) => Outcome::AlreadyGone,
                             Err(_) if metered && self.ledger.stopped().is_some() => {
                                 Outcome::Deferred
                             }

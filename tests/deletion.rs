@@ -1145,3 +1145,22 @@ fn retrying_a_failed_entry_whose_object_is_queued_again_drops_the_old_one() {
     assert_eq!(stats["total_failed"], 0, "{stats}");
     assert_eq!(stats["total_dropped"], 1, "{stats}");
 }
+
+#[test]
+fn a_key_already_gone_is_a_success_audited_as_already_gone() {
+    for store_extra in ["quarantine = false", ""] {
+        let app = App::new(store_extra, "");
+        app.ok(&[
+            "queue",
+            "add",
+            "--store",
+            "media",
+            "tmp/nothing-here.jpg",
+            "gone/dir/x.jpg",
+        ]);
+        let out = app.ok(&["queue", "run"]);
+        assert!(out.contains("already gone:  2"), "{store_extra}: {out}");
+        assert_eq!(app.outcomes_of("tmp/nothing-here.jpg"), ["already_gone"]);
+        assert_eq!(app.stats()["total_done"], 2);
+    }
+}

@@ -261,8 +261,17 @@ fn cloudinary_queue_add_needs_a_resource_type() {
         "media",
         "video/upload/v3/clips/old.mp4",
     ]);
+    app.ok(&[
+        "queue",
+        "add",
+        "--store",
+        "media",
+        "image/upload/v1/never/there.jpg",
+    ]);
     let out = app.ok(&["queue", "run"]);
     assert!(out.contains("deleted:       2"), "{out}");
+    // Cloudinary's `not_found` is success, audited as such.
+    assert!(out.contains("already gone:  1"), "{out}");
     assert!(!app.ids().contains("image/tmp/o1"));
     assert!(!app.ids().contains("video/clips/old"));
 }

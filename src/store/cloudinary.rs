@@ -113,7 +113,7 @@ struct ApiMessage {
 }
 
 /// One key's delete outcome.
-type Outcome = (String, Result<(), String>);
+type Outcome = (String, super::GoneResult);
 /// One delete call's outcomes, or why the call failed.
 type BatchAnswer = Result<Vec<Outcome>, StoreError>;
 
@@ -468,9 +468,9 @@ impl Inner {
         &self,
         rt: ResourceType,
         keys: &[String],
-    ) -> Result<Vec<Result<(), String>>, StoreError> {
+    ) -> Result<Vec<super::GoneResult>, StoreError> {
         let path = self.resources_path(rt);
-        let mut outcome: HashMap<String, Result<(), String>> = HashMap::new();
+        let mut outcome: HashMap<String, super::GoneResult> = HashMap::new();
         let usable: Vec<String> = keys
             .iter()
             .filter(|k| match unusable(k) {
@@ -544,7 +544,8 @@ impl Inner {
             let mut rest = Vec::new();
             for k in left {
                 match answer.deleted.get(&k).map(String::as_str) {
-                    Some("deleted" | "not_found") => out.push((k, Ok(()))),
+                    Some("deleted") => out.push((k, Ok(super::Gone::Deleted))),
+                    Some("not_found") => out.push((k, Ok(super::Gone::AlreadyGone))),
                     Some(other) => out.push((k, Err(format!("Cloudinary said `{other}`")))),
                     None if answer.partial => rest.push(k),
                     None => out.push((k, Err("not in Cloudinary's answer".into()))),
@@ -565,6 +566,11 @@ impl Inner {
         }));
         Ok(out)
     }
+}
+
+/// Delete outcomes without the already-gone distinction.
+fn unit(results: Vec<super::GoneResult>) -> Vec<Result<(), String>> {
+    results.into_iter().map(|r| r.map(|_| ())).collect()
 }
 
 /// Upload API `rename` calls in flight at once (one call per move; none counts in the Admin
@@ -780,6 +786,19 @@ impl Store for CloudinaryStore {
 
     async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
         let rt = self.single_type()?;
+        Ok(unit(self.inner.delete_of(rt, keys).await?))
+    }
+
+    async fn delete_many_gone(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<super::GoneResult>, StoreError> {
+        let rt = if resource_type == ResourceType::Plain {
+            self.single_type()?
+        } else {
+            resource_type
+        };
         self.inner.delete_of(rt, keys).await
     }
 
@@ -818,7 +837,7 @@ impl Store for CloudinaryStore {
         if resource_type == ResourceType::Plain {
             return self.delete_many(keys).await;
         }
-        self.inner.delete_of(resource_type, keys).await
+        Ok(unit(self.inner.delete_of(resource_type, keys).await?))
     }
 }
 

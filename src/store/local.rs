@@ -91,6 +91,22 @@ impl Store for LocalStore {
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
+        Ok(self
+            .delete_many_gone(crate::key::ResourceType::Plain, keys)
+            .await?
+            .into_iter()
+            .map(|r| r.map(|_| ()))
+            .collect())
+    }
+
+    async fn delete_many_gone(
+        &self,
+        resource_type: crate::key::ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<super::GoneResult>, StoreError> {
+        if resource_type != crate::key::ResourceType::Plain {
+            return Err(super::no_such_type(self, resource_type));
+        }
         let root = self.root.clone();
         let keys = keys.to_vec();
         tokio::task::spawn_blocking(move || remove(&root, &keys))

@@ -379,9 +379,13 @@ pub(super) fn lookup(root: &Path, keys: &[String]) -> Result<Vec<Option<Object>>
 /// one outcome per key. A key already absent is removed; a link, a folder or a key behind a link
 /// is refused and left alone; folders are never removed. Only a root that cannot be opened fails
 /// the call.
-pub(super) fn remove(root: &Path, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
+pub(super) fn remove(
+    root: &Path,
+    keys: &[String],
+) -> Result<Vec<crate::store::GoneResult>, StoreError> {
+    use crate::store::Gone;
     let mut chain = Chain::new(root)?;
-    let mut out: Vec<Result<(), String>> = vec![Ok(()); keys.len()];
+    let mut out: Vec<crate::store::GoneResult> = vec![Ok(Gone::AlreadyGone); keys.len()];
     for i in sorted_order(keys) {
         let key = keys[i].as_str();
         if let Some(refused) = unusable(key) {
@@ -408,8 +412,8 @@ pub(super) fn remove(root: &Path, keys: &[String]) -> Result<Vec<Result<(), Stri
                 // removes the link itself (a name inside the root) or refuses the folder: it
                 // never reaches outside the root or removes a folder.
                 FileType::RegularFile => match unlinkat(base, name, AtFlags::empty()) {
-                    Ok(()) => Ok(()),
-                    Err(e) if is_absent(e) => Ok(()),
+                    Ok(()) => Ok(Gone::Deleted),
+                    Err(e) if is_absent(e) => Ok(Gone::AlreadyGone),
                     Err(e) => Err(format!("cannot remove `{key}`: {e}")),
                 },
                 FileType::Symlink => Err(format!(
@@ -418,7 +422,7 @@ pub(super) fn remove(root: &Path, keys: &[String]) -> Result<Vec<Result<(), Stri
                 FileType::Directory => Err(format!("`{key}` is a folder, not a file")),
                 _ => Err(format!("`{key}` is not a regular file")),
             },
-            Err(e) if is_absent(e) => Ok(()),
+            Err(e) if is_absent(e) => Ok(Gone::AlreadyGone),
             Err(e) => Err(format!("cannot stat `{key}`: {e}")),
         };
     }
