@@ -327,21 +327,21 @@ async fn run_queue(cfg: &Config, state: &State, a: &QueueRunArgs, ui: Ui) -> Res
 async fn stats(state: &State, json: bool) -> Result<Exit> {
     let s = state.queue_stats().await?;
     if json {
-        let by: serde_json::Map<String, serde_json::Value> = s
+        let by: Vec<serde_json::Value> = s
             .by_attempts
             .iter()
-            .map(|(a, n)| (a.to_string(), serde_json::json!(n)))
+            .map(|(a, n)| serde_json::json!({"attempts": a, "count": n}))
             .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "total_pending": s.total_pending,
-                "due_now": s.due_now,
+                "total_failed": s.total_failed,
                 "oldest_queued": s.oldest_queued,
                 "newest_queued": s.newest_queued,
-                "next_due": s.next_due,
                 "by_attempts": by,
-                "total_failed": s.total_failed,
+                "due_now": s.due_now,
+                "next_due": s.next_due,
                 "total_done": s.total_done,
                 "total_dropped": s.total_dropped,
             }))
@@ -351,34 +351,34 @@ async fn stats(state: &State, json: bool) -> Result<Exit> {
     }
     println!("Deletion queue");
     println!(
-        "  total pending:  {} ({} due now)",
+        "  total_pending:  {} ({} due now)",
         s.total_pending, s.due_now
     );
+    println!("  total_failed:   {}", s.total_failed);
     println!(
-        "  oldest queued:  {}",
+        "  oldest_queued:  {}",
         s.oldest_queued.as_deref().unwrap_or("-")
     );
     println!(
-        "  newest queued:  {}",
+        "  newest_queued:  {}",
         s.newest_queued.as_deref().unwrap_or("-")
     );
-    println!("  next due:       {}", s.next_due.as_deref().unwrap_or("-"));
+    println!("  next_due:       {}", s.next_due.as_deref().unwrap_or("-"));
     let by: Vec<String> = s
         .by_attempts
         .iter()
         .map(|(a, n)| format!("{a} attempt{}: {n}", if *a == 1 { "" } else { "s" }))
         .collect();
     println!(
-        "  by attempts:    {}",
+        "  by_attempts:    {}",
         if by.is_empty() {
             "-".to_string()
         } else {
             by.join(", ")
         }
     );
-    println!("  total failed:   {}", s.total_failed);
-    println!("  done:           {}", s.total_done);
-    println!("  dropped:        {}", s.total_dropped);
+    println!("  total_done:     {}", s.total_done);
+    println!("  total_dropped:  {}", s.total_dropped);
     Ok(Exit::Ok)
 }
 
