@@ -230,9 +230,6 @@ fn insert_entry(
     Ok((n == 1).then(|| tx.last_insert_rowid()))
 }
 
-/// `(id, key, state, outcome)` of one entry.
-pub type EntryState = (i64, String, String, Option<String>);
-
 /// Which entries a `retry` or `drop` applies to.
 #[derive(Debug, Clone)]
 pub enum Selection {
@@ -778,29 +775,6 @@ impl SqliteState {
         .map_err(db_err("cannot read quarantine records"))
     }
 
-    /// Quarantined objects of a store (every prefix) — for tests and `restore`'s messages.
-    pub fn quarantine_held(&self, store: &str) -> Result<Vec<QuarantineRecord>> {
-        self.with_conn(|conn| {
-            conn.prepare(
-                "SELECT id, store, resource_type, key, quarantine_key, moved_at, state, queue_id FROM quarantine WHERE store = ?1 AND state = 'held' ORDER BY id",
-            )?
-            .query_map(params![store], |r| {
-                Ok(QuarantineRecord {
-                    id: r.get(0)?,
-                    store: r.get(1)?,
-                    resource_type: r.get(2)?,
-                    key: r.get(3)?,
-                    quarantine_key: r.get(4)?,
-                    moved_at: r.get(5)?,
-                    state: r.get(6)?,
-                    queue_id: r.get(7)?,
-                })
-            })?
-            .collect()
-        })
-        .map_err(db_err("cannot read quarantine records"))
-    }
-
     /// After a restore: the record is `restored`, its pending removal dropped, both audited.
     pub fn mark_restored(&self, rec: &QuarantineRecord, actor: &str) -> Result<()> {
         let now = rfc3339(Utc::now());
@@ -828,15 +802,5 @@ impl SqliteState {
             tx.commit()
         })
         .map_err(db_err("cannot record the restore"))
-    }
-
-    /// Entries of the queue by state, for tests and benchmarks: `(id, key, state, outcome)`.
-    pub fn queue_states(&self) -> Result<Vec<EntryState>> {
-        self.with_conn(|conn| {
-            conn.prepare("SELECT id, key, state, outcome FROM queue ORDER BY id")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect()
-        })
-        .map_err(db_err("cannot read the queue"))
     }
 }

@@ -210,30 +210,21 @@ impl SqliteState {
         .fetch_all(&self.pool)
         .await
         .map_err(state_err)?;
-        let parse = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
-        let mut out = Vec::new();
-        for row in rows {
-            let calls: Option<serde_json::Value> = parse(row.try_get(7).map_err(state_err)?);
-            out.push(ScanRecord {
-                id: row.try_get(0).map_err(state_err)?,
-                started_at: row.try_get(1).map_err(state_err)?,
-                window: parse(row.try_get(2).map_err(state_err)?).unwrap_or_default(),
-                mode: row.try_get(3).map_err(state_err)?,
-                stores: parse(row.try_get(4).map_err(state_err)?)
-                    .and_then(|v: serde_json::Value| serde_json::from_value(v).ok())
-                    .unwrap_or_default(),
-                state: row.try_get(5).map_err(state_err)?,
-                summary: parse(row.try_get(6).map_err(state_err)?),
-                api_calls: calls
-                    .as_ref()
-                    .and_then(serde_json::Value::as_object)
-                    .map_or(0, |m| {
-                        m.values().filter_map(serde_json::Value::as_u64).sum()
-                    }),
-                duration_ms: row.try_get(8).map_err(state_err)?,
-            });
-        }
-        Ok(out)
+        rows.iter()
+            .map(|row| {
+                Ok(scan_record(ScanRow {
+                    id: row.try_get(0).map_err(state_err)?,
+                    started_at: row.try_get(1).map_err(state_err)?,
+                    window: row.try_get(2).map_err(state_err)?,
+                    mode: row.try_get(3).map_err(state_err)?,
+                    stores: row.try_get(4).map_err(state_err)?,
+                    state: row.try_get(5).map_err(state_err)?,
+                    summary: row.try_get(6).map_err(state_err)?,
+                    api_calls: row.try_get(7).map_err(state_err)?,
+                    duration_ms: row.try_get(8).map_err(state_err)?,
+                }))
+            })
+            .collect()
     }
 
     pub async fn fail_scan(&self, id: i64, why: &str) -> Result<()> {
@@ -480,6 +471,42 @@ pub(crate) fn finish_fields(f: &Findings) -> [String; 6] {
     ]
 }
 
+/// A `history` row as stored: JSON columns still text.
+pub(crate) struct ScanRow {
+    pub id: i64,
+    pub started_at: String,
+    pub window: String,
+    pub mode: String,
+    pub stores: String,
+    pub state: String,
+    pub summary: Option<String>,
+    pub api_calls: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+/// A `history` line from its row, for both state databases.
+pub(crate) fn scan_record(r: ScanRow) -> ScanRecord {
+    let parse = |t: Option<&str>| t.and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+    ScanRecord {
+        id: r.id,
+        started_at: r.started_at,
+        window: parse(Some(&r.window)).unwrap_or_default(),
+        mode: r.mode,
+        stores: parse(Some(&r.stores))
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
+        state: r.state,
+        summary: parse(r.summary.as_deref()),
+        api_calls: parse(r.api_calls.as_deref())
+            .as_ref()
+            .and_then(serde_json::Value::as_object)
+            .map_or(0, |m| {
+                m.values().filter_map(serde_json::Value::as_u64).sum()
+            }),
+        duration_ms: r.duration_ms,
+    }
+}
+
 /// A recorded scan, as `purge` reads it.
 #[derive(Debug, Clone)]
 pub struct ScanDetail {
@@ -582,9 +609,7 @@ impl State {
         pub async fn audit_one(&self, actor: &str, ident: (&str, &str, &str), outcome: &str, detail: Option<&str>) -> Result<()> =>;
         pub async fn audit_log(&self, limit: usize, key: Option<&str>) -> Result<Vec<crate::queue::AuditRow>> =>;
         pub async fn newest_quarantine(&self, store: &str, resource_type: &str, key: &str) -> Result<Option<crate::queue::QuarantineRecord>> =>;
-        pub async fn quarantine_held(&self, store: &str) -> Result<Vec<crate::queue::QuarantineRecord>> =>;
         pub async fn mark_restored(&self, rec: &crate::queue::QuarantineRecord, actor: &str) -> Result<()> =>;
-        pub async fn queue_states(&self) -> Result<Vec<crate::queue::EntryState>> =>;
     }
 
     /// The comparable scan of SPEC §6 invariant 7: the previous complete scan with the same

@@ -15,12 +15,11 @@ use sqlx::{ConnectOptions as _, Connection as _, PgPool, Postgres, Row, Transact
 use crate::budget;
 use crate::error::{Error, Result};
 use crate::queue::{
-    AuditRow, Entry, EntryState, NewEntry, Outcome, QuarantineRecord, REASON_QUARANTINE, Selection,
-    Stats,
+    AuditRow, Entry, NewEntry, Outcome, QuarantineRecord, REASON_QUARANTINE, Selection, Stats,
 };
 use crate::reconcile::{Findings, Mode, Window};
 use crate::report::rfc3339;
-use crate::state::{OrphanRow, ScanDetail, ScanRecord, finish_fields};
+use crate::state::{OrphanRow, ScanDetail, ScanRecord, ScanRow, finish_fields, scan_record};
 
 pub struct PgState {
     pool: PgPool,
@@ -296,30 +295,21 @@ impl PgState {
         .fetch_all(&self.pool)
         .await
         .map_err(&e)?;
-        let parse = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
-        let mut out = Vec::new();
-        for row in rows {
-            let calls: Option<serde_json::Value> = parse(row.try_get(7).map_err(&e)?);
-            out.push(ScanRecord {
-                id: row.try_get(0).map_err(&e)?,
-                started_at: row.try_get(1).map_err(&e)?,
-                window: parse(row.try_get(2).map_err(&e)?).unwrap_or_default(),
-                mode: row.try_get(3).map_err(&e)?,
-                stores: parse(row.try_get(4).map_err(&e)?)
-                    .and_then(|v: serde_json::Value| serde_json::from_value(v).ok())
-                    .unwrap_or_default(),
-                state: row.try_get(5).map_err(&e)?,
-                summary: parse(row.try_get(6).map_err(&e)?),
-                api_calls: calls
-                    .as_ref()
-                    .and_then(serde_json::Value::as_object)
-                    .map_or(0, |m| {
-                        m.values().filter_map(serde_json::Value::as_u64).sum()
-                    }),
-                duration_ms: row.try_get(8).map_err(&e)?,
-            });
-        }
-        Ok(out)
+        rows.iter()
+            .map(|row| {
+                Ok(scan_record(ScanRow {
+                    id: row.try_get(0).map_err(&e)?,
+                    started_at: row.try_get(1).map_err(&e)?,
+                    window: row.try_get(2).map_err(&e)?,
+                    mode: row.try_get(3).map_err(&e)?,
+                    stores: row.try_get(4).map_err(&e)?,
+                    state: row.try_get(5).map_err(&e)?,
+                    summary: row.try_get(6).map_err(&e)?,
+                    api_calls: row.try_get(7).map_err(&e)?,
+                    duration_ms: row.try_get(8).map_err(&e)?,
+                }))
+            })
+            .collect()
     }
 
     pub async fn fail_scan(&self, id: i64, why: &str) -> Result<()> {
@@ -1172,19 +1162,6 @@ impl PgState {
             .map_err(&e)
     }
 
-    pub async fn quarantine_held(&self, store: &str) -> Result<Vec<QuarantineRecord>> {
-        let e = err("cannot read quarantine records");
-        sqlx::query("SELECT id, store, resource_type, key, quarantine_key, moved_at, state, queue_id FROM quarantine WHERE store = $1 AND state = 'held' ORDER BY id")
-            .bind(store)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(&e)?
-            .iter()
-            .map(quarantine_record)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(&e)
-    }
-
     pub async fn mark_restored(&self, rec: &QuarantineRecord, actor: &str) -> Result<()> {
         let e = err("cannot record the restore");
         let now = rfc3339(Utc::now());
@@ -1215,17 +1192,5 @@ impl PgState {
         .await
         .map_err(&e)?;
         tx.commit().await.map_err(&e)
-    }
-
-    pub async fn queue_states(&self) -> Result<Vec<EntryState>> {
-        let e = err("cannot read the queue");
-        sqlx::query("SELECT id, key, state, outcome FROM queue ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(&e)?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-            .collect::<std::result::Result<_, sqlx::Error>>()
-            .map_err(&e)
     }
 }
