@@ -202,6 +202,18 @@ pub trait Store: Send + Sync {
         }
     }
 
+    /// [`Store::move_many_of`] that refuses a move whose destination exists (`restore` without
+    /// `--overwrite`), atomically where the backend can: the folder store (`RENAME_NOREPLACE`) and
+    /// Cloudinary (`overwrite = false`). Elsewhere it moves as [`Store::move_many_of`] does, and
+    /// the caller's look-up just before is the only check.
+    async fn move_many_no_replace_of(
+        &self,
+        resource_type: ResourceType,
+        moves: &[(String, String)],
+    ) -> Result<Vec<MoveResult>, StoreError> {
+        self.move_many_of(resource_type, moves).await
+    }
+
     /// Moves each `(from, to)` within the store (quarantine and restore), replacing what is at
     /// `to`: a rename on the folder store, a server-side copy then a delete elsewhere. One outcome
     /// per move, in order; keys that are not representable are refused without a call.

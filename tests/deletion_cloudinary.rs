@@ -307,3 +307,36 @@ fn cloudinary_budget_stop_leaves_entries_pending_without_an_attempt() {
     );
     assert!(app.ids().contains("image/tmp/o1"));
 }
+
+#[test]
+fn cloudinary_restore_never_renames_over_an_existing_asset() {
+    let app = app("");
+    app.ok(&["scan", "--all"]);
+    app.ok(&["purge", "--confirm"]);
+    // An upload lands at the key after restore's check: the rename itself refuses.
+    let trash = app
+        .ids()
+        .into_iter()
+        .find(|id| id.starts_with("image/assetgc-trash/") && id.ends_with("/tmp/o1"))
+        .expect("copy");
+    app.emulator.add(Resource::image("tmp/o1", days_ago(0)));
+    let r = assetgc(
+        &app.config,
+        &["restore", "tmp/o1", "--resource-type", "image"],
+    );
+    assert_eq!(
+        r.code, 2,
+        "the check refuses first: {}{}",
+        r.stdout, r.stderr
+    );
+    assert!(r.stderr.contains("--overwrite"), "{}", r.stderr);
+    let out = app.ok(&[
+        "restore",
+        "tmp/o1",
+        "--resource-type",
+        "image",
+        "--overwrite",
+    ]);
+    assert!(out.contains("Restored"), "{out}");
+    assert!(!app.ids().contains(&trash));
+}

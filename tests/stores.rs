@@ -696,3 +696,38 @@ async fn s3_listing_that_keeps_failing_ends_with_an_error_naming_the_cause() {
         other => panic!("check() of a failing server: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn folder_moves_without_replace_refuse_an_existing_destination() {
+    use assetgc::key::ResourceType;
+    use assetgc::store::Moved;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    write_file(root, ".trash/t/a.jpg", b"copy", SystemTime::now());
+    write_file(root, "a.jpg", b"newer upload", SystemTime::now());
+    let store = LocalStore::new(root.to_path_buf());
+    let pair = [(".trash/t/a.jpg".to_string(), "a.jpg".to_string())];
+    let out = store
+        .move_many_no_replace_of(ResourceType::Plain, &pair)
+        .await
+        .expect("call");
+    assert!(
+        out[0].as_ref().is_err_and(|e| e.contains("exists")),
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read(root.join("a.jpg")).expect("a"),
+        b"newer upload"
+    );
+    assert_eq!(
+        std::fs::read(root.join(".trash/t/a.jpg")).expect("copy"),
+        b"copy"
+    );
+    // With replace, as `restore --overwrite` does.
+    let out = store
+        .move_many_of(ResourceType::Plain, &pair)
+        .await
+        .expect("call");
+    assert_eq!(out, [Ok(Moved::Moved)]);
+    assert_eq!(std::fs::read(root.join("a.jpg")).expect("a"), b"copy");
+}

@@ -67,10 +67,13 @@ async fn restore(cfg: &Config, state: &State, args: &RestoreArgs) -> Result<Exit
     let mut exit = Exit::Ok;
     let mut restored = 0;
     for (rt, key, rec) in &plan {
-        let moved = match store
-            .move_many_of(*rt, &[(rec.quarantine_key.clone(), key.clone())])
-            .await
-        {
+        let pair = [(rec.quarantine_key.clone(), key.clone())];
+        let answer = if args.overwrite {
+            store.move_many_of(*rt, &pair).await
+        } else {
+            store.move_many_no_replace_of(*rt, &pair).await
+        };
+        let moved = match answer {
             Ok(m) => m,
             // Some keys came back already: the run did part of its work (exit 4).
             Err(e) if restored > 0 => {

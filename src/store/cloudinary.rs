@@ -598,6 +598,7 @@ impl Inner {
         &self,
         rt: ResourceType,
         moves: &[(String, String)],
+        overwrite: bool,
     ) -> Result<Vec<MoveResult>, StoreError> {
         let url = format!("{}/{}/rename", self.base, rt.as_str());
         let answers: Vec<MoveResult> = futures::stream::iter(moves.iter().cloned())
@@ -607,7 +608,7 @@ impl Inner {
                     if let Some(why) = unusable(&from).or_else(|| unusable(&to)) {
                         return Err(why);
                     }
-                    self.rename_one(url, &from, &to).await
+                    self.rename_one(url, &from, &to, overwrite).await
                 }
             })
             .buffered(RENAMES_IN_FLIGHT)
@@ -626,7 +627,7 @@ impl Inner {
         Ok(answers)
     }
 
-    async fn rename_one(&self, url: &str, from: &str, to: &str) -> MoveResult {
+    async fn rename_one(&self, url: &str, from: &str, to: &str, overwrite: bool) -> MoveResult {
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=TRIES {
             let mut params: Vec<(&str, String)> = vec![
@@ -634,7 +635,7 @@ impl Inner {
                 ("to_public_id", to.to_string()),
                 ("type", self.delivery.clone()),
                 ("invalidate", "true".to_string()),
-                ("overwrite", "true".to_string()),
+                ("overwrite", overwrite.to_string()),
                 ("timestamp", Utc::now().timestamp().to_string()),
             ];
             let signature = upload_signature(&params, &self.api_secret);
@@ -663,8 +664,11 @@ impl Inner {
             let text = resp.text().await.unwrap_or_default();
             let message = serde_json::from_str::<ApiError>(&text)
                 .map_or_else(|_| text.chars().take(200).collect(), |e| e.error.message);
-            if status == StatusCode::NOT_FOUND {
+            // Any answer but a refusal of the credentials shows the API is there.
+            if !matches!(status.as_u16(), 401 | 403) {
                 self.answered.store(true, Ordering::Relaxed);
+            }
+            if status == StatusCode::NOT_FOUND {
                 return Ok(Moved::SourceGone);
             }
             if (status.is_server_error() || status.as_u16() == 420 || status.as_u16() == 429)
@@ -804,7 +808,20 @@ impl Store for CloudinaryStore {
 
     async fn move_many(&self, moves: &[(String, String)]) -> Result<Vec<MoveResult>, StoreError> {
         let rt = self.single_type()?;
-        self.inner.rename_of(rt, moves).await
+        self.inner.rename_of(rt, moves, true).await
+    }
+
+    async fn move_many_no_replace_of(
+        &self,
+        resource_type: ResourceType,
+        moves: &[(String, String)],
+    ) -> Result<Vec<MoveResult>, StoreError> {
+        let rt = if resource_type == ResourceType::Plain {
+            self.single_type()?
+        } else {
+            resource_type
+        };
+        self.inner.rename_of(rt, moves, false).await
     }
 
     async fn move_many_of(
@@ -815,7 +832,7 @@ impl Store for CloudinaryStore {
         if resource_type == ResourceType::Plain {
             return self.move_many(moves).await;
         }
-        self.inner.rename_of(resource_type, moves).await
+        self.inner.rename_of(resource_type, moves, true).await
     }
 
     async fn head_many_of(

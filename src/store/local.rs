@@ -120,7 +120,22 @@ impl Store for LocalStore {
     ) -> Result<Vec<super::MoveResult>, StoreError> {
         let root = self.root.clone();
         let moves = moves.to_vec();
-        tokio::task::spawn_blocking(move || rename(&root, &moves))
+        tokio::task::spawn_blocking(move || rename(&root, &moves, true))
+            .await
+            .map_err(|e| StoreError::Failed(e.to_string()))?
+    }
+
+    async fn move_many_no_replace_of(
+        &self,
+        resource_type: crate::key::ResourceType,
+        moves: &[(String, String)],
+    ) -> Result<Vec<super::MoveResult>, StoreError> {
+        if resource_type != crate::key::ResourceType::Plain {
+            return Err(super::no_such_type(self, resource_type));
+        }
+        let root = self.root.clone();
+        let moves = moves.to_vec();
+        tokio::task::spawn_blocking(move || rename(&root, &moves, false))
             .await
             .map_err(|e| StoreError::Failed(e.to_string()))?
     }

@@ -471,6 +471,7 @@ fn split_key(key: &str) -> (&str, &str) {
 pub(super) fn rename(
     root: &Path,
     moves: &[(String, String)],
+    replace: bool,
 ) -> Result<Vec<crate::store::MoveResult>, StoreError> {
     use crate::store::Moved;
     let root_fd = open_root(root)
@@ -499,8 +500,20 @@ pub(super) fn rename(
         }
         let dst = open_dir(root_fd.as_fd(), to_dir, true)?
             .ok_or_else(|| format!("cannot create folder `{to_dir}`"))?;
-        match rustix::fs::renameat(&src, from_name, &dst, to_name) {
+        let renamed = if replace {
+            rustix::fs::renameat(&src, from_name, &dst, to_name)
+        } else {
+            rustix::fs::renameat_with(
+                &src,
+                from_name,
+                &dst,
+                to_name,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+        };
+        match renamed {
             Ok(()) => Ok(Moved::Moved),
+            Err(Errno::EXIST) => Err(format!("`{to}` exists; it is not replaced")),
             Err(e) if is_absent(e) => Ok(Moved::SourceGone),
             Err(e) => Err(format!("cannot move `{from}` to `{to}`: {e}")),
         }
