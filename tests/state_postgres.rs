@@ -203,3 +203,86 @@ fn an_unreachable_postgres_state_is_exit_1_without_the_password() {
         assert!(!r.stderr.contains("hunter2-secret"), "{}", r.stderr);
     }
 }
+
+/// SPEC §6 invariant 5 on the PostgreSQL state: workers killed with SIGKILL mid-work lose no
+/// entry and quarantine nothing twice.
+#[tokio::test]
+async fn postgres_state_survives_killed_workers() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(db) = TestDb::create(Backend::Postgres, tmp.path()).await else {
+        return;
+    };
+    let n = 3000;
+    let config = app(tmp.path(), &db.url, n);
+    let keys: Vec<String> = (0..n).map(|i| format!("f/{i:05}.jpg")).collect();
+    let mut cmd = assert_cmd::Command::cargo_bin("assetgc").expect("bin");
+    let added = cmd
+        .arg("--config")
+        .arg(&config)
+        .args(["queue", "add", "--store", "media", "-"])
+        .write_stdin(keys.join("\n"))
+        .output()
+        .expect("queue add");
+    assert_eq!(added.status.code(), Some(0));
+    let bin = assert_cmd::cargo::cargo_bin("assetgc");
+    let done = || -> u64 {
+        let stats: Value =
+            serde_json::from_str(&ok(&config, &["queue", "stats", "--json"])).expect("stats");
+        stats["total_done"].as_u64().unwrap_or(0) + stats["total_dropped"].as_u64().unwrap_or(0)
+    };
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
+    let (mut kills, mut runs) = (0, 0);
+    while kills < 10 && runs < 200 {
+        runs += 1;
+        let before = done();
+        let mut child = std::process::Command::new(&bin)
+            .arg("--config")
+            .arg(&config)
+            .args(["queue", "run", "--batch-size", "5"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(40 + seed % 120));
+        if child.try_wait().expect("try_wait").is_none() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            if done() > before {
+                kills += 1;
+            }
+        }
+    }
+    assert!(kills >= 10, "only {kills} kills mid-work in {runs} runs");
+    ok(&config, &["queue", "run"]);
+    let audit: Value =
+        serde_json::from_str(&ok(&config, &["audit", "--json", "--limit", "100000"]))
+            .expect("audit");
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in audit.as_array().expect("array") {
+        let key = row["key"].as_str().expect("key");
+        if key.starts_with("f/") {
+            per_key
+                .entry(key.to_string())
+                .or_default()
+                .push(row["outcome"].as_str().expect("outcome").to_string());
+        }
+    }
+    assert_eq!(per_key.len(), n, "every entry ended");
+    for (i, key) in keys.iter().enumerate() {
+        let want = if i % 4 == 0 {
+            "referenced"
+        } else {
+            "quarantined"
+        };
+        assert_eq!(per_key[key], [want], "{key}");
+        assert_eq!(
+            tmp.path().join("media").join(key).exists(),
+            i % 4 == 0,
+            "{key}"
+        );
+    }
+    db.drop_db().await;
+}
