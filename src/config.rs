@@ -1160,7 +1160,15 @@ impl Cx<'_> {
             return Ok(StateUrl::Sqlite(self.resolve_path(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(StateUrl::Postgres(Secret(url.to_string())));
+            // Checked here so that a malformed URL is a config error (exit 2), not an
+            // unreachable state database.
+            return match <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url) {
+                Ok(_) => Ok(StateUrl::Postgres(Secret(url.to_string()))),
+                Err(_) => Err(format!(
+                    "[state] url `{}` is not a PostgreSQL URL; write postgres://user:password@host:5432/database",
+                    redact_url(url)
+                )),
+            };
         }
         Err(format!(
             "[state] url `{}` is not a sqlite:// URL",
@@ -1938,6 +1946,25 @@ url = "sqlite://app.db"
 name = "images"
 query = "SELECT id, image AS key FROM posts;"
 "#;
+
+    #[test]
+    fn state_url_takes_sqlite_or_postgres() {
+        let pg = format!("{BASE}[state]\nurl = \"postgres://u:pw-secret@db.example:5432/app\"\n");
+        let c = parse_text(&pg).unwrap();
+        assert!(matches!(&c.state_url, StateUrl::Postgres(u) if u.expose().ends_with("/app")));
+        let bad =
+            format!("{BASE}[state]\nurl = \"postgres://u:pw-secret@db.example:notaport/app\"\n");
+        let err = parse_text(&bad).unwrap_err().to_string();
+        assert!(err.contains("is not a PostgreSQL URL"), "{err}");
+        assert!(!err.contains("pw-secret"), "{err}");
+        let other = format!("{BASE}[state]\nurl = \"mysql://root@db/app\"\n");
+        assert!(
+            parse_text(&other)
+                .unwrap_err()
+                .to_string()
+                .contains("[state] url")
+        );
+    }
 
     #[test]
     fn quarantine_queue_and_safety_settings() {

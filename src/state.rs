@@ -344,25 +344,12 @@ impl SqliteState {
         .fetch_all(&self.pool)
         .await
         .map_err(state_err)?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let text: String = row.try_get(0).map_err(state_err)?;
-            let Ok(serde_json::Value::Array(entries)) = serde_json::from_str(&text) else {
-                continue;
-            };
-            for e in entries {
-                let name = e["store"].as_str().unwrap_or_default();
-                if !stores.iter().any(|s| s == name) || out.contains_key(name) {
-                    continue;
-                }
-                if let (Some(calls), Some(true)) =
-                    (e["full_list_calls"].as_u64(), e["complete"].as_bool())
-                {
-                    out.insert(name.to_string(), calls);
-                }
-            }
-        }
-        Ok(out)
+        let stats: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(state_err)?;
+        Ok(list_costs_of(&stats, stores))
     }
 
     /// One recorded scan, with what `purge` needs of it.
@@ -420,23 +407,69 @@ impl SqliteState {
 }
 
 fn scan_detail(r: &sqlx::sqlite::SqliteRow) -> Result<ScanDetail> {
-    let json = |i: usize| -> Result<serde_json::Value> {
-        let t: Option<String> = r.try_get(i).map_err(state_err)?;
-        Ok(t.and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default())
-    };
-    Ok(ScanDetail {
+    Ok(scan_detail_of(DetailRow {
         id: r.try_get(0).map_err(state_err)?,
         started_at: r.try_get(1).map_err(state_err)?,
         state: r.try_get(2).map_err(state_err)?,
         mode: r.try_get(3).map_err(state_err)?,
-        stores: serde_json::from_value(json(4)?).unwrap_or_default(),
-        window: json(5)?,
-        store_stats: match json(6)? {
+        stores: r.try_get(4).map_err(state_err)?,
+        window: r.try_get(5).map_err(state_err)?,
+        store_stats: r.try_get(6).map_err(state_err)?,
+    }))
+}
+
+/// A `scans` row as `purge` reads it, JSON columns still text.
+pub(crate) struct DetailRow {
+    pub id: i64,
+    pub started_at: String,
+    pub state: String,
+    pub mode: String,
+    pub stores: Option<String>,
+    pub window: Option<String>,
+    pub store_stats: Option<String>,
+}
+
+/// A [`ScanDetail`] from its row, for both state databases.
+pub(crate) fn scan_detail_of(r: DetailRow) -> ScanDetail {
+    let json = |t: Option<String>| -> serde_json::Value {
+        t.and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    };
+    ScanDetail {
+        id: r.id,
+        started_at: r.started_at,
+        state: r.state,
+        mode: r.mode,
+        stores: serde_json::from_value(json(r.stores)).unwrap_or_default(),
+        window: json(r.window),
+        store_stats: match json(r.store_stats) {
             serde_json::Value::Array(a) => a,
             _ => Vec::new(),
         },
-    })
+    }
+}
+
+/// Per store of `stores`: the calls its most recent complete full listing cost, from the
+/// `store_stats` of recorded scans, newest first. For both state databases.
+pub(crate) fn list_costs_of(stats: &[String], stores: &[String]) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for text in stats {
+        let Ok(serde_json::Value::Array(entries)) = serde_json::from_str(text) else {
+            continue;
+        };
+        for e in entries {
+            let name = e["store"].as_str().unwrap_or_default();
+            if !stores.iter().any(|s| s == name) || out.contains_key(name) {
+                continue;
+            }
+            if let (Some(calls), Some(true)) =
+                (e["full_list_calls"].as_u64(), e["complete"].as_bool())
+            {
+                out.insert(name.to_string(), calls);
+            }
+        }
+    }
+    out
 }
 
 /// The scan row's fields at its end: finished_at, state, summary, store_stats, api_calls,

@@ -19,7 +19,10 @@ use crate::queue::{
 };
 use crate::reconcile::{Findings, Mode, Window};
 use crate::report::rfc3339;
-use crate::state::{OrphanRow, ScanDetail, ScanRecord, ScanRow, finish_fields, scan_record};
+use crate::state::{
+    DetailRow, OrphanRow, ScanDetail, ScanRecord, ScanRow, finish_fields, list_costs_of,
+    scan_detail_of, scan_record,
+};
 
 pub struct PgState {
     pool: PgPool,
@@ -76,23 +79,15 @@ fn quarantine_record(r: &PgRow) -> std::result::Result<QuarantineRecord, sqlx::E
 
 fn scan_detail(r: &PgRow) -> Result<ScanDetail> {
     let e = err("cannot read a scan");
-    let json = |i: usize| -> Result<serde_json::Value> {
-        let t: Option<String> = r.try_get(i).map_err(&e)?;
-        Ok(t.and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default())
-    };
-    Ok(ScanDetail {
+    Ok(scan_detail_of(DetailRow {
         id: r.try_get(0).map_err(&e)?,
         started_at: r.try_get(1).map_err(&e)?,
         state: r.try_get(2).map_err(&e)?,
         mode: r.try_get(3).map_err(&e)?,
-        stores: serde_json::from_value(json(4)?).unwrap_or_default(),
-        window: json(5)?,
-        store_stats: match json(6)? {
-            serde_json::Value::Array(a) => a,
-            _ => Vec::new(),
-        },
-    })
+        stores: r.try_get(4).map_err(&e)?,
+        window: r.try_get(5).map_err(&e)?,
+        store_stats: r.try_get(6).map_err(&e)?,
+    }))
 }
 
 async fn audit(
@@ -427,25 +422,12 @@ impl PgState {
         .fetch_all(&self.pool)
         .await
         .map_err(&e)?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let text: String = row.try_get(0).map_err(&e)?;
-            let Ok(serde_json::Value::Array(entries)) = serde_json::from_str(&text) else {
-                continue;
-            };
-            for s in entries {
-                let name = s["store"].as_str().unwrap_or_default();
-                if !stores.iter().any(|n| n == name) || out.contains_key(name) {
-                    continue;
-                }
-                if let (Some(calls), Some(true)) =
-                    (s["full_list_calls"].as_u64(), s["complete"].as_bool())
-                {
-                    out.insert(name.to_string(), calls);
-                }
-            }
-        }
-        Ok(out)
+        let stats: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(&e)?;
+        Ok(list_costs_of(&stats, stores))
     }
 
     pub async fn scan_detail(&self, id: i64) -> Result<Option<ScanDetail>> {

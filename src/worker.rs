@@ -285,7 +285,11 @@ impl Worker<'_> {
         }
         // A claim can time out while the re-check runs: act only on claims still held.
         let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
-        let Ok(held) = state.hold_claims(me, &ids).await else {
+        let Ok(held) = state
+            .hold_claims(me, &ids)
+            .await
+            .map(|h| h.into_iter().collect::<std::collections::HashSet<i64>>())
+        else {
             return vec![Outcome::Deferred; entries.len()];
         };
         for (i, e) in entries.iter().enumerate() {

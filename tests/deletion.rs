@@ -1172,3 +1172,94 @@ fn a_key_already_gone_is_a_success_audited_as_already_gone() {
         assert_eq!(app.stats()["total_done"], 2);
     }
 }
+
+#[test]
+fn purge_filters_by_scan_age_and_prefix_and_retry_keeps_min_age_holds() {
+    let app = App::new("quarantine = false", "");
+    app.file("old/a.jpg", 40);
+    app.file("old/b.jpg", 40);
+    let first = app.scan_json();
+    let first_id = first["scan"]["id"].as_i64().expect("id");
+    // A later scan sees one more orphan; `--scan` takes the earlier one.
+    app.file("tmp/later.jpg", 3);
+    app.scan_json();
+    let out = app.ok(&["purge", "--scan", &first_id.to_string()]);
+    assert!(out.contains(&format!("scan {first_id}")), "{out}");
+    assert!(out.contains("Would delete 12 objects"), "{out}");
+    let out = app.ok(&["purge", "--older-than", "30d"]);
+    assert!(out.contains("Would delete 2 objects"), "{out}");
+    let out = app.ok(&["purge", "--prefix", "tmp/o0", "--limit-list", "3"]);
+    assert!(out.contains("Would delete 9 objects"), "{out}");
+    assert!(out.contains("… and 6 more"), "{out}");
+    let out = app.ok(&["purge", "--confirm", "--older-than", "30d"]);
+    assert!(out.contains("deleted:       2"), "{out}");
+    assert!(!app.exists("old/a.jpg") && app.exists("tmp/o01.jpg"));
+
+    // A purged entry held by min_age stays held when retried by hand.
+    app.file("tmp/young.jpg", 0);
+    let good = std::fs::read_to_string(&app.config).expect("config");
+    std::fs::write(
+        &app.config,
+        good.replace("min_age = \"1h\"", "min_age = \"0s\""),
+    )
+    .expect("c");
+    app.scan_json();
+    std::fs::write(
+        &app.config,
+        good.replace("min_age = \"1h\"", "min_age = \"2h\""),
+    )
+    .expect("c");
+    app.ok(&["purge", "--confirm", "--prefix", "tmp/young"]);
+    let list: Value = serde_json::from_str(&app.ok(&["queue", "list", "--json"])).expect("json");
+    let young = &list.as_array().expect("array")[0];
+    let held = young["next_attempt_at"].as_str().expect("time").to_string();
+    app.ok(&["queue", "retry", &young["id"].to_string()]);
+    let list: Value = serde_json::from_str(&app.ok(&["queue", "list", "--json"])).expect("json");
+    assert_eq!(
+        list[0]["next_attempt_at"],
+        held.as_str(),
+        "the hold was kept"
+    );
+    app.ok(&["queue", "run"]);
+    assert!(app.exists("tmp/young.jpg"));
+}
+
+#[test]
+fn an_unreachable_database_is_exit_1_and_deletes_nothing() {
+    let app = App::new("quarantine = false", "");
+    app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+    std::fs::rename(app.dir.join("app.db"), app.dir.join("away.db")).expect("move the db");
+    let r = app.run(&["queue", "run"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("a database of the references"),
+        "{}",
+        r.stderr
+    );
+    assert!(app.exists("tmp/o01.jpg"));
+    assert_eq!(app.stats()["total_pending"], 1);
+}
+
+#[test]
+fn a_store_reached_through_a_link_still_counts_as_overlapping() {
+    let app = App::new("quarantine = false", "");
+    // `inner` is media/tmp, named through a link beside it: its references protect media's keys.
+    std::os::unix::fs::symlink(&app.media, app.dir.join("alias")).expect("link");
+    let cfg = std::fs::read_to_string(&app.config).expect("config");
+    std::fs::write(
+        &app.config,
+        format!(
+            "{}\n[stores.inner]\nurl = \"./alias/tmp\"\nquarantine = false\n\n[[references]]\nname = \"inner files\"\nstore = \"inner\"\nquery = \"SELECT id, name AS key FROM inner_files\"\n",
+            cfg.replace("name = \"post images\"\n", "name = \"post images\"\nstore = \"media\"\n")
+        ),
+    )
+    .expect("config");
+    app.sql(&["CREATE TABLE inner_files (id integer PRIMARY KEY, name text)"]);
+    let r = app.run(&["scan", "--all", "--store", "media"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    app.sql(&["INSERT INTO inner_files (id, name) VALUES (1, 'o07.jpg')"]);
+    let out = app.ok(&["purge", "--confirm", "--store", "media"]);
+    assert!(app.exists("tmp/o07.jpg"), "{out}");
+    assert_eq!(app.outcomes_of("tmp/o07.jpg"), ["referenced"]);
+}

@@ -340,3 +340,33 @@ fn cloudinary_restore_never_renames_over_an_existing_asset() {
     assert!(out.contains("Restored"), "{out}");
     assert!(!app.ids().contains(&trash));
 }
+
+#[test]
+fn cloudinary_stores_on_one_cloud_protect_each_others_assets() {
+    let app = app("quarantine = false");
+    // A second store on the same cloud (videos only) with its own reference.
+    let cfg = std::fs::read_to_string(&app.config).expect("config");
+    let url = app.emulator.cloudinary_url();
+    std::fs::write(
+        &app.config,
+        format!(
+            "{}\n[stores.clips]\nurl = \"{url}\"\nresource_types = [\"image\"]\nquarantine = false\n\n[[references]]\nname = \"clip stills\"\nstore = \"clips\"\nquery = \"SELECT id, still AS key FROM stills\"\n",
+            cfg.replace("name = \"images\"\n", "name = \"images\"\nstore = \"media\"\n")
+                .replace("name = \"videos\"\n", "name = \"videos\"\nstore = \"media\"\n")
+        ),
+    )
+    .expect("config");
+    app.sql("CREATE TABLE stills (id integer PRIMARY KEY, still text);");
+    let r = assetgc(&app.config, &["scan", "--all", "--store", "media"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    app.sql("INSERT INTO stills VALUES (1, 'image/upload/v1/tmp/o2.jpg');");
+    let out = app.ok(&[
+        "purge",
+        "--confirm",
+        "--store",
+        "media",
+        "--allow-mass-delete",
+    ]);
+    assert!(app.ids().contains("image/tmp/o2"), "{out}");
+    assert!(!app.ids().contains("image/tmp/o3"), "{out}");
+}
