@@ -9,69 +9,98 @@
 //! reset when it is at most `max_wait` away.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::config::ApiBudget;
+use crate::domain::budget::share;
+pub use crate::domain::budget::{BudgetLog, Persisted, Provider, Usage};
+use crate::time::{minute_of, rfc3339};
 
-/// The provider's own view of the budget, from its rate-limit headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Provider {
-    pub limit: u64,
-    pub remaining: u64,
-    pub reset_at: DateTime<Utc>,
-}
+/// How often a run's calls are added to the state database's counts (and the other runs' calls
+/// read back): a killed run loses at most this much of its count.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
-/// What the state database keeps of an account between runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Persisted {
-    /// Calls per minute (minutes since the epoch), the last 60 minutes.
-    pub minutes: Vec<(i64, u64)>,
-    pub provider: Option<Provider>,
-}
-
-/// An account's usage at the end of a run, for the console and the report.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Usage {
-    pub cloud: String,
-    /// Calls made by this run.
-    pub run_calls: u64,
-    /// Calls spent in the current window (this run and earlier ones), against `limit`.
-    pub used: u64,
-    pub limit: u64,
-    /// The provider's last `remaining`/`limit`, when its headers were seen.
-    pub provider: Option<Provider>,
-}
-
-impl Usage {
-    pub fn percent(&self) -> f64 {
-        share(self.used, self.limit) * 100.0
-    }
-}
-
-#[allow(clippy::cast_precision_loss)] // call counts are far below 2^52
-fn share(used: u64, limit: u64) -> f64 {
-    if limit == 0 {
-        1.0
-    } else {
-        used as f64 / limit as f64
-    }
-}
-
-/// Every account's budget in one run.
-#[derive(Default)]
+/// Every account's budget in one process.
 pub struct Ledger {
     persisted: HashMap<String, Persisted>,
+    /// Where calls are added as they happen; `None` keeps them in memory only (unit tests).
+    log: Option<Arc<dyn BudgetLog>>,
     budgets: Mutex<Vec<Arc<Budget>>>,
+    /// Serialises flushes, so that two never add the same calls.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger::new(HashMap::new(), None)
+    }
 }
 
 impl Ledger {
-    pub fn new(persisted: HashMap<String, Persisted>) -> Self {
+    pub fn new(persisted: HashMap<String, Persisted>, log: Option<Arc<dyn BudgetLog>>) -> Self {
         Ledger {
             persisted,
+            log,
             budgets: Mutex::default(),
+            flushing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Adds this process's calls to the state database every [`FLUSH_EVERY`] while the ledger
+    /// lives; [`Ledger::flush`] once more at the end of a run.
+    pub fn spawn_flusher(self: &Arc<Self>) {
+        let weak: Weak<Ledger> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(ledger) = weak.upgrade() else {
+                    return;
+                };
+                ledger.flush().await;
+            }
+        });
+    }
+
+    /// Adds the calls not yet counted in the state database, and reads every run's counts back.
+    /// A failure to write is a warning in the log; the calls stay to be added next time.
+    pub async fn flush(&self) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        let _one = self.flushing.lock().await;
+        for b in self.all() {
+            let now = Utc::now();
+            let (calls, provider) = b.take_unflushed();
+            if calls.is_empty() {
+                // Nothing to add: the other runs' calls are read back all the same.
+                if let Ok(counts) = log.counts(&b.account, now).await {
+                    b.counted(&counts);
+                }
+            } else {
+                match log.add_calls(&b.account, &calls, now).await {
+                    Ok(counts) => b.counted(&counts),
+                    Err(e) => {
+                        tracing::warn!(
+                            "API calls of Cloudinary account {} not counted yet: {e}",
+                            b.cloud
+                        );
+                        b.put_back(&calls);
+                    }
+                }
+            }
+            if let Some(p) = provider
+                && let Err(e) = log.save_provider(&b.account, p, now).await
+            {
+                tracing::warn!(
+                    "rate-limit figures of Cloudinary account {} not kept: {e}",
+                    b.cloud
+                );
+            }
         }
     }
 
@@ -87,8 +116,10 @@ impl Ledger {
             cloud: cloud.to_string(),
             settings,
             inner: Mutex::new(Inner {
-                minutes: kept.minutes.into_iter().collect(),
+                counted: kept.minutes.into_iter().collect(),
+                unflushed: BTreeMap::new(),
                 provider: kept.provider,
+                provider_seen: false,
                 next_start: None,
                 run_calls: 0,
                 warning: None,
@@ -104,14 +135,6 @@ impl Ledger {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-
-    /// What to keep for the next run, per account.
-    pub fn snapshot(&self, now: DateTime<Utc>) -> Vec<(String, Persisted)> {
-        self.all()
-            .iter()
-            .map(|b| (b.account.clone(), b.persisted(now)))
-            .collect()
     }
 
     /// Each used account's usage, in the order first used.
@@ -149,8 +172,13 @@ pub struct Budget {
 }
 
 struct Inner {
-    minutes: BTreeMap<i64, u64>,
+    /// Calls per minute as the state database counted them at the last flush (every run's).
+    counted: BTreeMap<i64, u64>,
+    /// This run's calls not yet added there.
+    unflushed: BTreeMap<i64, u64>,
     provider: Option<Provider>,
+    /// The provider's headers changed since the last flush.
+    provider_seen: bool,
     next_start: Option<tokio::time::Instant>,
     run_calls: u64,
     warning: Option<String>,
@@ -158,10 +186,6 @@ struct Inner {
 }
 
 const WINDOW_MINUTES: i64 = 60;
-
-fn minute_of(t: DateTime<Utc>) -> i64 {
-    t.timestamp().div_euclid(60)
-}
 
 impl Inner {
     /// Calls spent in the current window and the window's limit: the provider's figures while
@@ -175,7 +199,8 @@ impl Inner {
         if let Some(p) = self.provider {
             from = from.max(minute_of(p.reset_at));
         }
-        let used = self.minutes.range(from..).map(|(_, n)| n).sum();
+        let used = self.counted.range(from..).map(|(_, n)| n).sum::<u64>()
+            + self.unflushed.range(from..).map(|(_, n)| n).sum::<u64>();
         let limit = self
             .provider
             .map_or(settings.calls_per_hour, |p| p.limit.max(1));
@@ -222,7 +247,7 @@ impl Budget {
                     Some(at) if at > clock => at - clock,
                     _ => {
                         inner.next_start = Some(clock + self.settings.min_interval);
-                        *inner.minutes.entry(minute_of(now)).or_default() += 1;
+                        *inner.unflushed.entry(minute_of(now)).or_default() += 1;
                         inner.run_calls += 1;
                         if let Some(p) = inner.provider.as_mut().filter(|p| p.reset_at > now) {
                             p.remaining = p.remaining.saturating_sub(1);
@@ -260,6 +285,7 @@ impl Budget {
         };
         let mut inner = self.lock();
         inner.provider = Some(p);
+        inner.provider_seen = true;
         self.check_warning(&mut inner, Utc::now());
     }
 
@@ -277,6 +303,7 @@ impl Budget {
         if let Some(mut p) = provider {
             p.remaining = 0;
             inner.provider = Some(p);
+            inner.provider_seen = true;
         }
         let wait = match (provider, retry_after) {
             (_, Some(d)) => d,
@@ -288,10 +315,7 @@ impl Budget {
             let why = format!(
                 "Cloudinary account {}: rate limited until {} ({}s away, more than max_wait {}s): stopped cleanly",
                 self.cloud,
-                provider.map_or_else(
-                    || "later".to_string(),
-                    |p| crate::report::rfc3339(p.reset_at)
-                ),
+                provider.map_or_else(|| "later".to_string(), |p| rfc3339(p.reset_at)),
                 wait.as_secs(),
                 self.settings.max_wait.as_secs()
             );
@@ -322,12 +346,27 @@ impl Budget {
         }
     }
 
-    fn persisted(&self, now: DateTime<Utc>) -> Persisted {
-        let inner = self.lock();
-        let from = minute_of(now) - (WINDOW_MINUTES - 1);
-        Persisted {
-            minutes: inner.minutes.range(from..).map(|(&m, &n)| (m, n)).collect(),
-            provider: inner.provider,
+    /// This run's calls not yet counted in the state database, and the provider's figures when
+    /// they changed; both are then counted as sent.
+    fn take_unflushed(&self) -> (Vec<(i64, u64)>, Option<Provider>) {
+        let mut inner = self.lock();
+        let calls = std::mem::take(&mut inner.unflushed).into_iter().collect();
+        let provider = std::mem::take(&mut inner.provider_seen)
+            .then_some(inner.provider)
+            .flatten();
+        (calls, provider)
+    }
+
+    /// The state database's counts after a flush: every run's calls, this one's included.
+    fn counted(&self, counts: &[(i64, u64)]) {
+        self.lock().counted = counts.iter().copied().collect();
+    }
+
+    /// Calls a flush could not add: kept for the next one.
+    fn put_back(&self, calls: &[(i64, u64)]) {
+        let mut inner = self.lock();
+        for &(m, n) in calls {
+            *inner.unflushed.entry(m).or_default() += n;
         }
     }
 }
@@ -387,28 +426,75 @@ mod tests {
     #[tokio::test]
     async fn a_new_run_starts_from_the_persisted_minutes() {
         let now = Utc::now();
-        let first = Ledger::default();
-        let b = first.budget("c:k", "c", settings());
-        for _ in 0..5 {
-            b.admit().await.expect("admitted");
-        }
-        let kept: HashMap<_, _> = first.snapshot(now).into_iter().collect();
-        let second = Ledger::new(kept);
+        let kept = HashMap::from([(
+            "c:k".to_string(),
+            Persisted {
+                minutes: vec![(minute_of(now), 5)],
+                provider: None,
+            },
+        )]);
+        let second = Ledger::new(kept, None);
         let b = second.budget("c:k", "c", settings());
         assert_eq!(second.usage(now)[0].used, 5);
         b.admit().await.expect("admitted");
         assert_eq!(second.usage(now)[0].used, 6);
         assert_eq!(second.usage(now)[0].run_calls, 1);
         // Minutes older than an hour no longer count.
-        let old = Ledger::new(HashMap::from([(
-            "c:k".to_string(),
-            Persisted {
-                minutes: vec![(minute_of(now) - 61, 9)],
-                provider: None,
-            },
-        )]));
+        let old = Ledger::new(
+            HashMap::from([(
+                "c:k".to_string(),
+                Persisted {
+                    minutes: vec![(minute_of(now) - 61, 9)],
+                    provider: None,
+                },
+            )]),
+            None,
+        );
         old.budget("c:k", "c", settings());
         assert_eq!(old.usage(now)[0].used, 0);
+    }
+
+    /// Two runs at once on one state database: each adds its calls, neither overwrites the
+    /// other's, and each sees the other's after a flush.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_runs_add_their_calls_and_see_each_other() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let state = crate::state::State::open(&crate::config::StateUrl::Sqlite(
+            dir.path().join("state.db"),
+        ))
+        .await
+        .expect("state");
+        let log: Arc<dyn BudgetLog> = Arc::new(state.clone());
+        let wide = ApiBudget {
+            calls_per_hour: 1000,
+            ..ApiBudget::default()
+        };
+        let runs: Vec<Arc<Ledger>> = (0..2)
+            .map(|_| Arc::new(Ledger::new(HashMap::new(), Some(Arc::clone(&log)))))
+            .collect();
+        let calls = runs.iter().enumerate().map(|(i, ledger)| {
+            let ledger = Arc::clone(ledger);
+            async move {
+                let b = ledger.budget("c:k", "c", wide);
+                for n in 0..(20 + 5 * i) {
+                    b.admit().await.expect("admitted");
+                    if n % 7 == 0 {
+                        ledger.flush().await;
+                    }
+                }
+                ledger.flush().await;
+            }
+        });
+        futures::future::join_all(calls).await;
+        let kept = log.load_budgets(Utc::now()).await.expect("load");
+        let total: u64 = kept["c:k"].minutes.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 45, "20 + 25 calls, both runs counted");
+        // A flush reads every run's calls back: each run then counts the other's too.
+        for ledger in &runs {
+            ledger.flush().await;
+            assert_eq!(ledger.usage(Utc::now())[0].used, 45);
+        }
+        state.close().await;
     }
 
     #[test]

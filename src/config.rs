@@ -319,6 +319,18 @@ pub struct StoreConfig {
     pub max_lookups: usize,
 }
 
+impl StoreConfig {
+    /// How a reference of this store reads its values: the store's `public_url`, the
+    /// reference's `key_prefix`, and the cloud whose delivery URLs are this store's.
+    pub fn key_context(&self, key_prefix: &str) -> crate::key::KeyContext {
+        crate::key::KeyContext {
+            public_url: self.public_url.clone(),
+            key_prefix: key_prefix.to_string(),
+            cloud_name: self.location.cloudinary().map(|c| c.cloud.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreLocation {
     Local { root: PathBuf },

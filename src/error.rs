@@ -56,6 +56,9 @@ pub enum Error {
     },
     #[error("state database: {0}")]
     State(String),
+    /// Something asked for by name or id does not exist (a scan, a queue entry, a store).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 fn config_message(path: &str, line: Option<usize>, msg: &str) -> String {
@@ -68,9 +71,23 @@ fn config_message(path: &str, line: Option<usize>, msg: &str) -> String {
 impl Error {
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Usage(_) | Error::Config { .. } | Error::Refused(_) => Exit::Usage,
+            Error::Usage(_) | Error::Config { .. } | Error::Refused(_) | Error::NotFound(_) => {
+                Exit::Usage
+            }
             Error::Unreachable(_) | Error::State(_) => Exit::Unreachable,
             Error::Io { .. } => Exit::Incomplete,
+        }
+    }
+
+    /// The HTTP status an API answer carries for this error (SPEC §8): 400 bad input, 404 an
+    /// unknown id, 409 a safety refusal, 503 what cannot be reached, 500 the rest.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::Usage(_) => 400,
+            Error::NotFound(_) => 404,
+            Error::Refused(_) => 409,
+            Error::Unreachable(_) | Error::State(_) => 503,
+            Error::Config { .. } | Error::Io { .. } => 500,
         }
     }
 
@@ -83,3 +100,24 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_and_statuses_follow_the_spec() {
+        let refused = Error::Refused("guard".into());
+        assert_eq!((refused.exit().code(), refused.http_status()), (2, 409));
+        let usage = Error::Usage("bad".into());
+        assert_eq!((usage.exit().code(), usage.http_status()), (2, 400));
+        let gone = Error::Unreachable("down".into());
+        assert_eq!((gone.exit().code(), gone.http_status()), (1, 503));
+        let io = Error::io("report", std::io::Error::other("disk full"));
+        assert_eq!((io.exit().code(), io.http_status()), (4, 500));
+        assert_eq!(Error::NotFound("scan 9".into()).http_status(), 404);
+        assert_eq!(Exit::Usage.max(Exit::Incomplete), Exit::Usage);
+        assert_eq!(Exit::Unreachable.max(Exit::Incomplete), Exit::Unreachable);
+        assert_eq!(Exit::Findings.max(Exit::Incomplete), Exit::Incomplete);
+    }
+}

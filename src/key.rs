@@ -40,6 +40,25 @@ impl ResourceType {
     }
 }
 
+impl serde::Serialize for ResourceType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ResourceType {
+    /// `""` is `Plain`; otherwise a Cloudinary type.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <Cow<'de, str>>::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(Self::Plain);
+        }
+        Self::parse_cloudinary(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("`{s}` is not a resource type (image, video, raw)"))
+        })
+    }
+}
+
 /// SPEC §2 representability: non-empty UTF-8, no empty, `.` or `..` segment, no leading or
 /// trailing `/`, no control character.
 #[must_use]

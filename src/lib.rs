@@ -1,6 +1,7 @@
 //! assetgc: keeps an application's file storage and its database honest with each other.
 //!
-//! Data flows stores + references → reconcile → report.
+//! Data flows stores + references → reconcile → report → queue → delete. The operations
+//! (`ops`) run on one [`app::App`] per process; the command line (`cmd`) renders their results.
 
 #![deny(unsafe_code)]
 #![warn(clippy::pedantic)]
@@ -21,21 +22,22 @@
 // A two-armed `match` on an Option reads as plainly as `if let … else`.
 #![allow(clippy::single_match_else)]
 
+pub mod app;
 pub mod budget;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod key;
 pub mod keyset;
+pub mod ops;
 pub mod queue;
-pub mod recheck;
 pub mod reconcile;
 pub mod refs;
 pub mod report;
 pub mod state;
-pub mod state_pg;
 pub mod store;
-pub mod worker;
+pub mod time;
 
 pub use error::{Error, Exit, Result};

@@ -1,459 +1,73 @@
-//! The anti-join: store listings × reference queries → orphans, missing, too recent (SPEC §4).
+//! The anti-join: store listings × reference rows → orphans, missing, too recent (SPEC §4).
 //!
-//! Each store gets one task that owns its reference set. Reference queries stream rows into it
-//! while the store is listed; listing pages that arrive before the reference set is complete are
-//! kept as compact keys, and every later page is classified as it arrives, so memory is the
-//! reference set plus what the listing ran ahead, never the bucket.
+//! Pure over streams: [`reconcile_store`] takes one store's listing pages and the batches of
+//! reference rows that point into it, and classifies as they arrive. Listing pages that arrive
+//! before the reference set is complete are kept as compact keys, and every later page is
+//! classified as it arrives, so memory is the reference set plus what the listing ran ahead, never
+//! the bucket. The store itself is only asked for point look-ups (metadata of candidates,
+//! confirmation of referenced keys a windowed listing did not return). Opening stores and
+//! databases and spawning the tasks is the scan operation's work (`ops::scan`); retention
+//! policies reuse the same join.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use tokio::sync::mpsc;
+use futures::{Stream, StreamExt};
 use unicode_normalization::UnicodeNormalization;
 
-use crate::budget::Ledger;
 use crate::config::{Config, ReferenceConfig, StoreConfig};
-use crate::error::{Error, Result};
+use crate::domain::budget::Usage;
+use crate::domain::scan::{
+    Findings, Missing, Orphan, ReferenceStats, ScanMode, StoreStats, Warning, Window,
+};
 use crate::key::{KeyContext, KeyFormat, ResourceType};
-use crate::refs::{Db, DbError};
-use crate::store::{self, ListOptions, Listed, Object, Store, StoreError};
-
-/// Which objects are orphan candidates, and which rows are checked for missing files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    Days(u32),
-    All,
-    Since(DateTime<Utc>),
-}
-
-impl Window {
-    pub fn cutoff(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match self {
-            Window::Days(d) => Some(now - chrono::Duration::days(i64::from(d))),
-            Window::All => None,
-            Window::Since(t) => Some(t),
-        }
-    }
-
-    pub fn describe(self) -> String {
-        match self {
-            Window::Days(1) => "last day".into(),
-            Window::Days(d) => format!("last {d} days"),
-            Window::All => "all objects".into(),
-            Window::Since(t) => format!("since {}", crate::report::rfc3339(t)),
-        }
-    }
-
-    pub fn to_json(self) -> serde_json::Value {
-        match self {
-            Window::Days(d) => serde_json::json!({ "days": d }),
-            Window::All => serde_json::json!({ "all": true }),
-            Window::Since(t) => serde_json::json!({ "since": crate::report::rfc3339(t) }),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Both,
-    OrphansOnly,
-    MissingOnly,
-}
-
-impl Mode {
-    fn orphans(self) -> bool {
-        self != Mode::MissingOnly
-    }
-    fn missing(self) -> bool {
-        self != Mode::OrphansOnly
-    }
-}
+use crate::store::{ListOptions, ListStream, Listed, Object, Store, StoreError};
 
 /// Called with a store's name and how many entries it has listed so far.
 pub type Progress = Arc<dyn Fn(&str, u64) + Send + Sync>;
 
+/// What one store's reconciliation needs besides its two streams.
 #[derive(Clone)]
-pub struct ScanOptions {
-    pub window: Window,
-    pub mode: Mode,
-    /// Names of the stores to scan; empty means all.
-    pub stores: Vec<String>,
+pub struct StoreJob {
+    pub cfg: StoreConfig,
+    pub mode: ScanMode,
     pub now: DateTime<Utc>,
-    pub progress: Option<Progress>,
-    /// The API budgets of metered accounts (Cloudinary), loaded from the state database.
-    pub ledger: Arc<Ledger>,
-    /// Per store: the calls its last full listing cost (from the state database), weighed
+    /// Objects uploaded before this are not orphan candidates; references created before it
+    /// are not checked for missing files.
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Key prefixes left out of every listing (quarantine prefixes).
+    pub exclude: Vec<String>,
+    /// The calls the store's last full listing cost (from the state database), weighed
     /// against look-ups on metered stores.
-    pub list_costs: HashMap<String, u64>,
+    pub list_cost: Option<u64>,
+    pub progress: Option<Progress>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Orphan {
-    pub store: String,
-    pub key: String,
-    pub resource_type: ResourceType,
-    pub size: u64,
-    pub uploaded_at: Option<DateTime<Utc>>,
-    pub url: Option<String>,
-    /// The format the store reports (Cloudinary); else the key's extension is used.
-    pub format: Option<String>,
-}
-
-impl Orphan {
-    /// The report's `format` column: the store's word (Cloudinary), else the key's extension,
-    /// lower-case.
-    pub fn format(&self) -> String {
-        if let Some(f) = &self.format {
-            return f.clone();
-        }
-        let name = self.key.rsplit('/').next().unwrap_or(&self.key);
-        match name.rfind('.') {
-            Some(i) if i > 0 && i + 1 < name.len() => name[i + 1..].to_ascii_lowercase(),
-            _ => String::new(),
+impl StoreJob {
+    /// The listing the job wants: with sizes and times when there is a window, and limited to
+    /// it where the store can do that.
+    pub fn list_options(&self, store: &dyn Store) -> ListOptions {
+        ListOptions {
+            with_meta: self.cutoff.is_some(),
+            exclude_prefixes: self.exclude.clone(),
+            since: self.cutoff.filter(|_| store.lists_since()),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Missing {
-    pub reference: String,
-    pub reference_index: usize,
-    pub record_id: Option<String>,
-    pub title: Option<String>,
-    pub owner: Option<String>,
-    pub media_type: Option<String>,
-    pub key: String,
-    pub created_at: Option<DateTime<Utc>>,
-    pub status: String,
-    pub link: Option<String>,
-}
-
-impl Missing {
-    pub fn is_active(&self) -> bool {
-        self.status == "ACTIVE"
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct StoreStats {
-    pub name: String,
-    pub location: String,
-    pub reachable: bool,
-    /// Entries the listing returned, in the window or not.
-    pub listed: u64,
-    pub objects_scanned: u64,
-    pub valid: u64,
-    pub orphans: u64,
-    pub orphan_bytes: u64,
-    pub too_recent: u64,
-    pub ignored: u64,
-    pub unrepresentable: u64,
-    pub list_time: Duration,
-    pub api_calls: u64,
-    /// `Some(n)`: n referenced keys were confirmed with point look-ups instead of a listing.
-    pub lookups: Option<u64>,
-    /// Referenced keys were confirmed with a full listing because look-ups would cost more.
-    pub listed_instead: bool,
-    /// Calls the full listings of this run cost (metered stores), for next time's choice.
-    pub full_list_calls: Option<u64>,
-    pub complete: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ReferenceStats {
-    pub name: String,
-    pub store: String,
-    pub rows: u64,
-    pub values: u64,
-    pub unparsed: u64,
-    pub query_time: Duration,
-    pub error: Option<String>,
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Findings {
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub window: Window,
-    pub mode: Mode,
-    pub stores: Vec<StoreStats>,
-    pub references: Vec<ReferenceStats>,
+/// One store's share of the findings.
+pub struct StoreOutcome {
+    pub stats: StoreStats,
     pub orphans: Vec<Orphan>,
     pub missing: Vec<Missing>,
-    pub warnings: Vec<String>,
-    pub complete: bool,
-    /// Usage of the API budgets this run drew on.
-    pub budgets: Vec<crate::budget::Usage>,
-}
-
-impl Findings {
-    pub fn has_findings(&self) -> bool {
-        !self.orphans.is_empty() || !self.missing.is_empty()
-    }
-
-    pub fn duration(&self) -> Duration {
-        (self.finished_at - self.started_at)
-            .to_std()
-            .unwrap_or_default()
-    }
-}
-
-type OpenedStore = std::result::Result<Arc<dyn Store>, store::StoreError>;
-
-/// Runs a scan. `Err` only when nothing useful could be done (every store or database out of
-/// reach) or the options are wrong; partial failures come back as warnings with `complete = false`.
-pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
-    let started_at = opts.now;
-    for name in &opts.stores {
-        if !cfg.stores.iter().any(|s| &s.name == name) {
-            return Err(Error::Usage(format!(
-                "--store {name}: no such store in the config (stores: {})",
-                cfg.stores
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
-    let selected: Vec<usize> = (0..cfg.stores.len())
-        .filter(|&i| opts.stores.is_empty() || opts.stores.contains(&cfg.stores[i].name))
-        .collect();
-    if selected.is_empty() {
-        return Err(Error::Usage(
-            "the config has no [stores.*] section: add one, e.g. [stores.media] url = \"./media\""
-                .into(),
-        ));
-    }
-    let refs: Vec<usize> = (0..cfg.references.len())
-        .filter(|&r| selected.contains(&cfg.references[r].store))
-        .collect();
-    let mut warnings = Vec::new();
-    let mut complete = true;
-
-    // Databases and stores are reached concurrently; a run goes on with what answers.
-    let db_indices: Vec<usize> = {
-        let mut v: Vec<usize> = refs.iter().map(|&r| cfg.references[r].database).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
-    let db_futs = db_indices.iter().map(|&d| {
-        let uses = refs
-            .iter()
-            .filter(|&&r| cfg.references[r].database == d)
-            .count();
-        let db_cfg = cfg.databases[d].clone();
-        async move {
-            (
-                d,
-                Db::connect(&db_cfg, u32::try_from(uses).unwrap_or(4).clamp(1, 8)).await,
-            )
-        }
-    });
-    let store_handles: Vec<(usize, OpenedStore)> = selected
-        .iter()
-        .map(|&s| (s, store::open(&cfg.stores[s], &opts.ledger)))
-        .collect();
-    let store_futs = store_handles.iter().map(|(s, st)| async move {
-        let checked = match st {
-            // A metered store's first real call tells as much, and a check would cost a call.
-            Ok(st) if st.checked_by_first_call() => Ok(()),
-            Ok(st) => st.check().await,
-            Err(e) => Err(store::StoreError::Unreachable(e.to_string())),
-        };
-        (*s, checked)
-    });
-    let (db_results, store_checks) = futures::join!(
-        futures::future::join_all(db_futs),
-        futures::future::join_all(store_futs)
-    );
-
-    let mut dbs: HashMap<usize, Db> = HashMap::new();
-    let mut db_errors = Vec::new();
-    for (d, r) in db_results {
-        match r {
-            Ok(db) => {
-                dbs.insert(d, db);
-            }
-            Err(e) => db_errors.push(e.to_string()),
-        }
-    }
-    if !db_indices.is_empty() && dbs.is_empty() {
-        return Err(Error::Unreachable(db_errors.join("; ")));
-    }
-    let mut store_errors = Vec::new();
-    let mut reachable: Vec<bool> = vec![false; cfg.stores.len()];
-    for (s, r) in store_checks {
-        match r {
-            Ok(()) => reachable[s] = true,
-            Err(e) => store_errors.push(format!("store {}: {e}", cfg.stores[s].name)),
-        }
-    }
-    if selected.iter().all(|&s| !reachable[s]) {
-        return Err(Error::Unreachable(store_errors.join("; ")));
-    }
-    if !db_errors.is_empty() || !store_errors.is_empty() {
-        complete = false;
-        warnings.extend(db_errors);
-        warnings.extend(store_errors.iter().cloned());
-    }
-    for &s in &selected {
-        if !refs.iter().any(|&r| cfg.references[r].store == s) {
-            warnings.push(format!(
-                "store {} has no [[references]]: every object in it is reported as an orphan",
-                cfg.stores[s].name
-            ));
-        }
-    }
-
-    let cutoff = opts.window.cutoff(opts.now);
-    let mut store_tasks = Vec::new();
-    let mut ref_tasks = Vec::new();
-    for (s, handle) in store_handles {
-        let Ok(handle) = handle else { continue };
-        if !reachable[s] {
-            continue;
-        }
-        let (tx, rx) = mpsc::channel::<RefBatch>(16);
-        for &r in refs.iter().filter(|&&r| cfg.references[r].store == s) {
-            let rc = cfg.references[r].clone();
-            let ctx = KeyContext {
-                public_url: cfg.stores[s].public_url.clone(),
-                key_prefix: rc.key_prefix.clone(),
-                cloud_name: cfg.stores[s].location.cloudinary().map(|c| c.cloud.clone()),
-            };
-            let store_name = cfg.stores[s].name.clone();
-            let Some(db) = dbs.get(&rc.database).cloned() else {
-                ref_tasks.push(tokio::spawn(async move {
-                    ReferenceStats {
-                        name: rc.name.clone(),
-                        store: store_name,
-                        error: Some("its database is unreachable".into()),
-                        ..ReferenceStats::default()
-                    }
-                }));
-                continue;
-            };
-            let tx = tx.clone();
-            let mode = opts.mode;
-            ref_tasks.push(tokio::spawn(async move {
-                let mut stats = run_reference(&db, r, &rc, ctx, cutoff, mode, &tx).await;
-                stats.store = store_name;
-                stats
-            }));
-        }
-        drop(tx);
-        let store_cfg = cfg.stores[s].clone();
-        let opts = opts.clone();
-        let exclude = quarantine_prefixes(cfg, s);
-        store_tasks.push(tokio::spawn(async move {
-            reconcile_store(&store_cfg, handle.as_ref(), rx, &opts, cutoff, exclude).await
-        }));
-    }
-
-    let mut references = Vec::new();
-    for t in ref_tasks {
-        let stats = t
-            .await
-            .map_err(|e| Error::State(format!("reference task failed: {e}")))?;
-        references.push(stats);
-    }
-    let mut stores = Vec::new();
-    let mut orphans = Vec::new();
-    let mut missing = Vec::new();
-    for t in store_tasks {
-        let out = t
-            .await
-            .map_err(|e| Error::State(format!("store task failed: {e}")))?;
-        if !out.stats.reachable {
-            reachable[selected
-                .iter()
-                .copied()
-                .find(|&s| cfg.stores[s].name == out.stats.name)
-                .unwrap_or_default()] = false;
-            store_errors.extend(out.warnings.iter().cloned());
-        }
-        complete &= out.stats.complete;
-        warnings.extend(out.warnings);
-        stores.push(out.stats);
-        orphans.extend(out.orphans);
-        missing.extend(out.missing);
-    }
-    for &s in &selected {
-        if !reachable[s] && !stores.iter().any(|st| st.name == cfg.stores[s].name) {
-            stores.push(StoreStats {
-                name: cfg.stores[s].name.clone(),
-                location: cfg.stores[s].location.describe(),
-                ..StoreStats::default()
-            });
-        }
-    }
-    // A store refused at its first call (metered stores are checked that way) is out of reach
-    // like one that failed its check: when none answered, nothing useful was done.
-    if selected.iter().all(|&s| !reachable[s]) {
-        for db in dbs.values() {
-            db.close().await;
-        }
-        return Err(Error::Unreachable(store_errors.join("; ")));
-    }
-    warnings.extend(opts.ledger.warnings());
-    for r in &references {
-        warnings.extend(r.warnings.iter().cloned());
-        if r.unparsed > NAMED_WARNINGS {
-            warnings.push(format!(
-                "reference `{}`: {} more values could not be read",
-                r.name,
-                r.unparsed - NAMED_WARNINGS
-            ));
-        }
-        if let Some(e) = &r.error {
-            complete = false;
-            warnings.push(format!("reference `{}` failed: {e}", r.name));
-        } else if r.unparsed * 100 > r.values {
-            complete = false;
-            warnings.push(format!(
-                "reference `{}`: {} of {} values could not be read (more than 1 %): check its key_format",
-                r.name, r.unparsed, r.values
-            ));
-        }
-    }
-    for db in dbs.values() {
-        db.close().await;
-    }
-
-    orphans.sort_by(|a, b| {
-        (&a.store, &a.key, a.resource_type).cmp(&(&b.store, &b.key, b.resource_type))
-    });
-    missing.sort_by(|a, b| {
-        status_rank(&a.status)
-            .cmp(&status_rank(&b.status))
-            .then(a.reference_index.cmp(&b.reference_index))
-            .then_with(|| natural_cmp(a.record_id.as_deref(), b.record_id.as_deref()))
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    Ok(Findings {
-        started_at,
-        finished_at: Utc::now().max(started_at),
-        window: opts.window,
-        mode: opts.mode,
-        stores,
-        references,
-        orphans,
-        missing,
-        warnings,
-        complete,
-        budgets: opts.ledger.usage(Utc::now()),
-    })
+    pub warnings: Vec<Warning>,
 }
 
 /// The quarantine prefixes to leave out of a store's listing: its own, and those of every other
 /// folder store that lies inside it (SPEC §6 invariant 4).
-fn quarantine_prefixes(cfg: &Config, s: usize) -> Vec<String> {
+pub fn quarantine_prefixes(cfg: &Config, s: usize) -> Vec<String> {
     let me = &cfg.stores[s];
     let mut out = Vec::new();
     if let Some(q) = &me.quarantine {
@@ -499,7 +113,7 @@ fn natural_cmp(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
 /// Reference rows parsed by a query's task, held compactly: keys end to end in one string, and
 /// for rows checked for missing files, their report fields encoded in one buffer.
 #[derive(Default)]
-struct RefBatch {
+pub struct RefBatch {
     reference: usize,
     name: Arc<str>,
     keys: String,
@@ -547,7 +161,7 @@ const NAMED_WARNINGS: u64 = 5;
 
 /// Turns one reference's rows into batches; runs on the query's own thread or task.
 #[derive(Default)]
-struct RowParser {
+pub struct RowParser {
     index: usize,
     name: Arc<str>,
     format: KeyFormat,
@@ -564,12 +178,12 @@ struct RowParser {
 }
 
 impl RowParser {
-    fn new(
+    pub fn new(
         index: usize,
         rc: &ReferenceConfig,
         ctx: KeyContext,
         cutoff: Option<DateTime<Utc>>,
-        mode: Mode,
+        mode: ScanMode,
     ) -> Self {
         let name: Arc<str> = Arc::from(rc.name.as_str());
         RowParser {
@@ -599,7 +213,8 @@ impl RowParser {
         }
     }
 
-    fn wanted(&self) -> Vec<String> {
+    /// The columns the parser reads, in the order it reads them.
+    pub fn wanted(&self) -> Vec<String> {
         COLUMNS
             .iter()
             .map(|c| (*c).to_string())
@@ -611,11 +226,12 @@ impl RowParser {
         self.stats.unparsed += 1;
         if self.stats.unparsed <= NAMED_WARNINGS {
             let id = cols[1].unwrap_or("?");
-            self.stats.warnings.push(format!(
-                "reference `{}`: row id {id}: cannot read `{}`: {reason}",
-                self.name,
-                shorten(value)
-            ));
+            self.stats.warnings.push(Warning::Unparsed {
+                reference: self.name.to_string(),
+                row_id: id.to_string(),
+                value: shorten(value),
+                reason: reason.to_string(),
+            });
         }
     }
 
@@ -758,27 +374,11 @@ impl RowParser {
     }
 }
 
-async fn run_reference(
-    db: &Db,
-    index: usize,
-    rc: &ReferenceConfig,
-    ctx: KeyContext,
-    cutoff: Option<DateTime<Utc>>,
-    mode: Mode,
-    tx: &mpsc::Sender<RefBatch>,
-) -> ReferenceStats {
-    let started = Instant::now();
-    let parser = RowParser::new(index, rc, ctx, cutoff, mode);
-    let wanted = parser.wanted();
-    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
-    let (parser, result) = db.feed(&rc.query, &wanted, parser, tx).await;
-    let mut stats = parser.stats;
-    stats.name.clone_from(&rc.name);
-    if let Err(DbError::Query(e) | DbError::Unreachable(e)) = result {
-        stats.error = Some(e);
+impl RowParser {
+    /// The counters of the rows read, once the query is done.
+    pub fn into_stats(self) -> ReferenceStats {
+        self.stats
     }
-    stats.query_time = started.elapsed();
-    stats
 }
 
 fn shorten(s: &str) -> String {
@@ -1026,13 +626,6 @@ impl Pending {
     }
 }
 
-struct StoreOutcome {
-    stats: StoreStats,
-    orphans: Vec<Orphan>,
-    missing: Vec<Missing>,
-    warnings: Vec<String>,
-}
-
 /// Classifies listed objects against a complete reference set.
 struct Classifier<'a> {
     cfg: &'a StoreConfig,
@@ -1228,7 +821,7 @@ fn look_up(
     store: &dyn Store,
     rt: ResourceType,
     keys: Vec<String>,
-) -> impl futures::Stream<Item = Result<Vec<Option<Object>>, store::StoreError>> + '_ {
+) -> impl futures::Stream<Item = Result<Vec<Option<Object>>, StoreError>> + '_ {
     let mut chunks = Vec::new();
     let mut keys = keys.into_iter().peekable();
     while keys.peek().is_some() {
@@ -1241,13 +834,20 @@ fn look_up(
 
 /// A failed call of a store: a warning and an incomplete store; an unreachable one when the
 /// store says so (metered stores do when their first call is refused).
-fn store_failed(c: &mut Classifier<'_>, warnings: &mut Vec<String>, what: &str, e: &StoreError) {
+fn store_failed(c: &mut Classifier<'_>, warnings: &mut Vec<Warning>, what: &str, e: &StoreError) {
     c.stats.complete = false;
     if matches!(e, StoreError::Unreachable(_)) {
         c.stats.reachable = false;
-        warnings.push(format!("store {}: {e}", c.cfg.name));
+        warnings.push(Warning::StoreUnreachable {
+            store: c.cfg.name.clone(),
+            error: e.to_string(),
+        });
     } else {
-        warnings.push(format!("store {}: {what}: {e}", c.cfg.name));
+        warnings.push(Warning::StoreCall {
+            store: c.cfg.name.clone(),
+            what: what.to_string(),
+            error: e.to_string(),
+        });
     }
 }
 
@@ -1257,9 +857,8 @@ async fn confirm_unseen(
     c: &mut Classifier<'_>,
     set: &mut RefSet,
     store: &dyn Store,
-    opts: &ScanOptions,
-    exclude: Vec<String>,
-    warnings: &mut Vec<String>,
+    job: &StoreJob,
+    warnings: &mut Vec<Warning>,
 ) {
     let mut syms: Vec<u32> = set
         .items
@@ -1298,14 +897,9 @@ async fn confirm_unseen(
                 .map(|(_, k)| k.len().div_ceil(batch) as u64)
                 .sum();
             // The last full listing's cost, else one call per 500 referenced keys a type.
-            let list_calls = opts
-                .list_costs
-                .get(&c.cfg.name)
-                .copied()
-                .unwrap_or_else(|| {
-                    (types.len() * set.keys.len().div_ceil(crate::store::cloudinary::LIST_PAGE))
-                        as u64
-                });
+            let list_calls = job.list_cost.unwrap_or_else(|| {
+                (types.len() * set.keys.len().div_ceil(crate::store::cloudinary::LIST_PAGE)) as u64
+            });
             tracing::debug!(store = %c.cfg.name, lookup_calls, list_calls, "look-ups or a listing");
             lookup_calls <= list_calls
         }
@@ -1330,7 +924,7 @@ async fn confirm_unseen(
         c.stats.listed_instead = true;
         let mut listing = store.list(ListOptions {
             with_meta: false,
-            exclude_prefixes: exclude,
+            exclude_prefixes: job.exclude.clone(),
             since: None,
         });
         while let Some(page) = listing.next().await {
@@ -1342,21 +936,31 @@ async fn confirm_unseen(
     }
 }
 
-async fn reconcile_store(
-    cfg: &StoreConfig,
+/// One store's listing as the join reads it.
+pub struct Listing<'a> {
+    pub pages: ListStream<'a>,
+    /// The listing was limited to the window (`ListOptions::since`): referenced keys it did not
+    /// return are confirmed before they are called missing.
+    pub limited: bool,
+}
+
+/// Joins one store's listing with the reference batches that point into it. `listing` is `None`
+/// for a missing-files-only scan (referenced keys are then confirmed by look-ups or a listing,
+/// whichever costs less); `store` answers those look-ups and nothing else.
+pub async fn reconcile_store(
+    job: &StoreJob,
     store: &dyn Store,
-    mut refs_rx: mpsc::Receiver<RefBatch>,
-    opts: &ScanOptions,
-    cutoff: Option<DateTime<Utc>>,
-    exclude: Vec<String>,
+    listing: Option<Listing<'_>>,
+    mut refs: impl Stream<Item = RefBatch> + Unpin,
 ) -> StoreOutcome {
+    let cfg = &job.cfg;
     let mut set = RefSet::new();
     let mut warnings = Vec::new();
     let typed = !store.resource_types().contains(&ResourceType::Plain);
     let mut c = Classifier {
         cfg,
-        cutoff,
-        now: opts.now,
+        cutoff: job.cutoff,
+        now: job.now,
         stats: StoreStats {
             name: cfg.name.clone(),
             location: store.describe(),
@@ -1369,158 +973,269 @@ async fn reconcile_store(
         nfc: HashMap::new(),
         unrepresentable: Vec::new(),
         skipped: Vec::new(),
-        orphans_wanted: opts.mode.orphans(),
+        orphans_wanted: job.mode.orphans(),
     };
-
     let started = Instant::now();
-    if opts.mode.orphans() {
-        let since = cutoff.filter(|_| store.lists_since());
-        let mut listing = store.list(ListOptions {
-            with_meta: cutoff.is_some(),
-            exclude_prefixes: exclude.clone(),
-            since,
-        });
-        let mut pending = Some(Pending::default());
-        let mut refs_open = true;
-        let mut list_open = true;
-        while refs_open || list_open {
-            tokio::select! {
-                batch = refs_rx.recv(), if refs_open => match batch {
-                    Some(b) => set.add(b),
-                    None => {
-                        refs_open = false;
-                        tracing::debug!(store = %cfg.name, keys = set.keys.len(), elapsed = ?started.elapsed(), "reference set complete");
-                        set.finish();
-                        if let Some(p) = pending.take() {
-                            p.drain_into(&mut c, &mut set);
-                        }
-                    }
-                },
-                page = listing.next(), if list_open => match page {
-                    Some(Ok(items)) => {
-                        if let Some(p) = &opts.progress {
-                            p(&cfg.name, c.stats.listed + items.len() as u64 + pending.as_ref().map_or(0, |p| (p.ends.len() + p.others.len()) as u64));
-                        }
-                        match pending.as_mut() {
-                            Some(p) => items.into_iter().for_each(|i| p.push(i)),
-                            None => items.into_iter().for_each(|i| c.take(&mut set, i)),
-                        }
-                    }
-                    Some(Err(e)) => store_failed(&mut c, &mut warnings, "listing incomplete", &e),
-                    None => {
-                        list_open = false;
-                        tracing::debug!(store = %cfg.name, listed = c.stats.listed, pending = pending.as_ref().map_or(0, |p| p.ends.len()), elapsed = ?started.elapsed(), "listing complete");
-                    }
-                },
+    match listing {
+        Some(listing) => {
+            join_listing(
+                &mut c,
+                &mut set,
+                listing.pages,
+                &mut refs,
+                job,
+                &mut warnings,
+            )
+            .await;
+            look_up_candidates(&mut c, store, &mut warnings).await;
+            // A listing limited to the window says nothing of older objects: referenced keys it
+            // did not return are confirmed before they are called missing.
+            if listing.limited && job.mode.missing() && c.stats.reachable {
+                confirm_unseen(&mut c, &mut set, store, job, &mut warnings).await;
             }
         }
-        // Objects listed without their size and time (`--all`): stat only the candidates.
-        let need = std::mem::take(&mut c.need_meta);
-        tracing::debug!(store = %cfg.name, candidates = need.len(), elapsed = ?started.elapsed(), "classified; looking up candidates");
-        let mut looked = look_up(store, ResourceType::Plain, need);
-        while let Some(result) = looked.next().await {
-            match result {
-                Ok(objs) => objs.into_iter().flatten().for_each(|o| c.candidate(o)),
-                Err(e) => {
-                    c.stats.complete = false;
-                    warnings.push(format!("store {}: look-up failed: {e}", cfg.name));
-                }
+        None => {
+            while let Some(b) = refs.next().await {
+                set.add(b);
             }
+            set.finish();
+            confirm_unseen(&mut c, &mut set, store, job, &mut warnings).await;
         }
-        drop(looked);
-        // A listing limited to the window says nothing of older objects: referenced keys it did
-        // not return are confirmed before they are called missing.
-        if since.is_some() && opts.mode.missing() && c.stats.reachable {
-            confirm_unseen(&mut c, &mut set, store, opts, exclude, &mut warnings).await;
-        }
-        tracing::debug!(store = %cfg.name, elapsed = ?started.elapsed(), "candidates looked up");
-    } else {
-        while let Some(b) = refs_rx.recv().await {
-            set.add(b);
-        }
-        set.finish();
-        confirm_unseen(&mut c, &mut set, store, opts, exclude, &mut warnings).await;
     }
     c.stats.list_time = started.elapsed();
-
-    let mut missing = Vec::new();
-    if opts.mode.missing() && c.stats.reachable && !c.stats.complete {
-        // A listing or look-up that failed leaves unseen references unknown, not missing.
-        let unseen = set.items.iter().filter(|i| !set.is_seen(i.sym)).count();
-        if unseen > 0 {
-            warnings.push(format!(
-                "store {}: {unseen} reference(s) could not be confirmed and are not reported missing: the store's listing or look-ups did not finish",
-                cfg.name
-            ));
-        }
-    } else if opts.mode.missing() && c.stats.reachable {
-        let mut orphan_by_nfc: HashMap<String, usize> = HashMap::new();
-        for (i, o) in c.orphans.iter().enumerate() {
-            if !o.key.is_ascii() {
-                orphan_by_nfc.insert(ident(o.resource_type, &o.key).nfc().collect(), i);
-            }
-        }
-        let mut drop_orphans = Vec::new();
-        for &item in &set.items {
-            if set.is_seen(item.sym) {
-                continue;
-            }
-            let key = set.key(item.sym).to_string();
-            if !key.is_ascii() {
-                let norm: String = key.nfc().collect();
-                let listed = c.nfc.get(&norm).cloned().or_else(|| {
-                    orphan_by_nfc
-                        .get(&norm)
-                        .map(|&i| ident(c.orphans[i].resource_type, &c.orphans[i].key).into_owned())
-                        .filter(|k| *k != key)
-                });
-                if let Some(listed) = listed {
-                    warnings.push(format!(
-                        "store {}: reference key `{key}` matches `{listed}` only after Unicode normalisation: neither orphan nor missing",
-                        cfg.name
-                    ));
-                    if let Some(&i) = orphan_by_nfc.get(&norm) {
-                        drop_orphans.push(i);
-                    }
-                    continue;
-                }
-            }
-            missing.push(set.missing(item, key, typed));
-        }
-        drop_orphans.sort_unstable();
-        drop_orphans.dedup();
-        for i in drop_orphans.into_iter().rev() {
-            let o = c.orphans.remove(i);
-            c.stats.orphans -= 1;
-            c.stats.orphan_bytes -= o.size;
-            c.stats.objects_scanned -= 1;
-        }
-    }
-
+    let missing = if job.mode.missing() && c.stats.reachable {
+        missing_of(&mut c, &set, typed, &mut warnings)
+    } else {
+        Vec::new()
+    };
     if !c.unrepresentable.is_empty() {
-        warnings.push(format!(
-            "store {}: {} name(s) that are not usable keys were skipped (never orphans): {}",
-            cfg.name,
-            c.unrepresentable.len(),
-            name_list(&c.unrepresentable)
-        ));
+        warnings.push(Warning::Unrepresentable {
+            store: cfg.name.clone(),
+            count: c.unrepresentable.len(),
+            names: name_list(&c.unrepresentable),
+        });
     }
     if !c.skipped.is_empty() {
-        warnings.push(format!(
-            "store {}: {} entr{} skipped: {}",
-            cfg.name,
-            c.skipped.len(),
-            if c.skipped.len() == 1 { "y" } else { "ies" },
-            name_list(&c.skipped)
-        ));
+        warnings.push(Warning::Skipped {
+            store: cfg.name.clone(),
+            count: c.skipped.len(),
+            names: name_list(&c.skipped),
+        });
     }
-    c.stats.api_calls = store.api_calls();
-    c.stats.full_list_calls = Some(store.full_list_calls()).filter(|&n| n > 0);
     StoreOutcome {
         stats: c.stats,
         orphans: c.orphans,
         missing,
         warnings,
+    }
+}
+
+/// Reads the listing and the reference batches at once: pages that come before the reference
+/// set is complete are held compactly, later ones are classified as they arrive.
+async fn join_listing(
+    c: &mut Classifier<'_>,
+    set: &mut RefSet,
+    mut listing: ListStream<'_>,
+    refs: &mut (impl Stream<Item = RefBatch> + Unpin),
+    job: &StoreJob,
+    warnings: &mut Vec<Warning>,
+) {
+    let name = &job.cfg.name;
+    let started = Instant::now();
+    let mut pending = Some(Pending::default());
+    let mut refs_open = true;
+    let mut list_open = true;
+    while refs_open || list_open {
+        tokio::select! {
+            batch = refs.next(), if refs_open => match batch {
+                Some(b) => set.add(b),
+                None => {
+                    refs_open = false;
+                    tracing::debug!(store = %name, keys = set.keys.len(), elapsed = ?started.elapsed(), "reference set complete");
+                    set.finish();
+                    if let Some(p) = pending.take() {
+                        p.drain_into(c, set);
+                    }
+                }
+            },
+            page = listing.next(), if list_open => match page {
+                Some(Ok(items)) => {
+                    if let Some(p) = &job.progress {
+                        let held = pending.as_ref().map_or(0, |p| (p.ends.len() + p.others.len()) as u64);
+                        p(name, c.stats.listed + items.len() as u64 + held);
+                    }
+                    match pending.as_mut() {
+                        Some(p) => items.into_iter().for_each(|i| p.push(i)),
+                        None => items.into_iter().for_each(|i| c.take(set, i)),
+                    }
+                }
+                Some(Err(e)) => store_failed(c, warnings, "listing incomplete", &e),
+                None => {
+                    list_open = false;
+                    tracing::debug!(store = %name, listed = c.stats.listed, elapsed = ?started.elapsed(), "listing complete");
+                }
+            },
+        }
+    }
+}
+
+/// Objects listed without their size and time (`--all`): only the candidates are looked up.
+async fn look_up_candidates(
+    c: &mut Classifier<'_>,
+    store: &dyn Store,
+    warnings: &mut Vec<Warning>,
+) {
+    let need = std::mem::take(&mut c.need_meta);
+    let mut looked = look_up(store, ResourceType::Plain, need);
+    while let Some(result) = looked.next().await {
+        match result {
+            Ok(objs) => objs.into_iter().flatten().for_each(|o| c.candidate(o)),
+            Err(e) => {
+                c.stats.complete = false;
+                warnings.push(Warning::StoreCall {
+                    store: c.cfg.name.clone(),
+                    what: "look-up failed".into(),
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// The references no object answered. A key that matches a listed one only after Unicode
+/// normalisation is neither missing nor orphan (SPEC §2); when the listing or look-ups did not
+/// finish, unseen references are unknown, not missing.
+fn missing_of(
+    c: &mut Classifier<'_>,
+    set: &RefSet,
+    typed: bool,
+    warnings: &mut Vec<Warning>,
+) -> Vec<Missing> {
+    let store = &c.cfg.name;
+    if !c.stats.complete {
+        let unseen = set.items.iter().filter(|i| !set.is_seen(i.sym)).count();
+        if unseen > 0 {
+            warnings.push(Warning::Unconfirmed {
+                store: store.clone(),
+                count: unseen,
+            });
+        }
+        return Vec::new();
+    }
+    let mut orphan_by_nfc: HashMap<String, usize> = HashMap::new();
+    for (i, o) in c.orphans.iter().enumerate() {
+        if !o.key.is_ascii() {
+            orphan_by_nfc.insert(ident(o.resource_type, &o.key).nfc().collect(), i);
+        }
+    }
+    let mut missing = Vec::new();
+    let mut drop_orphans = Vec::new();
+    for &item in &set.items {
+        if set.is_seen(item.sym) {
+            continue;
+        }
+        let key = set.key(item.sym).to_string();
+        if !key.is_ascii() {
+            let norm: String = key.nfc().collect();
+            let listed = c.nfc.get(&norm).cloned().or_else(|| {
+                orphan_by_nfc
+                    .get(&norm)
+                    .map(|&i| ident(c.orphans[i].resource_type, &c.orphans[i].key).into_owned())
+                    .filter(|k| *k != key)
+            });
+            if let Some(listed) = listed {
+                warnings.push(Warning::UnicodeMatch {
+                    store: store.clone(),
+                    reference_key: key,
+                    listed,
+                });
+                if let Some(&i) = orphan_by_nfc.get(&norm) {
+                    drop_orphans.push(i);
+                }
+                continue;
+            }
+        }
+        missing.push(set.missing(item, key, typed));
+    }
+    drop_orphans.sort_unstable();
+    drop_orphans.dedup();
+    for i in drop_orphans.into_iter().rev() {
+        let o = c.orphans.remove(i);
+        c.stats.orphans -= 1;
+        c.stats.orphan_bytes -= o.size;
+        c.stats.objects_scanned -= 1;
+    }
+    missing
+}
+
+/// Puts the findings of every store and reference together, in report order (SPEC §5), with
+/// the references' warnings and the completeness they decide.
+#[allow(clippy::too_many_arguments)] // one call site, each part a different thing the scan gathered
+pub fn findings(
+    started_at: DateTime<Utc>,
+    window: Window,
+    mode: ScanMode,
+    outcomes: Vec<StoreOutcome>,
+    references: Vec<ReferenceStats>,
+    mut warnings: Vec<Warning>,
+    mut complete: bool,
+    budgets: Vec<Usage>,
+) -> Findings {
+    let mut stores = Vec::new();
+    let mut orphans = Vec::new();
+    let mut missing = Vec::new();
+    for out in outcomes {
+        complete &= out.stats.complete;
+        warnings.extend(out.warnings);
+        stores.push(out.stats);
+        orphans.extend(out.orphans);
+        missing.extend(out.missing);
+    }
+    for r in &references {
+        warnings.extend(r.warnings.iter().cloned());
+        if r.unparsed > NAMED_WARNINGS {
+            warnings.push(Warning::MoreUnparsed {
+                reference: r.name.clone(),
+                count: r.unparsed - NAMED_WARNINGS,
+            });
+        }
+        if let Some(e) = &r.error {
+            complete = false;
+            warnings.push(Warning::ReferenceFailed {
+                reference: r.name.clone(),
+                error: e.clone(),
+            });
+        } else if r.unparsed * 100 > r.values {
+            complete = false;
+            warnings.push(Warning::TooManyUnparsed {
+                reference: r.name.clone(),
+                unparsed: r.unparsed,
+                values: r.values,
+            });
+        }
+    }
+    orphans.sort_by(|a, b| {
+        (&a.store, &a.key, a.resource_type).cmp(&(&b.store, &b.key, b.resource_type))
+    });
+    missing.sort_by(|a, b| {
+        status_rank(&a.status)
+            .cmp(&status_rank(&b.status))
+            .then(a.reference_index.cmp(&b.reference_index))
+            .then_with(|| natural_cmp(a.record_id.as_deref(), b.record_id.as_deref()))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    Findings {
+        started_at,
+        finished_at: Utc::now().max(started_at),
+        window,
+        mode,
+        stores,
+        references,
+        orphans,
+        missing,
+        warnings,
+        complete,
+        budgets,
     }
 }
 

@@ -4,11 +4,12 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
+use crate::domain::scan::{Findings, Missing, Orphan, ScanMode as Mode, Summary, Warning, Window};
 use crate::error::{Error, Result};
-use crate::reconcile::{Findings, Missing, Mode, Orphan};
+use crate::time::rfc3339;
 
 pub const ORPHANS_TITLE: &str = "ORPHANED FILES";
 pub const MISSING_TITLE: &str = "RECORDS WITH MISSING FILES";
@@ -33,11 +34,6 @@ pub const MISSING_HEADER: [&str; 9] = [
     "status",
     "link",
 ];
-
-/// RFC 3339, UTC, whole seconds: `2025-09-15T14:30:00Z`.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
 
 const MIB: f64 = 1_048_576.0;
 
@@ -64,85 +60,6 @@ pub fn escape_cell(s: &str) -> std::borrow::Cow<'_, str> {
 /// The inverse of `escape_cell`, for readers of our CSV: strips exactly one leading `'`.
 pub fn unescape_cell(s: &str) -> &str {
     s.strip_prefix('\'').unwrap_or(s)
-}
-
-/// The summary figures of SPEC §5, computed once from the findings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub objects_scanned: u64,
-    pub valid: u64,
-    pub orphans: u64,
-    pub orphan_bytes: u64,
-    pub too_recent: u64,
-    pub ignored: u64,
-    pub unparsed: u64,
-    pub references: u64,
-    pub missing: u64,
-    pub missing_active: u64,
-    pub orphans_by_folder: Vec<Folder>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Folder {
-    pub folder: String,
-    pub count: u64,
-    pub bytes: u64,
-}
-
-impl Summary {
-    pub fn of(f: &Findings) -> Summary {
-        let mut s = Summary::default();
-        for st in &f.stores {
-            s.objects_scanned += st.objects_scanned;
-            s.valid += st.valid;
-            s.orphans += st.orphans;
-            s.orphan_bytes += st.orphan_bytes;
-            s.too_recent += st.too_recent;
-            s.ignored += st.ignored;
-        }
-        for r in &f.references {
-            s.unparsed += r.unparsed;
-            s.references += r.values - r.unparsed;
-        }
-        s.missing = f.missing.len() as u64;
-        s.missing_active = f.missing.iter().filter(|m| m.is_active()).count() as u64;
-        let mut folders: std::collections::HashMap<String, (u64, u64)> =
-            std::collections::HashMap::new();
-        for o in &f.orphans {
-            let folder = match o.key.split_once('/') {
-                Some((top, _)) => format!("{top}/"),
-                None => "/".to_string(),
-            };
-            let e = folders.entry(folder).or_default();
-            e.0 += 1;
-            e.1 += o.size;
-        }
-        let mut folders: Vec<Folder> = folders
-            .into_iter()
-            .map(|(folder, (count, bytes))| Folder {
-                folder,
-                count,
-                bytes,
-            })
-            .collect();
-        folders.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then(b.bytes.cmp(&a.bytes))
-                .then(a.folder.cmp(&b.folder))
-        });
-        s.orphans_by_folder = folders;
-        s
-    }
-
-    #[allow(clippy::cast_precision_loss)]
-    pub fn percent(part: u64, whole: u64) -> f64 {
-        if whole == 0 {
-            0.0
-        } else {
-            part as f64 * 100.0 / whole as f64
-        }
-    }
 }
 
 fn opt_time(t: Option<DateTime<Utc>>) -> String {
@@ -202,70 +119,97 @@ pub fn write_csv(f: &Findings, mut out: impl std::io::Write) -> std::io::Result<
     Ok(())
 }
 
-fn opt(s: Option<&str>) -> Value {
-    s.map_or(Value::Null, |s| Value::String(s.to_string()))
+/// The JSON report of SPEC §5, exactly its fields: serialized from the findings' types.
+#[derive(Serialize)]
+pub struct JsonReport<'a> {
+    pub scan: JsonScan<'a>,
+    pub summary: Summary,
+    pub orphans: Vec<JsonOrphan<'a>>,
+    pub missing: Vec<JsonMissing<'a>>,
 }
 
-/// The JSON report of SPEC §5.
-pub fn to_json(f: &Findings, scan_id: i64) -> Value {
-    let s = Summary::of(f);
-    let api_calls: serde_json::Map<String, Value> = f
-        .stores
-        .iter()
-        .map(|st| (st.name.clone(), json!(st.api_calls)))
-        .collect();
-    json!({
-        "scan": {
-            "id": scan_id,
-            "started_at": rfc3339(f.started_at),
-            "finished_at": rfc3339(f.finished_at),
-            "window": f.window.to_json(),
-            "stores": f.stores.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-            "complete": f.complete,
-            "api_calls": api_calls,
-            "warnings": f.warnings,
-        },
-        "summary": summary_json(&s),
-        "orphans": f.orphans.iter().map(|o| json!({
-            "store": o.store,
-            "key": o.key,
-            "resource_type": o.resource_type.as_str(),
-            "size_bytes": o.size,
-            "size_mb": size_mb_number(o.size),
-            "format": o.format(),
-            "uploaded_at": o.uploaded_at.map(rfc3339),
-            "url": o.url,
-        })).collect::<Vec<_>>(),
-        "missing": f.missing.iter().map(|m| json!({
-            "reference": m.reference,
-            "record_id": opt(m.record_id.as_deref()),
-            "title": opt(m.title.as_deref()),
-            "owner": opt(m.owner.as_deref()),
-            "media_type": opt(m.media_type.as_deref()),
-            "key": m.key,
-            "created_at": m.created_at.map(rfc3339),
-            "status": m.status,
-            "link": opt(m.link.as_deref()),
-        })).collect::<Vec<_>>(),
-    })
+#[derive(Serialize)]
+pub struct JsonScan<'a> {
+    pub id: i64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub window: Window,
+    pub stores: Vec<&'a str>,
+    pub complete: bool,
+    pub api_calls: indexmap::IndexMap<String, u64>,
+    pub warnings: &'a [Warning],
 }
 
-pub fn summary_json(s: &Summary) -> Value {
-    json!({
-        "objects_scanned": s.objects_scanned,
-        "valid": s.valid,
-        "orphans": s.orphans,
-        "orphan_bytes": s.orphan_bytes,
-        "too_recent": s.too_recent,
-        "ignored": s.ignored,
-        "unparsed": s.unparsed,
-        "references": s.references,
-        "missing": s.missing,
-        "missing_active": s.missing_active,
-        "orphans_by_folder": s.orphans_by_folder.iter().map(|f| json!({
-            "folder": f.folder, "count": f.count, "bytes": f.bytes,
-        })).collect::<Vec<_>>(),
-    })
+#[derive(Serialize)]
+pub struct JsonOrphan<'a> {
+    pub store: &'a str,
+    pub key: &'a str,
+    pub resource_type: &'static str,
+    pub size_bytes: u64,
+    pub size_mb: f64,
+    pub format: String,
+    pub uploaded_at: Option<String>,
+    pub url: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+pub struct JsonMissing<'a> {
+    pub reference: &'a str,
+    pub record_id: Option<&'a str>,
+    pub title: Option<&'a str>,
+    pub owner: Option<&'a str>,
+    pub media_type: Option<&'a str>,
+    pub key: &'a str,
+    pub created_at: Option<String>,
+    pub status: &'a str,
+    pub link: Option<&'a str>,
+}
+
+impl<'a> JsonReport<'a> {
+    pub fn of(f: &'a Findings, scan_id: i64) -> JsonReport<'a> {
+        JsonReport {
+            scan: JsonScan {
+                id: scan_id,
+                started_at: rfc3339(f.started_at),
+                finished_at: rfc3339(f.finished_at),
+                window: f.window,
+                stores: f.stores.iter().map(|s| s.name.as_str()).collect(),
+                complete: f.complete,
+                api_calls: f.api_calls(),
+                warnings: &f.warnings,
+            },
+            summary: Summary::of(f),
+            orphans: f
+                .orphans
+                .iter()
+                .map(|o| JsonOrphan {
+                    store: &o.store,
+                    key: &o.key,
+                    resource_type: o.resource_type.as_str(),
+                    size_bytes: o.size,
+                    size_mb: size_mb_number(o.size),
+                    format: o.format(),
+                    uploaded_at: o.uploaded_at.map(rfc3339),
+                    url: o.url.as_deref(),
+                })
+                .collect(),
+            missing: f
+                .missing
+                .iter()
+                .map(|m| JsonMissing {
+                    reference: &m.reference,
+                    record_id: m.record_id.as_deref(),
+                    title: m.title.as_deref(),
+                    owner: m.owner.as_deref(),
+                    media_type: m.media_type.as_deref(),
+                    key: &m.key,
+                    created_at: m.created_at.map(rfc3339),
+                    status: &m.status,
+                    link: m.link.as_deref(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,7 +265,7 @@ pub fn write_file(f: &Findings, scan_id: i64, path: &Path, format: Format) -> Re
     let mut out = std::io::BufWriter::new(file);
     let written = match format {
         Format::Csv => write_csv(f, &mut out),
-        Format::Json => serde_json::to_writer_pretty(&mut out, &to_json(f, scan_id))
+        Format::Json => serde_json::to_writer_pretty(&mut out, &JsonReport::of(f, scan_id))
             .map_err(std::io::Error::other),
     };
     written
@@ -529,7 +473,7 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
             st.warn(&format!("Warnings ({})", f.warnings.len()))
         );
         for w in &f.warnings {
-            let _ = writeln!(out, "  {}", st.warn(w));
+            let _ = writeln!(out, "  {}", st.warn(&w.to_string()));
         }
     }
     let _ = writeln!(out);

@@ -2,7 +2,7 @@
 
 use crate::cli::{AuditArgs, Global};
 use crate::error::{Error, Exit, Result};
-use crate::state::State;
+use crate::state::{AuditLog as _, State};
 
 pub async fn run(g: &Global, args: &AuditArgs) -> Result<Exit> {
     let cfg = super::config_or_env(g)?;
@@ -11,19 +11,9 @@ pub async fn run(g: &Global, args: &AuditArgs) -> Result<Exit> {
     state.close().await;
     let rows = rows?;
     if args.json {
-        let all: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "id": r.id, "at": r.at, "actor": r.actor, "store": r.store,
-                    "resource_type": r.resource_type, "key": r.key, "outcome": r.outcome,
-                    "detail": r.detail, "queue_id": r.queue_id,
-                })
-            })
-            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&all).map_err(|e| Error::State(e.to_string()))?
+            serde_json::to_string_pretty(&rows).map_err(|e| Error::State(e.to_string()))?
         );
         return Ok(Exit::Ok);
     }
@@ -36,10 +26,10 @@ pub async fn run(g: &Global, args: &AuditArgs) -> Result<Exit> {
         "AT (UTC)", "ACTOR", "STORE", "OUTCOME"
     );
     for r in &rows {
-        let key = if r.resource_type.is_empty() {
+        let key = if r.resource_type.as_str().is_empty() {
             r.key.clone()
         } else {
-            format!("{}/{}", r.resource_type, r.key)
+            format!("{}/{}", r.resource_type.as_str(), r.key)
         };
         println!(
             "{:<20}  {:<12}  {:<10}  {:<16}  {key}{}",

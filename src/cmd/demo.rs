@@ -259,5 +259,5 @@ pub async fn run(g: &Global, args: &DemoArgs, ui: Ui) -> Result<Exit> {
         fail_on_findings: false,
         limit_list: 10,
     };
-    super::scan::run_with(&cfg, &scan, ui).await
+    super::scan::run_with(cfg, &scan, ui).await
 }

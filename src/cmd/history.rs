@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 
 use crate::cli::{Global, HistoryArgs};
 use crate::config::{self, StateUrl};
+use crate::domain::scan::Window;
 use crate::error::{Exit, Result};
-use crate::state::{ScanRecord, State};
+use crate::state::{ScanLog as _, ScanRecord, State};
 
 pub async fn run(g: &Global, args: &HistoryArgs) -> Result<Exit> {
     // Without a config file the state database is the default one in the current folder.
@@ -32,23 +33,18 @@ pub async fn run(g: &Global, args: &HistoryArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn window(w: &serde_json::Value) -> String {
-    if let Some(d) = w["days"].as_u64() {
-        format!("{d} days")
-    } else if let Some(t) = w["since"].as_str() {
-        format!("since {}", t.get(..10).unwrap_or(t))
-    } else if w["all"].as_bool() == Some(true) {
-        "all".into()
-    } else {
-        "?".into()
+fn window(w: Window) -> String {
+    match w {
+        Window::Days(d) => format!("{d} days"),
+        Window::Since(t) => format!("since {}", t.format("%Y-%m-%d")),
+        Window::All => "all".into(),
     }
 }
 
-fn count(s: &ScanRecord, field: &str) -> String {
+fn count(s: &ScanRecord, field: impl Fn(&crate::domain::scan::Summary) -> u64) -> String {
     s.summary
         .as_ref()
-        .and_then(|v| v[field].as_u64())
-        .map_or_else(|| "-".into(), |n| n.to_string())
+        .map_or_else(|| "-".into(), |v| field(v).to_string())
 }
 
 fn table(scans: &[ScanRecord]) -> String {
@@ -74,17 +70,14 @@ fn table(scans: &[ScanRecord]) -> String {
         .map(|s| {
             [
                 s.id.to_string(),
-                s.started_at
-                    .replace('T', " ")
-                    .trim_end_matches('Z')
-                    .to_string(),
-                window(&s.window),
-                s.mode.clone(),
-                s.state.clone(),
-                count(s, "objects_scanned"),
-                count(s, "orphans"),
-                count(s, "missing"),
-                count(s, "missing_active"),
+                s.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                window(s.window),
+                s.mode.to_string(),
+                s.state.to_string(),
+                count(s, |v| v.objects_scanned),
+                count(s, |v| v.orphans),
+                count(s, |v| v.missing),
+                count(s, |v| v.missing_active),
                 s.api_calls.to_string(),
                 s.duration_ms.map_or_else(
                     || "-".into(),

@@ -1,10 +1,12 @@
 //! One module per command; each returns the exit outcome or an error that carries its own.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 
+use crate::app::App;
 use crate::cli::{Color, Global};
 use crate::config::{self, Config};
-use crate::error::{Error, Result};
+use crate::error::{Error, Exit, Result};
 
 pub mod audit;
 pub mod check;
@@ -62,4 +64,29 @@ fn no_config() -> Error {
         "no config file: ./assetgc.toml does not exist; pass --config PATH, set ASSETGC_CONFIG, or run `assetgc init` to write one"
             .into(),
     )
+}
+
+/// Runs `f` on the application, then closes it (its last API calls counted, the state database
+/// closed) whatever `f` returned.
+pub async fn with_app<F, Fut>(cfg: Config, f: F) -> Result<Exit>
+where
+    F: FnOnce(Arc<App>) -> Fut,
+    Fut: std::future::Future<Output = Result<Exit>>,
+{
+    let app = App::open(cfg).await?;
+    let result = f(Arc::clone(&app)).await;
+    app.close().await;
+    result
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error of the command.
+pub fn print(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("cannot write to stdout", e))
+        }
+        _ => Ok(()),
+    }
 }

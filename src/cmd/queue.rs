@@ -2,114 +2,34 @@
 
 use std::io::{BufRead as _, IsTerminal as _};
 
-use chrono::Utc;
-
 use super::Ui;
+use crate::app::App;
 use crate::cli::{
     Global, QueueAddArgs, QueueCommand, QueueListArgs, QueueRunArgs, QueueSelectArgs,
 };
-use crate::config::{Config, StoreConfig};
+use crate::domain::queue::{Changed, Entry, Selection};
 use crate::error::{Error, Exit, Result};
-use crate::key::{KeyContext, KeyFormat, ResourceType, unrepresentable_reason};
-use crate::queue::{self, Entry, NewEntry, Selection};
-use crate::state::State;
-use crate::worker::{self, RunOptions, Totals};
+use crate::ops;
+use crate::queue::{self, RunOptions, Totals};
+use crate::state::QueueStore as _;
 
 pub async fn run(g: &Global, cmd: &QueueCommand, ui: Ui) -> Result<Exit> {
     let cfg = super::config_or_env(g)?;
-    let state = State::open(&cfg.state_url).await?;
-    let result = match cmd {
-        QueueCommand::Add(a) => add(&cfg, &state, a).await,
-        QueueCommand::Run(a) => run_queue(&cfg, &state, a, ui).await,
-        QueueCommand::Stats(a) => stats(&state, a.json).await,
-        QueueCommand::List(a) => list(&state, a).await,
-        QueueCommand::Retry(a) => change(&cfg, &state, a, true).await,
-        QueueCommand::Drop(a) => change(&cfg, &state, a, false).await,
-    };
-    state.close().await;
-    result
-}
-
-/// The store named `name`, or a usage error that lists the configured ones.
-pub fn store_named<'a>(cfg: &'a Config, name: &str) -> Result<&'a StoreConfig> {
-    cfg.stores.iter().find(|s| s.name == name).ok_or_else(|| {
-        let names: Vec<&str> = cfg.stores.iter().map(|s| s.name.as_str()).collect();
-        Error::Usage(format!(
-            "no store named `{name}`; the config has: {}",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        ))
+    super::with_app(cfg, |app| async move {
+        match cmd {
+            QueueCommand::Add(a) => add(&app, a).await,
+            QueueCommand::Run(a) => run_queue(&app, a, ui).await,
+            QueueCommand::Stats(a) => stats(&app, a.json).await,
+            QueueCommand::List(a) => list(&app, a).await,
+            QueueCommand::Retry(a) => change(&app, a, true).await,
+            QueueCommand::Drop(a) => change(&app, a, false).await,
+        }
     })
+    .await
 }
 
-/// A key typed on the command line, with its resource type (SPEC §3): on Cloudinary from
-/// `--resource-type` or the `cloudinary` key format, a bare public_id only when the store
-/// lists a single type; elsewhere the key as written.
-pub fn typed_key(
-    store: &StoreConfig,
-    resource_type: Option<&str>,
-    key: &str,
-) -> Result<(ResourceType, String)> {
-    let explicit = match resource_type {
-        None => None,
-        Some(t) => Some(ResourceType::parse_cloudinary(t).ok_or_else(|| {
-            Error::Usage(format!("--resource-type `{t}`: use image, video or raw"))
-        })?),
-    };
-    let Some(cloud) = store.location.cloudinary() else {
-        if explicit.is_some() {
-            return Err(Error::Usage(format!(
-                "--resource-type is for Cloudinary stores; store `{}` has no resource types",
-                store.name
-            )));
-        }
-        if let Some(why) = unrepresentable_reason(key) {
-            return Err(Error::Usage(format!(
-                "`{key}` is not a key of store `{}` ({why}); keys are relative to the store root, like `uploads/a.jpg`",
-                store.name
-            )));
-        }
-        return Ok((ResourceType::Plain, key.to_string()));
-    };
-    let ctx = KeyContext {
-        public_url: store.public_url.clone(),
-        key_prefix: String::new(),
-        cloud_name: Some(cloud.cloud.clone()),
-    };
-    let parsed = KeyFormat::Cloudinary.parse(key, explicit.map(ResourceType::as_str), &ctx);
-    let Some(k) = parsed.keys.into_iter().next() else {
-        return Err(Error::Usage(format!(
-            "`{key}` is not a public_id or Cloudinary URL of store `{}`",
-            store.name
-        )));
-    };
-    let rt = match (explicit, k.resource_type) {
-        (Some(t), _) => t,
-        (None, Some(t)) if t != ResourceType::Plain => t,
-        _ => match cloud.resource_types.as_slice() {
-            [only] => *only,
-            _ => {
-                return Err(Error::Usage(format!(
-                    "`{key}` is a bare public_id: give its type with --resource-type image|video|raw, or write it as image/upload/{key}"
-                )));
-            }
-        },
-    };
-    if !cloud.resource_types.contains(&rt) {
-        return Err(Error::Usage(format!(
-            "store `{}` does not list resource type `{}`",
-            store.name,
-            rt.as_str()
-        )));
-    }
-    Ok((rt, k.key))
-}
-
-async fn add(cfg: &Config, state: &State, a: &QueueAddArgs) -> Result<Exit> {
-    let store = store_named(cfg, &a.store)?;
+/// The keys of `queue add`: as given, `-` reading one a line from stdin.
+fn keys(a: &QueueAddArgs) -> Result<Vec<String>> {
     let mut raw: Vec<String> = Vec::new();
     for k in &a.keys {
         if k == "-" {
@@ -124,39 +44,30 @@ async fn add(cfg: &Config, state: &State, a: &QueueAddArgs) -> Result<Exit> {
             raw.push(k.clone());
         }
     }
-    if raw.is_empty() {
-        return Err(Error::Usage("no keys given (stdin was empty)".into()));
-    }
-    // Every key is checked before any is queued: one bad key queues nothing.
-    let now = Utc::now();
-    let entries = raw
-        .iter()
-        .map(|k| {
-            let (rt, key) = typed_key(store, a.resource_type.as_deref(), k)?;
-            Ok(NewEntry {
-                store: store.name.clone(),
-                resource_type: rt,
-                key,
-                reason: queue::REASON_ADD,
-                client_id: a.client_id.clone().unwrap_or_default(),
-                scan_id: None,
-                uploaded_at: None,
-                next_attempt_at: now,
-                original_key: None,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let (added, already) = state.enqueue("queue add", &entries).await?;
-    println!(
-        "Queued {added} deletion{} for store {}{}. Run `assetgc queue run` to process them.",
+    Ok(raw)
+}
+
+async fn add(app: &App, a: &QueueAddArgs) -> Result<Exit> {
+    let store = app.store_config(&a.store)?.name.clone();
+    let keys = keys(a)?;
+    let (added, already) = ops::queue::add(
+        app,
+        &store,
+        a.resource_type.as_deref(),
+        &keys,
+        a.client_id.as_deref().unwrap_or_default(),
+        "queue add",
+    )
+    .await?;
+    super::print(&format!(
+        "Queued {added} deletion{} for store {store}{}. Run `assetgc queue run` to process them.\n",
         plural(added),
-        store.name,
         if already > 0 {
             format!(" ({already} already queued)")
         } else {
             String::new()
         }
-    );
+    ))?;
     Ok(Exit::Ok)
 }
 
@@ -165,7 +76,7 @@ fn plural(n: u64) -> &'static str {
 }
 
 /// Runs the worker with a progress line on a terminal, then prints what it did.
-pub async fn drain(cfg: &Config, state: &State, opts: &RunOptions, ui: Ui) -> Result<Totals> {
+pub async fn drain(app: &App, opts: &RunOptions, ui: Ui) -> Result<Totals> {
     let bar = ui.bars.then(|| {
         let b = indicatif::ProgressBar::new_spinner();
         b.set_style(
@@ -187,7 +98,7 @@ pub async fn drain(cfg: &Config, state: &State, opts: &RunOptions, ui: Ui) -> Re
             ));
         }
     };
-    let totals = worker::run(cfg, state, opts, &progress).await;
+    let totals = queue::run(app, opts, &progress).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -196,8 +107,8 @@ pub async fn drain(cfg: &Config, state: &State, opts: &RunOptions, ui: Ui) -> Re
 
 /// The summary of a worker run; the exit code it means (4 when an entry became `failed` or
 /// the budget stopped the run).
-pub async fn print_totals(t: &Totals, state: &State, quiet: bool) -> Result<Exit> {
-    let queue = state.queue_stats().await?;
+pub async fn print_totals(app: &App, t: &Totals, quiet: bool) -> Result<Exit> {
+    let queue = app.state.queue_stats().await?;
     if quiet {
         println!(
             "{} processed: {} deleted, {} quarantined, {} already gone, {} referenced, {} retrying, {} failed; {} pending",
@@ -306,8 +217,8 @@ pub async fn print_totals(t: &Totals, state: &State, quiet: bool) -> Result<Exit
     })
 }
 
-async fn run_queue(cfg: &Config, state: &State, a: &QueueRunArgs, ui: Ui) -> Result<Exit> {
-    let mut opts = RunOptions::from_config(cfg, "queue run");
+async fn run_queue(app: &App, a: &QueueRunArgs, ui: Ui) -> Result<Exit> {
+    let mut opts = RunOptions::from_config(&app.cfg, "queue run");
     if let Some(n) = a.batch_size {
         opts.batch_size = usize::try_from(n).unwrap_or(crate::config::MAX_BATCH);
     }
@@ -320,12 +231,12 @@ async fn run_queue(cfg: &Config, state: &State, a: &QueueRunArgs, ui: Ui) -> Res
             "--notify: notifications are not supported yet by this version; nothing was sent"
         );
     }
-    let totals = drain(cfg, state, &opts, ui).await?;
-    print_totals(&totals, state, ui.quiet).await
+    let totals = drain(app, &opts, ui).await?;
+    print_totals(app, &totals, ui.quiet).await
 }
 
-async fn stats(state: &State, json: bool) -> Result<Exit> {
-    let s = state.queue_stats().await?;
+async fn stats(app: &App, json: bool) -> Result<Exit> {
+    let s = app.state.queue_stats().await?;
     if json {
         let by: Vec<serde_json::Value> = s
             .by_attempts
@@ -382,22 +293,12 @@ async fn stats(state: &State, json: bool) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn entry_json(e: &Entry) -> serde_json::Value {
-    serde_json::json!({
-        "id": e.id, "store": e.store, "resource_type": e.resource_type, "key": e.key,
-        "reason": e.reason, "rule": e.rule, "row_id": e.row_id, "client_id": e.client_id,
-        "queued_at": e.queued_at, "uploaded_at": e.uploaded_at, "attempts": e.attempts,
-        "last_error": e.last_error, "next_attempt_at": e.next_attempt_at, "state": e.state,
-    })
-}
-
-async fn list(state: &State, a: &QueueListArgs) -> Result<Exit> {
-    let entries = state.queue_list(a.failed, a.limit).await?;
+async fn list(app: &App, a: &QueueListArgs) -> Result<Exit> {
+    let entries: Vec<Entry> = app.state.queue_list(a.failed, a.limit).await?;
     if a.json {
-        let all: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&all).map_err(|e| Error::State(e.to_string()))?
+            serde_json::to_string_pretty(&entries).map_err(|e| Error::State(e.to_string()))?
         );
         return Ok(Exit::Ok);
     }
@@ -420,13 +321,13 @@ async fn list(state: &State, a: &QueueListArgs) -> Result<Exit> {
         println!(
             "{:>6}  {:<8}  {:<10}  {:<5}  {:>8}  {:<20}  {:<10}  {}{}",
             e.id,
-            e.state,
-            e.store,
-            e.resource_type,
+            e.state.to_string(),
+            e.object.store,
+            e.object.resource_type.as_str(),
             e.attempts,
-            e.next_attempt_at,
-            e.reason,
-            e.key,
+            crate::time::rfc3339(e.next_attempt_at),
+            e.reason.to_string(),
+            e.object.key,
             e.last_error
                 .as_ref()
                 .map_or_else(String::new, |m| format!("  ({m})"))
@@ -435,36 +336,32 @@ async fn list(state: &State, a: &QueueListArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-async fn change(cfg: &Config, state: &State, a: &QueueSelectArgs, retry: bool) -> Result<Exit> {
+async fn change(app: &App, a: &QueueSelectArgs, retry: bool) -> Result<Exit> {
     let sel = if a.all_failed {
         Selection::AllFailed
     } else {
         Selection::Ids(a.ids.clone())
     };
-    let actor = if retry { "queue retry" } else { "queue drop" };
     let changed = if retry {
-        state
-            .queue_retry(&sel, actor, &|store| {
-                cfg.stores
-                    .iter()
-                    .find(|s| s.name == store)
-                    .map(|s| s.min_age)
-            })
-            .await?
+        ops::queue::retry(app, &sel, "queue retry").await?
     } else {
-        state.queue_drop(&sel, actor).await?
+        ops::queue::drop(app, &sel, "queue drop").await?
     };
-    let count = |what: &str| changed.iter().filter(|o| o.as_str() == what).count() as u64;
-    let n = count(if retry { "retried" } else { "dropped" });
+    let count = |what: Changed| changed.iter().filter(|&&o| o == what).count() as u64;
+    let n = count(if retry {
+        Changed::Retried
+    } else {
+        Changed::Dropped
+    });
     println!(
         "{} {n} entr{}.",
         if retry { "Retried" } else { "Dropped" },
         if n == 1 { "y" } else { "ies" }
     );
-    if retry && count("dropped") > 0 {
+    if retry && count(Changed::Dropped) > 0 {
         println!(
             "Dropped {} whose object is queued again (the newer entry stays).",
-            count("dropped")
+            count(Changed::Dropped)
         );
     }
     if retry && n > 0 && std::io::stdout().is_terminal() {

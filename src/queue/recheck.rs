@@ -38,8 +38,8 @@ pub struct Cost {
     pub time: Duration,
 }
 
-pub struct Recheck<'a> {
-    cfg: &'a Config,
+pub struct Recheck {
+    cfg: Arc<Config>,
     dbs: HashMap<usize, Db>,
     full: HashMap<usize, (Instant, Arc<KeySet>)>,
     /// References whose query could not be wrapped: run whole from then on.
@@ -72,12 +72,7 @@ impl RowSink for Collect {
 }
 
 fn context(cfg: &Config, rc: &ReferenceConfig) -> KeyContext {
-    let store = &cfg.stores[rc.store];
-    KeyContext {
-        public_url: store.public_url.clone(),
-        key_prefix: rc.key_prefix.clone(),
-        cloud_name: store.location.cloudinary().map(|c| c.cloud.clone()),
-    }
+    cfg.stores[rc.store].key_context(&rc.key_prefix)
 }
 
 /// Every stored value of a `path` reference that reads as `key`.
@@ -96,8 +91,8 @@ fn path_forms(key: &str, key_prefix: &str) -> [String; 3] {
     [format!("/{base}"), format!("./{base}"), base]
 }
 
-impl<'a> Recheck<'a> {
-    pub fn new(cfg: &'a Config) -> Self {
+impl Recheck {
+    pub fn new(cfg: Arc<Config>) -> Self {
         Recheck {
             cfg,
             dbs: HashMap::new(),
@@ -158,7 +153,7 @@ impl<'a> Recheck<'a> {
         self.cost.batches += 1;
         let mut out: Vec<Option<String>> = vec![None; keys.len()];
         let views = self.views(s);
-        let cfg = self.cfg;
+        let cfg = Arc::clone(&self.cfg);
         // (reference index, translated keys with their batch index)
         let mut asks: Vec<(usize, Translated)> = Vec::new();
         for (t, view) in &views {
@@ -258,7 +253,7 @@ impl<'a> Recheck<'a> {
         }
         self.cost.full_queries += 1;
         let at = Instant::now();
-        let ctx = context(self.cfg, rc);
+        let ctx = context(&self.cfg, rc);
         let (tx, mut rx) = mpsc::channel::<Vec<(String, Option<String>)>>(8);
         let format = rc.key_format.clone();
         let gather = tokio::spawn(async move {

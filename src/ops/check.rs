@@ -1,0 +1,214 @@
+//! `check`: reaches every store and database and runs every reference query with `LIMIT 1`
+//! (SPEC §3). The calls it spends on a metered account count in that account's budget.
+
+use futures::StreamExt as _;
+
+use crate::app::App;
+use crate::error::Exit;
+use crate::refs::Db;
+use crate::store::{ListOptions, Listed, Store, StoreError};
+
+/// How one store answered.
+pub struct StoreCheck {
+    pub name: String,
+    pub location: String,
+    pub result: Result<(), String>,
+}
+
+pub struct DatabaseCheck {
+    pub name: String,
+    pub location: String,
+    pub result: Result<(), String>,
+}
+
+pub enum ReferenceCheck {
+    /// The query ran; the columns it returns.
+    Ok {
+        store: String,
+        columns: Vec<String>,
+    },
+    /// It ran but returns no `key` column.
+    NoKey {
+        columns: Vec<String>,
+    },
+    Failed(String),
+    /// Its database could not be reached.
+    Skipped {
+        database: String,
+    },
+}
+
+pub struct CheckReport {
+    pub stores: Vec<StoreCheck>,
+    pub databases: Vec<DatabaseCheck>,
+    pub references: Vec<(String, ReferenceCheck)>,
+    pub warnings: Vec<String>,
+}
+
+impl CheckReport {
+    /// SPEC §3: 1 when anything is unreachable, 4 when a query fails.
+    pub fn exit(&self) -> Exit {
+        let mut exit = Exit::Ok;
+        if self.stores.iter().any(|s| s.result.is_err())
+            || self.databases.iter().any(|d| d.result.is_err())
+        {
+            exit = exit.max(Exit::Unreachable);
+        }
+        if self
+            .references
+            .iter()
+            .any(|(_, r)| matches!(r, ReferenceCheck::NoKey { .. } | ReferenceCheck::Failed(_)))
+        {
+            exit = exit.max(Exit::Incomplete);
+        }
+        exit
+    }
+}
+
+pub async fn check(app: &App) -> CheckReport {
+    let cfg = &app.cfg;
+    let stores = cfg.stores.iter().map(|s| async move {
+        match app.store(&s.name) {
+            Ok(store) => {
+                let reached = match store.check().await {
+                    Ok(()) => probe_store(store.as_ref()).await,
+                    Err(e) => Err(e),
+                };
+                StoreCheck {
+                    name: s.name.clone(),
+                    location: store.describe(),
+                    result: reached.map_err(|e| e.to_string()),
+                }
+            }
+            Err(e) => StoreCheck {
+                name: s.name.clone(),
+                location: s.location.describe(),
+                result: Err(e.to_string()),
+            },
+        }
+    });
+    let stores = futures::future::join_all(stores).await;
+    let mut warnings = Vec::new();
+    for s in &cfg.stores {
+        if !cfg
+            .references
+            .iter()
+            .any(|r| cfg.stores[r.store].name == s.name)
+        {
+            warnings.push(format!(
+                "store {} has no [[references]]: a scan would report every object in it as an orphan",
+                s.name
+            ));
+        }
+    }
+    for (i, a) in cfg.stores.iter().enumerate() {
+        for b in &cfg.stores[i + 1..] {
+            if a.location.contains(&b.location).is_some()
+                || b.location.contains(&a.location).is_some()
+            {
+                warnings.push(format!(
+                    "stores {} and {} overlap ({} and {}): an object in both is protected by the references of both",
+                    a.name,
+                    b.name,
+                    a.location.describe(),
+                    b.location.describe()
+                ));
+            }
+        }
+    }
+    let dbs = cfg
+        .databases
+        .iter()
+        .map(|d| async move { (d, Db::connect(d, 2).await) });
+    let dbs: Vec<_> = futures::future::join_all(dbs).await;
+    let databases = dbs
+        .iter()
+        .map(|(d, r)| DatabaseCheck {
+            name: d.name.clone(),
+            location: d.display_url(),
+            result: r.as_ref().map(|_| ()).map_err(ToString::to_string),
+        })
+        .collect();
+    let mut references = Vec::new();
+    for r in &cfg.references {
+        let outcome = match &dbs[r.database].1 {
+            Err(_) => ReferenceCheck::Skipped {
+                database: cfg.databases[r.database].name.clone(),
+            },
+            Ok(db) => match db.probe(&r.query).await {
+                Ok(columns) => {
+                    let lower: Vec<String> =
+                        columns.iter().map(|c| c.to_ascii_lowercase()).collect();
+                    if lower.iter().any(|c| c == "key") {
+                        if let Some(link) = &r.link {
+                            for col in link.columns() {
+                                if !lower.iter().any(|c| c.eq_ignore_ascii_case(col)) {
+                                    warnings.push(format!(
+                                        "reference {}: link uses `{{{col}}}`, which the query does not return",
+                                        r.name
+                                    ));
+                                }
+                            }
+                        }
+                        ReferenceCheck::Ok {
+                            store: cfg.stores[r.store].name.clone(),
+                            columns,
+                        }
+                    } else {
+                        ReferenceCheck::NoKey { columns }
+                    }
+                }
+                Err(e) => ReferenceCheck::Failed(e.to_string()),
+            },
+        };
+        references.push((r.name.clone(), outcome));
+    }
+    for (_, db) in &dbs {
+        if let Ok(db) = db {
+            db.close().await;
+        }
+    }
+    app.ledger.flush().await;
+    CheckReport {
+        stores,
+        databases,
+        references,
+        warnings,
+    }
+}
+
+/// Lists one page and looks its first object up again: proves listing and point look-ups both
+/// work with the configured credentials (an empty store proves the listing only).
+async fn probe_store(store: &dyn Store) -> Result<(), StoreError> {
+    let mut pages = store.list(ListOptions::default());
+    let first = loop {
+        match pages.next().await {
+            Some(Ok(items)) => {
+                if let Some(found) = items.into_iter().find_map(|i| match i {
+                    Listed::Object(o) => Some((o.resource_type, o.key)),
+                    _ => None,
+                }) {
+                    break Some(found);
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => break None,
+        }
+    };
+    drop(pages);
+    if let Some((rt, key)) = first {
+        match store
+            .head_many_of(rt, std::slice::from_ref(&key))
+            .await?
+            .first()
+        {
+            Some(Some(_)) => {}
+            _ => {
+                return Err(StoreError::Failed(format!(
+                    "`{key}` was listed but a look-up does not find it"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,532 @@
+//! `purge` as two steps (rustic's prune plan is the model): [`plan`] gathers the orphans of a
+//! recorded complete scan (or the rows of our CSV report matched to one), applies the filters,
+//! the mass-deletion guard of each store (SPEC §6 invariant 7) and the `min_age` holds, and
+//! changes nothing; [`enqueue`] queues a plan — refusing one the guard refused unless the override
+//! was asked for, and auditing that override.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::domain::event::{Event, Guard};
+use crate::domain::queue::{NewEntry, Reason};
+use crate::domain::scan::{Orphan, ScanMode, ScanState};
+use crate::domain::{ObjectId, ResourceType};
+use crate::error::{Error, Result};
+use crate::report;
+use crate::state::{AuditLog as _, QueueStore as _, ScanLog as _, ScanRecord};
+use crate::time::{after, delta};
+
+/// Where a purge takes its orphans from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The latest complete scan (of the named stores, when some are named).
+    Latest,
+    Scan(i64),
+    /// Our CSV report, each row matched to an orphan of a recorded complete scan (of `scan`'s
+    /// when given).
+    Report {
+        path: PathBuf,
+        scan: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PurgeRequest {
+    pub source: Source,
+    pub older_than: Option<Duration>,
+    pub stores: Vec<String>,
+    pub prefix: Option<String>,
+}
+
+/// One orphan to purge, with the scan it came from and when it may go (invariant 2).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub scan: i64,
+    pub orphan: Orphan,
+    /// `min_age` after its upload time: the queue holds it until then.
+    pub ready_at: DateTime<Utc>,
+}
+
+/// Why the guard refuses a store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub store: String,
+    pub scan: i64,
+    pub guard: Guard,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreTotal {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// What a purge would do; nothing is changed by making it.
+#[derive(Debug, Clone)]
+pub struct PurgePlan {
+    /// The source in words (`scan 3 (2025-09-15T14:30:00Z)`, `the report, matched to scan 3`).
+    pub source: String,
+    pub candidates: Vec<Candidate>,
+    /// Report rows that match no orphan of a complete scan.
+    pub skipped: usize,
+    pub per_store: BTreeMap<String, StoreTotal>,
+    pub refusals: Vec<Refusal>,
+    pub planned_at: DateTime<Utc>,
+}
+
+impl PurgePlan {
+    pub fn total(&self) -> StoreTotal {
+        self.per_store
+            .values()
+            .fold(StoreTotal::default(), |a, t| StoreTotal {
+                count: a.count + t.count,
+                bytes: a.bytes + t.bytes,
+            })
+    }
+
+    /// Candidates the queue will hold until they are older than `min_age`.
+    pub fn held(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates
+            .iter()
+            .filter(|c| c.ready_at > self.planned_at)
+    }
+
+    /// The refusal error of the first refused store.
+    pub fn refusal(&self) -> Option<Error> {
+        self.refusals.first().map(|r| {
+            Error::Refused(format!(
+                "purge refused for store {}: {}. A wrong key_format, key_prefix or prefix makes every object look orphaned; check the references, or pass --allow-mass-delete if this is really meant",
+                r.store, r.reason
+            ))
+        })
+    }
+}
+
+/// What [`enqueue`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enqueued {
+    pub added: u64,
+    pub already_queued: u64,
+    pub held: u64,
+}
+
+/// Makes the plan. Errors are refusals (exit 2, HTTP 409): no such scan, an incomplete one, a
+/// report that is not ours or matches nothing.
+pub async fn plan(app: &App, req: &PurgeRequest) -> Result<PurgePlan> {
+    for s in &req.stores {
+        app.store_config(s)?;
+    }
+    let cfg = &app.cfg;
+    let planned_at = Utc::now();
+    let given = match &req.source {
+        Source::Scan(id) | Source::Report { scan: Some(id), .. } => {
+            Some(given_scan(app, *id).await?)
+        }
+        _ => None,
+    };
+    let complete = app.state.complete_scans().await?;
+    let (mut candidates, skipped, source) = match &req.source {
+        Source::Report { path, .. } => {
+            let rows = read_report(path)?;
+            from_report(app, &rows, given.as_ref(), &complete).await?
+        }
+        Source::Latest | Source::Scan(_) => {
+            let scan = match given {
+                Some(s) => s,
+                None => latest(&complete, &req.stores)?,
+            };
+            let orphans = app.state.scan_orphans(scan.id).await?;
+            let source = format!(
+                "scan {} ({})",
+                scan.id,
+                crate::time::rfc3339(scan.started_at)
+            );
+            (
+                orphans
+                    .into_iter()
+                    .map(|o| (scan.id, o))
+                    .collect::<Vec<_>>(),
+                0,
+                source,
+            )
+        }
+    };
+    candidates.retain(|(_, o)| wanted(cfg, req, o, planned_at));
+    let mut per_store: BTreeMap<String, StoreTotal> = BTreeMap::new();
+    let mut scan_of: BTreeMap<String, i64> = BTreeMap::new();
+    for (scan, o) in &candidates {
+        let t = per_store.entry(o.store.clone()).or_default();
+        t.count += 1;
+        t.bytes += o.size;
+        scan_of.entry(o.store.clone()).or_insert(*scan);
+    }
+    let refusals = guard_all(app, &scan_of, &complete).await?;
+    let candidates = candidates
+        .into_iter()
+        .map(|(scan, orphan)| {
+            // Invariant 2: held until min_age after the upload time from the listing; an
+            // unknown upload time counts from now.
+            let min_age = cfg
+                .stores
+                .iter()
+                .find(|s| s.name == orphan.store)
+                .map_or(Duration::ZERO, |s| s.min_age);
+            let ready_at = after(orphan.uploaded_at.unwrap_or(planned_at), min_age);
+            Candidate {
+                scan,
+                orphan,
+                ready_at,
+            }
+        })
+        .collect();
+    Ok(PurgePlan {
+        source,
+        candidates,
+        skipped,
+        per_store,
+        refusals,
+        planned_at,
+    })
+}
+
+fn wanted(cfg: &Config, req: &PurgeRequest, o: &Orphan, now: DateTime<Utc>) -> bool {
+    (req.stores.is_empty() || req.stores.contains(&o.store))
+        && req.prefix.as_deref().is_none_or(|p| o.key.starts_with(p))
+        && req
+            .older_than
+            .is_none_or(|d| o.uploaded_at.is_some_and(|t| now - t > delta(d)))
+        && cfg.stores.iter().any(|s| s.name == o.store)
+}
+
+async fn given_scan(app: &App, id: i64) -> Result<ScanRecord> {
+    let s = app.state.scan(id).await?.ok_or_else(|| {
+        Error::Refused(format!(
+            "scan {id} is not recorded; `assetgc history` lists the scans"
+        ))
+    })?;
+    if s.state != ScanState::Complete {
+        return Err(Error::Refused(format!(
+            "scan {id} is {}: the findings of a scan that did not complete never feed a deletion; run a new scan",
+            s.state
+        )));
+    }
+    if s.mode == ScanMode::MissingOnly {
+        return Err(Error::Refused(format!(
+            "scan {id} looked only for missing files (--missing-only): it has no orphans to purge"
+        )));
+    }
+    Ok(s)
+}
+
+fn latest(complete: &[ScanRecord], stores: &[String]) -> Result<ScanRecord> {
+    complete
+        .iter()
+        .find(|s| stores.iter().all(|w| s.stores.contains(w)))
+        .cloned()
+        .ok_or_else(|| {
+            Error::Refused(if stores.is_empty() {
+                "no complete scan is recorded: run `assetgc scan` first (purge deletes only what a complete scan found)".to_string()
+            } else {
+                format!(
+                    "no complete scan of store {} is recorded: run `assetgc scan --store {}` first",
+                    stores.join(", "),
+                    stores.join(" --store ")
+                )
+            })
+        })
+}
+
+/// Invariant 7, per store, against the scan each store's orphans came from.
+async fn guard_all(
+    app: &App,
+    scan_of: &BTreeMap<String, i64>,
+    complete: &[ScanRecord],
+) -> Result<Vec<Refusal>> {
+    let mut scans: HashMap<i64, ScanRecord> = HashMap::new();
+    let mut refusals = Vec::new();
+    for (store, &id) in scan_of {
+        if let std::collections::hash_map::Entry::Vacant(slot) = scans.entry(id) {
+            let s = app
+                .state
+                .scan(id)
+                .await?
+                .ok_or_else(|| Error::State(format!("scan {id} vanished")))?;
+            slot.insert(s);
+        }
+        if let Some((guard, reason)) = guard(&app.cfg, &scans[&id], store, complete) {
+            refusals.push(Refusal {
+                store: store.clone(),
+                scan: id,
+                guard,
+                reason,
+            });
+        }
+    }
+    Ok(refusals)
+}
+
+/// Invariant 7 for one store of `scan`: which guard refuses and why, or `None`.
+pub fn guard(
+    cfg: &Config,
+    scan: &ScanRecord,
+    store: &str,
+    complete: &[ScanRecord],
+) -> Option<(Guard, String)> {
+    let Some((scanned, orphans)) = scan.store_counts(store) else {
+        return Some((
+            Guard::NoCounts,
+            format!(
+                "scan {} recorded no counts for it, so the guard cannot be applied",
+                scan.id
+            ),
+        ));
+    };
+    let share = cfg.safety.max_orphan_share;
+    if scanned >= 100 && orphans as f64 > share * scanned as f64 {
+        return Some((
+            Guard::OrphanShare,
+            format!(
+                "{orphans} of its {scanned} objects scanned ({:.0}%) are orphans in scan {}, more than max_orphan_share {:.0}%",
+                orphans as f64 * 100.0 / scanned as f64,
+                scan.id,
+                share * 100.0
+            ),
+        ));
+    }
+    if let Some(prev) = scan.comparable(complete)
+        && let Some((_, before)) = prev.store_counts(store)
+        && before >= 10
+        && orphans as f64 > cfg.safety.max_orphan_jump * before as f64
+    {
+        return Some((
+            Guard::OrphanJump,
+            format!(
+                "its orphans went from {before} in scan {} to {orphans} in scan {}, more than max_orphan_jump ×{}",
+                prev.id, scan.id, cfg.safety.max_orphan_jump
+            ),
+        ));
+    }
+    None
+}
+
+/// Refuses a plan the guard refused, unless `allow_mass_delete`; announces each refusal.
+pub fn check_guard(app: &App, plan: &PurgePlan, allow_mass_delete: bool) -> Result<()> {
+    if plan.refusals.is_empty() || allow_mass_delete {
+        return Ok(());
+    }
+    for r in &plan.refusals {
+        app.publish(Event::PurgeRefused {
+            store: r.store.clone(),
+            scan_id: r.scan,
+            guard: r.guard,
+            reason: r.reason.clone(),
+        });
+    }
+    Err(plan
+        .refusal()
+        .unwrap_or_else(|| Error::Refused("purge refused".into())))
+}
+
+/// Queues a plan's candidates, held until `min_age` after their upload time. A refused plan
+/// is refused here too unless `allow_mass_delete`, whose use is audited per store.
+pub async fn enqueue(
+    app: &App,
+    plan: &PurgePlan,
+    allow_mass_delete: bool,
+    actor: &str,
+) -> Result<Enqueued> {
+    check_guard(app, plan, allow_mass_delete)?;
+    for r in &plan.refusals {
+        app.state
+            .audit_one(
+                actor,
+                &ObjectId::new(r.store.clone(), ResourceType::Plain, ""),
+                "mass_delete_override",
+                Some(&format!("--allow-mass-delete: {}", r.reason)),
+            )
+            .await?;
+        app.publish(Event::PurgeOverridden {
+            store: r.store.clone(),
+            scan_id: r.scan,
+            guard: r.guard,
+            reason: r.reason.clone(),
+        });
+    }
+    let now = Utc::now();
+    let entries: Vec<NewEntry> = plan
+        .candidates
+        .iter()
+        .map(|c| NewEntry {
+            object: ObjectId::new(
+                c.orphan.store.clone(),
+                c.orphan.resource_type,
+                c.orphan.key.clone(),
+            ),
+            reason: Reason::Purge,
+            client_id: String::new(),
+            scan_id: Some(c.scan),
+            uploaded_at: c.orphan.uploaded_at,
+            next_attempt_at: c.ready_at.max(now),
+            original_key: None,
+        })
+        .collect();
+    let (added, already_queued) = app.state.enqueue(actor, &entries).await?;
+    let done = Enqueued {
+        added,
+        already_queued,
+        held: plan.candidates.iter().filter(|c| c.ready_at > now).count() as u64,
+    };
+    app.publish(Event::PurgeQueued {
+        added,
+        already_queued,
+        held: done.held,
+    });
+    Ok(done)
+}
+
+/// One orphan row of a CSV report: (store, resource_type, key).
+type ReportRow = (String, String, String);
+
+/// Reads the orphan section of our CSV report back, `'`-escaped cells included. Anything that
+/// is not our CSV is refused.
+fn read_report(path: &Path) -> Result<Vec<ReportRow>> {
+    let not_ours = |why: &str| {
+        Error::Refused(format!(
+            "--from-report {}: {why}; give a CSV report written by `assetgc scan`",
+            path.display()
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::Usage(format!(
+            "--from-report {}: cannot read it: {e}",
+            path.display()
+        ))
+    })?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
+    let mut records = rdr.records();
+    let mut next = || -> Result<Option<csv::StringRecord>> {
+        records
+            .next()
+            .transpose()
+            .map_err(|e| not_ours(&format!("not a CSV file ({e})")))
+    };
+    match next()? {
+        Some(r) if r.len() == 1 && r[0].trim_start_matches('\u{feff}') == report::ORPHANS_TITLE => {
+        }
+        _ => {
+            return Err(not_ours(&format!(
+                "it does not start with `{}`",
+                report::ORPHANS_TITLE
+            )));
+        }
+    }
+    match next()? {
+        Some(r) if r.iter().eq(report::ORPHAN_HEADER.iter().copied()) => {}
+        Some(r) => {
+            return Err(not_ours(&format!(
+                "its header is `{}`, not `{}`",
+                r.iter().collect::<Vec<_>>().join(","),
+                report::ORPHAN_HEADER.join(",")
+            )));
+        }
+        None => return Err(not_ours("it has no header")),
+    }
+    let mut rows = Vec::new();
+    while let Some(r) = next()? {
+        if r.iter().all(str::is_empty) {
+            break;
+        }
+        if r.len() != report::ORPHAN_HEADER.len() {
+            if r.len() == 1 && &r[0] == report::MISSING_TITLE {
+                break;
+            }
+            return Err(not_ours(&format!(
+                "line {} has {} cells, not {}",
+                r.position().map_or(0, csv::Position::line),
+                r.len(),
+                report::ORPHAN_HEADER.len()
+            )));
+        }
+        rows.push((
+            report::unescape_cell(&r[0]).to_string(),
+            report::unescape_cell(&r[2]).to_string(),
+            report::unescape_cell(&r[1]).to_string(),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Matches report rows to the orphans of the latest complete scan of their store (or of
+/// `given`); rows that match nothing are skipped and counted.
+async fn from_report(
+    app: &App,
+    rows: &[ReportRow],
+    given: Option<&ScanRecord>,
+    complete: &[ScanRecord],
+) -> Result<(Vec<(i64, Orphan)>, usize, String)> {
+    let mut by_store: BTreeMap<&str, Vec<&ReportRow>> = BTreeMap::new();
+    for r in rows {
+        by_store.entry(r.0.as_str()).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    let mut scans = Vec::new();
+    for (store, rows) in by_store {
+        let scan = match given {
+            Some(s) if s.stores.iter().any(|n| n == store) => Some(s),
+            Some(_) => None,
+            None => complete
+                .iter()
+                .find(|s| s.stores.iter().any(|n| n == store)),
+        };
+        let Some(scan) = scan.filter(|_| app.cfg.stores.iter().any(|s| s.name == store)) else {
+            skipped += rows.len();
+            continue;
+        };
+        let orphans: HashMap<(String, String), Orphan> = app
+            .state
+            .scan_orphans(scan.id)
+            .await?
+            .into_iter()
+            .filter(|o| o.store == store)
+            .map(|o| ((o.resource_type.as_str().to_string(), o.key.clone()), o))
+            .collect();
+        let mut seen = HashSet::new();
+        for r in rows {
+            let id = (r.1.clone(), r.2.clone());
+            match orphans.get(&id) {
+                Some(o) if seen.insert(id) => out.push((scan.id, o.clone())),
+                Some(_) => {}
+                None => skipped += 1,
+            }
+        }
+        if !scans.contains(&scan.id) {
+            scans.push(scan.id);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Refused(format!(
+            "no row of the report matches an orphan of a recorded complete scan ({skipped} row{} checked); run `assetgc scan` and purge from its report",
+            if skipped == 1 { "" } else { "s" }
+        )));
+    }
+    let source = format!(
+        "the report, matched to scan{} {}",
+        if scans.len() == 1 { "" } else { "s" },
+        scans
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok((out, skipped, source))
+}

@@ -1,0 +1,363 @@
+//! The scan operation (SPEC §4): reaches the run's databases and stores at once, streams every
+//! reference query and every listing into the join (`reconcile`), records the scan and its
+//! findings in the state database, writes the report, and returns what it found. Prints nothing.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::domain::event::Event;
+use crate::domain::scan::{
+    Findings, ReferenceStats, ScanMode, StoreStats, Summary, Warning, Window,
+};
+use crate::error::{Error, Result};
+use crate::reconcile::{self, Listing, Progress, RefBatch, RowParser, StoreJob, StoreOutcome};
+use crate::refs::{Db, DbError};
+use crate::report::{self, Format};
+use crate::state::ScanLog as _;
+use crate::store::{Store, StoreError};
+
+pub struct ScanRequest {
+    pub window: Window,
+    pub mode: ScanMode,
+    /// Names of the stores to scan; empty means all.
+    pub stores: Vec<String>,
+    /// Where to write the report; `None` writes none.
+    pub report: Option<(PathBuf, Format)>,
+    pub progress: Option<Progress>,
+}
+
+/// A finished scan: its id in the state database and what it found.
+pub struct ScanOutcome {
+    pub id: i64,
+    pub findings: Findings,
+    pub report_path: Option<PathBuf>,
+}
+
+/// The stores a request names (all when none), checked against the config.
+pub fn selected_stores(cfg: &Config, names: &[String]) -> Result<Vec<usize>> {
+    for name in names {
+        crate::app::store_named(cfg, name)?;
+    }
+    let selected: Vec<usize> = (0..cfg.stores.len())
+        .filter(|&i| names.is_empty() || names.contains(&cfg.stores[i].name))
+        .collect();
+    if selected.is_empty() {
+        return Err(Error::Usage(
+            "the config has no [stores.*] section: add one, e.g. [stores.media] url = \"./media\""
+                .into(),
+        ));
+    }
+    Ok(selected)
+}
+
+/// Runs a scan and records it. `Err` only when nothing useful could be done (every store or
+/// database out of reach) or the request is wrong; partial failures come back as warnings with
+/// `complete = false`.
+pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
+    let cfg = &app.cfg;
+    let selected = selected_stores(cfg, &req.stores)?;
+    let started = Utc::now();
+    let names: Vec<String> = selected
+        .iter()
+        .map(|&s| cfg.stores[s].name.clone())
+        .collect();
+    let id = app
+        .state
+        .begin_scan(started, req.window, req.mode, &names)
+        .await?;
+    let list_costs = app.state.list_costs(&names).await?;
+    let scanned = scan(app, &req, &selected, started, &list_costs).await;
+    let findings = match scanned {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = app.state.fail_scan(id, &e.to_string()).await;
+            app.publish(Event::ScanFailed {
+                scan_id: id,
+                error: e.to_string(),
+            });
+            return Err(e);
+        }
+    };
+    if let Some((path, format)) = &req.report {
+        report::write_file(&findings, id, path, *format)?;
+    }
+    let report_path = req.report.map(|(p, _)| p);
+    app.state
+        .finish_scan(id, &findings, report_path.as_deref())
+        .await?;
+    app.publish(Event::ScanFinished {
+        scan_id: id,
+        window: findings.window,
+        mode: findings.mode,
+        complete: findings.complete,
+        summary: Summary::of(&findings),
+        report_path: report_path.as_ref().map(|p| p.display().to_string()),
+    });
+    for w in app.ledger.warnings() {
+        app.publish(Event::BudgetWarning { message: w });
+    }
+    Ok(ScanOutcome {
+        id,
+        findings,
+        report_path,
+    })
+}
+
+/// Databases by index, reached at once; the errors of those that did not answer.
+async fn connect_databases(
+    cfg: &Config,
+    refs: &[usize],
+) -> (HashMap<usize, Db>, Vec<String>, bool) {
+    let mut wanted: Vec<usize> = refs.iter().map(|&r| cfg.references[r].database).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let futs = wanted.iter().map(|&d| {
+        let uses = refs
+            .iter()
+            .filter(|&&r| cfg.references[r].database == d)
+            .count();
+        let db_cfg = cfg.databases[d].clone();
+        async move {
+            (
+                d,
+                Db::connect(&db_cfg, u32::try_from(uses).unwrap_or(4).clamp(1, 8)).await,
+            )
+        }
+    });
+    let mut dbs = HashMap::new();
+    let mut errors = Vec::new();
+    for (d, r) in futures::future::join_all(futs).await {
+        match r {
+            Ok(db) => {
+                dbs.insert(d, db);
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let none = !wanted.is_empty() && dbs.is_empty();
+    (dbs, errors, none)
+}
+
+/// The selected stores, opened and checked at once: (index, store) of those that answered, and
+/// a warning for each that did not.
+async fn reach_stores(
+    app: &App,
+    selected: &[usize],
+) -> (Vec<(usize, Arc<dyn Store>)>, Vec<Warning>) {
+    let futs = selected.iter().map(|&s| async move {
+        let name = &app.cfg.stores[s].name;
+        let checked = match app.store(name) {
+            // A metered store's first real call tells as much, and a check would cost a call.
+            Ok(st) if st.checked_by_first_call() => Ok(st),
+            Ok(st) => st.check().await.map(|()| st),
+            Err(e) => Err(StoreError::Unreachable(e.to_string())),
+        };
+        (s, checked)
+    });
+    let mut reached = Vec::new();
+    let mut errors = Vec::new();
+    for (s, r) in futures::future::join_all(futs).await {
+        match r {
+            Ok(st) => reached.push((s, st)),
+            Err(e) => errors.push(Warning::StoreUnreachable {
+                store: app.cfg.stores[s].name.clone(),
+                error: e.to_string(),
+            }),
+        }
+    }
+    (reached, errors)
+}
+
+fn unreachable(warnings: &[Warning]) -> Error {
+    Error::Unreachable(
+        warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+async fn scan(
+    app: &Arc<App>,
+    req: &ScanRequest,
+    selected: &[usize],
+    started: DateTime<Utc>,
+    list_costs: &HashMap<String, u64>,
+) -> Result<Findings> {
+    let cfg = &app.cfg;
+    let refs: Vec<usize> = (0..cfg.references.len())
+        .filter(|&r| selected.contains(&cfg.references[r].store))
+        .collect();
+    // Databases and stores are reached concurrently; a run goes on with what answers.
+    let ((dbs, db_errors, no_db), (reached, store_errors)) =
+        futures::join!(connect_databases(cfg, &refs), reach_stores(app, selected));
+    if no_db {
+        return Err(Error::Unreachable(db_errors.join("; ")));
+    }
+    if reached.is_empty() {
+        return Err(unreachable(&store_errors));
+    }
+    let mut complete = db_errors.is_empty() && store_errors.is_empty();
+    let mut warnings: Vec<Warning> = db_errors
+        .into_iter()
+        .map(Warning::DatabaseUnreachable)
+        .collect();
+    warnings.extend(store_errors.iter().cloned());
+    for &s in selected {
+        if !refs.iter().any(|&r| cfg.references[r].store == s) {
+            warnings.push(Warning::NoReferences {
+                store: cfg.stores[s].name.clone(),
+            });
+        }
+    }
+    let cutoff = req.window.cutoff(started);
+    let mut store_tasks = Vec::new();
+    let mut ref_tasks = Vec::new();
+    for (s, store) in reached {
+        let (tx, rx) = mpsc::channel::<RefBatch>(16);
+        for &r in refs.iter().filter(|&&r| cfg.references[r].store == s) {
+            ref_tasks.push(spawn_reference(
+                cfg,
+                r,
+                dbs.get(&cfg.references[r].database),
+                cutoff,
+                req.mode,
+                tx.clone(),
+            ));
+        }
+        drop(tx);
+        let job = StoreJob {
+            cfg: cfg.stores[s].clone(),
+            mode: req.mode,
+            now: started,
+            cutoff,
+            exclude: reconcile::quarantine_prefixes(cfg, s),
+            list_cost: list_costs.get(&cfg.stores[s].name).copied(),
+            progress: req.progress.clone(),
+        };
+        store_tasks.push(tokio::spawn(reconcile_one(job, store, rx)));
+    }
+    let mut references = Vec::new();
+    for t in ref_tasks {
+        references.push(
+            t.await
+                .map_err(|e| Error::State(format!("reference task failed: {e}")))?,
+        );
+    }
+    let mut outcomes = Vec::new();
+    for t in store_tasks {
+        outcomes.push(
+            t.await
+                .map_err(|e| Error::State(format!("store task failed: {e}")))?,
+        );
+    }
+    for db in dbs.values() {
+        db.close().await;
+    }
+    // A store refused at its first call (metered stores are checked that way) is out of reach
+    // like one that failed its check: when none answered, nothing useful was done.
+    if outcomes.iter().all(|o| !o.stats.reachable) {
+        let mut all = store_errors;
+        for o in &outcomes {
+            all.extend(o.warnings.iter().cloned());
+        }
+        return Err(unreachable(&all));
+    }
+    for &s in selected {
+        if !outcomes.iter().any(|o| o.stats.name == cfg.stores[s].name) {
+            complete = false;
+            outcomes.push(StoreOutcome {
+                stats: StoreStats {
+                    name: cfg.stores[s].name.clone(),
+                    location: cfg.stores[s].location.describe(),
+                    ..StoreStats::default()
+                },
+                orphans: Vec::new(),
+                missing: Vec::new(),
+                warnings: Vec::new(),
+            });
+        }
+    }
+    warnings.extend(app.ledger.warnings().into_iter().map(Warning::Budget));
+    Ok(reconcile::findings(
+        started,
+        req.window,
+        req.mode,
+        outcomes,
+        references,
+        warnings,
+        complete,
+        app.ledger.usage(Utc::now()),
+    ))
+}
+
+/// One store's join, on its own task.
+async fn reconcile_one(
+    job: StoreJob,
+    store: Arc<dyn Store>,
+    rx: mpsc::Receiver<RefBatch>,
+) -> StoreOutcome {
+    let calls_before = (store.api_calls(), store.full_list_calls());
+    let mut rx = rx;
+    let refs = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let listing = job.mode.orphans().then(|| {
+        let opts = job.list_options(store.as_ref());
+        let limited = opts.since.is_some();
+        Listing {
+            pages: store.list(opts),
+            limited,
+        }
+    });
+    let mut out = reconcile::reconcile_store(&job, store.as_ref(), listing, refs).await;
+    // The store is shared by the process: this run's calls are what it made meanwhile.
+    out.stats.api_calls = store.api_calls().saturating_sub(calls_before.0);
+    out.stats.full_list_calls =
+        Some(store.full_list_calls().saturating_sub(calls_before.1)).filter(|&n| n > 0);
+    out
+}
+
+/// Streams one reference query into its store's join.
+fn spawn_reference(
+    cfg: &Config,
+    r: usize,
+    db: Option<&Db>,
+    cutoff: Option<DateTime<Utc>>,
+    mode: ScanMode,
+    tx: mpsc::Sender<RefBatch>,
+) -> tokio::task::JoinHandle<ReferenceStats> {
+    let rc = cfg.references[r].clone();
+    let store = &cfg.stores[rc.store];
+    let store_name = store.name.clone();
+    let ctx = store.key_context(&rc.key_prefix);
+    let db = db.cloned();
+    tokio::spawn(async move {
+        let Some(db) = db else {
+            return ReferenceStats {
+                name: rc.name.clone(),
+                store: store_name,
+                error: Some("its database is unreachable".into()),
+                ..ReferenceStats::default()
+            };
+        };
+        let started = std::time::Instant::now();
+        let parser = RowParser::new(r, &rc, ctx, cutoff, mode);
+        let wanted = parser.wanted();
+        let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let (parser, result) = db.feed(&rc.query, &wanted, parser, &tx).await;
+        let mut stats = parser.into_stats();
+        stats.name.clone_from(&rc.name);
+        stats.store = store_name;
+        if let Err(DbError::Query(e) | DbError::Unreachable(e)) = result {
+            stats.error = Some(e);
+        }
+        stats.query_time = started.elapsed();
+        stats
+    })
+}

@@ -1,0 +1,443 @@
+//! The queue's state machine, as pure functions: given an entry, what the worker observed, the
+//! settings and the time, what becomes of the entry, its attempts and next attempt, the follow-up
+//! removal of a quarantined copy, the quarantine record and the audit row. The state database only
+//! applies the answer ([`crate::state::QueueStore::finish`]), the same way on every backend.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::ObjectId;
+use crate::domain::queue::{
+    AuditEntry, Completion, Entry, EntryUpdate, NewEntry, Outcome, QuarantineChange,
+    QuarantineState, QueueState, Reason, Retry,
+};
+use crate::time::{after, rfc3339};
+
+/// What decides an entry's fate besides what happened to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// The entry's store keeps quarantined copies this long; `None`: quarantine is off there.
+    pub keep: Option<Duration>,
+}
+
+/// The wait before attempt `attempts_before + 1`: `backoff × 2^attempts_before`, capped.
+pub fn backoff(settings: &Settings, attempts_before: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts_before.min(30));
+    settings
+        .backoff
+        .checked_mul(factor)
+        .unwrap_or(settings.backoff_max)
+        .min(settings.backoff_max)
+}
+
+fn finished(state: QueueState, attempts: u32, outcome: &str) -> EntryUpdate {
+    EntryUpdate {
+        state,
+        attempts,
+        last_error: None,
+        next_attempt_at: None,
+        outcome: Some(outcome.to_string()),
+        finished: true,
+    }
+}
+
+fn audit(e: &Entry, outcome: impl Into<String>, detail: Option<String>) -> AuditEntry {
+    AuditEntry {
+        object: e.object.clone(),
+        outcome: outcome.into(),
+        detail,
+    }
+}
+
+/// The decision about one claimed entry.
+pub fn complete(e: &Entry, outcome: &Outcome, s: &Settings, now: DateTime<Utc>) -> Completion {
+    let mut c = Completion {
+        id: e.id,
+        update: finished(QueueState::Done, e.attempts, ""),
+        removal: None,
+        quarantine: None,
+        audit: None,
+    };
+    match outcome {
+        Outcome::Deleted | Outcome::AlreadyGone => {
+            let word = if *outcome == Outcome::Deleted {
+                "deleted"
+            } else {
+                "already_gone"
+            };
+            c.update = finished(QueueState::Done, e.attempts, word);
+            if e.is_copy_removal() {
+                c.quarantine = Some(QuarantineChange::SetState(QuarantineState::Removed));
+            }
+            c.audit = Some(audit(e, word, None));
+        }
+        Outcome::Quarantined {
+            quarantine_key,
+            moved_at,
+        } => {
+            // With quarantine off by now (a move left by an earlier run), the copy has no
+            // reason to stay: its removal is due at once.
+            let remove_at = s.keep.map_or(*moved_at, |keep| after(*moved_at, keep));
+            c.update = finished(QueueState::Done, e.attempts, "quarantined");
+            c.removal = Some(NewEntry {
+                object: ObjectId::new(
+                    e.object.store.clone(),
+                    e.object.resource_type,
+                    quarantine_key.clone(),
+                ),
+                reason: Reason::Quarantine,
+                client_id: String::new(),
+                scan_id: e.scan_id,
+                uploaded_at: None,
+                next_attempt_at: remove_at,
+                original_key: Some(e.object.key.clone()),
+            });
+            c.quarantine = Some(QuarantineChange::Record {
+                quarantine_key: quarantine_key.clone(),
+                moved_at: *moved_at,
+            });
+            c.audit = Some(audit(
+                e,
+                "quarantined",
+                Some(format!(
+                    "moved to {quarantine_key}; removed for good after {}",
+                    rfc3339(remove_at)
+                )),
+            ));
+        }
+        Outcome::Referenced(detail) => {
+            c.update = finished(QueueState::Dropped, e.attempts, "referenced");
+            if e.is_copy_removal() {
+                c.quarantine = Some(QuarantineChange::SetState(QuarantineState::Kept));
+            }
+            c.audit = Some(audit(e, "referenced", Some(detail.clone())));
+        }
+        Outcome::Dropped(detail) => {
+            c.update = finished(QueueState::Dropped, e.attempts, "dropped");
+            c.audit = Some(audit(e, "dropped", Some(detail.clone())));
+        }
+        Outcome::Failed { error, permanent } => {
+            let attempts = e.attempts.saturating_add(1);
+            let gave_up = *permanent || attempts >= s.max_attempts;
+            c.update = if gave_up {
+                EntryUpdate {
+                    last_error: Some(error.clone()),
+                    ..finished(QueueState::Failed, attempts, "failed")
+                }
+            } else {
+                EntryUpdate {
+                    state: QueueState::Pending,
+                    attempts,
+                    last_error: Some(error.clone()),
+                    next_attempt_at: Some(after(now, backoff(s, e.attempts))),
+                    outcome: None,
+                    finished: false,
+                }
+            };
+            let mut detail = format!("attempt {attempts} of {}", s.max_attempts);
+            if *permanent {
+                detail.push_str("; permanent: not retried");
+            }
+            c.audit = Some(audit(e, format!("failed: {error}"), Some(detail)));
+        }
+        Outcome::Deferred => {
+            c.update = EntryUpdate {
+                state: QueueState::Pending,
+                attempts: e.attempts,
+                last_error: None,
+                next_attempt_at: None,
+                outcome: None,
+                finished: false,
+            };
+        }
+    }
+    c
+}
+
+/// `queue retry`: due now, or — for an entry from a scan — not before `min_age` after its upload
+/// time (invariant 2: a retry never lifts a hold); dropped when its object is queued again.
+pub fn retry(
+    e: &Entry,
+    live_other: Option<i64>,
+    min_age: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Retry {
+    if let Some(other) = live_other {
+        return Retry::DropForNewer { other };
+    }
+    let mut due = now;
+    if e.scan_id.is_some()
+        && let (Some(t), Some(age)) = (e.uploaded_at, min_age)
+    {
+        due = due.max(after(t, age));
+    }
+    Retry::Due(due)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ResourceType;
+
+    const HOUR: Duration = Duration::from_hours(1);
+
+    fn settings(quarantine: bool) -> Settings {
+        Settings {
+            max_attempts: 3,
+            backoff: Duration::from_mins(1),
+            backoff_max: HOUR,
+            keep: quarantine.then_some(Duration::from_hours(7 * 24)),
+        }
+    }
+
+    fn entry(attempts: u32, reason: Reason) -> Entry {
+        let now = Utc::now();
+        Entry {
+            id: 7,
+            object: ObjectId::new("media", ResourceType::Plain, "tmp/a.jpg"),
+            reason,
+            rule: String::new(),
+            row_id: String::new(),
+            client_id: String::new(),
+            scan_id: Some(1),
+            queued_at: now,
+            uploaded_at: Some(now),
+            attempts,
+            last_error: None,
+            next_attempt_at: now,
+            state: QueueState::Claimed,
+            actor: "purge".into(),
+            original_key: (reason == Reason::Quarantine).then(|| "tmp/a.jpg".to_string()),
+            quarantine_key: None,
+            reclaimed: false,
+        }
+    }
+
+    /// What the table expects of one case.
+    struct Want {
+        state: QueueState,
+        /// attempts after, relative to before (0 or 1)
+        counts_attempt: bool,
+        retried: bool,
+        row_outcome: Option<&'static str>,
+        audit: Option<&'static str>,
+        removal: bool,
+        quarantine: Option<&'static str>,
+    }
+
+    #[allow(clippy::too_many_lines)] // the table: every outcome, quarantine on/off, attempts left/used up
+    #[test]
+    fn every_outcome_quarantine_on_and_off_attempts_left_and_used_up() {
+        let now = Utc::now();
+        let moved = Outcome::Quarantined {
+            quarantine_key: ".assetgc-trash/20260101T000000Z/tmp/a.jpg".into(),
+            moved_at: now,
+        };
+        let transient = Outcome::Failed {
+            error: "EIO".into(),
+            permanent: false,
+        };
+        let permanent = Outcome::Failed {
+            error: "403 AccessDenied".into(),
+            permanent: true,
+        };
+        for reason in [Reason::Purge, Reason::Quarantine] {
+            let copy = reason == Reason::Quarantine;
+            for quarantine in [false, true] {
+                // attempts before: 0 of 3 leaves attempts; 2 of 3 uses the last one up.
+                for (attempts, left) in [(0, true), (2, false)] {
+                    let cases: [(&Outcome, Want); 8] = [
+                        (
+                            &Outcome::Deleted,
+                            Want {
+                                state: QueueState::Done,
+                                counts_attempt: false,
+                                retried: false,
+                                row_outcome: Some("deleted"),
+                                audit: Some("deleted"),
+                                removal: false,
+                                quarantine: copy.then_some("removed"),
+                            },
+                        ),
+                        (
+                            &Outcome::AlreadyGone,
+                            Want {
+                                state: QueueState::Done,
+                                counts_attempt: false,
+                                retried: false,
+                                row_outcome: Some("already_gone"),
+                                audit: Some("already_gone"),
+                                removal: false,
+                                quarantine: copy.then_some("removed"),
+                            },
+                        ),
+                        (
+                            &moved,
+                            Want {
+                                state: QueueState::Done,
+                                counts_attempt: false,
+                                retried: false,
+                                row_outcome: Some("quarantined"),
+                                audit: Some("quarantined"),
+                                removal: true,
+                                quarantine: Some("record"),
+                            },
+                        ),
+                        (
+                            &Outcome::Referenced("referenced by `posts`".into()),
+                            Want {
+                                state: QueueState::Dropped,
+                                counts_attempt: false,
+                                retried: false,
+                                row_outcome: Some("referenced"),
+                                audit: Some("referenced"),
+                                removal: false,
+                                quarantine: copy.then_some("kept"),
+                            },
+                        ),
+                        (
+                            &Outcome::Dropped("matches an ignore glob".into()),
+                            Want {
+                                state: QueueState::Dropped,
+                                counts_attempt: false,
+                                retried: false,
+                                row_outcome: Some("dropped"),
+                                audit: Some("dropped"),
+                                removal: false,
+                                quarantine: None,
+                            },
+                        ),
+                        (
+                            &transient,
+                            Want {
+                                state: if left {
+                                    QueueState::Pending
+                                } else {
+                                    QueueState::Failed
+                                },
+                                counts_attempt: true,
+                                retried: left,
+                                row_outcome: (!left).then_some("failed"),
+                                audit: Some("failed: EIO"),
+                                removal: false,
+                                quarantine: None,
+                            },
+                        ),
+                        (
+                            &permanent,
+                            Want {
+                                state: QueueState::Failed,
+                                counts_attempt: true,
+                                retried: false,
+                                row_outcome: Some("failed"),
+                                audit: Some("failed: 403 AccessDenied"),
+                                removal: false,
+                                quarantine: None,
+                            },
+                        ),
+                        (
+                            &Outcome::Deferred,
+                            Want {
+                                state: QueueState::Pending,
+                                counts_attempt: false,
+                                retried: false,
+                                row_outcome: None,
+                                audit: None,
+                                removal: false,
+                                quarantine: None,
+                            },
+                        ),
+                    ];
+                    for (outcome, want) in cases {
+                        let e = entry(attempts, reason);
+                        let s = settings(quarantine);
+                        let c = complete(&e, outcome, &s, now);
+                        let case = format!(
+                            "{outcome:?}, {reason:?}, quarantine {quarantine}, attempts {attempts}"
+                        );
+                        assert_eq!(c.id, e.id, "{case}");
+                        assert_eq!(c.update.state, want.state, "{case}");
+                        assert_eq!(
+                            c.update.attempts,
+                            attempts + u32::from(want.counts_attempt),
+                            "{case}"
+                        );
+                        assert_eq!(
+                            c.update.finished,
+                            !matches!(want.state, QueueState::Pending),
+                            "{case}"
+                        );
+                        assert_eq!(c.update.outcome.as_deref(), want.row_outcome, "{case}");
+                        assert_eq!(
+                            c.audit.as_ref().map(|a| a.outcome.as_str()),
+                            want.audit,
+                            "{case}"
+                        );
+                        if let Some(a) = &c.audit {
+                            assert_eq!(a.object, e.object, "{case}");
+                        }
+                        // A retry is due after the backoff; nothing else moves the due time.
+                        if want.retried {
+                            let wait = backoff(&s, attempts);
+                            assert_eq!(c.update.next_attempt_at, Some(after(now, wait)), "{case}");
+                            assert_eq!(c.update.last_error.as_deref(), Some("EIO"), "{case}");
+                        } else {
+                            assert_eq!(c.update.next_attempt_at, None, "{case}");
+                        }
+                        assert_eq!(c.removal.is_some(), want.removal, "{case}");
+                        if let Some(r) = &c.removal {
+                            assert_eq!(r.reason, Reason::Quarantine, "{case}");
+                            assert_eq!(r.original_key.as_deref(), Some("tmp/a.jpg"), "{case}");
+                            assert_eq!(r.object.key, ".assetgc-trash/20260101T000000Z/tmp/a.jpg");
+                            let due = if quarantine {
+                                after(now, Duration::from_hours(7 * 24))
+                            } else {
+                                now
+                            };
+                            assert_eq!(r.next_attempt_at, due, "{case}");
+                        }
+                        let q = c.quarantine.as_ref().map(|q| match q {
+                            QuarantineChange::Record { .. } => "record",
+                            QuarantineChange::SetState(s) => crate::domain::Spelling::as_str(*s),
+                        });
+                        assert_eq!(q, want.quarantine, "{case}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_per_attempt_up_to_the_cap() {
+        let s = settings(false);
+        assert_eq!(backoff(&s, 0), Duration::from_mins(1));
+        assert_eq!(backoff(&s, 1), Duration::from_mins(2));
+        assert_eq!(backoff(&s, 2), Duration::from_mins(4));
+        assert_eq!(backoff(&s, 10), HOUR);
+        assert_eq!(backoff(&s, 40), HOUR);
+    }
+
+    #[test]
+    fn retry_keeps_min_age_holds_and_yields_to_a_newer_entry() {
+        let now = Utc::now();
+        let mut e = entry(3, Reason::Purge);
+        e.uploaded_at = Some(now - chrono::TimeDelta::minutes(10));
+        // From a scan, uploaded 10 minutes ago, min_age 1h: due 50 minutes from now.
+        assert_eq!(
+            retry(&e, None, Some(HOUR), now),
+            Retry::Due(after(e.uploaded_at.expect("t"), HOUR))
+        );
+        assert_eq!(retry(&e, None, Some(Duration::ZERO), now), Retry::Due(now));
+        // Queued by hand: no hold.
+        e.scan_id = None;
+        assert_eq!(retry(&e, None, Some(HOUR), now), Retry::Due(now));
+        assert_eq!(
+            retry(&e, Some(9), Some(HOUR), now),
+            Retry::DropForNewer { other: 9 }
+        );
+    }
+}
