@@ -1,6 +1,8 @@
 //! Deleting safely (SPEC §6) on the folder store: the story of a purge, the seven invariants
 //! (each test named for its invariant fails when its guard is removed), faults, bad input and
-//! crash safety under SIGKILL.
+//! crash safety under SIGKILL. Every test runs twice, with the state database on SQLite (the
+//! default, `assetgc.db` beside the config) and on PostgreSQL (`[state] url`): `<test>::sqlite_state`
+//! and `<test>::postgres_state`.
 
 mod common;
 
@@ -8,17 +10,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use common::{assetgc, write_file};
+use common::{StateBackend, StateDb, assetgc, both_states, write_file};
 use serde_json::Value;
 
 /// A small app: a media folder, a SQLite database with `posts.image` pointing into it, and a
 /// config. Referenced: `posts/p1.jpg`…`posts/p5.jpg`; orphans: `tmp/o01.jpg`…`tmp/o10.jpg`, all
-/// uploaded three days ago.
+/// uploaded three days ago. The product's own state is kept in `state`.
 struct App {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
     media: PathBuf,
     config: PathBuf,
+    state: StateDb,
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -28,7 +31,7 @@ fn days_ago(n: u64) -> SystemTime {
 }
 
 impl App {
-    fn new(store_extra: &str, top_extra: &str) -> App {
+    fn new(state: StateBackend, store_extra: &str, top_extra: &str) -> App {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let media = dir.join("media");
@@ -38,6 +41,7 @@ impl App {
             dir: dir.clone(),
             media,
             config: dir.join("assetgc.toml"),
+            state: StateDb::create(state, &dir),
         };
         app.sql(&["CREATE TABLE posts (id integer PRIMARY KEY, image text)"]);
         for i in 1..=5 {
@@ -58,6 +62,7 @@ impl App {
             &self.config,
             format!(
                 r#"{top_extra}
+{state}
 [stores.media]
 url = "./media"
 min_age = "1h"
@@ -69,7 +74,8 @@ url = "sqlite://app.db"
 [[references]]
 name = "post images"
 query = "SELECT id, image AS key FROM posts"
-"#
+"#,
+                state = self.state.config_section(),
             ),
         )
         .expect("config");
@@ -181,12 +187,18 @@ fn assert_refused(r: &common::Run, needle: &str) {
     assert!(r.stderr.contains(needle), "`{needle}` not in: {}", r.stderr);
 }
 
-#[test]
-fn folder_story_scan_purge_restore() {
-    let app = App::new("", "");
+fn folder_story_scan_purge_restore(state: StateBackend) {
+    let app = App::new(state, "", "");
     let before = app.keys();
     let scan = app.scan_json();
     assert_eq!(orphan_keys(&scan), tmp_orphans());
+    // The state went where the config says: beside it only on SQLite.
+    assert_eq!(
+        app.dir.join("assetgc.db").exists(),
+        state == StateBackend::Sqlite,
+        "state on {}",
+        state.name()
+    );
 
     // Dry run: counts, bytes, keys, and nothing gone.
     let dry = app.ok(&["purge"]);
@@ -243,11 +255,11 @@ fn folder_story_scan_purge_restore() {
     );
     assert_eq!(app.stats()["total_pending"], 9, "its removal is dropped");
 }
+both_states!(folder_story_scan_purge_restore);
 
-#[test]
-fn invariant_1_referenced_again_after_the_scan_is_never_deleted() {
+fn invariant_1_referenced_again_after_the_scan_is_never_deleted(state: StateBackend) {
     // The race: a row that references an orphan is committed after the scan, before the purge.
-    let app = App::new("quarantine = false", "");
+    let app = App::new(state, "quarantine = false", "");
     app.scan_json();
     app.sql(&[
         "INSERT INTO posts (id, image) VALUES (100, 'tmp/o01.jpg')",
@@ -269,11 +281,12 @@ fn invariant_1_referenced_again_after_the_scan_is_never_deleted() {
         "{out}"
     );
 }
+both_states!(invariant_1_referenced_again_after_the_scan_is_never_deleted);
 
-#[test]
-fn invariant_1_holds_for_references_that_run_whole_and_for_overlapping_stores() {
+fn invariant_1_holds_for_references_that_run_whole_and_for_overlapping_stores(state: StateBackend) {
     // A `url` reference runs whole; a second store inside the first has its own reference.
     let app = App::new(
+        state,
         "quarantine = false\npublic_url = \"https://cdn.example.com/media\"",
         "",
     );
@@ -324,10 +337,10 @@ query = "SELECT id, name AS key FROM inner_files"
     assert_eq!(app.outcomes_of("tmp/o05.jpg"), ["referenced"]);
     assert_eq!(app.outcomes_of("tmp/o06.jpg"), ["referenced"]);
 }
+both_states!(invariant_1_holds_for_references_that_run_whole_and_for_overlapping_stores);
 
-#[test]
-fn invariant_2_nothing_from_an_incomplete_scan_or_younger_than_min_age() {
-    let app = App::new("quarantine = false", "");
+fn invariant_2_nothing_from_an_incomplete_scan_or_younger_than_min_age(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
     // A reference query that fails makes the scan incomplete.
     let good = std::fs::read_to_string(&app.config).expect("config");
     std::fs::write(
@@ -382,10 +395,10 @@ fn invariant_2_nothing_from_an_incomplete_scan_or_younger_than_min_age() {
         young["next_attempt_at"].as_str().expect("time") > young["queued_at"].as_str().expect("t")
     );
 }
+both_states!(invariant_2_nothing_from_an_incomplete_scan_or_younger_than_min_age);
 
-#[test]
-fn invariant_3_purge_without_confirm_is_a_dry_run() {
-    let app = App::new("", "");
+fn invariant_3_purge_without_confirm_is_a_dry_run(state: StateBackend) {
+    let app = App::new(state, "", "");
     app.scan_json();
     let before = app.keys();
     for args in [
@@ -401,10 +414,14 @@ fn invariant_3_purge_without_confirm_is_a_dry_run() {
     assert_eq!(app.stats()["total_pending"], 0);
     assert!(app.audit().is_empty());
 }
+both_states!(invariant_3_purge_without_confirm_is_a_dry_run);
 
-#[test]
-fn invariant_4_quarantine_restore_and_removal_after_keep() {
-    let app = App::new("quarantine = { prefix = \".trash/\", keep = \"0s\" }", "");
+fn invariant_4_quarantine_restore_and_removal_after_keep(state: StateBackend) {
+    let app = App::new(
+        state,
+        "quarantine = { prefix = \".trash/\", keep = \"0s\" }",
+        "",
+    );
     app.scan_json();
     let out = app.ok(&["purge", "--confirm", "--prefix", "tmp/o0"]);
     assert!(out.contains("quarantined:   9"), "{out}");
@@ -421,7 +438,7 @@ fn invariant_4_quarantine_restore_and_removal_after_keep() {
     let r = app.run(&["restore", "tmp/o01.jpg"]);
     assert_refused(&r, "no quarantined copy");
 
-    let app = App::new("", "");
+    let app = App::new(state, "", "");
     app.scan_json();
     app.ok(&["purge", "--confirm"]);
     app.file("tmp/o02.jpg", 0);
@@ -436,7 +453,11 @@ fn invariant_4_quarantine_restore_and_removal_after_keep() {
     assert_eq!(app.quarantined().len(), 9);
 
     // A copy whose original is referenced again when its removal comes due is kept.
-    let app = App::new("quarantine = { prefix = \".trash/\", keep = \"2s\" }", "");
+    let app = App::new(
+        state,
+        "quarantine = { prefix = \".trash/\", keep = \"2s\" }",
+        "",
+    );
     app.scan_json();
     app.ok(&["purge", "--confirm"]);
     app.sql(&["INSERT INTO posts (id, image) VALUES (100, 'tmp/o04.jpg')"]);
@@ -455,10 +476,10 @@ fn invariant_4_quarantine_restore_and_removal_after_keep() {
     app.ok(&["restore", "tmp/o04.jpg"]);
     assert!(app.exists("tmp/o04.jpg"));
 }
+both_states!(invariant_4_quarantine_restore_and_removal_after_keep);
 
-#[test]
-fn invariant_6_the_folder_store_never_leaves_its_root() {
-    let app = App::new("quarantine = false", "");
+fn invariant_6_the_folder_store_never_leaves_its_root(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
     let outside = app.dir.join("outside");
     std::fs::create_dir_all(&outside).expect("outside");
     std::fs::write(outside.join("secret.jpg"), b"keep me").expect("secret");
@@ -496,7 +517,7 @@ fn invariant_6_the_folder_store_never_leaves_its_root() {
     assert!(std::fs::symlink_metadata(app.media.join("tmp/file-link.jpg")).is_ok());
 
     // Quarantine moves refuse links as well.
-    let app2 = App::new("", "");
+    let app2 = App::new(state, "", "");
     let outside2 = app2.dir.join("outside");
     std::fs::create_dir_all(&outside2).expect("outside");
     std::fs::write(outside2.join("x.jpg"), b"keep").expect("x");
@@ -509,6 +530,7 @@ fn invariant_6_the_folder_store_never_leaves_its_root() {
         b"keep"
     );
 }
+both_states!(invariant_6_the_folder_store_never_leaves_its_root);
 
 fn many_files(app: &App, n: usize, prefix: &str) {
     for i in 0..n {
@@ -516,10 +538,9 @@ fn many_files(app: &App, n: usize, prefix: &str) {
     }
 }
 
-#[test]
-fn invariant_7_mass_deletion_guard() {
+fn invariant_7_mass_deletion_guard(state: StateBackend) {
     // A key_prefix that matches nothing makes every object look orphaned.
-    let app = App::new("", "");
+    let app = App::new(state, "", "");
     many_files(&app, 120, "bulk/f");
     let cfg = std::fs::read_to_string(&app.config).expect("config");
     std::fs::write(&app.config, format!("{cfg}key_prefix = \"wrong/\"\n")).expect("config");
@@ -548,7 +569,7 @@ fn invariant_7_mass_deletion_guard() {
     );
 
     // The jump: 10 orphans in the comparable scan, then 120 (of 1000+, under the share).
-    let app = App::new("", "[safety]\nmax_orphan_share = 0.9\n");
+    let app = App::new(state, "", "[safety]\nmax_orphan_share = 0.9\n");
     many_files(&app, 900, "keep/k");
     let rows: Vec<String> = (0..900)
         .map(|i| {
@@ -573,10 +594,10 @@ fn invariant_7_mass_deletion_guard() {
     let out = app.ok(&["purge"]);
     assert!(out.contains("Would delete 120"), "{out}");
 }
+both_states!(invariant_7_mass_deletion_guard);
 
-#[test]
-fn faults_are_retried_with_backoff_then_failed_and_retry_brings_them_back() {
-    let app = App::new("quarantine = false", "[queue]\nbackoff = \"1h\"\n");
+fn faults_are_retried_with_backoff_then_failed_and_retry_brings_them_back(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "[queue]\nbackoff = \"1h\"\n");
     // A folder where a file should be: its delete fails, the others in the batch go on.
     std::fs::remove_file(app.media.join("tmp/o05.jpg")).expect("rm");
     std::fs::create_dir_all(app.media.join("tmp/o05.jpg")).expect("dir in the way");
@@ -671,10 +692,10 @@ fn faults_are_retried_with_backoff_then_failed_and_retry_brings_them_back() {
             .contains(&"dropped".to_string())
     );
 }
+both_states!(faults_are_retried_with_backoff_then_failed_and_retry_brings_them_back);
 
-#[test]
-fn queue_add_reads_stdin_and_counts_what_is_already_queued() {
-    let app = App::new("quarantine = false", "");
+fn queue_add_reads_stdin_and_counts_what_is_already_queued(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
     let mut cmd = assert_cmd::Command::cargo_bin("assetgc").expect("bin");
     let out = cmd
         .arg("--config")
@@ -697,10 +718,10 @@ fn queue_add_reads_stdin_and_counts_what_is_already_queued() {
     assert!(!app.exists("tmp/now.jpg"));
     assert_eq!(app.stats()["total_done"], 3);
 }
+both_states!(queue_add_reads_stdin_and_counts_what_is_already_queued);
 
-#[test]
-fn bad_input_is_one_line_exit_2_and_deletes_nothing() {
-    let app = App::new("quarantine = false", "");
+fn bad_input_is_one_line_exit_2_and_deletes_nothing(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
     app.scan_json();
     let before = app.keys();
     let dir = &app.dir;
@@ -779,10 +800,10 @@ fn bad_input_is_one_line_exit_2_and_deletes_nothing() {
     assert_eq!(app.keys(), before);
     assert_eq!(app.stats()["total_pending"], 0);
 }
+both_states!(bad_input_is_one_line_exit_2_and_deletes_nothing);
 
-#[test]
-fn purge_from_our_own_report_with_escaped_cells() {
-    let app = App::new("quarantine = false", "");
+fn purge_from_our_own_report_with_escaped_cells(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
     app.file("=formula.jpg", 3);
     app.file("-dash.jpg", 3);
     let path = app.dir.join("report.csv");
@@ -812,12 +833,12 @@ fn purge_from_our_own_report_with_escaped_cells() {
     assert!(!app.exists("tmp/o01.jpg"));
     assert!(app.exists("tmp/o03.jpg"));
 }
+both_states!(purge_from_our_own_report_with_escaped_cells);
 
 /// Invariant 5: SIGKILL at random moments of `queue run`, at least 20 times; at the end every
 /// entry is done once or still queued, none lost, nothing referenced gone.
-#[test]
-fn invariant_5_a_killed_worker_loses_nothing_and_deletes_nothing_twice() {
-    let app = App::new("", "");
+fn invariant_5_a_killed_worker_loses_nothing_and_deletes_nothing_twice(state: StateBackend) {
+    let app = App::new(state, "", "");
     let n = 8000;
     many_files(&app, n, "crash/c");
     // Every 10th file is referenced: queued, but never deleted.
@@ -844,16 +865,11 @@ fn invariant_5_a_killed_worker_loses_nothing_and_deletes_nothing_twice() {
     assert_eq!(added.status.code(), Some(0));
 
     let bin = assert_cmd::cargo::cargo_bin("assetgc");
-    let state_db = app.dir.join("assetgc.db");
     let finished = || -> i64 {
-        let c = rusqlite::Connection::open(&state_db).expect("state");
-        c.busy_timeout(Duration::from_secs(10)).expect("timeout");
-        c.query_row(
+        app.state.count(
             "SELECT COUNT(*) FROM queue WHERE reason = 'queue add' AND state IN ('done', 'dropped')",
-            [],
-            |r| r.get(0),
+            &[],
         )
-        .expect("count")
     };
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
     // Kills that landed while the worker was making progress (it finished entries, and not all).
@@ -892,16 +908,20 @@ fn invariant_5_a_killed_worker_loses_nothing_and_deletes_nothing_twice() {
     let out = app.ok(&["queue", "run"]);
     assert!(!out.contains("failed:        1"), "{out}");
 
-    let state = rusqlite::Connection::open(app.dir.join("assetgc.db")).expect("state");
     let mut per_state: BTreeMap<String, u64> = BTreeMap::new();
-    let mut stmt = state
-        .prepare("SELECT state, outcome, key FROM queue WHERE reason = 'queue add'")
-        .expect("prepare");
-    let rows: Vec<(String, Option<String>, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let rows: Vec<(String, Option<String>, String)> = app
+        .state
+        .query(
+            "SELECT state, outcome, key FROM queue WHERE reason = 'queue add'",
+            &[],
+        )
+        .into_iter()
+        .map(|r| match <[Option<String>; 3]>::try_from(r) {
+            Ok([Some(st), outcome, Some(key)]) => (st, outcome, key),
+            Ok(r) => panic!("a queue row without state or key: {r:?}"),
+            Err(r) => panic!("not three columns: {r:?}"),
+        })
+        .collect();
     assert_eq!(rows.len(), n, "no entry lost, none added twice");
     for (st, outcome, key) in &rows {
         *per_state
@@ -929,37 +949,27 @@ fn invariant_5_a_killed_worker_loses_nothing_and_deletes_nothing_twice() {
     // Each object was quarantined once: one copy, one record, one removal entry.
     let copies = app.quarantined();
     assert_eq!(copies.len(), 7200, "one copy per deleted object");
-    let records: i64 = state
-        .query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))
-        .expect("count");
+    let records = app.state.count("SELECT COUNT(*) FROM quarantine", &[]);
     assert_eq!(records, 7200);
-    let removals: i64 = state
-        .query_row(
-            "SELECT COUNT(*) FROM queue WHERE reason = 'quarantine'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
+    let removals = app.state.count(
+        "SELECT COUNT(*) FROM queue WHERE reason = 'quarantine'",
+        &[],
+    );
     assert_eq!(removals, 7200);
-    let double: i64 = state
-        .query_row(
-            "SELECT COUNT(*) FROM (SELECT key FROM audit WHERE outcome = 'quarantined' GROUP BY key HAVING COUNT(*) > 1)",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
+    let double = app.state.count(
+        "SELECT COUNT(*) FROM (SELECT key FROM audit WHERE outcome = 'quarantined' GROUP BY key HAVING COUNT(*) > 1) AS twice",
+        &[],
+    );
     assert_eq!(double, 0, "an object was quarantined twice");
-    let failed: i64 = state
-        .query_row(
-            "SELECT COUNT(*) FROM audit WHERE outcome LIKE 'failed:%'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
+    let failed = app.state.count(
+        "SELECT COUNT(*) FROM audit WHERE outcome LIKE 'failed:%'",
+        &[],
+    );
     assert_eq!(failed, 0, "a kill turned into an error");
 }
+both_states!(invariant_5_a_killed_worker_loses_nothing_and_deletes_nothing_twice);
 
-async fn recheck_on(backend: common::Backend) {
+async fn recheck_on(backend: common::Backend, state: StateBackend) {
     let tmp = tempfile::tempdir().expect("tmp");
     let Some(db) = common::TestDb::create(backend, tmp.path()).await else {
         return;
@@ -971,13 +981,14 @@ async fn recheck_on(backend: common::Backend) {
         "INSERT INTO posts (id, user_id, image) VALUES (1, 1, 'posts/p1.jpg')",
     ])
     .await;
-    let app = App::new("quarantine = false", "");
+    let app = App::new(state, "quarantine = false", "");
     app.file("avatars/u1.png", 3);
     // Two result columns named `id`: MariaDB cannot wrap it, so it runs whole.
     std::fs::write(
         &app.config,
         format!(
-            r#"[stores.media]
+            r#"{state}
+[stores.media]
 url = "./media"
 min_age = "1h"
 quarantine = false
@@ -993,7 +1004,8 @@ query = "SELECT id, image AS key FROM posts;"
 name = "avatars"
 query = "SELECT u.id, u.avatar AS key, p.id FROM users u LEFT JOIN posts p ON p.user_id = u.id"
 "#,
-            db.url
+            db.url,
+            state = app.state.config_section(),
         ),
     )
     .expect("config");
@@ -1016,19 +1028,18 @@ query = "SELECT u.id, u.avatar AS key, p.id FROM users u LEFT JOIN posts p ON p.
     db.drop_db().await;
 }
 
-#[tokio::test]
-async fn invariant_1_recheck_on_postgres() {
-    recheck_on(common::Backend::Postgres).await;
+async fn invariant_1_recheck_on_postgres(state: StateBackend) {
+    recheck_on(common::Backend::Postgres, state).await;
 }
+both_states!(async invariant_1_recheck_on_postgres);
 
-#[tokio::test]
-async fn invariant_1_recheck_on_mariadb() {
-    recheck_on(common::Backend::MariaDb).await;
+async fn invariant_1_recheck_on_mariadb(state: StateBackend) {
+    recheck_on(common::Backend::MariaDb, state).await;
 }
+both_states!(async invariant_1_recheck_on_mariadb);
 
-#[test]
-fn a_store_out_of_reach_is_exit_1_and_its_entries_wait() {
-    let app = App::new("quarantine = false", "[queue]\nbackoff = \"1h\"\n");
+fn a_store_out_of_reach_is_exit_1_and_its_entries_wait(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "[queue]\nbackoff = \"1h\"\n");
     app.ok(&[
         "queue",
         "add",
@@ -1056,12 +1067,12 @@ fn a_store_out_of_reach_is_exit_1_and_its_entries_wait() {
     std::fs::rename(app.dir.join("moved-away"), &app.media).expect("move back");
     assert!(app.exists("tmp/o01.jpg"));
 }
+both_states!(a_store_out_of_reach_is_exit_1_and_its_entries_wait);
 
 /// A worker killed after moving an object and before recording it: the next run finds the copy.
 /// Referenced meanwhile, the object is moved back; otherwise the move is recorded, once.
-#[test]
-fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone() {
-    let app = App::new("", "");
+fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone(state: StateBackend) {
+    let app = App::new(state, "", "");
     app.ok(&[
         "queue",
         "add",
@@ -1076,15 +1087,12 @@ fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone() {
     dead.wait().expect("reap");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     let holder = format!("{}:{pid}", host.trim());
-    let state = rusqlite::Connection::open(app.dir.join("assetgc.db")).expect("state");
     for k in ["tmp/o01.jpg", "tmp/o02.jpg"] {
         let q = format!(".assetgc-trash/20260101T000000Z/{k}");
-        state
-            .execute(
-                "UPDATE queue SET state = 'claimed', claimed_by = ?1, claimed_at = '2026-01-01T00:00:00Z', quarantine_key = ?2 WHERE key = ?3",
-                rusqlite::params![holder, q, k],
-            )
-            .expect("claim");
+        app.state.query(
+            "UPDATE queue SET state = 'claimed', claimed_by = $1, claimed_at = '2026-01-01T00:00:00Z', quarantine_key = $2 WHERE key = $3",
+            &[&holder, &q, k],
+        );
         let to = app.media.join(&q);
         std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
         std::fs::rename(app.media.join(k), &to).expect("move");
@@ -1101,10 +1109,11 @@ fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone() {
     app.ok(&["restore", "tmp/o02.jpg"]);
     assert!(app.exists("tmp/o02.jpg"));
 }
+both_states!(a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone);
 
-#[test]
-fn ignored_keys_are_never_deleted_and_retry_keeps_holds() {
+fn ignored_keys_are_never_deleted_and_retry_keeps_holds(state: StateBackend) {
     let app = App::new(
+        state,
         "quarantine = { keep = \"1h\" }\nignore = [\"static/**\"]",
         "",
     );
@@ -1128,10 +1137,10 @@ fn ignored_keys_are_never_deleted_and_retry_keeps_holds() {
     let r = app.run(&["queue", "retry", &removal["id"].to_string()]);
     assert_refused(&r, "not brought forward");
 }
+both_states!(ignored_keys_are_never_deleted_and_retry_keeps_holds);
 
-#[test]
-fn retrying_a_failed_entry_whose_object_is_queued_again_drops_the_old_one() {
-    let app = App::new("quarantine = false", "");
+fn retrying_a_failed_entry_whose_object_is_queued_again_drops_the_old_one(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
     std::fs::remove_file(app.media.join("tmp/o01.jpg")).expect("rm");
     std::fs::create_dir_all(app.media.join("tmp/o01.jpg")).expect("dir in the way");
     app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
@@ -1153,11 +1162,11 @@ fn retrying_a_failed_entry_whose_object_is_queued_again_drops_the_old_one() {
     assert_eq!(stats["total_failed"], 0, "{stats}");
     assert_eq!(stats["total_dropped"], 1, "{stats}");
 }
+both_states!(retrying_a_failed_entry_whose_object_is_queued_again_drops_the_old_one);
 
-#[test]
-fn a_key_already_gone_is_a_success_audited_as_already_gone() {
+fn a_key_already_gone_is_a_success_audited_as_already_gone(state: StateBackend) {
     for store_extra in ["quarantine = false", ""] {
-        let app = App::new(store_extra, "");
+        let app = App::new(state, store_extra, "");
         app.ok(&[
             "queue",
             "add",
@@ -1172,10 +1181,10 @@ fn a_key_already_gone_is_a_success_audited_as_already_gone() {
         assert_eq!(app.stats()["total_done"], 2);
     }
 }
+both_states!(a_key_already_gone_is_a_success_audited_as_already_gone);
 
-#[test]
-fn purge_filters_by_scan_age_and_prefix_and_retry_keeps_min_age_holds() {
-    let app = App::new("quarantine = false", "");
+fn purge_filters_by_scan_age_and_prefix_and_retry_keeps_min_age_holds(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
     app.file("old/a.jpg", 40);
     app.file("old/b.jpg", 40);
     let first = app.scan_json();
@@ -1223,10 +1232,10 @@ fn purge_filters_by_scan_age_and_prefix_and_retry_keeps_min_age_holds() {
     app.ok(&["queue", "run"]);
     assert!(app.exists("tmp/young.jpg"));
 }
+both_states!(purge_filters_by_scan_age_and_prefix_and_retry_keeps_min_age_holds);
 
-#[test]
-fn an_unreachable_database_is_exit_1_and_deletes_nothing() {
-    let app = App::new("quarantine = false", "");
+fn an_unreachable_database_is_exit_1_and_deletes_nothing(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
     app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
     std::fs::rename(app.dir.join("app.db"), app.dir.join("away.db")).expect("move the db");
     let r = app.run(&["queue", "run"]);
@@ -1240,10 +1249,10 @@ fn an_unreachable_database_is_exit_1_and_deletes_nothing() {
     assert!(app.exists("tmp/o01.jpg"));
     assert_eq!(app.stats()["total_pending"], 1);
 }
+both_states!(an_unreachable_database_is_exit_1_and_deletes_nothing);
 
-#[test]
-fn a_store_reached_through_a_link_still_counts_as_overlapping() {
-    let app = App::new("quarantine = false", "");
+fn a_store_reached_through_a_link_still_counts_as_overlapping(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
     // `inner` is media/tmp, named through a link beside it: its references protect media's keys.
     std::os::unix::fs::symlink(&app.media, app.dir.join("alias")).expect("link");
     let cfg = std::fs::read_to_string(&app.config).expect("config");
@@ -1263,3 +1272,4 @@ fn a_store_reached_through_a_link_still_counts_as_overlapping() {
     assert!(app.exists("tmp/o07.jpg"), "{out}");
     assert_eq!(app.outcomes_of("tmp/o07.jpg"), ["referenced"]);
 }
+both_states!(a_store_reached_through_a_link_still_counts_as_overlapping);

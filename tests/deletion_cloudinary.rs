@@ -1,6 +1,7 @@
 //! Deleting safely on Cloudinary, against the emulator: quarantine by the Upload API's `rename`
 //! (not counted in the Admin API budget), removal by the Admin API's bulk delete (100 a call),
-//! restore, the re-check of typed references, and typed keys on the command line.
+//! restore, the re-check of typed references, and typed keys on the command line. The story runs
+//! with the state database on SQLite and on PostgreSQL.
 
 mod common;
 
@@ -8,8 +9,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use common::assetgc;
 use common::cloudinary::{Emulator, Options, Resource};
+use common::{StateBackend, StateDb, assetgc, both_states};
 use serde_json::Value;
 
 fn days_ago(days: i64) -> DateTime<Utc> {
@@ -21,11 +22,17 @@ struct App {
     dir: PathBuf,
     emulator: Emulator,
     config: PathBuf,
+    _state: StateDb,
 }
 
 /// Referenced: image `posts/a`, video `clips/v`; orphans: images `tmp/o1`…`tmp/o5`, video
 /// `clips/old`, raw `files/r.txt`; and image `shared` referenced as a video only.
 fn app(quarantine: &str) -> App {
+    app_on(StateBackend::Sqlite, quarantine)
+}
+
+/// [`app`] with its state database on `state`.
+fn app_on(state: StateBackend, quarantine: &str) -> App {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().to_path_buf();
     let emulator = Emulator::start(Options::default());
@@ -47,10 +54,12 @@ fn app(quarantine: &str) -> App {
     )
     .expect("schema");
     let config = dir.join("assetgc.toml");
+    let state = StateDb::create(state, &dir);
     std::fs::write(
         &config,
         format!(
-            r#"[stores.media]
+            r#"{state}
+[stores.media]
 url = "{}"
 resource_types = ["image", "video", "raw"]
 min_age = "1h"
@@ -67,7 +76,8 @@ query = "SELECT id, image AS key FROM posts"
 name = "videos"
 query = "SELECT id, video AS key FROM posts"
 "#,
-            emulator.cloudinary_url()
+            emulator.cloudinary_url(),
+            state = state.config_section(),
         ),
     )
     .expect("config");
@@ -76,6 +86,7 @@ query = "SELECT id, video AS key FROM posts"
         dir,
         emulator,
         config,
+        _state: state,
     }
 }
 
@@ -130,9 +141,8 @@ fn scan_orphans(config: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn cloudinary_story_scan_purge_restore() {
-    let app = app("");
+fn cloudinary_story_scan_purge_restore(state: StateBackend) {
+    let app = app_on(state, "");
     let before = app.ids();
     assert_eq!(scan_orphans(&app.config), orphans());
 
@@ -186,6 +196,7 @@ fn cloudinary_story_scan_purge_restore() {
         BTreeSet::from(["image/tmp/o2".to_string(), "video/clips/old".to_string()])
     );
 }
+both_states!(cloudinary_story_scan_purge_restore);
 
 #[test]
 fn cloudinary_removal_deletes_100_a_call_and_the_recheck_is_typed() {

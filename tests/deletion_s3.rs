@@ -1,5 +1,6 @@
 //! Deleting safely on S3 (moto): quarantine by server-side copy then delete, restore, and bulk
-//! deletes of 1000 keys a call.
+//! deletes of 1000 keys a call. The story runs with the state database on SQLite and on
+//! PostgreSQL.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::s3::Bucket;
-use common::{assetgc, require_service};
+use common::{StateBackend, StateDb, assetgc, both_states, require_service};
 use serde_json::Value;
 
 fn config(dir: &Path, bucket: &Bucket, extra_store: &str, extra_top: &str) -> PathBuf {
@@ -77,8 +78,7 @@ fn ok(config: &Path, args: &[&str]) -> String {
     r.stdout
 }
 
-#[tokio::test]
-async fn s3_story_scan_purge_restore() {
+async fn s3_story_scan_purge_restore(state: StateBackend) {
     let Some(endpoint) = require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
         return;
     };
@@ -95,7 +95,8 @@ async fn s3_story_scan_purge_restore() {
         bucket.put(&k, k.as_bytes()).await;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let config = config(tmp.path(), &bucket, "", "");
+    let state = StateDb::create(state, tmp.path());
+    let config = config(tmp.path(), &bucket, "", &state.config_section());
     let expected: BTreeSet<String> = (1..=6).map(|i| format!("tmp/o{i}.jpg")).collect();
     assert_eq!(scan_orphans(&config), expected);
 
@@ -130,6 +131,7 @@ async fn s3_story_scan_purge_restore() {
         BTreeSet::from(["tmp/o4.jpg".to_string()])
     );
 }
+both_states!(async s3_story_scan_purge_restore);
 
 #[tokio::test]
 async fn s3_deletes_1000_keys_a_call() {

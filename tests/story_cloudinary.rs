@@ -6,7 +6,8 @@
 //!
 //! Then the API budget: the warning at `warn_at`, the clean stop at `stop_at` (exit 4, a partial
 //! report), the count carried into the next run of the hour, the provider's headers over the
-//! configured budget, a 420 waited out, and refused credentials.
+//! configured budget, a 420 waited out, refused credentials, and two scans at once whose calls
+//! are both kept (on either state database).
 
 mod common;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use common::cloudinary::{Emulator, Options, Resource};
-use common::{Backend, TestDb, assetgc, parse_csv_report};
+use common::{Backend, StateBackend, StateDb, TestDb, assetgc, both_states, parse_csv_report};
 use serde_json::Value;
 
 /// Prompts 1..=PROMPTS each have a featured image `prompts/p{i:04}` that exists.
@@ -830,3 +831,86 @@ async fn a_budget_stop_reports_no_unconfirmed_missing_files() {
     );
     db.drop_db().await;
 }
+
+/// Two scans of one account started together: the state's count of the account's calls this
+/// hour is every call the account answered, the first run's as well as the second's.
+fn two_scans_at_once_are_both_counted_in_the_budget(state: StateBackend) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let opts = Options {
+        // Each call waits: the two scans are under way at the same time.
+        latency: Duration::from_millis(200),
+        ..Options::default()
+    };
+    let account = format!("{}:{}", opts.cloud, opts.api_key);
+    let emulator = Emulator::start(opts);
+    let now = Utc::now();
+    // Several pages a type (500 a page): images 3, videos 2, raw 1.
+    let three_days = days_ago(now, 3);
+    emulator.add_many((0..1200).map(|i| Resource::image(&format!("i/{i:04}"), three_days)));
+    emulator.add_many((0..600).map(|i| Resource::video(&format!("v/{i:04}"), three_days)));
+    emulator.add(Resource::raw("r/readme.txt", three_days));
+    let state = StateDb::create(state, dir);
+    let config = dir.join("assetgc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{}
+[stores.media]
+url = "{}"
+resource_types = ["image", "video", "raw"]
+min_age = "0s"
+"#,
+            state.config_section(),
+            emulator.cloudinary_url()
+        ),
+    )
+    .expect("write config");
+    // The state exists before the two scans (two first runs also race to create it), and each
+    // scan has a report of its own (two default names from one second would be one file).
+    let made = assetgc(&config, &["queue", "stats"]);
+    assert_eq!(made.code, 0, "{}{}", made.stdout, made.stderr);
+    emulator.reset_calls();
+    let scan = |report: &str| {
+        let report = dir.join(report);
+        assetgc(
+            &config,
+            &["scan", "--all", "--output", report.to_str().expect("utf-8")],
+        )
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| scan("a.csv"));
+        let b = s.spawn(|| scan("b.csv"));
+        (a.join().expect("scan a"), b.join().expect("scan b"))
+    });
+    for run in [&a, &b] {
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    }
+    let answered = emulator.calls();
+    let from = Utc::now().timestamp().div_euclid(60) - 59;
+    let sum =
+        format!("SELECT SUM(calls) FROM api_budget_calls WHERE account = $1 AND minute >= {from}");
+    let counted = state.query(&sum, &[&account]);
+    let counted: u64 = match counted.as_slice() {
+        [row] if row.len() == 1 => row[0].as_deref().map_or(0, |n| n.parse().expect("a sum")),
+        _ => panic!("not one sum: {counted:?}"),
+    };
+    let used = |run: &common::Run| {
+        run.stdout
+            .lines()
+            .find(|l| l.contains("API calls:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        counted,
+        answered,
+        "the {} state counts {counted} calls of {account} this hour, the emulator answered \
+         {answered} during the two scans (scan a: `{}`, scan b: `{}`)",
+        state.backend.name(),
+        used(&a),
+        used(&b)
+    );
+}
+both_states!(two_scans_at_once_are_both_counted_in_the_budget);

@@ -198,6 +198,255 @@ impl TestDb {
     }
 }
 
+/// Runs a future to completion on a runtime of its own, in a thread of its own named like the
+/// caller (so [`require_service`] still names the test): sync and async tests alike can call it.
+/// A panic inside is the caller's panic.
+pub fn block_on<F>(fut: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let name = std::thread::current().name().unwrap_or("main").to_string();
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name(name)
+            .spawn_scoped(s, || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime")
+                    .block_on(fut)
+            })
+            .expect("spawn a thread")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Where the product keeps its state (SPEC §2 `[state]`) in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend {
+    /// The default: no `[state]` section, `assetgc.db` beside the config.
+    Sqlite,
+    /// A fresh database on the shared server, schema `assetgc`.
+    Postgres,
+}
+
+impl StateBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            StateBackend::Sqlite => "SQLite",
+            StateBackend::Postgres => "PostgreSQL",
+        }
+    }
+
+    /// Whether a test may run on this backend; `false` after printing the `skipped:` line (and a
+    /// failure instead under `CI=true`), as [`require_service`] decides.
+    pub fn available(self) -> bool {
+        match self {
+            StateBackend::Sqlite => true,
+            StateBackend::Postgres => {
+                require_service("PostgreSQL", "ASSETGC_TEST_POSTGRES_URL").is_some()
+            }
+        }
+    }
+}
+
+/// The state database of one test. A PostgreSQL database is dropped with this value, unless the
+/// test is failing: then it is left behind to be looked at, as [`TestDb`] does.
+#[derive(Debug)]
+pub struct StateDb {
+    pub backend: StateBackend,
+    /// The SQLite file the product makes when no `[state]` section is given.
+    sqlite: PathBuf,
+    postgres: Option<TestDb>,
+}
+
+/// One row of [`StateDb::query`]: each value as text (numbers in decimal), NULL as `None`.
+pub type StateRow = Vec<Option<String>>;
+
+impl StateDb {
+    /// The state of a config kept in `dir`. For PostgreSQL, check [`StateBackend::available`]
+    /// first: this creates the database and panics when its server is not configured.
+    pub fn create(backend: StateBackend, dir: &Path) -> StateDb {
+        let postgres = match backend {
+            StateBackend::Sqlite => None,
+            StateBackend::Postgres => Some(
+                block_on(TestDb::create(Backend::Postgres, dir))
+                    .expect("ASSETGC_TEST_POSTGRES_URL is set (StateBackend::available)"),
+            ),
+        };
+        StateDb {
+            backend,
+            sqlite: dir.join("assetgc.db"),
+            postgres,
+        }
+    }
+
+    /// What the config gets before its first table: nothing for SQLite (the default), a
+    /// `[state]` table with the database's URL for PostgreSQL.
+    pub fn config_section(&self) -> String {
+        match &self.postgres {
+            None => String::new(),
+            Some(db) => format!("[state]\nurl = \"{}\"\n", db.url),
+        }
+    }
+
+    /// Runs one statement on the state database, bound to `params` in order, and returns its
+    /// rows. Placeholders are written `$1`, `$2`…, PostgreSQL's way (SQLite reads them as `?1`…);
+    /// table names are unqualified (PostgreSQL's `search_path` is set to `assetgc`).
+    pub fn query(&self, sql: &str, params: &[&str]) -> Vec<StateRow> {
+        match &self.postgres {
+            None => self.query_sqlite(&sql.replace('$', "?"), params),
+            Some(db) => block_on(query_postgres(&db.url, sql, params)),
+        }
+    }
+
+    /// The one integer a `SELECT COUNT(*) …` returns.
+    pub fn count(&self, sql: &str, params: &[&str]) -> i64 {
+        let rows = self.query(sql, params);
+        match rows.as_slice() {
+            [row] if row.len() == 1 => row[0]
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("`{sql}` gave {row:?}, not a count")),
+            _ => panic!("`{sql}` gave {rows:?}, not one count"),
+        }
+    }
+
+    fn query_sqlite(&self, sql: &str, params: &[&str]) -> Vec<StateRow> {
+        use rusqlite::types::ValueRef;
+        let conn = rusqlite::Connection::open(&self.sqlite)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.sqlite.display()));
+        // A worker may be writing: wait for its lock as the product does.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .expect("busy timeout");
+        let mut stmt = conn
+            .prepare(sql)
+            .unwrap_or_else(|e| panic!("SQLite state rejected `{sql}`: {e}"));
+        let params = rusqlite::params_from_iter(params.iter());
+        if stmt.column_count() == 0 {
+            stmt.execute(params)
+                .unwrap_or_else(|e| panic!("SQLite state: `{sql}`: {e}"));
+            return Vec::new();
+        }
+        let width = stmt.column_count();
+        stmt.query_map(params, |row| {
+            (0..width)
+                .map(|i| {
+                    Ok(match row.get_ref(i)? {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(n) => Some(n.to_string()),
+                        ValueRef::Real(x) => Some(x.to_string()),
+                        ValueRef::Text(t) | ValueRef::Blob(t) => {
+                            Some(String::from_utf8_lossy(t).into_owned())
+                        }
+                    })
+                })
+                .collect()
+        })
+        .and_then(Iterator::collect)
+        .unwrap_or_else(|e| panic!("SQLite state: `{sql}`: {e}"))
+    }
+}
+
+async fn query_postgres(url: &str, sql: &str, params: &[&str]) -> Vec<StateRow> {
+    use sqlx::{Column, Row, TypeInfo};
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the PostgreSQL state at {url}: {e}"));
+    sqlx::raw_sql("SET search_path TO assetgc")
+        .execute(&mut conn)
+        .await
+        .expect("SET search_path");
+    let mut query = sqlx::query(AssertSqlSafe(sql.to_string()));
+    for p in params {
+        query = query.bind(*p);
+    }
+    let rows = query
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL state rejected `{sql}`: {e}"));
+    conn.close().await.expect("close PostgreSQL");
+    let text = |row: &sqlx::postgres::PgRow, i: usize| -> Result<Option<String>, sqlx::Error> {
+        let kind = row.columns()[i].type_info().name().to_string();
+        Ok(match kind.as_str() {
+            "INT2" => row.try_get::<Option<i16>, _>(i)?.map(|n| n.to_string()),
+            "INT4" => row.try_get::<Option<i32>, _>(i)?.map(|n| n.to_string()),
+            "INT8" => row.try_get::<Option<i64>, _>(i)?.map(|n| n.to_string()),
+            // SUM of a BIGINT column.
+            "NUMERIC" => row
+                .try_get::<Option<rust_decimal::Decimal>, _>(i)?
+                .map(|n| n.to_string()),
+            "FLOAT4" | "FLOAT8" => row.try_get::<Option<f64>, _>(i)?.map(|x| x.to_string()),
+            "BOOL" => row.try_get::<Option<bool>, _>(i)?.map(|b| b.to_string()),
+            _ => row.try_get::<Option<String>, _>(i)?,
+        })
+    };
+    rows.iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| text(row, i))
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("PostgreSQL state: `{sql}`: {e}"))
+        })
+        .collect()
+}
+
+impl Drop for StateDb {
+    fn drop(&mut self) {
+        if let Some(db) = self.postgres.take()
+            && !std::thread::panicking()
+        {
+            block_on(db.drop_db());
+        }
+    }
+}
+
+/// Makes a test of each state backend from `fn name(state: StateBackend)`: a module `name`
+/// holding the tests `name::sqlite_state` and `name::postgres_state`. The PostgreSQL one is
+/// skipped, saying so, when ASSETGC_TEST_POSTGRES_URL is unset (a failure with `CI=true`).
+/// `both_states!(async name)` does the same for an `async fn`.
+#[allow(unused_macros)]
+macro_rules! both_states {
+    ($name:ident) => {
+        mod $name {
+            use $crate::common::StateBackend;
+
+            #[test]
+            fn sqlite_state() {
+                super::$name(StateBackend::Sqlite);
+            }
+
+            #[test]
+            fn postgres_state() {
+                if StateBackend::Postgres.available() {
+                    super::$name(StateBackend::Postgres);
+                }
+            }
+        }
+    };
+    (async $name:ident) => {
+        mod $name {
+            use $crate::common::StateBackend;
+
+            #[tokio::test]
+            async fn sqlite_state() {
+                super::$name(StateBackend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres_state() {
+                if StateBackend::Postgres.available() {
+                    super::$name(StateBackend::Postgres).await;
+                }
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_states;
+
 /// `prefix_<16 hex digits>`, different in every test and every run: a valid SQL identifier.
 pub fn unique_name(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
