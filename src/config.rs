@@ -1240,23 +1240,42 @@ impl Cx<'_> {
             Some(t) => self.duration(t, &format!("[stores.{name}] min_age"))?,
             None => DEFAULT_MIN_AGE,
         };
-        let public_url = match &raw.public_url {
-            Some(t) => {
-                let u = self.expand(t)?;
-                let parsed = url::Url::parse(&u).map_err(|e| {
-                    self.err_at(t, format!("[stores.{name}] public_url `{u}`: {e}"))
-                })?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(self.err_at(
-                        t,
-                        format!("[stores.{name}] public_url must start with http:// or https://"),
-                    ));
-                }
-                Some(u)
+        let public_url = self.public_url(name, raw.public_url.as_ref())?;
+        let quarantine = self.quarantine(name, raw.quarantine.as_ref())?;
+        let positive = |v: &Option<Spanned<i64>>, what: &str, default: usize| -> Result<usize> {
+            match v {
+                None => Ok(default),
+                Some(n) => usize::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        self.err_at(n, format!("[stores.{name}] {what} must be 1 or more"))
+                    }),
             }
-            None => None,
         };
-        let quarantine = match &raw.quarantine {
+        Ok(StoreConfig {
+            name: name.to_string(),
+            location,
+            ignore,
+            min_age,
+            public_url,
+            quarantine,
+            list_concurrency: positive(
+                &raw.list_concurrency,
+                "list_concurrency",
+                DEFAULT_LIST_CONCURRENCY,
+            )?,
+            max_lookups: positive(&raw.max_lookups, "max_lookups", DEFAULT_MAX_LOOKUPS)?,
+        })
+    }
+
+    /// A store's `quarantine`: on with the defaults when absent, `false`, or `{ prefix, keep }`.
+    fn quarantine(
+        &self,
+        name: &str,
+        raw: Option<&Spanned<RawQuarantine>>,
+    ) -> Result<Option<Quarantine>> {
+        Ok(match raw {
             None => Some(Quarantine {
                 prefix: DEFAULT_QUARANTINE_PREFIX.to_string(),
                 keep: DEFAULT_QUARANTINE_KEEP,
@@ -1293,31 +1312,26 @@ impl Cx<'_> {
                     Some(Quarantine { prefix, keep })
                 }
             },
-        };
-        let positive = |v: &Option<Spanned<i64>>, what: &str, default: usize| -> Result<usize> {
-            match v {
-                None => Ok(default),
-                Some(n) => usize::try_from(*n.get_ref())
-                    .ok()
-                    .filter(|&n| n >= 1)
-                    .ok_or_else(|| {
-                        self.err_at(n, format!("[stores.{name}] {what} must be 1 or more"))
-                    }),
+        })
+    }
+
+    /// A store's `public_url`: an http(s) URL.
+    fn public_url(&self, name: &str, raw: Option<&Text>) -> Result<Option<String>> {
+        Ok(match raw {
+            Some(t) => {
+                let u = self.expand(t)?;
+                let parsed = url::Url::parse(&u).map_err(|e| {
+                    self.err_at(t, format!("[stores.{name}] public_url `{u}`: {e}"))
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(self.err_at(
+                        t,
+                        format!("[stores.{name}] public_url must start with http:// or https://"),
+                    ));
+                }
+                Some(u)
             }
-        };
-        Ok(StoreConfig {
-            name: name.to_string(),
-            location,
-            ignore,
-            min_age,
-            public_url,
-            quarantine,
-            list_concurrency: positive(
-                &raw.list_concurrency,
-                "list_concurrency",
-                DEFAULT_LIST_CONCURRENCY,
-            )?,
-            max_lookups: positive(&raw.max_lookups, "max_lookups", DEFAULT_MAX_LOOKUPS)?,
+            None => None,
         })
     }
 
@@ -1634,6 +1648,76 @@ impl Cx<'_> {
         }
     }
 
+    /// A reference's `key_format`, checked against its store: `cloudinary` only on Cloudinary
+    /// stores (and its default there), `url` only with a `public_url` to strip.
+    fn key_format(
+        &self,
+        name: &str,
+        spanned: &Spanned<RawReference>,
+        store: &StoreConfig,
+    ) -> Result<KeyFormat> {
+        let raw = spanned.get_ref();
+        let cloudinary = store.location.cloudinary().is_some();
+        let key_format = match &raw.key_format {
+            None if cloudinary => KeyFormat::Cloudinary,
+            None => KeyFormat::Path,
+            Some(kf) => match kf.get_ref() {
+                RawKeyFormat::Name(n) => match n.as_str() {
+                    "path" => KeyFormat::Path,
+                    "url" => KeyFormat::Url,
+                    "cloudinary" => KeyFormat::Cloudinary,
+                    other => {
+                        return Err(self.err_at(
+                            kf,
+                            format!(
+                                "reference `{name}`: key_format `{other}` is not one of path, url, cloudinary, {{ regex = '...' }}"
+                            ),
+                        ));
+                    }
+                },
+                RawKeyFormat::Regex(r) => KeyFormat::regex(&r.regex)
+                    .map_err(|m| self.err_at(kf, format!("reference `{name}`: {m}")))?,
+            },
+        };
+        let format_line = self.line_of(
+            raw.key_format
+                .as_ref()
+                .map_or(spanned.span().start, |k| k.span().start),
+        );
+        if matches!(key_format, KeyFormat::Cloudinary) && !cloudinary {
+            return Err(self.err(
+                Some(format_line),
+                format!(
+                    "reference `{name}`: key_format \"cloudinary\" reads Cloudinary public_ids, but store `{}` is not a Cloudinary store; use path or url",
+                    store.name
+                ),
+            ));
+        }
+        if matches!(key_format, KeyFormat::Path | KeyFormat::Url) && cloudinary {
+            return Err(self.err(
+                Some(format_line),
+                format!(
+                    "reference `{name}`: store `{}` is a Cloudinary store, whose keys are public_ids; use key_format = \"cloudinary\" (it reads CloudinaryField values, delivery URLs and bare public_ids)",
+                    store.name
+                ),
+            ));
+        }
+        if matches!(key_format, KeyFormat::Url) && store.public_url.is_none() {
+            let line = match &raw.key_format {
+                Some(kf) => self.line_of(kf.span().start),
+                None => self.line_of(spanned.span().start),
+            };
+            return Err(self.err(
+                Some(line),
+                format!(
+                    "reference `{name}` reads URLs, but store `{}` has no public_url to strip; set [stores.{}] public_url",
+                    store.name, store.name
+                ),
+            ));
+        }
+        Ok(key_format)
+    }
+
     fn reference(
         &self,
         index: usize,
@@ -1682,64 +1766,7 @@ impl Cx<'_> {
                 ));
             }
         };
-        let cloudinary = stores[store].location.cloudinary().is_some();
-        let key_format = match &raw.key_format {
-            None if cloudinary => KeyFormat::Cloudinary,
-            None => KeyFormat::Path,
-            Some(kf) => match kf.get_ref() {
-                RawKeyFormat::Name(n) => match n.as_str() {
-                    "path" => KeyFormat::Path,
-                    "url" => KeyFormat::Url,
-                    "cloudinary" => KeyFormat::Cloudinary,
-                    other => {
-                        return Err(self.err_at(
-                            kf,
-                            format!(
-                                "reference `{name}`: key_format `{other}` is not one of path, url, cloudinary, {{ regex = '...' }}"
-                            ),
-                        ));
-                    }
-                },
-                RawKeyFormat::Regex(r) => KeyFormat::regex(&r.regex)
-                    .map_err(|m| self.err_at(kf, format!("reference `{name}`: {m}")))?,
-            },
-        };
-        let format_line = self.line_of(
-            raw.key_format
-                .as_ref()
-                .map_or(spanned.span().start, |k| k.span().start),
-        );
-        if matches!(key_format, KeyFormat::Cloudinary) && !cloudinary {
-            return Err(self.err(
-                Some(format_line),
-                format!(
-                    "reference `{name}`: key_format \"cloudinary\" reads Cloudinary public_ids, but store `{}` is not a Cloudinary store; use path or url",
-                    stores[store].name
-                ),
-            ));
-        }
-        if matches!(key_format, KeyFormat::Path | KeyFormat::Url) && cloudinary {
-            return Err(self.err(
-                Some(format_line),
-                format!(
-                    "reference `{name}`: store `{}` is a Cloudinary store, whose keys are public_ids; use key_format = \"cloudinary\" (it reads CloudinaryField values, delivery URLs and bare public_ids)",
-                    stores[store].name
-                ),
-            ));
-        }
-        if matches!(key_format, KeyFormat::Url) && stores[store].public_url.is_none() {
-            let line = match &raw.key_format {
-                Some(kf) => self.line_of(kf.span().start),
-                None => self.line_of(spanned.span().start),
-            };
-            return Err(self.err(
-                Some(line),
-                format!(
-                    "reference `{name}` reads URLs, but store `{}` has no public_url to strip; set [stores.{}] public_url",
-                    stores[store].name, stores[store].name
-                ),
-            ));
-        }
+        let key_format = self.key_format(&name, spanned, &stores[store])?;
         let key_prefix = match &raw.key_prefix {
             Some(t) => self.expand(t)?,
             None => String::new(),

@@ -330,12 +330,24 @@ pub struct ConsoleInput<'a> {
     pub style: Style,
 }
 
-/// The full console report (SPEC §4).
+/// The full console report (SPEC §4), section by section.
 pub fn console(input: &ConsoleInput<'_>) -> String {
-    let f = input.findings;
-    let st = input.style;
-    let s = Summary::of(f);
     let mut out = String::new();
+    console_head(&mut out, input);
+    console_stores(&mut out, input);
+    console_references(&mut out, input);
+    console_missing(&mut out, input);
+    console_orphans(&mut out, input);
+    console_warnings(&mut out, input);
+    console_summary(&mut out, input);
+    console_calls(&mut out, input);
+    console_tail(&mut out, input);
+    out
+}
+
+/// The title and the window.
+fn console_head(out: &mut String, input: &ConsoleInput<'_>) {
+    let (f, st) = (input.findings, input.style);
     let _ = writeln!(
         out,
         "{}",
@@ -351,6 +363,11 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
             Mode::MissingOnly => " (missing files only)",
         }
     );
+}
+
+/// Each store: how it was listed, in how long, at what cost.
+fn console_stores(out: &mut String, input: &ConsoleInput<'_>) {
+    let (f, st) = (input.findings, input.style);
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", st.bold("Stores"));
     for store in &f.stores {
@@ -381,6 +398,11 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
             store.location
         );
     }
+}
+
+/// Each reference: rows and keys, or its failure.
+fn console_references(out: &mut String, input: &ConsoleInput<'_>) {
+    let (f, st) = (input.findings, input.style);
     if !f.references.is_empty() {
         let _ = writeln!(out, "{}", st.bold("References"));
         for r in &f.references {
@@ -401,6 +423,12 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
             let _ = writeln!(out, "  {:<16} → {:<12} {state}{unparsed}", r.name, r.store);
         }
     }
+}
+
+/// The first missing files.
+fn console_missing(out: &mut String, input: &ConsoleInput<'_>) {
+    let (f, st) = (input.findings, input.style);
+    let s = Summary::of(f);
     if f.mode != Mode::OrphansOnly {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -435,6 +463,12 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
             );
         }
     }
+}
+
+/// The first orphans.
+fn console_orphans(out: &mut String, input: &ConsoleInput<'_>) {
+    let (f, st) = (input.findings, input.style);
+    let s = Summary::of(f);
     if f.mode != Mode::MissingOnly {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -465,6 +499,11 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
             );
         }
     }
+}
+
+/// Every warning of the scan.
+fn console_warnings(out: &mut String, input: &ConsoleInput<'_>) {
+    let (f, st) = (input.findings, input.style);
     if !f.warnings.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -476,6 +515,12 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
             let _ = writeln!(out, "  {}", st.warn(&w.to_string()));
         }
     }
+}
+
+/// The summary figures.
+fn console_summary(out: &mut String, input: &ConsoleInput<'_>) {
+    let (f, st) = (input.findings, input.style);
+    let s = Summary::of(f);
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", st.bold("Summary"));
     if f.mode != Mode::MissingOnly {
@@ -517,6 +562,11 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
     if s.unparsed > 0 {
         let _ = writeln!(out, "  Unreadable keys:  {}", count(s.unparsed));
     }
+}
+
+/// API calls: the budgets' usage in the seed's wording, then this run's calls.
+fn console_calls(out: &mut String, input: &ConsoleInput<'_>) {
+    let f = input.findings;
     let calls: u64 = f.stores.iter().map(|s| s.api_calls).sum();
     for b in &f.budgets {
         // The seed's wording, figures without separators: `API calls: 5/500 used (1%) — Rate
@@ -562,6 +612,11 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
         };
         let _ = writeln!(out, "  {label} {} ({})", count(calls), per_store.join(", "));
     }
+}
+
+/// Execution time, report path, and whether the scan can feed a deletion.
+fn console_tail(out: &mut String, input: &ConsoleInput<'_>) {
+    let (f, st) = (input.findings, input.style);
     let _ = writeln!(out, "  Execution time:   {}", secs(f.duration()));
     if let Some(p) = input.report_path {
         let _ = writeln!(out, "  Report:           {}", p.display());
@@ -569,7 +624,6 @@ pub fn console(input: &ConsoleInput<'_>) -> String {
     if !f.complete {
         let _ = writeln!(out, "  {}", st.bad("INCOMPLETE: some stores, databases or queries failed (see warnings); this scan can never feed a deletion"));
     }
-    out
 }
 
 /// `-q`: the summary on one line.

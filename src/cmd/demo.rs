@@ -103,28 +103,10 @@ fn prepare_dir(dir: &Path) -> Result<()> {
 
 const DAY: Duration = Duration::from_hours(24);
 
-pub async fn run(g: &Global, args: &DemoArgs, ui: Ui) -> Result<Exit> {
-    let dir = std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone());
-    prepare_dir(&dir)?;
-    let media = dir.join("media");
-    let db_path = dir.join("app.db");
-    let opts = SqliteConnectOptions::new()
-        .filename(&db_path)
-        .create_if_missing(true);
-    let mut db = SqliteConnection::connect_with(&opts)
-        .await
-        .map_err(|e| Error::State(format!("demo database {}: {e}", db_path.display())))?;
+/// Users and posts, some soft-deleted, a few pointing at files that are gone; the files of the
+/// others.
+async fn sample_rows(mut db: SqliteConnection, media: &Path, rng: &mut Rng) -> Result<()> {
     let sql_err = |e: sqlx::Error| Error::State(format!("demo database: {e}"));
-    sqlx::raw_sql(
-        "CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT NOT NULL, avatar TEXT, created_at TEXT NOT NULL, deleted_at TEXT);
-         CREATE TABLE posts (id INTEGER PRIMARY KEY, author_id INTEGER NOT NULL REFERENCES users(id), title TEXT NOT NULL,
-                             slug TEXT NOT NULL, image TEXT, created_at TEXT NOT NULL, deleted_at TEXT);",
-    )
-    .execute(&mut db)
-    .await
-    .map_err(sql_err)?;
-
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let now = chrono::Utc::now();
     let stamp = |days_ago: u64| {
         (now - chrono::Duration::days(i64::try_from(days_ago).unwrap_or(0))
@@ -147,7 +129,7 @@ pub async fn run(g: &Global, args: &DemoArgs, ui: Ui) -> Result<Exit> {
             && !gone
         {
             let size = 8_000 + usize::try_from(rng.below(40_000)).unwrap_or(0);
-            write_file(&media, a, size, DAY * u32::try_from(age).unwrap_or(1))?;
+            write_file(media, a, size, DAY * u32::try_from(age).unwrap_or(1))?;
         }
         sqlx::query("INSERT INTO users (id, username, avatar, created_at, deleted_at) VALUES (?, ?, ?, ?, ?)")
             .bind(i64::try_from(id).unwrap_or(0))
@@ -176,7 +158,7 @@ pub async fn run(g: &Global, args: &DemoArgs, ui: Ui) -> Result<Exit> {
         let gone = id % 29 == 0 || id % 61 == 0 || matches!(id, 44 | 143);
         if !gone {
             let size = 40_000 + usize::try_from(rng.below(400_000)).unwrap_or(0);
-            write_file(&media, &key, size, DAY * u32::try_from(age).unwrap_or(1))?;
+            write_file(media, &key, size, DAY * u32::try_from(age).unwrap_or(1))?;
         }
         sqlx::query("INSERT INTO posts (id, author_id, title, slug, image, created_at, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(i64::try_from(id).unwrap_or(0))
@@ -192,12 +174,17 @@ pub async fn run(g: &Global, args: &DemoArgs, ui: Ui) -> Result<Exit> {
     }
     tx.commit().await.map_err(sql_err)?;
     db.close().await.map_err(sql_err)?;
+    Ok(())
+}
 
+/// Orphans (failed saves, replaced avatars, test uploads), an old file outside the window,
+/// ignored files and one uploaded just now.
+fn sample_files(media: &Path, rng: &mut Rng) -> Result<()> {
     // Orphans: failed saves, replaced avatars, test uploads.
     for n in 1..=14u32 {
         let size = 50_000 + usize::try_from(rng.below(900_000)).unwrap_or(0);
         write_file(
-            &media,
+            media,
             &format!("posts/tmp/upload-{n:03}.jpg"),
             size,
             DAY * (2 + n % 9),
@@ -205,25 +192,52 @@ pub async fn run(g: &Global, args: &DemoArgs, ui: Ui) -> Result<Exit> {
     }
     for n in 1..=6u32 {
         write_file(
-            &media,
+            media,
             &format!("avatars/replaced/user_{n:03}_old.png"),
             20_000,
             DAY * (3 + n),
         )?;
     }
-    write_file(&media, "test upload (copy).jpg", 123_456, DAY * 4)?;
+    write_file(media, "test upload (copy).jpg", 123_456, DAY * 4)?;
     // Outside the 30-day window: not a candidate for a default scan.
-    write_file(&media, "posts/archive/2019-banner.jpg", 300_000, DAY * 45)?;
+    write_file(media, "posts/archive/2019-banner.jpg", 300_000, DAY * 45)?;
     // Ignored, and too young to be an orphan.
-    write_file(&media, "static/logo.svg", 2_000, DAY * 20)?;
-    write_file(&media, "static/site.css", 9_000, DAY * 20)?;
+    write_file(media, "static/logo.svg", 2_000, DAY * 20)?;
+    write_file(media, "static/site.css", 9_000, DAY * 20)?;
     write_file(
-        &media,
+        media,
         "posts/tmp/just-uploaded.jpg",
         70_000,
         Duration::from_mins(5),
     )?;
 
+    Ok(())
+}
+
+pub async fn run(g: &Global, args: &DemoArgs, ui: Ui) -> Result<Exit> {
+    let dir = std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    prepare_dir(&dir)?;
+    let media = dir.join("media");
+    let db_path = dir.join("app.db");
+    let opts = SqliteConnectOptions::new()
+        .filename(&db_path)
+        .create_if_missing(true);
+    let mut db = SqliteConnection::connect_with(&opts)
+        .await
+        .map_err(|e| Error::State(format!("demo database {}: {e}", db_path.display())))?;
+    let sql_err = |e: sqlx::Error| Error::State(format!("demo database: {e}"));
+    sqlx::raw_sql(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT NOT NULL, avatar TEXT, created_at TEXT NOT NULL, deleted_at TEXT);
+         CREATE TABLE posts (id INTEGER PRIMARY KEY, author_id INTEGER NOT NULL REFERENCES users(id), title TEXT NOT NULL,
+                             slug TEXT NOT NULL, image TEXT, created_at TEXT NOT NULL, deleted_at TEXT);",
+    )
+    .execute(&mut db)
+    .await
+    .map_err(sql_err)?;
+
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    sample_rows(db, &media, &mut rng).await?;
+    sample_files(&media, &mut rng)?;
     std::fs::write(dir.join("assetgc.toml"), CONFIG).map_err(io(&dir))?;
     let cfg_path = dir.join("assetgc.toml");
     let cfg = crate::config::load(Some(&cfg_path))?

@@ -107,6 +107,84 @@ pub async fn drain(app: &App, opts: &RunOptions, ui: Ui) -> Result<Totals> {
 
 /// The summary of a worker run; the exit code it means (4 when an entry became `failed` or
 /// the budget stopped the run).
+/// The run's figures one a line, the re-check's cost, errors, and the queue after.
+fn print_verbose(t: &Totals, queue: &crate::domain::queue::Stats) {
+    println!(
+        "Processed {} entr{} in {} batch{}:",
+        t.claimed,
+        if t.claimed == 1 { "y" } else { "ies" },
+        t.batches,
+        if t.batches == 1 { "" } else { "es" }
+    );
+    println!("  deleted:       {}", t.deleted);
+    println!("  quarantined:   {}", t.quarantined);
+    println!("  already gone:  {}", t.already_gone);
+    println!(
+        "  referenced:    {} (dropped: referenced again, not deleted)",
+        t.referenced
+    );
+    println!(
+        "  retrying:      {} (failed this time; retried after backoff)",
+        t.retrying
+    );
+    println!(
+        "  failed:        {} (attempts used up; `assetgc queue retry --all-failed`)",
+        t.failed
+    );
+    if t.dropped > 0 {
+        println!(
+            "  dropped:       {} (an ignore glob matches: never deleted)",
+            t.dropped
+        );
+    }
+    if t.deferred > 0 {
+        println!(
+            "  deferred:      {} (left pending: the API budget stopped the run)",
+            t.deferred
+        );
+    }
+    if t.released > 0 {
+        println!(
+            "  reclaimed:     {} (claims of a stopped worker, back to pending)",
+            t.released
+        );
+    }
+    let r = &t.recheck;
+    let per = if r.batches > 0 {
+        r.time.as_secs_f64() * 1000.0 / r.batches as f64
+    } else {
+        0.0
+    };
+    println!(
+        "Re-check of references: {} batch{}, {} look-up quer{}, {} whole quer{}, {:.1} ms ({per:.2} ms a batch)",
+        r.batches,
+        if r.batches == 1 { "" } else { "es" },
+        r.queries,
+        if r.queries == 1 { "y" } else { "ies" },
+        r.full_queries,
+        if r.full_queries == 1 { "y" } else { "ies" },
+        r.time.as_secs_f64() * 1000.0
+    );
+    println!("Store calls: {}", t.store_calls);
+    for e in &t.errors {
+        println!("  error: {e}");
+    }
+    if let Some(why) = &t.budget_stop {
+        println!("Stopped: {why}");
+    }
+    println!(
+        "Queue: {} pending ({} due now{}), {} failed",
+        queue.total_pending,
+        queue.due_now,
+        queue
+            .next_due
+            .as_ref()
+            .filter(|_| queue.total_pending > queue.due_now)
+            .map_or_else(String::new, |t| format!(", next due {t}")),
+        queue.total_failed
+    );
+}
+
 pub async fn print_totals(app: &App, t: &Totals, quiet: bool) -> Result<Exit> {
     let queue = app.state.queue_stats().await?;
     if quiet {
@@ -122,80 +200,7 @@ pub async fn print_totals(app: &App, t: &Totals, quiet: bool) -> Result<Exit> {
             queue.total_pending
         );
     } else {
-        println!(
-            "Processed {} entr{} in {} batch{}:",
-            t.claimed,
-            if t.claimed == 1 { "y" } else { "ies" },
-            t.batches,
-            if t.batches == 1 { "" } else { "es" }
-        );
-        println!("  deleted:       {}", t.deleted);
-        println!("  quarantined:   {}", t.quarantined);
-        println!("  already gone:  {}", t.already_gone);
-        println!(
-            "  referenced:    {} (dropped: referenced again, not deleted)",
-            t.referenced
-        );
-        println!(
-            "  retrying:      {} (failed this time; retried after backoff)",
-            t.retrying
-        );
-        println!(
-            "  failed:        {} (attempts used up; `assetgc queue retry --all-failed`)",
-            t.failed
-        );
-        if t.dropped > 0 {
-            println!(
-                "  dropped:       {} (an ignore glob matches: never deleted)",
-                t.dropped
-            );
-        }
-        if t.deferred > 0 {
-            println!(
-                "  deferred:      {} (left pending: the API budget stopped the run)",
-                t.deferred
-            );
-        }
-        if t.released > 0 {
-            println!(
-                "  reclaimed:     {} (claims of a stopped worker, back to pending)",
-                t.released
-            );
-        }
-        let r = &t.recheck;
-        let per = if r.batches > 0 {
-            r.time.as_secs_f64() * 1000.0 / r.batches as f64
-        } else {
-            0.0
-        };
-        println!(
-            "Re-check of references: {} batch{}, {} look-up quer{}, {} whole quer{}, {:.1} ms ({per:.2} ms a batch)",
-            r.batches,
-            if r.batches == 1 { "" } else { "es" },
-            r.queries,
-            if r.queries == 1 { "y" } else { "ies" },
-            r.full_queries,
-            if r.full_queries == 1 { "y" } else { "ies" },
-            r.time.as_secs_f64() * 1000.0
-        );
-        println!("Store calls: {}", t.store_calls);
-        for e in &t.errors {
-            println!("  error: {e}");
-        }
-        if let Some(why) = &t.budget_stop {
-            println!("Stopped: {why}");
-        }
-        println!(
-            "Queue: {} pending ({} due now{}), {} failed",
-            queue.total_pending,
-            queue.due_now,
-            queue
-                .next_due
-                .as_ref()
-                .filter(|_| queue.total_pending > queue.due_now)
-                .map_or_else(String::new, |t| format!(", next due {t}")),
-            queue.total_failed
-        );
+        print_verbose(t, &queue);
     }
     if t.nothing_reached() {
         let mut names: Vec<String> = t.unreachable.iter().map(|s| format!("store {s}")).collect();

@@ -129,6 +129,31 @@ pub async fn check(app: &App) -> CheckReport {
             result: r.as_ref().map(|_| ()).map_err(ToString::to_string),
         })
         .collect();
+    let references = check_references(app, &dbs, &mut warnings).await;
+    for (_, db) in &dbs {
+        if let Ok(db) = db {
+            db.close().await;
+        }
+    }
+    app.ledger.flush().await;
+    CheckReport {
+        stores,
+        databases,
+        references,
+        warnings,
+    }
+}
+
+/// Every reference query, wrapped in `LIMIT 1`, on the databases that answered.
+async fn check_references(
+    app: &App,
+    dbs: &[(
+        &crate::config::DatabaseConfig,
+        Result<Db, crate::refs::DbError>,
+    )],
+    warnings: &mut Vec<String>,
+) -> Vec<(String, ReferenceCheck)> {
+    let cfg = &app.cfg;
     let mut references = Vec::new();
     for r in &cfg.references {
         let outcome = match &dbs[r.database].1 {
@@ -163,18 +188,7 @@ pub async fn check(app: &App) -> CheckReport {
         };
         references.push((r.name.clone(), outcome));
     }
-    for (_, db) in &dbs {
-        if let Ok(db) = db {
-            db.close().await;
-        }
-    }
-    app.ledger.flush().await;
-    CheckReport {
-        stores,
-        databases,
-        references,
-        warnings,
-    }
+    references
 }
 
 /// Lists one page and looks its first object up again: proves listing and point look-ups both

@@ -217,47 +217,8 @@ async fn scan(
             });
         }
     }
-    let cutoff = req.window.cutoff(started);
-    let mut store_tasks = Vec::new();
-    let mut ref_tasks = Vec::new();
-    for (s, store) in reached {
-        let (tx, rx) = mpsc::channel::<RefBatch>(16);
-        for &r in refs.iter().filter(|&&r| cfg.references[r].store == s) {
-            ref_tasks.push(spawn_reference(
-                cfg,
-                r,
-                dbs.get(&cfg.references[r].database),
-                cutoff,
-                req.mode,
-                tx.clone(),
-            ));
-        }
-        drop(tx);
-        let job = StoreJob {
-            cfg: cfg.stores[s].clone(),
-            mode: req.mode,
-            now: started,
-            cutoff,
-            exclude: reconcile::quarantine_prefixes(cfg, s),
-            list_cost: list_costs.get(&cfg.stores[s].name).copied(),
-            progress: req.progress.clone(),
-        };
-        store_tasks.push(tokio::spawn(reconcile_one(job, store, rx)));
-    }
-    let mut references = Vec::new();
-    for t in ref_tasks {
-        references.push(
-            t.await
-                .map_err(|e| Error::State(format!("reference task failed: {e}")))?,
-        );
-    }
-    let mut outcomes = Vec::new();
-    for t in store_tasks {
-        outcomes.push(
-            t.await
-                .map_err(|e| Error::State(format!("store task failed: {e}")))?,
-        );
-    }
+    let (references, mut outcomes) =
+        join_all_stores(app, req, &refs, &dbs, reached, started, list_costs).await?;
     for db in dbs.values() {
         db.close().await;
     }
@@ -296,6 +257,55 @@ async fn scan(
         complete,
         app.ledger.usage(Utc::now()),
     ))
+}
+
+/// Spawns every reference query and every store's join, and waits for them all.
+async fn join_all_stores(
+    app: &App,
+    req: &ScanRequest,
+    refs: &[usize],
+    dbs: &HashMap<usize, Db>,
+    reached: Vec<(usize, Arc<dyn Store>)>,
+    started: DateTime<Utc>,
+    list_costs: &HashMap<String, u64>,
+) -> Result<(Vec<ReferenceStats>, Vec<StoreOutcome>)> {
+    let cfg = &app.cfg;
+    let cutoff = req.window.cutoff(started);
+    let mut store_tasks = Vec::new();
+    let mut ref_tasks = Vec::new();
+    for (s, store) in reached {
+        let (tx, rx) = mpsc::channel::<RefBatch>(16);
+        for &r in refs.iter().filter(|&&r| cfg.references[r].store == s) {
+            let db = dbs.get(&cfg.references[r].database);
+            ref_tasks.push(spawn_reference(cfg, r, db, cutoff, req.mode, tx.clone()));
+        }
+        drop(tx);
+        let job = StoreJob {
+            cfg: cfg.stores[s].clone(),
+            mode: req.mode,
+            now: started,
+            cutoff,
+            exclude: reconcile::quarantine_prefixes(cfg, s),
+            list_cost: list_costs.get(&cfg.stores[s].name).copied(),
+            progress: req.progress.clone(),
+        };
+        store_tasks.push(tokio::spawn(reconcile_one(job, store, rx)));
+    }
+    let mut references = Vec::new();
+    for t in ref_tasks {
+        references.push(
+            t.await
+                .map_err(|e| Error::State(format!("reference task failed: {e}")))?,
+        );
+    }
+    let mut outcomes = Vec::new();
+    for t in store_tasks {
+        outcomes.push(
+            t.await
+                .map_err(|e| Error::State(format!("store task failed: {e}")))?,
+        );
+    }
+    Ok((references, outcomes))
 }
 
 /// One store's join, on its own task.

@@ -220,7 +220,6 @@ mod tests {
     /// What the table expects of one case.
     struct Want {
         state: QueueState,
-        /// attempts after, relative to before (0 or 1)
         counts_attempt: bool,
         retried: bool,
         row_outcome: Option<&'static str>,
@@ -229,186 +228,145 @@ mod tests {
         quarantine: Option<&'static str>,
     }
 
-    #[allow(clippy::too_many_lines)] // the table: every outcome, quarantine on/off, attempts left/used up
+    /// A finished entry: its state, row outcome and audit word, nothing else.
+    fn ends(state: QueueState, word: &'static str, quarantine: Option<&'static str>) -> Want {
+        Want {
+            state,
+            counts_attempt: false,
+            retried: false,
+            row_outcome: Some(word),
+            audit: Some(word),
+            removal: false,
+            quarantine,
+        }
+    }
+
+    /// The row of the table for one outcome, for a copy's removal or not, with attempts left
+    /// or not.
+    fn want(outcome: &Outcome, copy: bool, left: bool) -> Want {
+        match outcome {
+            Outcome::Deleted => ends(QueueState::Done, "deleted", copy.then_some("removed")),
+            Outcome::AlreadyGone => {
+                ends(QueueState::Done, "already_gone", copy.then_some("removed"))
+            }
+            Outcome::Quarantined { .. } => Want {
+                removal: true,
+                ..ends(QueueState::Done, "quarantined", Some("record"))
+            },
+            Outcome::Referenced(_) => {
+                ends(QueueState::Dropped, "referenced", copy.then_some("kept"))
+            }
+            Outcome::Dropped(_) => ends(QueueState::Dropped, "dropped", None),
+            Outcome::Failed { permanent, .. } => {
+                let retried = left && !permanent;
+                Want {
+                    state: if retried {
+                        QueueState::Pending
+                    } else {
+                        QueueState::Failed
+                    },
+                    counts_attempt: true,
+                    retried,
+                    row_outcome: (!retried).then_some("failed"),
+                    audit: Some(if *permanent {
+                        "failed: 403 AccessDenied"
+                    } else {
+                        "failed: EIO"
+                    }),
+                    removal: false,
+                    quarantine: None,
+                }
+            }
+            Outcome::Deferred => Want {
+                state: QueueState::Pending,
+                counts_attempt: false,
+                retried: false,
+                row_outcome: None,
+                audit: None,
+                removal: false,
+                quarantine: None,
+            },
+        }
+    }
+
+    fn check(c: &Completion, e: &Entry, s: &Settings, want: &Want, now: DateTime<Utc>, case: &str) {
+        assert_eq!(c.id, e.id, "{case}");
+        assert_eq!(c.update.state, want.state, "{case}");
+        let attempts = e.attempts + u32::from(want.counts_attempt);
+        assert_eq!(c.update.attempts, attempts, "{case}");
+        let finished = want.state != QueueState::Pending;
+        assert_eq!(c.update.finished, finished, "{case}");
+        assert_eq!(c.update.outcome.as_deref(), want.row_outcome, "{case}");
+        let audit = c.audit.as_ref().map(|a| a.outcome.as_str());
+        assert_eq!(audit, want.audit, "{case}");
+        if let Some(a) = &c.audit {
+            assert_eq!(a.object, e.object, "{case}");
+        }
+        // A retry is due after the backoff; nothing else moves the due time.
+        if want.retried {
+            let due = after(now, backoff(s, e.attempts));
+            assert_eq!(c.update.next_attempt_at, Some(due), "{case}");
+            assert_eq!(c.update.last_error.as_deref(), Some("EIO"), "{case}");
+        } else {
+            assert_eq!(c.update.next_attempt_at, None, "{case}");
+        }
+        assert_eq!(c.removal.is_some(), want.removal, "{case}");
+        if let Some(r) = &c.removal {
+            assert_eq!(r.reason, Reason::Quarantine, "{case}");
+            assert_eq!(r.original_key.as_deref(), Some("tmp/a.jpg"), "{case}");
+            assert_eq!(r.object.key, ".assetgc-trash/20260101T000000Z/tmp/a.jpg");
+            let due = s.keep.map_or(now, |keep| after(now, keep));
+            assert_eq!(r.next_attempt_at, due, "{case}");
+        }
+        let q = c.quarantine.as_ref().map(|q| match q {
+            QuarantineChange::Record { .. } => "record",
+            QuarantineChange::SetState(s) => crate::domain::Spelling::as_str(*s),
+        });
+        assert_eq!(q, want.quarantine, "{case}");
+    }
+
     #[test]
     fn every_outcome_quarantine_on_and_off_attempts_left_and_used_up() {
         let now = Utc::now();
-        let moved = Outcome::Quarantined {
-            quarantine_key: ".assetgc-trash/20260101T000000Z/tmp/a.jpg".into(),
-            moved_at: now,
-        };
-        let transient = Outcome::Failed {
-            error: "EIO".into(),
-            permanent: false,
-        };
-        let permanent = Outcome::Failed {
-            error: "403 AccessDenied".into(),
-            permanent: true,
-        };
+        let outcomes = [
+            Outcome::Deleted,
+            Outcome::AlreadyGone,
+            Outcome::Quarantined {
+                quarantine_key: ".assetgc-trash/20260101T000000Z/tmp/a.jpg".into(),
+                moved_at: now,
+            },
+            Outcome::Referenced("referenced by `posts`".into()),
+            Outcome::Dropped("matches an ignore glob".into()),
+            Outcome::Failed {
+                error: "EIO".into(),
+                permanent: false,
+            },
+            Outcome::Failed {
+                error: "403 AccessDenied".into(),
+                permanent: true,
+            },
+            Outcome::Deferred,
+        ];
+        let mut cases = 0;
         for reason in [Reason::Purge, Reason::Quarantine] {
-            let copy = reason == Reason::Quarantine;
             for quarantine in [false, true] {
                 // attempts before: 0 of 3 leaves attempts; 2 of 3 uses the last one up.
                 for (attempts, left) in [(0, true), (2, false)] {
-                    let cases: [(&Outcome, Want); 8] = [
-                        (
-                            &Outcome::Deleted,
-                            Want {
-                                state: QueueState::Done,
-                                counts_attempt: false,
-                                retried: false,
-                                row_outcome: Some("deleted"),
-                                audit: Some("deleted"),
-                                removal: false,
-                                quarantine: copy.then_some("removed"),
-                            },
-                        ),
-                        (
-                            &Outcome::AlreadyGone,
-                            Want {
-                                state: QueueState::Done,
-                                counts_attempt: false,
-                                retried: false,
-                                row_outcome: Some("already_gone"),
-                                audit: Some("already_gone"),
-                                removal: false,
-                                quarantine: copy.then_some("removed"),
-                            },
-                        ),
-                        (
-                            &moved,
-                            Want {
-                                state: QueueState::Done,
-                                counts_attempt: false,
-                                retried: false,
-                                row_outcome: Some("quarantined"),
-                                audit: Some("quarantined"),
-                                removal: true,
-                                quarantine: Some("record"),
-                            },
-                        ),
-                        (
-                            &Outcome::Referenced("referenced by `posts`".into()),
-                            Want {
-                                state: QueueState::Dropped,
-                                counts_attempt: false,
-                                retried: false,
-                                row_outcome: Some("referenced"),
-                                audit: Some("referenced"),
-                                removal: false,
-                                quarantine: copy.then_some("kept"),
-                            },
-                        ),
-                        (
-                            &Outcome::Dropped("matches an ignore glob".into()),
-                            Want {
-                                state: QueueState::Dropped,
-                                counts_attempt: false,
-                                retried: false,
-                                row_outcome: Some("dropped"),
-                                audit: Some("dropped"),
-                                removal: false,
-                                quarantine: None,
-                            },
-                        ),
-                        (
-                            &transient,
-                            Want {
-                                state: if left {
-                                    QueueState::Pending
-                                } else {
-                                    QueueState::Failed
-                                },
-                                counts_attempt: true,
-                                retried: left,
-                                row_outcome: (!left).then_some("failed"),
-                                audit: Some("failed: EIO"),
-                                removal: false,
-                                quarantine: None,
-                            },
-                        ),
-                        (
-                            &permanent,
-                            Want {
-                                state: QueueState::Failed,
-                                counts_attempt: true,
-                                retried: false,
-                                row_outcome: Some("failed"),
-                                audit: Some("failed: 403 AccessDenied"),
-                                removal: false,
-                                quarantine: None,
-                            },
-                        ),
-                        (
-                            &Outcome::Deferred,
-                            Want {
-                                state: QueueState::Pending,
-                                counts_attempt: false,
-                                retried: false,
-                                row_outcome: None,
-                                audit: None,
-                                removal: false,
-                                quarantine: None,
-                            },
-                        ),
-                    ];
-                    for (outcome, want) in cases {
+                    for outcome in &outcomes {
                         let e = entry(attempts, reason);
                         let s = settings(quarantine);
                         let c = complete(&e, outcome, &s, now);
                         let case = format!(
                             "{outcome:?}, {reason:?}, quarantine {quarantine}, attempts {attempts}"
                         );
-                        assert_eq!(c.id, e.id, "{case}");
-                        assert_eq!(c.update.state, want.state, "{case}");
-                        assert_eq!(
-                            c.update.attempts,
-                            attempts + u32::from(want.counts_attempt),
-                            "{case}"
-                        );
-                        assert_eq!(
-                            c.update.finished,
-                            !matches!(want.state, QueueState::Pending),
-                            "{case}"
-                        );
-                        assert_eq!(c.update.outcome.as_deref(), want.row_outcome, "{case}");
-                        assert_eq!(
-                            c.audit.as_ref().map(|a| a.outcome.as_str()),
-                            want.audit,
-                            "{case}"
-                        );
-                        if let Some(a) = &c.audit {
-                            assert_eq!(a.object, e.object, "{case}");
-                        }
-                        // A retry is due after the backoff; nothing else moves the due time.
-                        if want.retried {
-                            let wait = backoff(&s, attempts);
-                            assert_eq!(c.update.next_attempt_at, Some(after(now, wait)), "{case}");
-                            assert_eq!(c.update.last_error.as_deref(), Some("EIO"), "{case}");
-                        } else {
-                            assert_eq!(c.update.next_attempt_at, None, "{case}");
-                        }
-                        assert_eq!(c.removal.is_some(), want.removal, "{case}");
-                        if let Some(r) = &c.removal {
-                            assert_eq!(r.reason, Reason::Quarantine, "{case}");
-                            assert_eq!(r.original_key.as_deref(), Some("tmp/a.jpg"), "{case}");
-                            assert_eq!(r.object.key, ".assetgc-trash/20260101T000000Z/tmp/a.jpg");
-                            let due = if quarantine {
-                                after(now, Duration::from_hours(7 * 24))
-                            } else {
-                                now
-                            };
-                            assert_eq!(r.next_attempt_at, due, "{case}");
-                        }
-                        let q = c.quarantine.as_ref().map(|q| match q {
-                            QuarantineChange::Record { .. } => "record",
-                            QuarantineChange::SetState(s) => crate::domain::Spelling::as_str(*s),
-                        });
-                        assert_eq!(q, want.quarantine, "{case}");
+                        let w = want(outcome, reason == Reason::Quarantine, left);
+                        check(&c, &e, &s, &w, now, &case);
+                        cases += 1;
                     }
                 }
             }
         }
+        assert_eq!(cases, 2 * 2 * 2 * 8);
     }
 
     #[test]
