@@ -21,7 +21,6 @@
 // A two-armed `match` on an Option reads as plainly as `if let … else`.
 #![allow(clippy::single_match_else)]
 
-pub mod budget;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -39,3 +38,5 @@ pub mod store;
 pub mod worker;
 
 pub use error::{Error, Exit, Result};
+// The state layer persists Cloudinary budgets between runs and names them `crate::budget`.
+pub use store::budget;

@@ -14,12 +14,11 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use unicode_normalization::UnicodeNormalization;
 
-use crate::budget::Ledger;
 use crate::config::{Config, ReferenceConfig, StoreConfig};
 use crate::error::{Error, Result};
 use crate::key::{KeyContext, KeyFormat, ResourceType};
 use crate::refs::{Db, DbError};
-use crate::store::{self, ListOptions, Listed, Object, Store, StoreError};
+use crate::store::{self, Ledger, ListOptions, Listed, Object, Store, StoreError};
 
 /// Which objects are orphan candidates, and which rows are checked for missing files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +186,7 @@ pub struct Findings {
     pub warnings: Vec<String>,
     pub complete: bool,
     /// Usage of the API budgets this run drew on.
-    pub budgets: Vec<crate::budget::Usage>,
+    pub budgets: Vec<store::budget::Usage>,
 }
 
 impl Findings {

@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::budget::Ledger;
 use crate::config::{Config, StoreConfig};
 use crate::error::{Error, Result};
 use crate::key::ResourceType;
 use crate::queue::{Entry, Outcome};
 use crate::recheck::{Cost, Recheck};
 use crate::state::State;
-use crate::store::{self, Moved, Store, StoreError};
+use crate::store::{self, Ledger, Moved, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {

@@ -6,9 +6,8 @@ mod common;
 
 use std::sync::Arc;
 
-use assetgc::budget::Ledger;
 use assetgc::key::ResourceType;
-use assetgc::store::{self, ListOptions, Listed, Store};
+use assetgc::store::{self, Ledger, ListOptions, Listed, Store};
 use chrono::Utc;
 use common::cloudinary::{Emulator, Options, Resource};
 use futures::StreamExt;

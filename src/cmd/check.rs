@@ -28,7 +28,7 @@ pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
     );
 
     // `check` spends a few calls of a metered account; they are not recorded against its budget.
-    let ledger = crate::budget::Ledger::default();
+    let ledger = crate::store::Ledger::default();
     let ledger = &ledger;
     let stores = cfg.stores.iter().map(|s| async move {
         match crate::store::open(s, ledger) {

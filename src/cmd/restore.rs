@@ -48,7 +48,7 @@ async fn restore(cfg: &Config, state: &State, args: &RestoreArgs) -> Result<Exit
             })?;
         plan.push((rt, key, rec));
     }
-    let ledger = crate::budget::Ledger::new(state.load_budgets(chrono::Utc::now()).await?);
+    let ledger = store::Ledger::new(state.load_budgets(chrono::Utc::now()).await?);
     let store = store::open(store_cfg, &ledger).map_err(|e| Error::Unreachable(e.to_string()))?;
     if !args.overwrite {
         for (rt, key, _) in &plan {

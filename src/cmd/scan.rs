@@ -79,7 +79,7 @@ pub async fn run_with(cfg: &Config, args: &ScanArgs, ui: Ui) -> Result<Exit> {
         .map(|s| s.name.clone())
         .collect();
     let id = state.begin_scan(started, window, mode, &stores).await?;
-    let ledger = Arc::new(crate::budget::Ledger::new(
+    let ledger = Arc::new(crate::store::Ledger::new(
         state.load_budgets(started).await?,
     ));
     let list_costs = state.list_costs(&stores).await?;

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod budget;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -25,9 +27,9 @@ use super::cloud::{FIRST_BACKOFF, TRIES, error_chain, http_client};
 use super::{
     ListOptions, ListStream, Listed, MoveResult, Moved, Object, Store, StoreError, unusable,
 };
-use crate::budget::Budget;
 use crate::config::CloudinaryLocation;
 use crate::key::{ResourceType, is_representable};
+use budget::Budget;
 
 /// Resources one list or search call returns, the API's maximum.
 pub const LIST_PAGE: usize = 500;

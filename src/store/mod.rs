@@ -7,13 +7,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
-use crate::budget::Ledger;
 use crate::config::{StoreConfig, StoreLocation};
 use crate::key::ResourceType;
 
 pub mod azure;
 mod cloud;
 pub mod cloudinary;
+
+pub use cloudinary::budget::{self, Ledger};
 pub mod gcs;
 pub mod local;
 pub mod s3;
