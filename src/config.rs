@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
-use crate::key::{KeyFormat, ResourceType};
+use crate::key::{KeyContext, KeyFormat, ResourceType};
 
 type Text = Spanned<String>;
 
@@ -317,6 +317,18 @@ pub struct StoreConfig {
     pub quarantine: Option<Quarantine>,
     pub list_concurrency: usize,
     pub max_lookups: usize,
+}
+
+impl StoreConfig {
+    /// What parsing a reference's values needs from this store: its `public_url`, the
+    /// reference's `key_prefix`, and the cloud name of a Cloudinary store.
+    pub fn key_context(&self, key_prefix: &str) -> KeyContext {
+        KeyContext {
+            public_url: self.public_url.clone(),
+            key_prefix: key_prefix.to_string(),
+            cloud_name: self.location.cloudinary().map(|c| c.cloud.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

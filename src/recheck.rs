@@ -72,12 +72,7 @@ impl RowSink for Collect {
 }
 
 fn context(cfg: &Config, rc: &ReferenceConfig) -> KeyContext {
-    let store = &cfg.stores[rc.store];
-    KeyContext {
-        public_url: store.public_url.clone(),
-        key_prefix: rc.key_prefix.clone(),
-        cloud_name: store.location.cloudinary().map(|c| c.cloud.clone()),
-    }
+    cfg.stores[rc.store].key_context(&rc.key_prefix)
 }
 
 /// Every stored value of a `path` reference that reads as `key`.

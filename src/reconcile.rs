@@ -321,11 +321,7 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
         let (tx, rx) = mpsc::channel::<RefBatch>(16);
         for &r in refs.iter().filter(|&&r| cfg.references[r].store == s) {
             let rc = cfg.references[r].clone();
-            let ctx = KeyContext {
-                public_url: cfg.stores[s].public_url.clone(),
-                key_prefix: rc.key_prefix.clone(),
-                cloud_name: cfg.stores[s].location.cloudinary().map(|c| c.cloud.clone()),
-            };
+            let ctx = cfg.stores[s].key_context(&rc.key_prefix);
             let store_name = cfg.stores[s].name.clone();
             let Some(db) = dbs.get(&rc.database).cloned() else {
                 ref_tasks.push(tokio::spawn(async move {
@@ -455,13 +451,8 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
 fn quarantine_prefixes(cfg: &Config, s: usize) -> Vec<String> {
     let me = &cfg.stores[s];
     let mut out = Vec::new();
-    if let Some(q) = &me.quarantine {
-        // Cloudinary public_ids go to the prefix without its leading dot (SPEC §6).
-        if me.location.cloudinary().is_some() {
-            out.push(q.prefix.trim_start_matches('.').to_string());
-        } else {
-            out.push(q.prefix.clone());
-        }
+    if let Some(prefix) = store::trash_prefix(me) {
+        out.push(prefix);
     }
     for (i, other) in cfg.stores.iter().enumerate() {
         if i == s {

@@ -7,15 +7,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 
-use crate::config::{Config, StoreConfig};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::key::ResourceType;
 use crate::queue::{Entry, Outcome};
 use crate::recheck::{Cost, Recheck};
 use crate::state::State;
-use crate::store::{self, Ledger, Moved, Store, StoreError};
+use crate::store::{self, Ledger, Moved, Store, StoreError, quarantine_key};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -142,17 +142,6 @@ fn is_dead(holder: &str) -> bool {
         ),
         None => false,
     }
-}
-
-/// `<prefix><YYYYMMDDTHHMMSSZ>/<key>`; on Cloudinary the prefix loses its leading dot.
-pub fn quarantine_key(store: &StoreConfig, key: &str, at: DateTime<Utc>) -> Option<String> {
-    let q = store.quarantine.as_ref()?;
-    let prefix = if store.location.cloudinary().is_some() {
-        q.prefix.trim_start_matches('.')
-    } else {
-        q.prefix.as_str()
-    };
-    Some(format!("{prefix}{}/{key}", at.format("%Y%m%dT%H%M%SZ")))
 }
 
 fn backoff(opts: &RunOptions, attempts_before: u32) -> Duration {

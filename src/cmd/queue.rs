@@ -10,7 +10,6 @@ use crate::cli::{
 };
 use crate::config::{Config, StoreConfig};
 use crate::error::{Error, Exit, Result};
-use crate::key::{KeyContext, KeyFormat, ResourceType, unrepresentable_reason};
 use crate::queue::{self, Entry, NewEntry, Selection};
 use crate::state::State;
 use crate::worker::{self, RunOptions, Totals};
@@ -45,69 +44,6 @@ pub fn store_named<'a>(cfg: &'a Config, name: &str) -> Result<&'a StoreConfig> {
     })
 }
 
-/// A key typed on the command line, with its resource type (SPEC §3): on Cloudinary from
-/// `--resource-type` or the `cloudinary` key format, a bare public_id only when the store
-/// lists a single type; elsewhere the key as written.
-pub fn typed_key(
-    store: &StoreConfig,
-    resource_type: Option<&str>,
-    key: &str,
-) -> Result<(ResourceType, String)> {
-    let explicit = match resource_type {
-        None => None,
-        Some(t) => Some(ResourceType::parse_cloudinary(t).ok_or_else(|| {
-            Error::Usage(format!("--resource-type `{t}`: use image, video or raw"))
-        })?),
-    };
-    let Some(cloud) = store.location.cloudinary() else {
-        if explicit.is_some() {
-            return Err(Error::Usage(format!(
-                "--resource-type is for Cloudinary stores; store `{}` has no resource types",
-                store.name
-            )));
-        }
-        if let Some(why) = unrepresentable_reason(key) {
-            return Err(Error::Usage(format!(
-                "`{key}` is not a key of store `{}` ({why}); keys are relative to the store root, like `uploads/a.jpg`",
-                store.name
-            )));
-        }
-        return Ok((ResourceType::Plain, key.to_string()));
-    };
-    let ctx = KeyContext {
-        public_url: store.public_url.clone(),
-        key_prefix: String::new(),
-        cloud_name: Some(cloud.cloud.clone()),
-    };
-    let parsed = KeyFormat::Cloudinary.parse(key, explicit.map(ResourceType::as_str), &ctx);
-    let Some(k) = parsed.keys.into_iter().next() else {
-        return Err(Error::Usage(format!(
-            "`{key}` is not a public_id or Cloudinary URL of store `{}`",
-            store.name
-        )));
-    };
-    let rt = match (explicit, k.resource_type) {
-        (Some(t), _) => t,
-        (None, Some(t)) if t != ResourceType::Plain => t,
-        _ => match cloud.resource_types.as_slice() {
-            [only] => *only,
-            _ => {
-                return Err(Error::Usage(format!(
-                    "`{key}` is a bare public_id: give its type with --resource-type image|video|raw, or write it as image/upload/{key}"
-                )));
-            }
-        },
-    };
-    if !cloud.resource_types.contains(&rt) {
-        return Err(Error::Usage(format!(
-            "store `{}` does not list resource type `{}`",
-            store.name,
-            rt.as_str()
-        )));
-    }
-    Ok((rt, k.key))
-}
-
 async fn add(cfg: &Config, state: &State, a: &QueueAddArgs) -> Result<Exit> {
     let store = store_named(cfg, &a.store)?;
     let mut raw: Vec<String> = Vec::new();
@@ -132,7 +68,7 @@ async fn add(cfg: &Config, state: &State, a: &QueueAddArgs) -> Result<Exit> {
     let entries = raw
         .iter()
         .map(|k| {
-            let (rt, key) = typed_key(store, a.resource_type.as_deref(), k)?;
+            let (rt, key) = crate::store::typed_key(store, a.resource_type.as_deref(), k)?;
             Ok(NewEntry {
                 store: store.name.clone(),
                 resource_type: rt,

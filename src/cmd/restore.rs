@@ -36,7 +36,7 @@ async fn restore(cfg: &Config, state: &State, args: &RestoreArgs) -> Result<Exit
     // Every key is checked before anything moves.
     let mut plan = Vec::new();
     for k in &args.keys {
-        let (rt, key) = super::queue::typed_key(store_cfg, args.resource_type.as_deref(), k)?;
+        let (rt, key) = store::typed_key(store_cfg, args.resource_type.as_deref(), k)?;
         let rec = state
             .newest_quarantine(&store_cfg.name, rt.as_str(), &key)
             .await?

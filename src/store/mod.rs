@@ -248,6 +248,53 @@ pub(crate) fn unusable(key: &str) -> Option<String> {
     crate::key::unrepresentable_reason(key).map(|why| format!("not a usable key ({why})"))
 }
 
+/// The store's quarantine prefix as its keys spell it; `None` when quarantine is off.
+pub fn trash_prefix(cfg: &StoreConfig) -> Option<String> {
+    let q = cfg.quarantine.as_ref()?;
+    Some(match &cfg.location {
+        StoreLocation::Cloudinary(_) => cloudinary::trash_prefix(&q.prefix),
+        _ => q.prefix.clone(),
+    })
+}
+
+/// Where `key` goes when it is quarantined at `at`: `<trash prefix><YYYYMMDDTHHMMSSZ>/<key>`;
+/// `None` when quarantine is off.
+pub fn quarantine_key(cfg: &StoreConfig, key: &str, at: DateTime<Utc>) -> Option<String> {
+    trash_prefix(cfg).map(|prefix| format!("{prefix}{}/{key}", at.format("%Y%m%dT%H%M%SZ")))
+}
+
+/// A key typed on the command line (`queue add`, `restore`), with its resource type (SPEC §3):
+/// `resource_type` is `--resource-type`. A store without resource types takes the key as written
+/// when it is representable; a Cloudinary store reads it as its key format does.
+pub fn typed_key(
+    cfg: &StoreConfig,
+    resource_type: Option<&str>,
+    key: &str,
+) -> crate::Result<(ResourceType, String)> {
+    let explicit = match resource_type {
+        None => None,
+        Some(t) => Some(ResourceType::parse_cloudinary(t).ok_or_else(|| {
+            crate::Error::Usage(format!("--resource-type `{t}`: use image, video or raw"))
+        })?),
+    };
+    if let StoreLocation::Cloudinary(loc) = &cfg.location {
+        return cloudinary::typed_key(cfg, loc, explicit, key).map_err(crate::Error::Usage);
+    }
+    if explicit.is_some() {
+        return Err(crate::Error::Usage(format!(
+            "--resource-type is for Cloudinary stores; store `{}` has no resource types",
+            cfg.name
+        )));
+    }
+    if let Some(why) = crate::key::unrepresentable_reason(key) {
+        return Err(crate::Error::Usage(format!(
+            "`{key}` is not a key of store `{}` ({why}); keys are relative to the store root, like `uploads/a.jpg`",
+            cfg.name
+        )));
+    }
+    Ok((ResourceType::Plain, key.to_string()))
+}
+
 /// Opens the backend a store's configuration names. Metered stores (Cloudinary) take their
 /// account's budget from `ledger`.
 pub fn open(cfg: &StoreConfig, ledger: &Ledger) -> Result<Arc<dyn Store>, StoreError> {

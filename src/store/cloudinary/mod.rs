@@ -27,8 +27,8 @@ use super::cloud::{FIRST_BACKOFF, TRIES, error_chain, http_client};
 use super::{
     ListOptions, ListStream, Listed, MoveResult, Moved, Object, Store, StoreError, unusable,
 };
-use crate::config::CloudinaryLocation;
-use crate::key::{ResourceType, is_representable};
+use crate::config::{CloudinaryLocation, StoreConfig};
+use crate::key::{KeyFormat, ResourceType, is_representable};
 use budget::Budget;
 
 /// Resources one list or search call returns, the API's maximum.
@@ -688,6 +688,51 @@ impl Inner {
         }
         Err(format!("rename of `{from}` failed after {TRIES} tries"))
     }
+}
+
+/// The quarantine prefix as public_ids spell it: without its leading dot (SPEC §6), since a
+/// public_id cannot start with one.
+pub(super) fn trash_prefix(prefix: &str) -> String {
+    prefix.trim_start_matches('.').to_string()
+}
+
+/// A public_id or Cloudinary URL typed on the command line, with its resource type: `explicit`
+/// (`--resource-type`), else the one the value names, else the store's only type. `Err` is the
+/// usage message.
+pub(super) fn typed_key(
+    cfg: &StoreConfig,
+    loc: &CloudinaryLocation,
+    explicit: Option<ResourceType>,
+    key: &str,
+) -> Result<(ResourceType, String), String> {
+    let ctx = cfg.key_context("");
+    let parsed = KeyFormat::Cloudinary.parse(key, explicit.map(ResourceType::as_str), &ctx);
+    let Some(k) = parsed.keys.into_iter().next() else {
+        return Err(format!(
+            "`{key}` is not a public_id or Cloudinary URL of store `{}`",
+            cfg.name
+        ));
+    };
+    let rt = match (explicit, k.resource_type) {
+        (Some(t), _) => t,
+        (None, Some(t)) if t != ResourceType::Plain => t,
+        _ => match loc.resource_types.as_slice() {
+            [only] => *only,
+            _ => {
+                return Err(format!(
+                    "`{key}` is a bare public_id: give its type with --resource-type image|video|raw, or write it as image/upload/{key}"
+                ));
+            }
+        },
+    };
+    if !loc.resource_types.contains(&rt) {
+        return Err(format!(
+            "store `{}` does not list resource type `{}`",
+            cfg.name,
+            rt.as_str()
+        ));
+    }
+    Ok((rt, k.key))
 }
 
 /// What `&public_ids%5B%5D=<id>` adds to a URL.
