@@ -261,9 +261,9 @@ pub async fn scan(cfg: &Config, opts: ScanOptions) -> Result<Findings> {
     let store_futs = store_handles.iter().map(|(s, st)| async move {
         let checked = match st {
             // A metered store's first real call tells as much, and a check would cost a call.
-            Ok(st) if st.checked_by_first_call() => Ok(()),
+            Ok(st) if st.capabilities().checked_by_first_call => Ok(()),
             Ok(st) => st.check().await,
-            Err(e) => Err(store::StoreError::Unreachable(e.to_string())),
+            Err(e) => Err(StoreError::unreachable(e.to_string())),
         };
         (*s, checked)
     });
@@ -1225,7 +1225,7 @@ fn look_up(
         chunks.push(keys.by_ref().take(LOOKUP_CHUNK).collect::<Vec<_>>());
     }
     futures::stream::iter(chunks)
-        .map(move |chunk| async move { store.head_many_of(rt, &chunk).await })
+        .map(move |chunk| async move { store.lookup_many(rt, &chunk).await })
         .buffer_unordered(LOOKUP_CONCURRENCY)
 }
 
@@ -1233,11 +1233,11 @@ fn look_up(
 /// store says so (metered stores do when their first call is refused).
 fn store_failed(c: &mut Classifier<'_>, warnings: &mut Vec<String>, what: &str, e: &StoreError) {
     c.stats.complete = false;
-    if matches!(e, StoreError::Unreachable(_)) {
+    if e.reached() {
+        warnings.push(format!("store {}: {what}: {e}", c.cfg.name));
+    } else {
         c.stats.reachable = false;
         warnings.push(format!("store {}: {e}", c.cfg.name));
-    } else {
-        warnings.push(format!("store {}: {what}: {e}", c.cfg.name));
     }
 }
 
@@ -1262,7 +1262,8 @@ async fn confirm_unseen(
     if syms.is_empty() {
         return;
     }
-    let types = store.resource_types();
+    let caps = store.capabilities();
+    let types = &caps.resource_types;
     let has_types = !types.contains(&ResourceType::Plain);
     // Keys per resource type; a Cloudinary reference without a type is looked up in each.
     let mut wanted: Vec<(ResourceType, Vec<String>)> =
@@ -1281,7 +1282,7 @@ async fn confirm_unseen(
         }
     }
     let keys: usize = wanted.iter().map(|(_, k)| k.len()).sum();
-    let look = match store.lookup_batch() {
+    let look = match caps.lookup_batch {
         Some(batch) => {
             let lookup_calls: u64 = wanted
                 .iter()
@@ -1293,8 +1294,7 @@ async fn confirm_unseen(
                 .get(&c.cfg.name)
                 .copied()
                 .unwrap_or_else(|| {
-                    (types.len() * set.keys.len().div_ceil(crate::store::cloudinary::LIST_PAGE))
-                        as u64
+                    (types.len() * set.keys.len().div_ceil(caps.list_page.max(1))) as u64
                 });
             tracing::debug!(store = %c.cfg.name, lookup_calls, list_calls, "look-ups or a listing");
             lookup_calls <= list_calls
@@ -1342,7 +1342,8 @@ async fn reconcile_store(
 ) -> StoreOutcome {
     let mut set = RefSet::new();
     let mut warnings = Vec::new();
-    let typed = !store.resource_types().contains(&ResourceType::Plain);
+    let caps = store.capabilities();
+    let typed = !caps.resource_types.contains(&ResourceType::Plain);
     let mut c = Classifier {
         cfg,
         cutoff,
@@ -1364,7 +1365,7 @@ async fn reconcile_store(
 
     let started = Instant::now();
     if opts.mode.orphans() {
-        let since = cutoff.filter(|_| store.lists_since());
+        let since = cutoff.filter(|_| caps.lists_since);
         let mut listing = store.list(ListOptions {
             with_meta: cutoff.is_some(),
             exclude_prefixes: exclude.clone(),
@@ -1504,8 +1505,9 @@ async fn reconcile_store(
             name_list(&c.skipped)
         ));
     }
-    c.stats.api_calls = store.api_calls();
-    c.stats.full_list_calls = Some(store.full_list_calls()).filter(|&n| n > 0);
+    let usage = store.usage();
+    c.stats.api_calls = usage.api_calls;
+    c.stats.full_list_calls = Some(usage.full_list_calls).filter(|&n| n > 0);
     StoreOutcome {
         stats: c.stats,
         orphans: c.orphans,

@@ -15,7 +15,9 @@ use crate::key::ResourceType;
 use crate::queue::{Entry, Outcome};
 use crate::recheck::{Cost, Recheck};
 use crate::state::State;
-use crate::store::{self, Ledger, Moved, Store, StoreError, quarantine_key};
+use crate::store::{
+    self, Gone, KeyError, KeyFailure, Ledger, MoveOptions, Moved, Store, StoreError, quarantine_key,
+};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -185,25 +187,35 @@ impl Worker<'_> {
     /// Notes whether a store call reached the store.
     fn note<T>(&mut self, store: &str, r: &Result<T, StoreError>) {
         match r {
-            Ok(_) | Err(StoreError::Failed(_)) => {
-                self.reached.insert(store.to_string());
-            }
-            Err(StoreError::Unreachable(_)) => {
+            Err(e) if !e.reached() => {
                 self.unreachable.insert(store.to_string());
+            }
+            _ => {
+                self.reached.insert(store.to_string());
             }
         }
     }
 
+    /// A store call that failed as a whole: its entries wait when the API budget stopped it,
+    /// else they are retried with backoff.
     fn call_failed(&self, e: &Entry, err: &StoreError) -> Outcome {
-        let metered = self
-            .cfg
-            .stores
-            .iter()
-            .any(|s| s.name == e.store && s.location.cloudinary().is_some());
-        if metered && self.ledger.stopped().is_some() {
+        if matches!(err, StoreError::BudgetStopped { .. }) {
             Outcome::Deferred
         } else {
             self.failed(e, err.to_string())
+        }
+    }
+
+    /// One key that failed: it waits when the budget stopped its call, fails at once when
+    /// trying again cannot help, and is retried with backoff otherwise.
+    fn key_failed(&self, e: &Entry, err: KeyError) -> Outcome {
+        match err.kind {
+            KeyFailure::BudgetStopped => Outcome::Deferred,
+            KeyFailure::Permanent | KeyFailure::AlreadyExists => Outcome::Failed {
+                error: err.message,
+                retry_at: None,
+            },
+            KeyFailure::Transient => self.failed(e, err.message),
         }
     }
 
@@ -220,10 +232,6 @@ impl Worker<'_> {
                 .map(|e| self.failed(e, why.clone()))
                 .collect();
         };
-        let metered = self.cfg.stores[si].location.cloudinary().is_some();
-        if metered && self.ledger.stopped().is_some() {
-            return vec![Outcome::Deferred; entries.len()];
-        }
         let store = match self.store(si) {
             Ok(s) => s,
             Err(why) => {
@@ -234,6 +242,11 @@ impl Worker<'_> {
                     .collect();
             }
         };
+        // A metered store (its first call tells reachability) spends the run's API budget: once
+        // that stopped, its entries wait for the next window untried.
+        if store.capabilities().checked_by_first_call && self.ledger.stopped().is_some() {
+            return vec![Outcome::Deferred; entries.len()];
+        }
         let rt = first.resource_type();
         let mut out: Vec<Option<Outcome>> = vec![None; entries.len()];
 
@@ -303,10 +316,16 @@ impl Worker<'_> {
             if e.reclaimed
                 && !e.is_copy_removal()
                 && let Some(q) = &e.quarantine_key
-                && let Ok(found) = store.head_many_of(rt, std::slice::from_ref(q)).await
+                && let Ok(found) = store.lookup_many(rt, std::slice::from_ref(q)).await
                 && found.first().is_some_and(Option::is_some)
             {
-                let back = store.move_many_of(rt, &[(q.clone(), e.key.clone())]).await;
+                let back = store
+                    .move_many(
+                        rt,
+                        &[(q.clone(), e.key.clone())],
+                        MoveOptions { replace: true },
+                    )
+                    .await;
                 out[i] = Some(match back.as_ref().map(|r| r.first().cloned()) {
                     Ok(Some(Ok(_))) => Outcome::Referenced(format!(
                         "referenced by `{name}`; moved back from {q}, where a stopped run had put it"
@@ -347,18 +366,15 @@ impl Worker<'_> {
                     owner.push(i);
                 }
             }
-            let answer = store.delete_many_gone(rt, &keys).await;
+            let answer = store.delete_many(rt, &keys).await;
             self.note(&first.store, &answer);
             match answer {
                 Ok(results) => {
                     for (&i, r) in owner.iter().zip(results) {
                         let outcome = match r {
-                            Ok(crate::store::Gone::Deleted) => Outcome::Deleted,
-                            Ok(crate::store::Gone::AlreadyGone) => Outcome::AlreadyGone,
-                            Err(_) if metered && self.ledger.stopped().is_some() => {
-                                Outcome::Deferred
-                            }
-                            Err(why) => self.failed(entries[i], why),
+                            Ok(Gone::Deleted) => Outcome::Deleted,
+                            Ok(Gone::AlreadyGone) => Outcome::AlreadyGone,
+                            Err(why) => self.key_failed(entries[i], why),
                         };
                         // Of an entry's two keys, a failure wins.
                         if !matches!(out[i], Some(Outcome::Failed { .. } | Outcome::Deferred)) {
@@ -380,7 +396,9 @@ impl Worker<'_> {
                 .map(|(i, to)| (entries[*i].key.clone(), to.clone()))
                 .collect();
             let keep = TimeDelta::from_std(q.keep).unwrap_or(TimeDelta::MAX);
-            let answer = store.move_many_of(rt, &pairs).await;
+            let answer = store
+                .move_many(rt, &pairs, MoveOptions { replace: true })
+                .await;
             self.note(&first.store, &answer);
             match answer {
                 Ok(results) => {
@@ -397,14 +415,14 @@ impl Worker<'_> {
                                 gone.push((*i, to.clone()));
                                 continue;
                             }
-                            Err(why) => self.failed(entries[*i], why),
+                            Err(why) => self.key_failed(entries[*i], why),
                         });
                     }
                     // Nothing at the key: deleted by someone else, or moved by an earlier
                     // attempt that stopped before recording it. The copy tells which.
                     if !gone.is_empty() {
                         let qkeys: Vec<String> = gone.iter().map(|(_, q)| q.clone()).collect();
-                        match store.head_many_of(rt, &qkeys).await {
+                        match store.lookup_many(rt, &qkeys).await {
                             Ok(found) => {
                                 for ((i, to), f) in gone.into_iter().zip(found) {
                                     out[i] = Some(match f {
@@ -527,7 +545,7 @@ pub async fn run(
             break Ok(());
         }
     };
-    totals.store_calls = w.stores.values().map(|s| s.api_calls()).sum();
+    totals.store_calls = w.stores.values().map(|s| s.usage().api_calls).sum();
     totals.reached = std::mem::take(&mut w.reached);
     totals.unreachable = std::mem::take(&mut w.unreachable);
     totals.db_unreachable = w.recheck.db_unreachable;

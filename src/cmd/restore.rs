@@ -5,7 +5,7 @@ use crate::cli::{Global, RestoreArgs};
 use crate::config::Config;
 use crate::error::{Error, Exit, Result};
 use crate::state::State;
-use crate::store::{self, Moved};
+use crate::store::{self, MoveOptions, Moved};
 
 pub async fn run(g: &Global, args: &RestoreArgs) -> Result<Exit> {
     let cfg = super::config_or_env(g)?;
@@ -53,7 +53,7 @@ async fn restore(cfg: &Config, state: &State, args: &RestoreArgs) -> Result<Exit
     if !args.overwrite {
         for (rt, key, _) in &plan {
             let found = store
-                .head_many_of(*rt, std::slice::from_ref(key))
+                .lookup_many(*rt, std::slice::from_ref(key))
                 .await
                 .map_err(|e| Error::Unreachable(e.to_string()))?;
             if found.first().is_some_and(Option::is_some) {
@@ -68,11 +68,10 @@ async fn restore(cfg: &Config, state: &State, args: &RestoreArgs) -> Result<Exit
     let mut restored = 0;
     for (rt, key, rec) in &plan {
         let pair = [(rec.quarantine_key.clone(), key.clone())];
-        let answer = if args.overwrite {
-            store.move_many_of(*rt, &pair).await
-        } else {
-            store.move_many_no_replace_of(*rt, &pair).await
+        let opts = MoveOptions {
+            replace: args.overwrite,
         };
+        let answer = store.move_many(*rt, &pair, opts).await;
         let moved = match answer {
             Ok(m) => m,
             // Some keys came back already: the run did part of its work (exit 4).

@@ -1,5 +1,6 @@
-//! The `Store` trait: what every storage backend offers the scan (and later the queue).
-//! Backends live in `store/<name>.rs`; nothing outside this module knows which one runs.
+//! The `Store` trait: what every storage backend offers the scan and the queue. Backends live in
+//! `store/<name>.rs` (Cloudinary in `store/cloudinary/`); nothing outside this module knows which
+//! one runs: callers see [`Capabilities`], typed keys and the errors of [`error`].
 
 use std::sync::Arc;
 
@@ -13,11 +14,14 @@ use crate::key::ResourceType;
 pub mod azure;
 mod cloud;
 pub mod cloudinary;
-
-pub use cloudinary::budget::{self, Ledger};
+mod error;
 pub mod gcs;
 pub mod local;
+pub mod memory;
 pub mod s3;
+
+pub use cloudinary::budget::{self, Ledger};
+pub use error::{Cause, KeyError, KeyFailure, StoreError};
 
 /// One object of a listing or a look-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +69,65 @@ pub struct ListOptions {
     /// Key prefixes left out of the listing (quarantine prefixes).
     pub exclude_prefixes: Vec<String>,
     /// A hint: only objects uploaded since then are wanted. A store may return more (the scan
-    /// filters again); one that honours it says so in [`Store::lists_since`].
+    /// filters again); one that honours it says so in [`Capabilities::lists_since`].
     pub since: Option<DateTime<Utc>>,
+}
+
+/// What a store can do, for the choices its callers make (look-ups or a listing, a check call
+/// or not, how far a restore can trust a move).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The resource types the store holds: `[Plain]` for every store but Cloudinary.
+    pub resource_types: Vec<ResourceType>,
+    /// Whether [`ListOptions::since`] limits the listing; then referenced keys the listing did
+    /// not return are confirmed by look-ups (or a full listing) before they are called missing.
+    pub lists_since: bool,
+    /// Keys one look-up call answers where look-ups are billed per call and weighed against a
+    /// listing's calls (Cloudinary: 100). `None`: look-ups are bounded by `max_lookups` instead.
+    pub lookup_batch: Option<usize>,
+    /// Objects one listing call returns at most (Cloudinary 500, S3 and GCS 1000, Azure 5000),
+    /// for estimates of what a listing costs.
+    pub list_page: usize,
+    /// Whether the run's first real call tells reachability, so that a run need not spend a
+    /// call on [`Store::check`] (metered APIs). `assetgc check` calls it regardless.
+    pub checked_by_first_call: bool,
+    /// Whether a move with `replace: false` refuses an existing destination atomically (the
+    /// folder store's `RENAME_NOREPLACE`, Cloudinary's `overwrite = false`). Elsewhere such a
+    /// move replaces like any other, and the caller's look-up just before is the only check.
+    pub atomic_no_replace: bool,
+}
+
+impl Capabilities {
+    /// A store of plain keys that lists everything, looks keys up one by one and moves without
+    /// an atomic refusal; `list_page` is its listing call's ceiling.
+    pub fn plain(list_page: usize) -> Self {
+        Capabilities {
+            resource_types: vec![ResourceType::Plain],
+            lists_since: false,
+            lookup_batch: None,
+            list_page,
+            checked_by_first_call: false,
+            atomic_no_replace: false,
+        }
+    }
+}
+
+/// Calls a store made so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Requests sent to the backend's API, retries included (0 for the folder store).
+    pub api_calls: u64,
+    /// Calls spent on listings without `since`: what a full listing costs, for the choice
+    /// between look-ups and a listing next time (counted where look-ups are billed per call).
+    pub full_list_calls: u64,
+}
+
+/// How a move treats an object already at its destination. No default: every caller decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveOptions {
+    /// Replace it (quarantine, `restore --overwrite`); `false` refuses the move with
+    /// [`KeyFailure::AlreadyExists`] where [`Capabilities::atomic_no_replace`] says it can.
+    pub replace: bool,
 }
 
 /// How one move (a quarantine, or a restore) ended.
@@ -82,170 +143,97 @@ pub enum Moved {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gone {
     Deleted,
-    /// Nothing was there (deleted by someone else, or never there).
+    /// Nothing was there (deleted by someone else, or never there). Only backends that can tell
+    /// say so (the folder store, Cloudinary, GCS and Azure); S3 answers `Deleted` either way.
     AlreadyGone,
-}
-
-/// One delete's outcome, telling "already gone" apart where the backend does.
-pub type GoneResult = Result<Gone, String>;
-
-/// One move's outcome: `Err` names why that move failed; the others go on.
-pub type MoveResult = Result<Moved, String>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot be reached at all (missing folder, refused credentials).
-    #[error("{0}")]
-    Unreachable(String),
-    /// A call failed; the operation stopped part way.
-    #[error("{0}")]
-    Failed(String),
 }
 
 pub type ListStream<'a> = BoxStream<'a, Result<Vec<Listed>, StoreError>>;
 
+/// A storage backend. Typed calls name a resource type the store holds (see
+/// [`Capabilities::resource_types`]; `Plain` also stands for the only type of a store that holds
+/// one): any other is an error without a call. Keys that are not representable (SPEC §2) are never
+/// sent to the backend: a look-up answers `None`, a delete or a move a permanent [`KeyError`].
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Where the store points, for messages (no secrets).
     fn describe(&self) -> String;
 
-    /// Confirms the store is reachable before a run uses it.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Calls made so far.
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+
+    /// Confirms the store is reachable before a run uses it: a store that fails its check is
+    /// left out of the run. The object stores answer a failure with one of the kinds that are
+    /// not [`StoreError::reached`].
     async fn check(&self) -> Result<(), StoreError>;
 
     /// Streams the whole store in pages; order is unspecified. Memory is bounded by the page size.
     fn list(&self, opts: ListOptions) -> ListStream<'_>;
 
-    /// Requests sent to the backend's API so far (0 for the folder store).
-    fn api_calls(&self) -> u64 {
-        0
-    }
-
-    /// Calls spent on listings without `since` so far: what a full listing costs, for the
-    /// choice between look-ups and a listing next time.
-    fn full_list_calls(&self) -> u64 {
-        0
-    }
-
-    /// Whether [`ListOptions::since`] limits the listing; then referenced keys the listing did
-    /// not return are confirmed by look-ups (or a full listing) before they are called missing.
-    fn lists_since(&self) -> bool {
-        false
-    }
-
-    /// Keys one look-up call answers, where look-ups are billed per call and weighed against a
-    /// listing's calls (Cloudinary: 100). `None`: look-ups are bounded by `max_lookups` instead.
-    fn lookup_batch(&self) -> Option<usize> {
-        None
-    }
-
-    /// Whether the run's first call tells reachability, so that `check` need not spend one
-    /// (metered APIs). `assetgc check` calls [`Store::check`] regardless.
-    fn checked_by_first_call(&self) -> bool {
-        false
-    }
-
-    /// The resource types the store holds: `[Plain]` for every store but Cloudinary.
-    fn resource_types(&self) -> Vec<ResourceType> {
-        vec![ResourceType::Plain]
-    }
-
-    /// [`Store::head_many`] for one resource type; `Plain` on stores without types.
-    async fn head_many_of(
-        &self,
-        resource_type: ResourceType,
-        keys: &[String],
-    ) -> Result<Vec<Option<Object>>, StoreError> {
-        if resource_type == ResourceType::Plain {
-            self.head_many(keys).await
-        } else {
-            Err(no_such_type(self, resource_type))
-        }
-    }
-
-    /// [`Store::delete_many`] for one resource type; `Plain` on stores without types.
-    async fn delete_many_of(
-        &self,
-        resource_type: ResourceType,
-        keys: &[String],
-    ) -> Result<Vec<Result<(), String>>, StoreError> {
-        if resource_type == ResourceType::Plain {
-            self.delete_many(keys).await
-        } else {
-            Err(no_such_type(self, resource_type))
-        }
-    }
-
-    /// [`Store::delete_many_of`], telling "already gone" apart where the backend does (the
-    /// folder store, Cloudinary); elsewhere every key gone is [`Gone::Deleted`].
-    async fn delete_many_gone(
-        &self,
-        resource_type: ResourceType,
-        keys: &[String],
-    ) -> Result<Vec<GoneResult>, StoreError> {
-        Ok(self
-            .delete_many_of(resource_type, keys)
-            .await?
-            .into_iter()
-            .map(|r| r.map(|()| Gone::Deleted))
-            .collect())
-    }
-
-    /// [`Store::move_many`] for one resource type; `Plain` on stores without types.
-    async fn move_many_of(
-        &self,
-        resource_type: ResourceType,
-        moves: &[(String, String)],
-    ) -> Result<Vec<MoveResult>, StoreError> {
-        if resource_type == ResourceType::Plain {
-            self.move_many(moves).await
-        } else {
-            Err(no_such_type(self, resource_type))
-        }
-    }
-
-    /// [`Store::move_many_of`] that refuses a move whose destination exists (`restore` without
-    /// `--overwrite`), atomically where the backend can: the folder store (`RENAME_NOREPLACE`) and
-    /// Cloudinary (`overwrite = false`). Elsewhere it moves as [`Store::move_many_of`] does, and
-    /// the caller's look-up just before is the only check.
-    async fn move_many_no_replace_of(
-        &self,
-        resource_type: ResourceType,
-        moves: &[(String, String)],
-    ) -> Result<Vec<MoveResult>, StoreError> {
-        self.move_many_of(resource_type, moves).await
-    }
-
-    /// Moves each `(from, to)` within the store (quarantine and restore), replacing what is at
-    /// `to`: a rename on the folder store, a server-side copy then a delete elsewhere. One outcome
-    /// per move, in order; keys that are not representable are refused without a call.
-    async fn move_many(&self, moves: &[(String, String)]) -> Result<Vec<MoveResult>, StoreError>;
-
     /// Point look-ups: for each key, the object with its size and time, or `None` when absent.
-    /// Keys that are not representable are never looked up and come back `None`.
-    async fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError>;
+    /// Any failure fails the call: "cannot tell" must never read as "missing".
+    async fn lookup_many(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Option<Object>>, StoreError>;
 
-    /// Bulk delete: one outcome per key, in order. `Ok` when the object is gone afterwards
-    /// (deleted now, or already absent); `Err(reason)` fails that key alone. Keys that are not
-    /// representable are never sent to the backend. `Err(StoreError)` only when the call could not
-    /// be made at all.
-    async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError>;
+    /// Bulk delete: one outcome per key, in order. A key is gone afterwards when it was deleted
+    /// or was not there. `Err` only when the call could not be made at all.
+    async fn delete_many(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Result<Gone, KeyError>>, StoreError>;
+
+    /// Moves each `(from, to)` within the store (quarantine and restore): a rename on the folder
+    /// store and Cloudinary, a server-side copy then a delete elsewhere. One outcome per move, in
+    /// order.
+    async fn move_many(
+        &self,
+        resource_type: ResourceType,
+        moves: &[(String, String)],
+        opts: MoveOptions,
+    ) -> Result<Vec<Result<Moved, KeyError>>, StoreError>;
 }
 
-/// A typed call on a store that has no such resource type.
-pub(crate) fn no_such_type<S: Store + ?Sized>(
-    store: &S,
+/// The resource type a typed call goes to on a store holding `types`: `resource_type` itself
+/// when the store holds it, or the only type of a store that holds one when `Plain` is asked for.
+/// `who` names the store in the refusal.
+pub(crate) fn resolve_type(
+    who: &str,
+    types: &[ResourceType],
     resource_type: ResourceType,
-) -> StoreError {
-    StoreError::Failed(format!(
-        "{} has no resource type `{}`",
-        store.describe(),
-        resource_type.as_str()
-    ))
+) -> Result<ResourceType, StoreError> {
+    if types.contains(&resource_type) {
+        return Ok(resource_type);
+    }
+    match (resource_type, types) {
+        (ResourceType::Plain, [only]) => Ok(*only),
+        (ResourceType::Plain, _) => Err(StoreError::permanent(format!(
+            "{who}: a Cloudinary key needs its resource type (the store lists {})",
+            types
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        _ => Err(StoreError::permanent(format!(
+            "{who} has no resource type `{}`",
+            resource_type.as_str()
+        ))),
+    }
 }
 
-/// Why a key is refused by `delete_many` without reaching the backend; `None` when it is usable.
-pub(crate) fn unusable(key: &str) -> Option<String> {
-    crate::key::unrepresentable_reason(key).map(|why| format!("not a usable key ({why})"))
+/// Why a key is refused by a delete or a move without reaching the backend; `None` when it is
+/// usable.
+pub(crate) fn unusable(key: &str) -> Option<KeyError> {
+    crate::key::unrepresentable_reason(key)
+        .map(|why| KeyError::permanent(format!("not a usable key ({why})")))
 }
 
 /// The store's quarantine prefix as its keys spell it; `None` when quarantine is off.
