@@ -160,7 +160,7 @@ async fn symlinks_out_of_the_root_are_never_listed_or_looked_up() {
     let answers = store
         .lookup_many(ResourceType::Plain, &keys)
         .await
-        .expect("head_many");
+        .expect("lookup_many");
     let found: Vec<&str> = keys
         .iter()
         .zip(&answers)
@@ -171,7 +171,7 @@ async fn symlinks_out_of_the_root_are_never_listed_or_looked_up() {
 }
 
 #[tokio::test]
-async fn head_many_never_leaves_the_root() {
+async fn lookup_many_never_leaves_the_root() {
     let l = layout();
     write_file(&l.root, "sub/inside.jpg", b"inside", SystemTime::now());
     let store = LocalStore::new(l.root.clone());
@@ -187,7 +187,7 @@ async fn head_many_never_leaves_the_root() {
     let answers = store
         .lookup_many(ResourceType::Plain, &keys)
         .await
-        .expect("head_many");
+        .expect("lookup_many");
     assert_eq!(answers.len(), keys.len());
     for (key, answer) in keys.iter().zip(&answers) {
         assert!(
@@ -357,7 +357,7 @@ async fn names_that_are_not_utf8_are_unrepresentable_never_objects() {
     let answers = store
         .lookup_many(ResourceType::Plain, &keys)
         .await
-        .expect("head_many");
+        .expect("lookup_many");
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
 }
 
@@ -394,7 +394,7 @@ async fn names_with_control_characters_are_unrepresentable() {
     let answers = store
         .lookup_many(ResourceType::Plain, &keys)
         .await
-        .expect("head_many");
+        .expect("lookup_many");
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
 }
 
@@ -475,7 +475,7 @@ async fn s3_conformance(list_concurrency: usize) {
     let answers = store
         .lookup_many(ResourceType::Plain, &keys)
         .await
-        .expect("head_many");
+        .expect("lookup_many");
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
     assert!(store.calls() > 0, "calls are counted");
 }
@@ -553,7 +553,7 @@ async fn s3_unrepresentable_keys_never_stop_a_listing_and_markers_are_not_object
         let answers = store
             .lookup_many(ResourceType::Plain, &keys)
             .await
-            .expect("head_many");
+            .expect("lookup_many");
         let found: Vec<&str> = keys
             .iter()
             .zip(&answers)

@@ -195,7 +195,7 @@ async fn azure_store_passes_the_conformance_suite() {
     let answers = store
         .lookup_many(ResourceType::Plain, &keys)
         .await
-        .expect("head_many");
+        .expect("lookup_many");
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
     assert!(store.calls() > 0, "calls are counted");
 
@@ -302,7 +302,7 @@ async fn azure_unrepresentable_names_never_stop_a_listing() {
         let answers = store
             .lookup_many(ResourceType::Plain, &keys)
             .await
-            .expect("head_many");
+            .expect("lookup_many");
         let found: Vec<&str> = keys
             .iter()
             .zip(&answers)
@@ -474,7 +474,7 @@ async fn gcs_store_passes_the_conformance_suite() {
     let answers = store
         .lookup_many(ResourceType::Plain, &keys)
         .await
-        .expect("head_many");
+        .expect("lookup_many");
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
     assert!(store.calls() > 0, "calls are counted");
 
@@ -558,7 +558,7 @@ async fn gcs_unrepresentable_names_never_stop_a_listing() {
         let answers = store
             .lookup_many(ResourceType::Plain, &keys)
             .await
-            .expect("head_many");
+            .expect("lookup_many");
         let found: Vec<&str> = keys
             .iter()
             .zip(&answers)

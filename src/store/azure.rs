@@ -41,7 +41,7 @@ const PAGE: u32 = 5000;
 const DELETES_PER_CALL: usize = 1;
 /// Delete requests in flight in one `delete_many`.
 const DELETE_CALLS_AT_ONCE: usize = 16;
-/// HEAD requests in flight in one `head_many`.
+/// HEAD requests in flight in one `lookup_many`.
 const HEADS_AT_ONCE: usize = 16;
 
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded.

@@ -1,6 +1,6 @@
 //! The `Store` trait: what every storage backend offers the scan and the queue. Backends live in
 //! `store/<name>.rs` (Cloudinary in `store/cloudinary/`); nothing outside this module knows which
-//! one runs: callers see [`Capabilities`], typed keys and the errors of [`error`].
+//! one runs: callers see [`Capabilities`], typed keys, [`StoreError`] and [`KeyError`].
 
 use std::sync::Arc;
 

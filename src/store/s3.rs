@@ -69,7 +69,7 @@ impl fmt::Debug for S3Settings {
 const PAGE: u32 = 1000;
 /// Listing pages waiting for the consumer; bounds memory to a few pages whatever the bucket.
 const PAGES_IN_FLIGHT: usize = 4;
-/// HEAD requests in flight in one `head_many`.
+/// HEAD requests in flight in one `lookup_many`.
 const HEADS_AT_ONCE: usize = 16;
 /// Keys a DeleteObjects call takes at most; S3's own ceiling.
 const DELETES_PER_CALL: usize = 1000;

@@ -117,7 +117,7 @@ const ODD_KEYS: &[&str] = &[
     "img2/photo.jpg",
     "img.jpg",
     "empty.txt",
-    // Representable neighbours of the unrepresentable keys that `head_many` must never look up:
+    // Representable neighbours of the unrepresentable keys that `lookup_many` must never look up:
     // a look-up that normalised `dbl//b.jpg` or `/abs` would find these.
     "dbl/b.jpg",
     "abs",
@@ -140,7 +140,7 @@ const QUARANTINE_KEYS: &[&str] = &[
     "nested/keep.jpg",
 ];
 
-/// Keys that are not representable (SPEC §2). `head_many` answers `None` for each without a look-up,
+/// Keys that are not representable (SPEC §2). `lookup_many` answers `None` for each without a look-up,
 /// even where a look-up that normalised the key would find an object of [`ODD_KEYS`].
 const UNREPRESENTABLE: &[&str] = &[
     "../x",

@@ -2,7 +2,7 @@
 //! parallel), the Search API for a listing limited to recent uploads, look-ups of up to 100
 //! public_ids a call, and deletes of up to 100 public_ids a call. Every Admin API call passes the
 //! account's [`Budget`] first and reports the provider's rate-limit headers back to it, all in
-//! [`client`]. Moves (quarantine and restore) are the Upload API's `rename`.
+//! `client.rs`. Moves (quarantine and restore) are the Upload API's `rename`.
 //!
 //! Written against the REST API with `reqwest`: no maintained Rust crate covers the Admin API.
 //!
@@ -264,7 +264,7 @@ impl Inner {
     }
 
     /// Look-ups of one resource type, up to 100 public_ids a call.
-    async fn head_of(
+    async fn lookup_of(
         &self,
         rt: ResourceType,
         keys: &[String],
@@ -659,7 +659,7 @@ impl Store for CloudinaryStore {
         keys: &[String],
     ) -> Result<Vec<Option<Object>>, StoreError> {
         let rt = self.typed(resource_type)?;
-        self.inner.head_of(rt, keys).await
+        self.inner.lookup_of(rt, keys).await
     }
 
     async fn delete_many(
