@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::Utc;
 use tokio::sync::broadcast;
 
-use crate::budget::Ledger;
 use crate::config::{Config, StoreConfig};
 use crate::domain::budget::BudgetLog;
 use crate::domain::event::Event;
 use crate::error::{Error, Result};
 use crate::state::State;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Ledger, Store, StoreError};
 
 /// Events a slow listener may fall behind by before it misses some.
 const EVENT_BACKLOG: usize = 1024;
@@ -69,7 +68,7 @@ impl App {
             .iter()
             .find(|s| s.name == name)
             .ok_or_else(|| {
-                StoreError::Failed(format!("store `{name}` is not in the configuration"))
+                StoreError::permanent(format!("store `{name}` is not in the configuration"))
             })?;
         let opened = store::open(cfg, &self.ledger)?;
         stores.insert(name.to_string(), Arc::clone(&opened));

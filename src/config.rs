@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
-use crate::key::{KeyFormat, ResourceType};
+use crate::key::{KeyContext, KeyFormat, ResourceType};
 
 type Text = Spanned<String>;
 
@@ -320,10 +320,10 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// How a reference of this store reads its values: the store's `public_url`, the
-    /// reference's `key_prefix`, and the cloud whose delivery URLs are this store's.
-    pub fn key_context(&self, key_prefix: &str) -> crate::key::KeyContext {
-        crate::key::KeyContext {
+    /// What parsing a reference's values needs from this store: its `public_url`, the
+    /// reference's `key_prefix`, and the cloud name of a Cloudinary store.
+    pub fn key_context(&self, key_prefix: &str) -> KeyContext {
+        KeyContext {
             public_url: self.public_url.clone(),
             key_prefix: key_prefix.to_string(),
             cloud_name: self.location.cloudinary().map(|c| c.cloud.clone()),

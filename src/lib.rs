@@ -21,7 +21,6 @@
 #![allow(clippy::single_match_else)]
 
 pub mod app;
-pub mod budget;
 pub mod cli;
 pub mod cmd;
 pub mod config;

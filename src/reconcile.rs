@@ -52,7 +52,7 @@ impl StoreJob {
         ListOptions {
             with_meta: self.cutoff.is_some(),
             exclude_prefixes: self.exclude.clone(),
-            since: self.cutoff.filter(|_| store.lists_since()),
+            since: self.cutoff.filter(|_| store.capabilities().lists_since),
         }
     }
 }
@@ -70,13 +70,8 @@ pub struct StoreOutcome {
 pub fn quarantine_prefixes(cfg: &Config, s: usize) -> Vec<String> {
     let me = &cfg.stores[s];
     let mut out = Vec::new();
-    if let Some(q) = &me.quarantine {
-        // Cloudinary public_ids go to the prefix without its leading dot (SPEC §6).
-        if me.location.cloudinary().is_some() {
-            out.push(q.prefix.trim_start_matches('.').to_string());
-        } else {
-            out.push(q.prefix.clone());
-        }
+    if let Some(prefix) = crate::store::trash_prefix(me) {
+        out.push(prefix);
     }
     for (i, other) in cfg.stores.iter().enumerate() {
         if i == s {
@@ -828,7 +823,7 @@ fn look_up(
         chunks.push(keys.by_ref().take(LOOKUP_CHUNK).collect::<Vec<_>>());
     }
     futures::stream::iter(chunks)
-        .map(move |chunk| async move { store.head_many_of(rt, &chunk).await })
+        .map(move |chunk| async move { store.lookup_many(rt, &chunk).await })
         .buffer_unordered(LOOKUP_CONCURRENCY)
 }
 
@@ -836,16 +831,16 @@ fn look_up(
 /// store says so (metered stores do when their first call is refused).
 fn store_failed(c: &mut Classifier<'_>, warnings: &mut Vec<Warning>, what: &str, e: &StoreError) {
     c.stats.complete = false;
-    if matches!(e, StoreError::Unreachable(_)) {
-        c.stats.reachable = false;
-        warnings.push(Warning::StoreUnreachable {
-            store: c.cfg.name.clone(),
-            error: e.to_string(),
-        });
-    } else {
+    if e.reached() {
         warnings.push(Warning::StoreCall {
             store: c.cfg.name.clone(),
             what: what.to_string(),
+            error: e.to_string(),
+        });
+    } else {
+        c.stats.reachable = false;
+        warnings.push(Warning::StoreUnreachable {
+            store: c.cfg.name.clone(),
             error: e.to_string(),
         });
     }
@@ -871,7 +866,8 @@ async fn confirm_unseen(
     if syms.is_empty() {
         return;
     }
-    let types = store.resource_types();
+    let caps = store.capabilities();
+    let types = &caps.resource_types;
     let has_types = !types.contains(&ResourceType::Plain);
     // Keys per resource type; a Cloudinary reference without a type is looked up in each.
     let mut wanted: Vec<(ResourceType, Vec<String>)> =
@@ -890,7 +886,7 @@ async fn confirm_unseen(
         }
     }
     let keys: usize = wanted.iter().map(|(_, k)| k.len()).sum();
-    let look = match store.lookup_batch() {
+    let look = match caps.lookup_batch {
         Some(batch) => {
             let lookup_calls: u64 = wanted
                 .iter()
@@ -898,7 +894,7 @@ async fn confirm_unseen(
                 .sum();
             // The last full listing's cost, else one call per 500 referenced keys a type.
             let list_calls = job.list_cost.unwrap_or_else(|| {
-                (types.len() * set.keys.len().div_ceil(crate::store::cloudinary::LIST_PAGE)) as u64
+                (types.len() * set.keys.len().div_ceil(caps.list_page.max(1))) as u64
             });
             tracing::debug!(store = %c.cfg.name, lookup_calls, list_calls, "look-ups or a listing");
             lookup_calls <= list_calls
@@ -956,7 +952,10 @@ pub async fn reconcile_store(
     let cfg = &job.cfg;
     let mut set = RefSet::new();
     let mut warnings = Vec::new();
-    let typed = !store.resource_types().contains(&ResourceType::Plain);
+    let typed = !store
+        .capabilities()
+        .resource_types
+        .contains(&ResourceType::Plain);
     let mut c = Classifier {
         cfg,
         cutoff: job.cutoff,

@@ -1444,3 +1444,23 @@ async fn fail_renames_of_answers_500_and_moves_nothing() {
     assert_eq!(other.status, 200, "{}", other.json);
     assert_eq!(emulator.calls_to("POST /image/rename"), 4);
 }
+
+#[tokio::test]
+async fn refuse_renames_of_answers_its_status_and_moves_nothing() {
+    let opts = Options::default();
+    let (emulator, api) = start(&opts);
+    emulator.add_many([Resource::image("a", at(0)), Resource::image("c", at(1))]);
+    emulator.refuse_renames_of(&["a"], 400);
+    let rename = |from: &str, to: &str| {
+        emulator.signed_params(&[("from_public_id", from), ("to_public_id", to)])
+    };
+
+    let refused = api.upload("/image/rename", rename("a", "b")).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.message(), "Asset a cannot be renamed");
+    assert!(emulator.exists("image", "a"));
+    assert!(!emulator.exists("image", "b"));
+
+    let other = api.upload("/image/rename", rename("c", "d")).await;
+    assert_eq!(other.status, 200, "{}", other.json);
+}

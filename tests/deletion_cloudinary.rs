@@ -250,6 +250,32 @@ fn cloudinary_failing_renames_are_retried_then_failed() {
     assert_eq!(list[0]["attempts"], 3);
 }
 
+/// A rename Cloudinary refuses with a client error will be refused again: the entry fails at once,
+/// after one attempt, while the others are quarantined.
+#[test]
+fn cloudinary_renames_refused_for_good_fail_at_once() {
+    let app = app("");
+    app.ok(&["scan", "--all"]);
+    app.emulator.refuse_renames_of(&["tmp/o3"], 400);
+    let cfg = std::fs::read_to_string(&app.config).expect("c");
+    std::fs::write(&app.config, format!("{cfg}\n[queue]\nbackoff = \"0s\"\n")).expect("c");
+    let r = assetgc(&app.config, &["purge", "--confirm", "--allow-mass-delete"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("quarantined:   7"), "{}", r.stdout);
+    assert!(r.stdout.contains("failed:        1"), "{}", r.stdout);
+    assert!(app.ids().contains("image/tmp/o3"));
+    let list: Value =
+        serde_json::from_str(&app.ok(&["queue", "list", "--failed", "--json"])).expect("json");
+    assert_eq!(list[0]["key"], "tmp/o3");
+    assert_eq!(list[0]["attempts"], 1, "{list}");
+    assert!(
+        list[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot be renamed")),
+        "{list}"
+    );
+}
+
 #[test]
 fn cloudinary_queue_add_needs_a_resource_type() {
     let app = app("quarantine = false");

@@ -11,10 +11,12 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use assetgc::key::ResourceType;
 use assetgc::store::local::LocalStore;
+use assetgc::store::memory::MemoryStore;
 use assetgc::store::s3::{S3Settings, S3Store};
-use assetgc::store::{ListOptions, Store, StoreError};
-use common::conformance::{self, Listing, Seeder, list_all};
+use assetgc::store::{KeyFailure, ListOptions, MoveOptions, Moved, Store, StoreError};
+use common::conformance::{self, Backend, Listing, Seeder, list_all};
 use common::s3::Bucket;
 use common::write_file;
 
@@ -33,7 +35,36 @@ impl Seeder for Files<'_> {
 async fn folder_store_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = LocalStore::new(dir.path().to_path_buf());
-    conformance::run(&store, &Files { root: dir.path() }).await;
+    let files = Files { root: dir.path() };
+    conformance::run(&Backend {
+        tells_already_gone: true,
+        ..Backend::plain(&store, &files)
+    })
+    .await;
+}
+
+/// Seeds the memory store: objects put into its map.
+struct InMemory<'a> {
+    store: &'a MemoryStore,
+}
+
+impl Seeder for InMemory<'_> {
+    fn put(&self, key: &str, body: &[u8]) {
+        let size = u64::try_from(body.len()).expect("a small body");
+        self.store
+            .put(ResourceType::Plain, key, size, chrono::Utc::now());
+    }
+}
+
+#[tokio::test]
+async fn memory_store_passes_the_conformance_suite() {
+    let store = MemoryStore::new("conformance");
+    let seed = InMemory { store: &store };
+    conformance::run(&Backend {
+        tells_already_gone: true,
+        ..Backend::plain(&store, &seed)
+    })
+    .await;
 }
 
 /// A temporary folder holding the store's root and, beside it, files the store must never reach.
@@ -126,7 +157,10 @@ async fn symlinks_out_of_the_root_are_never_listed_or_looked_up() {
     ]
     .map(String::from)
     .into();
-    let answers = store.head_many(&keys).await.expect("head_many");
+    let answers = store
+        .lookup_many(ResourceType::Plain, &keys)
+        .await
+        .expect("lookup_many");
     let found: Vec<&str> = keys
         .iter()
         .zip(&answers)
@@ -137,7 +171,7 @@ async fn symlinks_out_of_the_root_are_never_listed_or_looked_up() {
 }
 
 #[tokio::test]
-async fn head_many_never_leaves_the_root() {
+async fn lookup_many_never_leaves_the_root() {
     let l = layout();
     write_file(&l.root, "sub/inside.jpg", b"inside", SystemTime::now());
     let store = LocalStore::new(l.root.clone());
@@ -150,7 +184,10 @@ async fn head_many_never_leaves_the_root() {
         "./real.jpg".into(),
         "sub//inside.jpg".into(),
     ];
-    let answers = store.head_many(&keys).await.expect("head_many");
+    let answers = store
+        .lookup_many(ResourceType::Plain, &keys)
+        .await
+        .expect("lookup_many");
     assert_eq!(answers.len(), keys.len());
     for (key, answer) in keys.iter().zip(&answers) {
         assert!(
@@ -186,7 +223,10 @@ async fn delete_many_never_removes_through_a_link_or_a_link_itself() {
     ]
     .map(String::from)
     .into();
-    let outcomes = store.delete_many(&keys).await.expect("delete_many");
+    let outcomes = store
+        .delete_many(ResourceType::Plain, &keys)
+        .await
+        .expect("delete_many");
     let deleted: Vec<&str> = keys
         .iter()
         .zip(&outcomes)
@@ -200,7 +240,10 @@ async fn delete_many_never_removes_through_a_link_or_a_link_itself() {
     );
     for (key, outcome) in keys.iter().zip(&outcomes) {
         if let Err(reason) = outcome {
-            assert!(reason.contains("symbolic link"), "{key:?}: {reason}");
+            assert!(
+                reason.message.contains("symbolic link"),
+                "{key:?}: {reason}"
+            );
         }
     }
     assert!(!survives(&l.root.join("real.jpg")) && !survives(&l.root.join("sub/ok.jpg")));
@@ -228,7 +271,10 @@ async fn delete_many_refuses_keys_out_of_the_root_and_folders() {
         "sub/".into(),
         "sub".into(),
     ];
-    let outcomes = store.delete_many(&keys).await.expect("delete_many");
+    let outcomes = store
+        .delete_many(ResourceType::Plain, &keys)
+        .await
+        .expect("delete_many");
     assert_eq!(outcomes.len(), keys.len());
     for (key, outcome) in keys.iter().zip(&outcomes) {
         assert!(outcome.is_err(), "{key:?} was not refused: {outcome:?}");
@@ -236,7 +282,22 @@ async fn delete_many_refuses_keys_out_of_the_root_and_folders() {
     assert!(
         outcomes[7]
             .as_ref()
-            .is_err_and(|reason| reason.contains("folder")),
+            .is_err_and(|reason| reason.message.contains("folder")),
+        "{outcomes:?}"
+    );
+    // Keys out of the root fail for good; a folder in the way may be gone next time.
+    for outcome in &outcomes[..7] {
+        assert!(
+            outcome
+                .as_ref()
+                .is_err_and(|e| e.kind == KeyFailure::Permanent),
+            "{outcomes:?}"
+        );
+    }
+    assert!(
+        outcomes[7]
+            .as_ref()
+            .is_err_and(|e| e.kind == KeyFailure::Transient),
         "{outcomes:?}"
     );
     for path in [
@@ -255,8 +316,8 @@ async fn delete_many_of_a_missing_root_fails_the_call() {
     let keys = vec!["a.jpg".to_owned()];
     assert!(
         matches!(
-            store.delete_many(&keys).await,
-            Err(StoreError::Unreachable(_))
+            store.delete_many(ResourceType::Plain, &keys).await,
+            Err(StoreError::Unreachable { .. })
         ),
         "a missing root is no store, not a store where everything is already gone"
     );
@@ -293,7 +354,10 @@ async fn names_that_are_not_utf8_are_unrepresentable_never_objects() {
     ]
     .map(String::from)
     .into();
-    let answers = store.head_many(&keys).await.expect("head_many");
+    let answers = store
+        .lookup_many(ResourceType::Plain, &keys)
+        .await
+        .expect("lookup_many");
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
 }
 
@@ -327,7 +391,10 @@ async fn names_with_control_characters_are_unrepresentable() {
 
     // The files exist under exactly these names; the keys are still never looked up.
     let keys: Vec<String> = names.map(String::from).into();
-    let answers = store.head_many(&keys).await.expect("head_many");
+    let answers = store
+        .lookup_many(ResourceType::Plain, &keys)
+        .await
+        .expect("lookup_many");
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
 }
 
@@ -336,7 +403,7 @@ async fn a_missing_root_fails_check_and_listing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = LocalStore::new(dir.path().join("missing"));
     match store.check().await {
-        Err(StoreError::Unreachable(_)) => {}
+        Err(StoreError::Unreachable { .. }) => {}
         other => panic!("check() of a missing root: {other:?}"),
     }
 
@@ -358,7 +425,7 @@ async fn a_root_that_is_a_file_fails_check() {
     let file = write_file(dir.path(), "not-a-folder", b"x", SystemTime::now());
     let store = LocalStore::new(file);
     match store.check().await {
-        Err(StoreError::Unreachable(_)) => {}
+        Err(StoreError::Unreachable { .. }) => {}
         other => panic!("check() of a root that is a file: {other:?}"),
     }
 }
@@ -395,20 +462,20 @@ async fn s3_conformance(list_concurrency: usize) {
         bucket.put(key, b"not this store's").await;
     }
     let store = bucket.store("app/", list_concurrency);
-    conformance::run(
-        &store,
-        &S3Objects {
-            bucket: &bucket,
-            prefix: "app/",
-        },
-    )
-    .await;
+    let seed = S3Objects {
+        bucket: &bucket,
+        prefix: "app/",
+    };
+    conformance::run(&Backend::plain(&store, &seed)).await;
 
     // Keys are relative to the prefix: no key reaches the objects beside it.
     let keys: Vec<String> = ["other/x.jpg", "../other/x.jpg", "2/y.jpg", "x.jpg", ""]
         .map(String::from)
         .into();
-    let answers = store.head_many(&keys).await.expect("head_many");
+    let answers = store
+        .lookup_many(ResourceType::Plain, &keys)
+        .await
+        .expect("lookup_many");
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
     assert!(store.calls() > 0, "calls are counted");
 }
@@ -483,7 +550,10 @@ async fn s3_unrepresentable_keys_never_stop_a_listing_and_markers_are_not_object
         ]
         .map(String::from)
         .into();
-        let answers = store.head_many(&keys).await.expect("head_many");
+        let answers = store
+            .lookup_many(ResourceType::Plain, &keys)
+            .await
+            .expect("lookup_many");
         let found: Vec<&str> = keys
             .iter()
             .zip(&answers)
@@ -513,7 +583,10 @@ async fn s3_delete_many_sends_1000_keys_a_call_and_stays_inside_the_prefix() {
     keys.push("x.jpg".to_owned());
     keys.extend(["../other/x.jpg", "", "/x.jpg"].map(String::from));
     let calls = store.calls();
-    let outcomes = store.delete_many(&keys).await.expect("delete_many");
+    let outcomes = store
+        .delete_many(ResourceType::Plain, &keys)
+        .await
+        .expect("delete_many");
     assert_eq!(store.calls() - calls, 2, "1001 keys in calls of 1000");
     assert!(outcomes[..1001].iter().all(Result::is_ok), "{outcomes:?}");
     assert!(outcomes[1001..].iter().all(Result::is_err), "{outcomes:?}");
@@ -533,8 +606,10 @@ async fn s3_delete_many_on_a_server_that_does_not_answer_fails_the_call() {
         .port();
     let store = Bucket::named(&format!("http://127.0.0.1:{port}"), "gone").store("app/", 1);
     let keys = vec!["a.jpg".to_owned(), "../b".to_owned()];
-    match store.delete_many(&keys).await {
-        Err(StoreError::Unreachable(msg)) => assert!(msg.contains("bucket `gone`"), "{msg}"),
+    match store.delete_many(ResourceType::Plain, &keys).await {
+        Err(StoreError::Unreachable { message, .. }) => {
+            assert!(message.contains("bucket `gone`"), "{message}");
+        }
         other => panic!("delete_many against a closed port: {other:?}"),
     }
     assert_eq!(
@@ -552,7 +627,7 @@ async fn s3_check_of_a_missing_bucket_is_unreachable_and_names_the_bucket() {
     let bucket = Bucket::named(&endpoint, "assetgc-never-created");
     let store = bucket.store("", 8);
     match store.check().await {
-        Err(StoreError::Unreachable(msg)) => {
+        Err(StoreError::NotFound { message: msg }) => {
             assert!(msg.contains("assetgc-never-created"), "{msg}");
             assert!(msg.contains("NoSuchBucket"), "{msg}");
             assert!(!msg.contains('\n'), "one line: {msg}");
@@ -588,7 +663,7 @@ async fn s3_listing_of_a_server_that_does_not_answer_fails() {
         assert_eq!(store.calls(), 5, "one call, tried five times");
         assert!(matches!(
             store.check().await,
-            Err(StoreError::Unreachable(_))
+            Err(StoreError::Unreachable { .. })
         ));
     }
 }
@@ -687,7 +762,7 @@ async fn s3_listing_that_keeps_failing_ends_with_an_error_naming_the_cause() {
     );
     assert_eq!(store.calls(), 5);
     match store.check().await {
-        Err(StoreError::Unreachable(msg)) => {
+        Err(StoreError::Unreachable { message: msg, .. }) => {
             assert!(
                 msg.contains("bucket `b`") && msg.contains("SlowDown"),
                 "{msg}"
@@ -699,8 +774,6 @@ async fn s3_listing_that_keeps_failing_ends_with_an_error_naming_the_cause() {
 
 #[tokio::test]
 async fn folder_moves_without_replace_refuse_an_existing_destination() {
-    use assetgc::key::ResourceType;
-    use assetgc::store::Moved;
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
     write_file(root, ".trash/t/a.jpg", b"copy", SystemTime::now());
@@ -708,11 +781,13 @@ async fn folder_moves_without_replace_refuse_an_existing_destination() {
     let store = LocalStore::new(root.to_path_buf());
     let pair = [(".trash/t/a.jpg".to_string(), "a.jpg".to_string())];
     let out = store
-        .move_many_no_replace_of(ResourceType::Plain, &pair)
+        .move_many(ResourceType::Plain, &pair, MoveOptions { replace: false })
         .await
         .expect("call");
     assert!(
-        out[0].as_ref().is_err_and(|e| e.contains("exists")),
+        out[0]
+            .as_ref()
+            .is_err_and(|e| e.kind == KeyFailure::AlreadyExists && e.message.contains("exists")),
         "{out:?}"
     );
     assert_eq!(
@@ -725,9 +800,147 @@ async fn folder_moves_without_replace_refuse_an_existing_destination() {
     );
     // With replace, as `restore --overwrite` does.
     let out = store
-        .move_many_of(ResourceType::Plain, &pair)
+        .move_many(ResourceType::Plain, &pair, MoveOptions { replace: true })
         .await
         .expect("call");
     assert_eq!(out, [Ok(Moved::Moved)]);
     assert_eq!(std::fs::read(root.join("a.jpg")).expect("a"), b"copy");
+}
+
+#[tokio::test]
+async fn folder_failures_say_whether_trying_again_can_help() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    write_file(root, "a.jpg", b"a", SystemTime::now());
+    std::fs::create_dir_all(root.join("d.jpg")).expect("a folder where a file should be");
+    let store = LocalStore::new(root.to_path_buf());
+
+    // A name longer than the filesystem takes is refused the same way every time.
+    let long = format!(".trash/t/{}.jpg", "n".repeat(300));
+    let out = store
+        .move_many(
+            ResourceType::Plain,
+            &[("a.jpg".to_string(), long)],
+            MoveOptions { replace: true },
+        )
+        .await
+        .expect("call");
+    assert!(
+        out[0]
+            .as_ref()
+            .is_err_and(|e| e.kind == KeyFailure::Permanent),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read(root.join("a.jpg")).expect("a"), b"a");
+
+    // A folder where a file should be may be a file again by the next attempt.
+    let out = store
+        .delete_many(ResourceType::Plain, &["d.jpg".to_string()])
+        .await
+        .expect("call");
+    assert!(
+        out[0]
+            .as_ref()
+            .is_err_and(|e| e.kind == KeyFailure::Transient && e.message.contains("folder")),
+        "{out:?}"
+    );
+    let moved = store
+        .move_many(
+            ResourceType::Plain,
+            &[("d.jpg".to_string(), ".trash/t/d.jpg".to_string())],
+            MoveOptions { replace: true },
+        )
+        .await
+        .expect("call");
+    assert!(
+        moved[0]
+            .as_ref()
+            .is_err_and(|e| e.kind == KeyFailure::Transient),
+        "{moved:?}"
+    );
+}
+
+/// A stand-in S3 endpoint that answers every request with `200 OK` and `body`, once it has read
+/// the request whole.
+async fn answering_endpoint(body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a port");
+    let endpoint = format!("http://{}", listener.local_addr().expect("local address"));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            let head_end = loop {
+                if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break request.len(),
+                    Ok(k) => request.extend_from_slice(&buf[..k]),
+                }
+            };
+            let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while request.len() < head_end + length {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => request.extend_from_slice(&buf[..k]),
+                }
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes()).await;
+        }
+    });
+    endpoint
+}
+
+/// DeleteObjects answers per key; S3's code says whether the key can go later: refused access
+/// and an archived object will not, a busy server may. (An answer naming `SlowDown` or
+/// `InternalError` anywhere is retried by `object_store` as a whole, then fails every key of the
+/// request as a request would: transient too.)
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_keys_refused_by_delete_objects_fail_by_their_code() {
+    let endpoint = answering_endpoint(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+<Deleted><Key>ok.jpg</Key></Deleted>
+<Error><Key>denied.jpg</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>
+<Error><Key>archived.jpg</Key><Code>InvalidObjectState</Code><Message>The operation is not valid for the object's storage class</Message></Error>
+<Error><Key>busy.jpg</Key><Code>ServiceUnavailable</Code><Message>Please try again.</Message></Error>
+</DeleteResult>"#,
+    )
+    .await;
+    let store = unsigned_store(&endpoint);
+    let keys: Vec<String> = ["ok.jpg", "denied.jpg", "archived.jpg", "busy.jpg"]
+        .map(String::from)
+        .into();
+    let out = store
+        .delete_many(ResourceType::Plain, &keys)
+        .await
+        .expect("one answer");
+    assert_eq!(out[0], Ok(assetgc::store::Gone::Deleted), "{out:?}");
+    let failed = |i: usize, kind: KeyFailure, code: &str| {
+        assert!(
+            out[i]
+                .as_ref()
+                .is_err_and(|e| e.kind == kind && e.message.contains(code)),
+            "{}: {:?}",
+            keys[i],
+            out[i]
+        );
+    };
+    failed(1, KeyFailure::Permanent, "AccessDenied");
+    failed(2, KeyFailure::Permanent, "InvalidObjectState");
+    failed(3, KeyFailure::Transient, "ServiceUnavailable");
+    assert_eq!(store.calls(), 1, "one DeleteObjects call");
 }

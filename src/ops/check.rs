@@ -212,13 +212,13 @@ async fn probe_store(store: &dyn Store) -> Result<(), StoreError> {
     drop(pages);
     if let Some((rt, key)) = first {
         match store
-            .head_many_of(rt, std::slice::from_ref(&key))
+            .lookup_many(rt, std::slice::from_ref(&key))
             .await?
             .first()
         {
             Some(Some(_)) => {}
             _ => {
-                return Err(StoreError::Failed(format!(
+                return Err(StoreError::permanent(format!(
                     "`{key}` was listed but a look-up does not find it"
                 )));
             }

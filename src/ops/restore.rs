@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::domain::ObjectId;
 use crate::error::{Error, Result};
 use crate::state::QuarantineLog as _;
-use crate::store::Moved;
+use crate::store::{MoveOptions, Moved};
 
 pub struct RestoreRequest {
     /// The store; may be left out when the config has one.
@@ -49,7 +49,7 @@ pub async fn restore(app: &App, req: &RestoreRequest) -> Result<RestoreOutcome> 
     }
     let mut plan = Vec::new();
     for k in &req.keys {
-        let (rt, key) = super::queue::typed_key(store_cfg, req.resource_type.as_deref(), k)?;
+        let (rt, key) = crate::store::typed_key(store_cfg, req.resource_type.as_deref(), k)?;
         let object = ObjectId::new(store_cfg.name.clone(), rt, key.clone());
         let rec = app.state.newest_quarantine(&object).await?.ok_or_else(|| {
             Error::Usage(format!(
@@ -66,7 +66,7 @@ pub async fn restore(app: &App, req: &RestoreRequest) -> Result<RestoreOutcome> 
         for rec in &plan {
             let o = &rec.object;
             let found = store
-                .head_many_of(o.resource_type, std::slice::from_ref(&o.key))
+                .lookup_many(o.resource_type, std::slice::from_ref(&o.key))
                 .await
                 .map_err(|e| Error::Unreachable(e.to_string()))?;
             if found.first().is_some_and(Option::is_some) {
@@ -81,11 +81,17 @@ pub async fn restore(app: &App, req: &RestoreRequest) -> Result<RestoreOutcome> 
     for rec in &plan {
         let (rt, key) = (rec.object.resource_type, &rec.object.key);
         let pair = [(rec.quarantine_key.clone(), key.clone())];
-        let answer = if req.overwrite {
-            store.move_many_of(rt, &pair).await
-        } else {
-            store.move_many_no_replace_of(rt, &pair).await
-        };
+        // Without --overwrite the move itself refuses an object that appeared since the
+        // look-up, where the store can (see `Capabilities::atomic_no_replace`).
+        let answer = store
+            .move_many(
+                rt,
+                &pair,
+                MoveOptions {
+                    replace: req.overwrite,
+                },
+            )
+            .await;
         let moved = match answer {
             Ok(m) => m,
             // Some keys came back already: the run did part of its work.

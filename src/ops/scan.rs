@@ -154,9 +154,9 @@ async fn reach_stores(
         let name = &app.cfg.stores[s].name;
         let checked = match app.store(name) {
             // A metered store's first real call tells as much, and a check would cost a call.
-            Ok(st) if st.checked_by_first_call() => Ok(st),
+            Ok(st) if st.capabilities().checked_by_first_call => Ok(st),
             Ok(st) => st.check().await.map(|()| st),
-            Err(e) => Err(StoreError::Unreachable(e.to_string())),
+            Err(e) => Err(StoreError::unreachable(e.to_string())),
         };
         (s, checked)
     });
@@ -314,7 +314,7 @@ async fn reconcile_one(
     store: Arc<dyn Store>,
     rx: mpsc::Receiver<RefBatch>,
 ) -> StoreOutcome {
-    let calls_before = (store.api_calls(), store.full_list_calls());
+    let before = store.usage();
     let mut rx = rx;
     let refs = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let listing = job.mode.orphans().then(|| {
@@ -327,9 +327,10 @@ async fn reconcile_one(
     });
     let mut out = reconcile::reconcile_store(&job, store.as_ref(), listing, refs).await;
     // The store is shared by the process: this run's calls are what it made meanwhile.
-    out.stats.api_calls = store.api_calls().saturating_sub(calls_before.0);
+    let after = store.usage();
+    out.stats.api_calls = after.api_calls.saturating_sub(before.api_calls);
     out.stats.full_list_calls =
-        Some(store.full_list_calls().saturating_sub(calls_before.1)).filter(|&n| n > 0);
+        Some(after.full_list_calls.saturating_sub(before.full_list_calls)).filter(|&n| n > 0);
     out
 }
 

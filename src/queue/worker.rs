@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::recheck::{Cost, Recheck};
 use super::transition::{self, Settings};
@@ -19,7 +19,9 @@ use crate::domain::event::Event;
 use crate::domain::queue::{Completion, Entry, Outcome, QueueState};
 use crate::error::{Error, Result};
 use crate::state::QueueStore as _;
-use crate::store::{Gone, Moved, Store, StoreError};
+use crate::store::{
+    Gone, KeyError, KeyFailure, MoveOptions, Moved, Store, StoreError, quarantine_key,
+};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -158,17 +160,6 @@ fn is_dead(holder: &str) -> bool {
     }
 }
 
-/// `<prefix><YYYYMMDDTHHMMSSZ>/<key>` in the store's quarantine.
-pub fn quarantine_key(store: &StoreConfig, key: &str, at: DateTime<Utc>) -> Option<String> {
-    let q = store.quarantine.as_ref()?;
-    let prefix = if store.location.cloudinary().is_some() {
-        q.prefix.trim_start_matches('.')
-    } else {
-        q.prefix.as_str()
-    };
-    Some(format!("{prefix}{}/{key}", at.format("%Y%m%dT%H%M%SZ")))
-}
-
 struct Worker<'a> {
     app: &'a App,
     opts: &'a RunOptions,
@@ -211,6 +202,19 @@ fn failed(error: impl Into<String>) -> Outcome {
     }
 }
 
+/// One key that failed: it waits when the budget stopped its call, fails at once when trying
+/// again cannot help (a refusal, a key the store cannot hold), and is retried otherwise.
+fn key_failed(err: KeyError) -> Outcome {
+    match err.kind {
+        KeyFailure::BudgetStopped => Outcome::Deferred,
+        KeyFailure::Permanent | KeyFailure::AlreadyExists => Outcome::Failed {
+            error: err.message,
+            permanent: true,
+        },
+        KeyFailure::Transient => failed(err.message),
+    }
+}
+
 impl Worker<'_> {
     fn cfg(&self) -> &Config {
         &self.app.cfg
@@ -219,22 +223,22 @@ impl Worker<'_> {
     /// Notes whether a store call reached the store.
     fn note<T>(&mut self, store: &str, r: &std::result::Result<T, StoreError>) {
         match r {
-            Ok(_) | Err(StoreError::Failed(_)) => {
-                self.reached.insert(store.to_string());
-            }
-            Err(StoreError::Unreachable(_)) => {
+            Err(e) if !e.reached() => {
                 self.unreachable.insert(store.to_string());
+            }
+            _ => {
+                self.reached.insert(store.to_string());
             }
         }
     }
 
-    /// A whole call failed: the budget's clean stop defers the entries untried, anything else
-    /// is a failed attempt.
-    fn call_failed(&self, store: &StoreConfig, err: &StoreError) -> Outcome {
-        if store.location.cloudinary().is_some() && self.app.ledger.stopped().is_some() {
-            Outcome::Deferred
-        } else {
-            failed(err.to_string())
+    /// A whole call failed: the budget's clean stop defers the entries untried; anything else
+    /// is a failed attempt, retried with backoff (a call refused as a whole is more often a
+    /// setting to mend than a key that can never go).
+    fn call_failed(err: &StoreError) -> Outcome {
+        match err {
+            StoreError::BudgetStopped { .. } => Outcome::Deferred,
+            _ => failed(err.to_string()),
         }
     }
 
@@ -260,9 +264,6 @@ impl Worker<'_> {
             return g.out.into_iter().flatten().collect();
         };
         let store_cfg = self.cfg().stores[si].clone();
-        if store_cfg.location.cloudinary().is_some() && self.app.ledger.stopped().is_some() {
-            return vec![Outcome::Deferred; g.entries.len()];
-        }
         let store = match self.app.store(&store_cfg.name) {
             Ok(s) => s,
             Err(e) => {
@@ -271,8 +272,14 @@ impl Worker<'_> {
                 return g.out.into_iter().flatten().collect();
             }
         };
+        // A metered store (its first call tells reachability) spends the run's API budget: once
+        // that stopped, its entries wait for the next window untried.
+        if store.capabilities().checked_by_first_call && self.app.ledger.stopped().is_some() {
+            return vec![Outcome::Deferred; g.entries.len()];
+        }
         if !self.stores.iter().any(|(s, _)| Arc::ptr_eq(s, &store)) {
-            self.stores.push((Arc::clone(&store), store.api_calls()));
+            self.stores
+                .push((Arc::clone(&store), store.usage().api_calls));
         }
         Self::drop_ignored(&store_cfg, &mut g);
         if self.recheck_and_hold(si, &mut g).await {
@@ -385,12 +392,16 @@ impl Worker<'_> {
                 continue;
             };
             let rt = e.resource_type();
-            let there = store.head_many_of(rt, std::slice::from_ref(q)).await;
+            let there = store.lookup_many(rt, std::slice::from_ref(q)).await;
             if !matches!(there.as_deref(), Ok([Some(_)])) {
                 continue;
             }
             let back = store
-                .move_many_of(rt, &[(q.clone(), e.object.key.clone())])
+                .move_many(
+                    rt,
+                    &[(q.clone(), e.object.key.clone())],
+                    MoveOptions { replace: true },
+                )
                 .await;
             g.out[i] = Some(match back.as_deref() {
                 Ok([Ok(_)]) => Outcome::Referenced(format!(
@@ -427,19 +438,15 @@ impl Worker<'_> {
                 owner.push(i);
             }
         }
-        let answer = store.delete_many_gone(rt, &keys).await;
+        let answer = store.delete_many(rt, &keys).await;
         self.note(&store_cfg.name, &answer);
-        let stopped = store_cfg.location.cloudinary().is_some();
         match answer {
             Ok(results) => {
                 for (&i, r) in owner.iter().zip(results) {
                     let outcome = match r {
                         Ok(Gone::Deleted) => Outcome::Deleted,
                         Ok(Gone::AlreadyGone) => Outcome::AlreadyGone,
-                        Err(_) if stopped && self.app.ledger.stopped().is_some() => {
-                            Outcome::Deferred
-                        }
-                        Err(why) => failed(why),
+                        Err(why) => key_failed(why),
                     };
                     // Of an entry's two keys, a failure wins.
                     if !matches!(g.out[i], Some(Outcome::Failed { .. } | Outcome::Deferred)) {
@@ -449,7 +456,7 @@ impl Worker<'_> {
             }
             Err(err) => {
                 for &i in deletes {
-                    g.out[i] = Some(self.call_failed(store_cfg, &err));
+                    g.out[i] = Some(Self::call_failed(&err));
                 }
             }
         }
@@ -469,13 +476,15 @@ impl Worker<'_> {
             .iter()
             .map(|(i, to)| (g.entries[*i].object.key.clone(), to.clone()))
             .collect();
-        let answer = store.move_many_of(rt, &pairs).await;
+        let answer = store
+            .move_many(rt, &pairs, MoveOptions { replace: true })
+            .await;
         self.note(&store_cfg.name, &answer);
         let results = match answer {
             Ok(r) => r,
             Err(err) => {
                 for (i, _) in moves {
-                    g.out[*i] = Some(self.call_failed(store_cfg, &err));
+                    g.out[*i] = Some(Self::call_failed(&err));
                 }
                 return;
             }
@@ -490,14 +499,14 @@ impl Worker<'_> {
             match r {
                 Ok(Moved::Moved) => g.out[*i] = Some(into_trash(to)),
                 Ok(Moved::SourceGone) => gone.push((*i, to.clone())),
-                Err(why) => g.out[*i] = Some(failed(why)),
+                Err(why) => g.out[*i] = Some(key_failed(why)),
             }
         }
         if gone.is_empty() {
             return;
         }
         let copies: Vec<String> = gone.iter().map(|(_, q)| q.clone()).collect();
-        match store.head_many_of(rt, &copies).await {
+        match store.lookup_many(rt, &copies).await {
             Ok(found) => {
                 for ((i, to), f) in gone.into_iter().zip(found) {
                     g.out[i] = Some(if f.is_some() {
@@ -509,7 +518,7 @@ impl Worker<'_> {
             }
             Err(err) => {
                 for (i, _) in gone {
-                    g.out[i] = Some(self.call_failed(store_cfg, &err));
+                    g.out[i] = Some(Self::call_failed(&err));
                 }
             }
         }
@@ -565,7 +574,7 @@ pub async fn run(
     totals.store_calls = w
         .stores
         .iter()
-        .map(|(s, before)| s.api_calls().saturating_sub(*before))
+        .map(|(s, before)| s.usage().api_calls.saturating_sub(*before))
         .sum();
     totals.reached = std::mem::take(&mut w.reached);
     totals.unreachable = std::mem::take(&mut w.unreachable);

@@ -20,8 +20,11 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use serde::Deserialize;
 
 use super::cloud::{self, CallError, Page, PageQuery, PageSource};
-use super::{ListOptions, ListStream, Object, Store, StoreError};
-use crate::key::is_representable;
+use super::{
+    Capabilities, Gone, KeyError, ListOptions, ListStream, MoveOptions, Moved, Object, Store,
+    StoreError, Usage, resolve_type,
+};
+use crate::key::{ResourceType, is_representable};
 
 /// Azurite's development account and its key, published by Microsoft; not a secret.
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
@@ -38,7 +41,7 @@ const PAGE: u32 = 5000;
 const DELETES_PER_CALL: usize = 1;
 /// Delete requests in flight in one `delete_many`.
 const DELETE_CALLS_AT_ONCE: usize = 16;
-/// HEAD requests in flight in one `head_many`.
+/// HEAD requests in flight in one `lookup_many`.
 const HEADS_AT_ONCE: usize = 16;
 
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
@@ -111,7 +114,7 @@ impl AzureStore {
             use_emulator,
             list_concurrency,
         } = settings;
-        let config = |msg: String| StoreError::Unreachable(format!("azure store `{name}`: {msg}"));
+        let config = |msg: String| StoreError::permanent(format!("azure store `{name}`: {msg}"));
         if container.is_empty() {
             return Err(config("no container".to_owned()));
         }
@@ -362,7 +365,7 @@ impl Inner {
         }
         let full = format!("{}{key}", self.prefix);
         let path = Path::parse(&full).map_err(|e| {
-            StoreError::Failed(format!("{}: cannot look up `{key}`: {e}", self.what()))
+            StoreError::permanent(format!("{}: cannot look up `{key}`: {e}", self.what()))
         })?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         match self.heads.head(&path).await {
@@ -373,11 +376,14 @@ impl Inner {
             ))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             // Anything else (403 included) is "cannot tell", never "missing".
-            Err(e) => Err(StoreError::Failed(format!(
-                "{}: look-up of `{key}` failed: {}",
-                self.what(),
-                one_line(&e)
-            ))),
+            Err(e) => Err(cloud::lookup_failed(
+                format!(
+                    "{}: look-up of `{key}` failed: {}",
+                    self.what(),
+                    one_line(&e)
+                ),
+                e,
+            )),
         }
     }
 }
@@ -452,12 +458,19 @@ impl PageSource for Inner {
 
 #[async_trait]
 impl Store for AzureStore {
-    fn api_calls(&self) -> u64 {
-        self.calls()
-    }
-
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::plain(self.inner.page_size as usize)
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            api_calls: self.calls(),
+            full_list_calls: 0,
+        }
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -468,7 +481,12 @@ impl Store for AzureStore {
         cloud::list(&self.inner, opts)
     }
 
-    async fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError> {
+    async fn lookup_many(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Option<Object>>, StoreError> {
+        self.plain(resource_type)?;
         futures::stream::iter(keys.iter().cloned())
             .map(|key| self.inner.head_one(key))
             .buffered(HEADS_AT_ONCE)
@@ -476,19 +494,38 @@ impl Store for AzureStore {
             .await
     }
 
-    async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
+    async fn delete_many(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Result<Gone, KeyError>>, StoreError> {
+        self.plain(resource_type)?;
         cloud::delete_many(self.deletes(), keys).await
     }
 
+    /// `replace: false` moves like any other (a copy replaces): the caller's look-up is the only
+    /// check, as [`Capabilities::atomic_no_replace`] says.
     async fn move_many(
         &self,
+        resource_type: ResourceType,
         moves: &[(String, String)],
-    ) -> Result<Vec<crate::store::MoveResult>, StoreError> {
+        _opts: MoveOptions,
+    ) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
+        self.plain(resource_type)?;
         cloud::move_many(self.deletes(), moves).await
     }
 }
 
 impl AzureStore {
+    fn plain(&self, resource_type: ResourceType) -> Result<(), StoreError> {
+        resolve_type(
+            &self.inner.describe(),
+            &[ResourceType::Plain],
+            resource_type,
+        )
+        .map(|_| ())
+    }
+
     fn deletes(&self) -> cloud::Deletes<'_, MicrosoftAzure> {
         let inner = &*self.inner;
         cloud::Deletes {

@@ -19,7 +19,10 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 
-use super::{ListOptions, ListStream, Listed, Object, StoreError, unusable};
+use super::{
+    Gone, KeyError, KeyFailure, ListOptions, ListStream, Listed, Moved, Object, StoreError,
+    unusable,
+};
 use crate::key::is_representable;
 
 /// Listing pages waiting for the consumer; bounds memory to a few pages whatever the container.
@@ -78,6 +81,70 @@ impl CallError {
             retry,
         }
     }
+}
+
+impl CallError {
+    /// The error of a call to a store that was checked before (a listing): permanent unless
+    /// another try could have helped; a 429 past the retries is the provider asking to slow down.
+    pub fn into_store_error(self, message: String) -> StoreError {
+        match self.status {
+            Some(429) => StoreError::RateLimited {
+                message,
+                wait: None,
+            },
+            _ if self.retry => StoreError::transient(message),
+            _ => StoreError::permanent(message),
+        }
+    }
+
+    /// The error of `check`: refused credentials, no such bucket or container, or out of reach
+    /// (a store that cannot be checked cannot be used, whatever it answered).
+    pub fn into_unreached(self, message: String) -> StoreError {
+        match self.status {
+            Some(401 | 403) => StoreError::CredentialsRefused { message },
+            Some(404) => StoreError::NotFound { message },
+            _ => StoreError::unreachable(message),
+        }
+    }
+}
+
+/// What one key's failure from `object_store` means for it. Refused permissions and rejected
+/// names fail again. S3's DeleteObjects reports failures per key with S3's own codes, which
+/// `object_store` keeps only in the message (its error type is private): `(code: AccessDenied)`.
+/// Its codes for a busy or failing server may pass later; every other code names something about
+/// the object or the permissions that will not change by waiting. (`object_store` retries an
+/// answer that mentions `InternalError` or `SlowDown` as a whole, so those two reach us as a
+/// failed request, which is transient as well.)
+pub(super) fn key_failure(e: &object_store::Error) -> KeyFailure {
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. }
+        | object_store::Error::InvalidPath { .. } => KeyFailure::Permanent,
+        object_store::Error::Generic { .. } => match s3_code(&e.to_string()) {
+            Some("InternalError" | "SlowDown" | "ServiceUnavailable" | "RequestTimeout") | None => {
+                KeyFailure::Transient
+            }
+            Some(_) => KeyFailure::Permanent,
+        },
+        _ => KeyFailure::Transient,
+    }
+}
+
+/// A point look-up that failed: "cannot tell", never "missing". Refused permissions (S3 without
+/// `s3:GetObject`) fail again; anything else may pass later.
+pub(super) fn lookup_failed(message: String, e: object_store::Error) -> StoreError {
+    match key_failure(&e) {
+        KeyFailure::Permanent => StoreError::permanent(message),
+        _ => StoreError::transient(message),
+    }
+    .with_source(e)
+}
+
+/// The S3 error code at the end of an `object_store` DeleteObjects message, `… (code: X)`.
+fn s3_code(msg: &str) -> Option<&str> {
+    let start = msg.rfind("(code: ")? + "(code: ".len();
+    let code = msg[start..].strip_suffix(')')?;
+    (!code.is_empty() && code.chars().all(|c| c.is_ascii_alphanumeric())).then_some(code)
 }
 
 /// The HTTP client for hand-sent calls, with the same timeouts as `object_store`'s.
@@ -265,12 +332,13 @@ async fn call_with_retries<S: PageSource>(
     opts: &ListOptions,
 ) -> Result<Page, StoreError> {
     retrying(|| source.call(q, opts)).await.map_err(|e| {
-        StoreError::Failed(format!(
+        let message = format!(
             "{}: listing `{}` failed: {}",
             source.what(),
             q.prefix,
             e.msg
-        ))
+        );
+        e.into_store_error(message)
     })
 }
 
@@ -344,7 +412,8 @@ async fn list_parallel<S: PageSource>(
         .await
 }
 
-/// One listing call of at most one name under the store prefix; failures are `Unreachable`.
+/// One listing call of at most one name under the store prefix; every failure is one of the kinds
+/// that are not reached.
 pub(super) async fn check<S: PageSource>(source: &S) -> Result<(), StoreError> {
     let q = PageQuery {
         prefix: source.prefix(),
@@ -359,13 +428,10 @@ pub(super) async fn check<S: PageSource>(source: &S) -> Result<(), StoreError> {
             let cause = match e.status {
                 Some(401 | 403) => format!("access denied ({})", e.msg),
                 Some(404) => format!("not found ({})", e.msg),
-                _ => e.msg,
+                _ => e.msg.clone(),
             };
-            Err(StoreError::Unreachable(format!(
-                "{} at {}: {cause}",
-                source.what(),
-                source.describe()
-            )))
+            let message = format!("{} at {}: {cause}", source.what(), source.describe());
+            Err(e.into_unreached(message))
         }
     }
 }
@@ -388,7 +454,7 @@ pub(super) struct Deletes<'a, S> {
 }
 
 /// One delete request's answer: an outcome per path sent, or why the request failed as a whole.
-type RequestAnswer = Result<Vec<object_store::Result<Path>>, String>;
+type RequestAnswer = Result<Vec<object_store::Result<Path>>, KeyError>;
 
 /// A reason kept to one readable line: `object_store`'s request errors name every key of the
 /// request.
@@ -407,8 +473,8 @@ fn reason(e: &dyn std::error::Error) -> String {
 pub(super) async fn delete_many<S: ObjectStore>(
     d: Deletes<'_, S>,
     keys: &[String],
-) -> Result<Vec<Result<(), String>>, StoreError> {
-    let mut out: Vec<Result<(), String>> = vec![Ok(()); keys.len()];
+) -> Result<Vec<Result<Gone, KeyError>>, StoreError> {
+    let mut out: Vec<Result<Gone, KeyError>> = vec![Ok(Gone::Deleted); keys.len()];
     let mut sendable: Vec<(usize, Path)> = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         if let Some(refused) = unusable(key) {
@@ -418,7 +484,7 @@ pub(super) async fn delete_many<S: ObjectStore>(
         // Never `Path::from`, which would re-encode the key into another name.
         match Path::parse(format!("{}{key}", d.prefix)) {
             Ok(path) => sendable.push((i, path)),
-            Err(e) => out[i] = Err(format!("not a usable key ({e})")),
+            Err(e) => out[i] = Err(KeyError::permanent(format!("not a usable key ({e})"))),
         }
     }
     let chunks: Vec<Vec<(usize, Path)>> = sendable
@@ -442,8 +508,11 @@ pub(super) async fn delete_many<S: ObjectStore>(
                 Ok(results)
             } else {
                 Err(results.into_iter().find_map(Result::err).map_or_else(
-                    || "the answer named the wrong keys".to_owned(),
-                    |e| reason(&e),
+                    || KeyError::transient("the answer named the wrong keys"),
+                    |e| KeyError {
+                        kind: key_failure(&e),
+                        message: reason(&e),
+                    },
                 ))
             };
             (indices, answer)
@@ -458,28 +527,34 @@ pub(super) async fn delete_many<S: ObjectStore>(
             Ok(results) => {
                 for (i, result) in indices.into_iter().zip(results) {
                     out[i] = match result {
-                        Ok(_) => Ok(()),
-                        Err(object_store::Error::NotFound { .. }) if d.not_found_is_gone => Ok(()),
-                        Err(e) => Err(format!("delete failed: {}", reason(&e))),
+                        Ok(_) => Ok(Gone::Deleted),
+                        Err(object_store::Error::NotFound { .. }) if d.not_found_is_gone => {
+                            Ok(Gone::AlreadyGone)
+                        }
+                        Err(e) => Err(KeyError {
+                            kind: key_failure(&e),
+                            message: format!("delete failed: {}", reason(&e)),
+                        }),
                     };
                     match &out[i] {
-                        Ok(()) => gone += 1,
-                        Err(msg) => last_failure.clone_from(msg),
+                        Ok(_) => gone += 1,
+                        Err(e) => last_failure.clone_from(&e.message),
                     }
                 }
             }
-            Err(msg) => {
+            Err(e) => {
+                let e = e.map_message(|m| format!("delete failed: {m}"));
                 for i in indices {
-                    out[i] = Err(format!("delete failed: {msg}"));
+                    out[i] = Err(e.clone());
                 }
-                last_failure = format!("delete failed: {msg}");
+                last_failure = e.message;
             }
         }
     }
     // Nothing sent went: the store is not answering, or refuses this store's credentials.
     // (A request of one key that cannot be sent looks like that key's failure.)
     if !sendable_is_empty && gone == 0 {
-        return Err(StoreError::Unreachable(format!(
+        return Err(StoreError::unreachable(format!(
             "{}: {last_failure}",
             d.what
         )));
@@ -491,20 +566,23 @@ pub(super) async fn delete_many<S: ObjectStore>(
 pub(super) enum Copied {
     Done,
     SourceGone,
-    Failed(String),
+    Failed(KeyError),
 }
 
 /// Server-side moves through `object_store`'s copy: see [`move_many_with`].
 pub(super) async fn move_many<S: ObjectStore>(
     d: Deletes<'_, S>,
     moves: &[(String, String)],
-) -> Result<Vec<crate::store::MoveResult>, StoreError> {
+) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
     let store = d.store;
     move_many_with(d, moves, |from: Path, to: Path| async move {
         match store.copy(&from, &to).await {
             Ok(()) => Copied::Done,
             Err(object_store::Error::NotFound { .. }) => Copied::SourceGone,
-            Err(e) => Copied::Failed(format!("copy failed: {}", reason(&e))),
+            Err(e) => Copied::Failed(KeyError {
+                kind: key_failure(&e),
+                message: format!("copy failed: {}", reason(&e)),
+            }),
         }
     })
     .await
@@ -513,19 +591,19 @@ pub(super) async fn move_many<S: ObjectStore>(
 /// Server-side moves: every copy first (`at_once × 4` at a time, by `copy`), then the sources
 /// of the copies that landed go through [`delete_many`], so a move costs one copy plus its share
 /// of a bulk delete. A crash between the two leaves both copies, never neither: the next
-/// attempt copies again (same destination) and deletes.
+/// attempt copies again (same destination) and deletes. A copy replaces what is at its
+/// destination: these stores have no atomic refusal (see `Capabilities::atomic_no_replace`).
 pub(super) async fn move_many_with<S, F, Fut>(
     d: Deletes<'_, S>,
     moves: &[(String, String)],
     copy: F,
-) -> Result<Vec<crate::store::MoveResult>, StoreError>
+) -> Result<Vec<Result<Moved, KeyError>>, StoreError>
 where
     S: ObjectStore,
     F: Fn(Path, Path) -> Fut,
     Fut: std::future::Future<Output = Copied>,
 {
-    use crate::store::Moved;
-    let mut out: Vec<crate::store::MoveResult> = vec![Ok(Moved::Moved); moves.len()];
+    let mut out: Vec<Result<Moved, KeyError>> = vec![Ok(Moved::Moved); moves.len()];
     let mut sendable: Vec<(usize, Path, Path)> = Vec::with_capacity(moves.len());
     for (i, (from, to)) in moves.iter().enumerate() {
         if let Some(refused) = unusable(from).or_else(|| unusable(to)) {
@@ -537,7 +615,9 @@ where
             Path::parse(format!("{}{to}", d.prefix)),
         ) {
             (Ok(f), Ok(t)) => sendable.push((i, f, t)),
-            (Err(e), _) | (_, Err(e)) => out[i] = Err(format!("not a usable key ({e})")),
+            (Err(e), _) | (_, Err(e)) => {
+                out[i] = Err(KeyError::permanent(format!("not a usable key ({e})")));
+            }
         }
     }
     let d = &d;
@@ -565,14 +645,14 @@ where
                 landed += 1;
                 out[i] = Ok(Moved::SourceGone);
             }
-            Copied::Failed(msg) => {
-                last_failure.clone_from(&msg);
-                out[i] = Err(msg);
+            Copied::Failed(e) => {
+                last_failure.clone_from(&e.message);
+                out[i] = Err(e);
             }
         }
     }
     if landed == 0 && !last_failure.is_empty() {
-        return Err(StoreError::Unreachable(format!(
+        return Err(StoreError::unreachable(format!(
             "{}: {last_failure}",
             d.what
         )));
@@ -593,7 +673,7 @@ where
         .await?;
         for (i, result) in moved_from.into_iter().zip(deleted) {
             if let Err(e) = result {
-                out[i] = Err(format!("copied, but the original stays: {e}"));
+                out[i] = Err(e.map_message(|m| format!("copied, but the original stays: {m}")));
             }
         }
     }
@@ -645,6 +725,34 @@ mod tests {
             "HTTP 403 AuthenticationFailed: Server failed to authenticate."
         );
         assert!(CallError::status(reqwest::StatusCode::TOO_MANY_REQUESTS, None, None).retry);
+    }
+
+    #[test]
+    fn s3_codes_of_failed_keys_say_whether_to_retry() {
+        let failed = |code: &str| object_store::Error::Generic {
+            store: "S3",
+            source: format!("DeleteObjects request failed for key a.jpg: it failed (code: {code})")
+                .into(),
+        };
+        assert_eq!(key_failure(&failed("AccessDenied")), KeyFailure::Permanent);
+        assert_eq!(
+            key_failure(&failed("InvalidObjectState")),
+            KeyFailure::Permanent
+        );
+        for code in ["InternalError", "SlowDown", "ServiceUnavailable"] {
+            assert_eq!(key_failure(&failed(code)), KeyFailure::Transient, "{code}");
+        }
+        let refused = object_store::Error::PermissionDenied {
+            path: "a.jpg".into(),
+            source: "403".into(),
+        };
+        assert_eq!(key_failure(&refused), KeyFailure::Permanent);
+        let cut = object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset".into(),
+        };
+        assert_eq!(key_failure(&cut), KeyFailure::Transient);
+        assert_eq!(s3_code("x (code: )"), None);
     }
 
     #[test]

@@ -26,8 +26,11 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
 use super::cloud::{self, CallError, Page, PageQuery, PageSource};
-use super::{ListOptions, ListStream, Object, Store, StoreError};
-use crate::key::is_representable;
+use super::{
+    Capabilities, Gone, KeyError, ListOptions, ListStream, MoveOptions, Moved, Object, Store,
+    StoreError, Usage, resolve_type,
+};
+use crate::key::{ResourceType, is_representable};
 
 const GCS_BASE_URL: &str = "https://storage.googleapis.com";
 
@@ -37,7 +40,7 @@ const PAGE: u32 = 1000;
 const DELETES_PER_CALL: usize = 1;
 /// Delete requests in flight in one `delete_many`.
 const DELETE_CALLS_AT_ONCE: usize = 16;
-/// HEAD requests in flight in one `head_many`.
+/// HEAD requests in flight in one `lookup_many`.
 const HEADS_AT_ONCE: usize = 16;
 
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
@@ -106,7 +109,7 @@ impl GcsStore {
             service_account_key,
             list_concurrency,
         } = settings;
-        let config = |msg: String| StoreError::Unreachable(format!("gcs store `{name}`: {msg}"));
+        let config = |msg: String| StoreError::permanent(format!("gcs store `{name}`: {msg}"));
         if bucket.is_empty() {
             return Err(config("no bucket".to_owned()));
         }
@@ -325,10 +328,10 @@ impl Inner {
                 match self.heads.credentials().get_credential().await {
                     Ok(c) => req = req.bearer_auth(&c.bearer),
                     Err(e) => {
-                        return cloud::Copied::Failed(format!(
+                        return cloud::Copied::Failed(KeyError::transient(format!(
                             "no credential for the bucket: {}",
                             one_line(&e)
-                        ));
+                        )));
                     }
                 }
             }
@@ -342,10 +345,10 @@ impl Inner {
                     continue;
                 }
                 Err(e) => {
-                    return cloud::Copied::Failed(format!(
+                    return cloud::Copied::Failed(KeyError::transient(format!(
                         "copy failed: {}",
                         cloud::error_chain(&e)
-                    ));
+                    )));
                 }
             };
             let status = resp.status();
@@ -364,11 +367,20 @@ impl Inner {
                     .unwrap_or_default()
                     .error
                     .unwrap_or_default();
-                return cloud::Copied::Failed(format!(
+                let message = format!(
                     "copy failed: HTTP {}: {}",
                     status.as_u16(),
                     detail.message.unwrap_or_default()
-                ));
+                );
+                // Past the retries a server error may still pass later; a refusal will not.
+                return cloud::Copied::Failed(
+                    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    {
+                        KeyError::transient(message)
+                    } else {
+                        KeyError::permanent(message)
+                    },
+                );
             }
             let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             // `done` is absent from some emulators' answers: the copy was made in one call.
@@ -380,7 +392,11 @@ impl Inner {
                     token = Some(t.to_string());
                     self.calls.fetch_add(1, Ordering::Relaxed);
                 }
-                _ => return cloud::Copied::Failed("copy failed: no rewrite token".into()),
+                _ => {
+                    return cloud::Copied::Failed(KeyError::transient(
+                        "copy failed: no rewrite token",
+                    ));
+                }
             }
         }
     }
@@ -391,7 +407,7 @@ impl Inner {
         }
         let full = format!("{}{key}", self.prefix);
         let path = Path::parse(&full).map_err(|e| {
-            StoreError::Failed(format!("{}: cannot look up `{key}`: {e}", self.what()))
+            StoreError::permanent(format!("{}: cannot look up `{key}`: {e}", self.what()))
         })?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         match self.heads.head(&path).await {
@@ -402,11 +418,14 @@ impl Inner {
             ))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             // Anything else (403 included) is "cannot tell", never "missing".
-            Err(e) => Err(StoreError::Failed(format!(
-                "{}: look-up of `{key}` failed: {}",
-                self.what(),
-                one_line(&e)
-            ))),
+            Err(e) => Err(cloud::lookup_failed(
+                format!(
+                    "{}: look-up of `{key}` failed: {}",
+                    self.what(),
+                    one_line(&e)
+                ),
+                e,
+            )),
         }
     }
 }
@@ -466,12 +485,19 @@ impl PageSource for Inner {
 
 #[async_trait]
 impl Store for GcsStore {
-    fn api_calls(&self) -> u64 {
-        self.calls()
-    }
-
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::plain(self.inner.page_size as usize)
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            api_calls: self.calls(),
+            full_list_calls: 0,
+        }
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -482,7 +508,12 @@ impl Store for GcsStore {
         cloud::list(&self.inner, opts)
     }
 
-    async fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError> {
+    async fn lookup_many(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Option<Object>>, StoreError> {
+        self.plain(resource_type)?;
         futures::stream::iter(keys.iter().cloned())
             .map(|key| self.inner.head_one(key))
             .buffered(HEADS_AT_ONCE)
@@ -490,14 +521,24 @@ impl Store for GcsStore {
             .await
     }
 
-    async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
+    async fn delete_many(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Result<Gone, KeyError>>, StoreError> {
+        self.plain(resource_type)?;
         cloud::delete_many(self.deletes(), keys).await
     }
 
+    /// `replace: false` moves like any other (a copy replaces): the caller's look-up is the only
+    /// check, as [`Capabilities::atomic_no_replace`] says.
     async fn move_many(
         &self,
+        resource_type: ResourceType,
         moves: &[(String, String)],
-    ) -> Result<Vec<crate::store::MoveResult>, StoreError> {
+        _opts: MoveOptions,
+    ) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
+        self.plain(resource_type)?;
         // Copies by the JSON API's `rewriteTo`, which copies objects of any size (in steps,
         // by its rewrite token) and which emulators answer; then one bulk delete.
         let inner = &*self.inner;
@@ -509,6 +550,15 @@ impl Store for GcsStore {
 }
 
 impl GcsStore {
+    fn plain(&self, resource_type: ResourceType) -> Result<(), StoreError> {
+        resolve_type(
+            &self.inner.describe(),
+            &[ResourceType::Plain],
+            resource_type,
+        )
+        .map(|_| ())
+    }
+
     fn deletes(&self) -> cloud::Deletes<'_, GoogleCloudStorage> {
         let inner = &*self.inner;
         cloud::Deletes {

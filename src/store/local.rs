@@ -14,7 +14,11 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{ListOptions, ListStream, Listed, Object, Store, StoreError};
+use super::{
+    Capabilities, Gone, KeyError, ListOptions, ListStream, Listed, MoveOptions, Moved, Object,
+    Store, StoreError, resolve_type,
+};
+use crate::key::ResourceType;
 
 mod unix;
 
@@ -36,6 +40,23 @@ impl LocalStore {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    fn plain(&self, resource_type: ResourceType) -> Result<(), StoreError> {
+        resolve_type(&self.describe(), &[ResourceType::Plain], resource_type).map(|_| ())
+    }
+
+    /// Runs `work` on the root in a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Path) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || work(&root))
+            .await
+            .map_err(|e| {
+                StoreError::transient(format!("a folder task failed: {e}")).with_source(e)
+            })?
+    }
 }
 
 /// A walk yields no empty, `.` or `..` segment: only control characters can make a name
@@ -51,26 +72,37 @@ impl Store for LocalStore {
         format!("folder {}", self.root.display())
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            atomic_no_replace: true,
+            ..Capabilities::plain(PAGE)
+        }
+    }
+
     async fn check(&self) -> Result<(), StoreError> {
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || match std::fs::metadata(&root) {
-            Ok(m) if m.is_dir() => std::fs::read_dir(&root).map(|_| ()).map_err(|e| {
-                StoreError::Unreachable(format!("cannot read folder {}: {e}", root.display()))
-            }),
-            Ok(_) => Err(StoreError::Unreachable(format!(
-                "{} is not a folder",
-                root.display()
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Unreachable(
-                format!("folder {} does not exist", root.display()),
-            )),
-            Err(e) => Err(StoreError::Unreachable(format!(
-                "cannot reach folder {}: {e}",
-                root.display()
-            ))),
+        self.blocking(|root| {
+            let unreachable = |message: String, e: std::io::Error| {
+                StoreError::unreachable(message).with_source(e)
+            };
+            match std::fs::metadata(root) {
+                Ok(m) if m.is_dir() => std::fs::read_dir(root).map(|_| ()).map_err(|e| {
+                    unreachable(format!("cannot read folder {}: {e}", root.display()), e)
+                }),
+                Ok(_) => Err(StoreError::unreachable(format!(
+                    "{} is not a folder",
+                    root.display()
+                ))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(unreachable(
+                    format!("folder {} does not exist", root.display()),
+                    e,
+                )),
+                Err(e) => Err(unreachable(
+                    format!("cannot reach folder {}: {e}", root.display()),
+                    e,
+                )),
+            }
         })
         .await
-        .map_err(|e| StoreError::Failed(e.to_string()))?
     }
 
     fn list(&self, opts: ListOptions) -> ListStream<'_> {
@@ -82,61 +114,35 @@ impl Store for LocalStore {
         }))
     }
 
-    async fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError> {
-        let root = self.root.clone();
-        let keys = keys.to_vec();
-        tokio::task::spawn_blocking(move || lookup(&root, &keys))
-            .await
-            .map_err(|e| StoreError::Failed(e.to_string()))?
-    }
-
-    async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
-        Ok(self
-            .delete_many_gone(crate::key::ResourceType::Plain, keys)
-            .await?
-            .into_iter()
-            .map(|r| r.map(|_| ()))
-            .collect())
-    }
-
-    async fn delete_many_gone(
+    async fn lookup_many(
         &self,
-        resource_type: crate::key::ResourceType,
+        resource_type: ResourceType,
         keys: &[String],
-    ) -> Result<Vec<super::GoneResult>, StoreError> {
-        if resource_type != crate::key::ResourceType::Plain {
-            return Err(super::no_such_type(self, resource_type));
-        }
-        let root = self.root.clone();
+    ) -> Result<Vec<Option<Object>>, StoreError> {
+        self.plain(resource_type)?;
         let keys = keys.to_vec();
-        tokio::task::spawn_blocking(move || remove(&root, &keys))
-            .await
-            .map_err(|e| StoreError::Failed(e.to_string()))?
+        self.blocking(move |root| lookup(root, &keys)).await
+    }
+
+    async fn delete_many(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Result<Gone, KeyError>>, StoreError> {
+        self.plain(resource_type)?;
+        let keys = keys.to_vec();
+        self.blocking(move |root| remove(root, &keys)).await
     }
 
     async fn move_many(
         &self,
+        resource_type: ResourceType,
         moves: &[(String, String)],
-    ) -> Result<Vec<super::MoveResult>, StoreError> {
-        let root = self.root.clone();
+        opts: MoveOptions,
+    ) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
+        self.plain(resource_type)?;
         let moves = moves.to_vec();
-        tokio::task::spawn_blocking(move || rename(&root, &moves, true))
+        self.blocking(move |root| rename(root, &moves, opts.replace))
             .await
-            .map_err(|e| StoreError::Failed(e.to_string()))?
-    }
-
-    async fn move_many_no_replace_of(
-        &self,
-        resource_type: crate::key::ResourceType,
-        moves: &[(String, String)],
-    ) -> Result<Vec<super::MoveResult>, StoreError> {
-        if resource_type != crate::key::ResourceType::Plain {
-            return Err(super::no_such_type(self, resource_type));
-        }
-        let root = self.root.clone();
-        let moves = moves.to_vec();
-        tokio::task::spawn_blocking(move || rename(&root, &moves, false))
-            .await
-            .map_err(|e| StoreError::Failed(e.to_string()))?
     }
 }

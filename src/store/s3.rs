@@ -21,8 +21,12 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{ListOptions, ListStream, Listed, Object, Store, StoreError, cloud};
-use crate::key::is_representable;
+use super::cloud::{self, CallError};
+use super::{
+    Capabilities, Gone, KeyError, ListOptions, ListStream, Listed, MoveOptions, Moved, Object,
+    Store, StoreError, Usage, resolve_type,
+};
+use crate::key::{ResourceType, is_representable};
 
 #[derive(Clone)]
 pub struct S3Settings {
@@ -65,7 +69,7 @@ impl fmt::Debug for S3Settings {
 const PAGE: u32 = 1000;
 /// Listing pages waiting for the consumer; bounds memory to a few pages whatever the bucket.
 const PAGES_IN_FLIGHT: usize = 4;
-/// HEAD requests in flight in one `head_many`.
+/// HEAD requests in flight in one `lookup_many`.
 const HEADS_AT_ONCE: usize = 16;
 /// Keys a DeleteObjects call takes at most; S3's own ceiling.
 const DELETES_PER_CALL: usize = 1000;
@@ -117,7 +121,7 @@ impl S3Store {
             virtual_hosted_style,
             list_concurrency,
         } = settings;
-        let config = |msg: String| StoreError::Unreachable(format!("s3 store `{name}`: {msg}"));
+        let config = |msg: String| StoreError::permanent(format!("s3 store `{name}`: {msg}"));
         if bucket.is_empty() {
             return Err(config("no bucket".to_owned()));
         }
@@ -304,13 +308,6 @@ fn decode_name(name: &str, url_encoded: bool) -> RawKey {
     }
 }
 
-/// One failed call: what to say, and whether another try may help.
-struct CallError {
-    msg: String,
-    status: Option<u16>,
-    retry: bool,
-}
-
 struct ListQuery<'a> {
     prefix: &'a str,
     delimiter: bool,
@@ -427,12 +424,9 @@ impl Inner {
         }
     }
 
-    fn failed(&self, prefix: &str, e: &CallError) -> StoreError {
-        StoreError::Failed(format!(
-            "{}: listing `{prefix}` failed: {}",
-            self.what(),
-            e.msg
-        ))
+    fn failed(&self, prefix: &str, e: CallError) -> StoreError {
+        let message = format!("{}: listing `{prefix}` failed: {}", self.what(), e.msg);
+        e.into_store_error(message)
     }
 
     fn excluded(opts: &ListOptions, relative: &str) -> bool {
@@ -514,7 +508,7 @@ impl Inner {
             let page = self
                 .list_call(&q)
                 .await
-                .map_err(|e| Some(self.failed(prefix, &e)))?;
+                .map_err(|e| Some(self.failed(prefix, e)))?;
             let url_encoded = is_url_encoded(page.encoding_type.as_deref());
             let items = self.entries(page.contents, url_encoded, opts);
             if !items.is_empty() && tx.send(Ok(items)).await.is_err() {
@@ -523,7 +517,7 @@ impl Inner {
             match (page.is_truncated, page.next_continuation_token) {
                 (true, Some(next)) => token = Some(next),
                 (true, None) => {
-                    return Err(Some(StoreError::Failed(format!(
+                    return Err(Some(StoreError::transient(format!(
                         "{}: listing `{prefix}` was cut short: a truncated page came without a \
                          continuation token",
                         self.what()
@@ -553,7 +547,7 @@ impl Inner {
             let page = self
                 .list_call(&q)
                 .await
-                .map_err(|e| Some(self.failed(&self.prefix, &e)))?;
+                .map_err(|e| Some(self.failed(&self.prefix, e)))?;
             let url_encoded = is_url_encoded(page.encoding_type.as_deref());
             for cp in page.common_prefixes {
                 // Common prefixes are listed by their raw (decoded) bytes; one that is not UTF-8
@@ -588,7 +582,7 @@ impl Inner {
             match (page.is_truncated, page.next_continuation_token) {
                 (true, Some(next)) => token = Some(next),
                 (true, None) => {
-                    return Err(Some(StoreError::Failed(format!(
+                    return Err(Some(StoreError::transient(format!(
                         "{}: the prefix discovery listing was cut short: a truncated page came \
                          without a continuation token",
                         self.what()
@@ -617,13 +611,10 @@ impl Inner {
                 let cause = match e.status {
                     Some(403) => format!("access denied ({})", e.msg),
                     Some(404) => format!("no such bucket ({})", e.msg),
-                    _ => e.msg,
+                    _ => e.msg.clone(),
                 };
-                Err(StoreError::Unreachable(format!(
-                    "{} at {}: {cause}",
-                    self.what(),
-                    self.describe()
-                )))
+                let message = format!("{} at {}: {cause}", self.what(), self.describe());
+                Err(e.into_unreached(message))
             }
         }
     }
@@ -658,12 +649,19 @@ fn jitter(wait: Duration) -> Duration {
 
 #[async_trait]
 impl Store for S3Store {
-    fn api_calls(&self) -> u64 {
-        self.calls()
-    }
-
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::plain(PAGE as usize)
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            api_calls: self.calls(),
+            full_list_calls: 0,
+        }
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -688,7 +686,12 @@ impl Store for S3Store {
         }))
     }
 
-    async fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError> {
+    async fn lookup_many(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Option<Object>>, StoreError> {
+        self.plain(resource_type)?;
         futures::stream::iter(keys.iter().cloned())
             .map(|key| self.head_one(key))
             .buffered(HEADS_AT_ONCE)
@@ -696,19 +699,38 @@ impl Store for S3Store {
             .await
     }
 
-    async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
+    async fn delete_many(
+        &self,
+        resource_type: ResourceType,
+        keys: &[String],
+    ) -> Result<Vec<Result<Gone, KeyError>>, StoreError> {
+        self.plain(resource_type)?;
         cloud::delete_many(self.deletes(), keys).await
     }
 
+    /// `replace: false` moves like any other (a copy replaces): the caller's look-up is the only
+    /// check, as [`Capabilities::atomic_no_replace`] says.
     async fn move_many(
         &self,
+        resource_type: ResourceType,
         moves: &[(String, String)],
-    ) -> Result<Vec<crate::store::MoveResult>, StoreError> {
+        _opts: MoveOptions,
+    ) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
+        self.plain(resource_type)?;
         cloud::move_many(self.deletes(), moves).await
     }
 }
 
 impl S3Store {
+    fn plain(&self, resource_type: ResourceType) -> Result<(), StoreError> {
+        resolve_type(
+            &self.inner.describe(),
+            &[ResourceType::Plain],
+            resource_type,
+        )
+        .map(|_| ())
+    }
+
     fn deletes(&self) -> cloud::Deletes<'_, AmazonS3> {
         cloud::Deletes {
             store: &self.heads,
@@ -728,7 +750,7 @@ impl S3Store {
         let inner = &self.inner;
         let full = format!("{}{key}", inner.prefix);
         let path = Path::parse(&full).map_err(|e| {
-            StoreError::Failed(format!("{}: cannot look up `{key}`: {e}", inner.what()))
+            StoreError::permanent(format!("{}: cannot look up `{key}`: {e}", inner.what()))
         })?;
         inner.calls.fetch_add(1, Ordering::Relaxed);
         match self.heads.head(&path).await {
@@ -739,10 +761,10 @@ impl S3Store {
             ))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             // Anything else (403 included) is "cannot tell", never "missing".
-            Err(e) => Err(StoreError::Failed(format!(
-                "{}: look-up of `{key}` failed: {e}",
-                inner.what()
-            ))),
+            Err(e) => Err(cloud::lookup_failed(
+                format!("{}: look-up of `{key}` failed: {e}", inner.what()),
+                e,
+            )),
         }
     }
 }

@@ -427,6 +427,17 @@ impl Emulator {
             .extend(public_ids.iter().map(|id| (*id).to_owned()));
     }
 
+    /// A rename whose `from_public_id` is one of these answers `status` (a client error: the
+    /// asset cannot be renamed, as a moderated or restricted one cannot) and moves nothing,
+    /// once its signature has been accepted.
+    pub fn refuse_renames_of(&self, public_ids: &[&str], status: u16) {
+        let status = StatusCode::from_u16(status)
+            .unwrap_or_else(|e| panic!("refuse_renames_of: bad status {status}: {e}"));
+        lock(&self.shared.faults)
+            .refuse_renames
+            .extend(public_ids.iter().map(|id| ((*id).to_owned(), status)));
+    }
+
     /// `params` signed with this emulator's credentials, ready for an Upload API call: with
     /// `timestamp` (now, unless `params` has one), `api_key` and `signature` added.
     pub fn signed_params(&self, params: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -534,6 +545,7 @@ struct Faults {
     status: StatusCode,
     fail_deletes: HashSet<String>,
     fail_renames: HashSet<String>,
+    refuse_renames: HashMap<String, StatusCode>,
 }
 
 /// What the rate-limit headers of one response say.
@@ -559,6 +571,7 @@ impl Shared {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 fail_deletes: HashSet::new(),
                 fail_renames: HashSet::new(),
+                refuse_renames: HashMap::new(),
             }),
             opts,
         }
@@ -1145,6 +1158,12 @@ async fn rename(
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("Internal error while renaming {from}"),
+        ));
+    }
+    if let Some(status) = lock(&shared.faults).refuse_renames.get(&from).copied() {
+        return Err(ApiError::new(
+            status,
+            format!("Asset {from} cannot be renamed"),
         ));
     }
     let mut store = lock(&shared.store);

@@ -9,14 +9,74 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use assetgc::key::is_representable;
-use assetgc::store::{ListOptions, Listed, Object, Store};
+use assetgc::key::{ResourceType, is_representable};
+use assetgc::store::{
+    Gone, KeyError, KeyFailure, ListOptions, Listed, MoveOptions, Moved, Object, Store, StoreError,
+};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 
 /// Puts one object into the store under test, the way the backend's own users would.
 pub trait Seeder {
     fn put(&self, key: &str, body: &[u8]);
+}
+
+/// The backend under test, and what the suite needs to know of it.
+pub struct Backend<'a> {
+    pub store: &'a dyn Store,
+    pub seed: &'a dyn Seeder,
+    /// The resource type of every typed call: `Plain`, or `Image` on Cloudinary.
+    pub resource_type: ResourceType,
+    /// Characters the backend's names cannot hold by its own naming rules. Every key of the suite
+    /// with one is left out of every check (those keys exactly, nothing else); the backend's
+    /// own test says why.
+    pub cannot_hold: &'a [char],
+    /// Whether a delete tells a key that was not there ([`Gone::AlreadyGone`]) from one it
+    /// deleted; S3 cannot (DeleteObjects answers "deleted" for both).
+    pub tells_already_gone: bool,
+}
+
+impl<'a> Backend<'a> {
+    /// A store of plain keys that can hold every key of the suite.
+    pub fn plain(store: &'a dyn Store, seed: &'a dyn Seeder) -> Self {
+        Backend {
+            store,
+            seed,
+            resource_type: ResourceType::Plain,
+            cannot_hold: &[],
+            tells_already_gone: false,
+        }
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        !key.contains(self.cannot_hold)
+    }
+
+    /// `keys` without those the backend cannot hold.
+    fn held<'k>(&self, keys: impl IntoIterator<Item = &'k &'k str>) -> Vec<&'k str> {
+        keys.into_iter()
+            .copied()
+            .filter(|k| self.holds(k))
+            .collect()
+    }
+
+    async fn lookup(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError> {
+        self.store.lookup_many(self.resource_type, keys).await
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<Vec<Result<Gone, KeyError>>, StoreError> {
+        self.store.delete_many(self.resource_type, keys).await
+    }
+
+    async fn moves(
+        &self,
+        moves: &[(String, String)],
+        replace: bool,
+    ) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
+        self.store
+            .move_many(self.resource_type, moves, MoveOptions { replace })
+            .await
+    }
 }
 
 /// More than two pages of every backend's usual page size (S3 and GCS 1000, Cloudinary 500,
@@ -26,8 +86,8 @@ const PAGED_OBJECTS: usize = 2_500;
 /// Keys that break hand-built URLs, percent-decoding, path joining or prefix matching.
 ///
 /// Backslashes are left out: Azure turns `\` into `/` in blob names, so no backend could be held
-/// to it. Cloudinary refuses `?`, `&`, `#`, `%`, `<`, `>` and `\` in a `public_id`; its run will need
-/// its own answer for those keys rather than a weaker list here.
+/// to it. Cloudinary refuses `?`, `&`, `#`, `%`, `<`, `>` and `\` in a `public_id`: its run
+/// declares them in [`Backend::cannot_hold`], which leaves out exactly the keys holding one.
 const ODD_KEYS: &[&str] = &[
     "with space.jpg",
     "folder with spaces/file name.png",
@@ -57,7 +117,7 @@ const ODD_KEYS: &[&str] = &[
     "img2/photo.jpg",
     "img.jpg",
     "empty.txt",
-    // Representable neighbours of the unrepresentable keys that `head_many` must never look up:
+    // Representable neighbours of the unrepresentable keys that `lookup_many` must never look up:
     // a look-up that normalised `dbl//b.jpg` or `/abs` would find these.
     "dbl/b.jpg",
     "abs",
@@ -80,7 +140,7 @@ const QUARANTINE_KEYS: &[&str] = &[
     "nested/keep.jpg",
 ];
 
-/// Keys that are not representable (SPEC §2). `head_many` answers `None` for each without a look-up,
+/// Keys that are not representable (SPEC §2). `lookup_many` answers `None` for each without a look-up,
 /// even where a look-up that normalised the key would find an object of [`ODD_KEYS`].
 const UNREPRESENTABLE: &[&str] = &[
     "../x",
@@ -112,38 +172,123 @@ const ABSENT: &[&str] = &[
 ];
 
 /// Every check, in order. Each check names the store in its failure message.
-pub async fn run(store: &dyn Store, seed: &dyn Seeder) {
+pub async fn run(b: &Backend<'_>) {
+    let store = b.store;
     let started = Utc::now();
     let describe = store.describe();
     assert!(!describe.trim().is_empty(), "describe() names the store");
 
     check_succeeds(store).await;
+    typed_calls_on_a_type_the_store_does_not_hold_are_refused_without_a_call(b).await;
 
-    let fixture = Fixture::seed(seed);
+    let fixture = Fixture::seed(b);
 
     listing_holds_every_key_exactly_once(store, &fixture, false).await;
     listing_holds_every_key_exactly_once(store, &fixture, true).await;
     listing_with_meta_gives_sizes_and_times(store, &fixture, started).await;
     listing_dropped_part_way_leaves_the_store_usable(store, &fixture).await;
-    exclude_prefixes_leave_out_the_prefix_and_nothing_else(store, &fixture).await;
-    head_many_finds_present_keys_and_nothing_else(store, &fixture, started).await;
+    exclude_prefixes_leave_out_the_prefix_and_nothing_else(b, &fixture).await;
+    lookup_many_finds_present_keys_and_nothing_else(b, &fixture, started).await;
+    // Changes nothing when the backend refuses as it says it does.
+    move_without_replace_refuses_an_existing_destination(b, &fixture).await;
 
     // Last: these change the store, and every check above expects the fixture as it was put.
-    delete_many_deletes_the_keys_named_and_nothing_else(store, &fixture).await;
-    move_many_moves_and_moves_back(store, &fixture).await;
+    delete_many_deletes_the_keys_named_and_nothing_else(b, &fixture).await;
+    move_many_moves_and_moves_back(b, &fixture).await;
 }
 
-/// Quarantine and restore: odd keys move under a quarantine-like prefix and back, bytes kept; a
-/// move of an absent key is `SourceGone`; an unrepresentable key is refused without a call.
-async fn move_many_moves_and_moves_back(store: &dyn Store, fixture: &Fixture) {
-    use assetgc::store::Moved;
-    let what = store.describe();
-    let keys = [
+/// A typed call names a resource type the store holds (`Plain` standing for the only one of a
+/// store that holds one); any other is refused before anything is sent, for look-ups, deletes and
+/// moves alike.
+async fn typed_calls_on_a_type_the_store_does_not_hold_are_refused_without_a_call(b: &Backend<'_>) {
+    let what = b.store.describe();
+    let held = b.store.capabilities().resource_types;
+    let takes =
+        |t: ResourceType| held.contains(&t) || (t == ResourceType::Plain && held.len() == 1);
+    assert!(
+        takes(b.resource_type),
+        "{what}: the suite's resource type {:?} is one the store holds ({held:?})",
+        b.resource_type
+    );
+    let refused: Vec<ResourceType> = [
+        ResourceType::Plain,
+        ResourceType::Image,
+        ResourceType::Video,
+        ResourceType::Raw,
+    ]
+    .into_iter()
+    .filter(|t| !takes(*t))
+    .collect();
+    assert!(!refused.is_empty(), "{what}: some type is not held");
+    let keys = vec!["img.jpg".to_owned()];
+    let moves = vec![("img.jpg".to_owned(), ".assetgc-trash/x/img.jpg".to_owned())];
+    let calls = b.store.usage().api_calls;
+    for rt in refused {
+        let refusal = |e: &StoreError| matches!(e, StoreError::Permanent { message, .. } if message.contains("resource type"));
+        let looked = b.store.lookup_many(rt, &keys).await;
+        assert!(
+            looked.as_ref().is_err_and(refusal),
+            "{what}: a look-up of type {rt:?}: {looked:?}"
+        );
+        let deleted = b.store.delete_many(rt, &keys).await;
+        assert!(
+            deleted.as_ref().is_err_and(refusal),
+            "{what}: a delete of type {rt:?}: {deleted:?}"
+        );
+        for replace in [true, false] {
+            let moved = b.store.move_many(rt, &moves, MoveOptions { replace }).await;
+            assert!(
+                moved.as_ref().is_err_and(refusal),
+                "{what}: a move of type {rt:?}: {moved:?}"
+            );
+        }
+    }
+    assert_eq!(
+        b.store.usage().api_calls,
+        calls,
+        "{what}: a refused type costs no call"
+    );
+}
+
+/// `restore` without `--overwrite`: a move without replace onto an object that exists is refused
+/// with `AlreadyExists` and touches neither, where the backend says it refuses atomically. (The
+/// others copy over the destination; the caller's look-up just before is their only check.)
+async fn move_without_replace_refuses_an_existing_destination(b: &Backend<'_>, fixture: &Fixture) {
+    let what = format!("{}: a move without replace", b.store.describe());
+    if !b.store.capabilities().atomic_no_replace {
+        return;
+    }
+    let (from, to) = ("img2/photo.jpg", "img.jpg");
+    let out = b
+        .moves(&[(from.to_owned(), to.to_owned())], false)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    match out.as_slice() {
+        [Err(e)] if e.kind == KeyFailure::AlreadyExists => {}
+        other => panic!("{what} onto an existing key answered {other:?}"),
+    }
+    let keys = vec![from.to_owned(), to.to_owned()];
+    let found = b.lookup(&keys).await.expect("look-ups");
+    for (key, found) in keys.iter().zip(&found) {
+        assert_eq!(
+            found.as_ref().and_then(|o| o.size),
+            Some(fixture.objects[key]),
+            "{what}: {key:?} is as it was"
+        );
+    }
+}
+
+/// Quarantine and restore: odd keys move under a quarantine-like prefix (without replace: nothing
+/// is there) and back (with replace, as `restore --overwrite` does), bytes kept; a move of an
+/// absent key is `SourceGone`; an unrepresentable key is refused without a call, for good.
+async fn move_many_moves_and_moves_back(b: &Backend<'_>, fixture: &Fixture) {
+    let what = b.store.describe();
+    let keys = b.held(&[
         "semi;colon,comma.jpg",
         "brackets [1] (2) {3} star*.jpg",
         "tilde~/at@sign time 12:00.jpg",
         "nfd/cafe\u{301}.jpg",
-    ];
+    ]);
     let moves: Vec<(String, String)> = keys
         .iter()
         .map(|k| {
@@ -163,8 +308,8 @@ async fn move_many_moves_and_moves_back(store: &dyn Store, fixture: &Fixture) {
             ),
         ])
         .collect();
-    let out = store
-        .move_many(&moves)
+    let out = b
+        .moves(&moves, false)
         .await
         .unwrap_or_else(|e| panic!("{what}: move_many: {e}"));
     assert_eq!(out.len(), moves.len(), "{what}: one outcome per move");
@@ -177,17 +322,20 @@ async fn move_many_moves_and_moves_back(store: &dyn Store, fixture: &Fixture) {
         "{what}: move of an absent key"
     );
     assert!(
-        out[keys.len() + 1].is_err(),
-        "{what}: an unrepresentable key is refused"
+        out[keys.len() + 1]
+            .as_ref()
+            .is_err_and(|e| e.kind == KeyFailure::Permanent),
+        "{what}: an unrepresentable key is refused for good: {:?}",
+        out[keys.len() + 1]
     );
     let sources: Vec<String> = keys.iter().map(|k| (*k).to_string()).collect();
     let targets: Vec<String> = moves[..keys.len()].iter().map(|(_, t)| t.clone()).collect();
-    let gone = store.head_many(&sources).await.expect("head sources");
+    let gone = b.lookup(&sources).await.expect("head sources");
     assert!(
         gone.iter().all(Option::is_none),
         "{what}: moved keys are gone: {gone:?}"
     );
-    let there = store.head_many(&targets).await.expect("head targets");
+    let there = b.lookup(&targets).await.expect("head targets");
     for (k, found) in keys.iter().zip(&there) {
         let found = found
             .as_ref()
@@ -204,17 +352,17 @@ async fn move_many_moves_and_moves_back(store: &dyn Store, fixture: &Fixture) {
         .cloned()
         .zip(sources.iter().cloned())
         .collect();
-    let out = store.move_many(&back).await.expect("move back");
+    let out = b.moves(&back, true).await.expect("move back");
     assert!(
         out.iter().all(|o| *o == Ok(Moved::Moved)),
         "{what}: {out:?}"
     );
-    let restored = store.head_many(&sources).await.expect("head restored");
+    let restored = b.lookup(&sources).await.expect("head restored");
     assert!(
         restored.iter().all(Option::is_some),
         "{what}: restored: {restored:?}"
     );
-    let left = store.head_many(&targets).await.expect("head targets");
+    let left = b.lookup(&targets).await.expect("head targets");
     assert!(
         left.iter().all(Option::is_none),
         "{what}: copies left behind: {left:?}"
@@ -264,14 +412,18 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    fn seed(seed: &dyn Seeder) -> Fixture {
+    /// Everything the suite puts, but the keys the backend cannot hold.
+    fn seed(b: &Backend<'_>) -> Fixture {
         let mut objects = BTreeMap::new();
         let mut put = |key: String, body: Vec<u8>| {
             assert!(
                 is_representable(&key),
                 "fixture key {key:?} is representable"
             );
-            seed.put(&key, &body);
+            if !b.holds(&key) {
+                return;
+            }
+            b.seed.put(&key, &body);
             let size = u64::try_from(body.len()).expect("body fits u64");
             assert!(
                 objects.insert(key, size).is_none(),
@@ -512,9 +664,10 @@ async fn listing_dropped_part_way_leaves_the_store_usable(store: &dyn Store, fix
 }
 
 async fn exclude_prefixes_leave_out_the_prefix_and_nothing_else(
-    store: &dyn Store,
+    b: &Backend<'_>,
     fixture: &Fixture,
 ) {
+    let store = b.store;
     let excluded = [QUARANTINE, NESTED_QUARANTINE, "img/"];
     let expected = fixture.without(&excluded);
     for key in [
@@ -544,15 +697,15 @@ async fn exclude_prefixes_leave_out_the_prefix_and_nothing_else(
     }
 }
 
-async fn head_many_finds_present_keys_and_nothing_else(
-    store: &dyn Store,
+async fn lookup_many_finds_present_keys_and_nothing_else(
+    b: &Backend<'_>,
     fixture: &Fixture,
     started: DateTime<Utc>,
 ) {
-    let what = format!("{}: head_many", store.describe());
+    let what = format!("{}: lookup_many", b.store.describe());
 
-    let none = store
-        .head_many(&[])
+    let none = b
+        .lookup(&[])
         .await
         .unwrap_or_else(|e| panic!("{what} of no keys failed: {e}"));
     assert!(none.is_empty(), "{what} of no keys answered {none:?}");
@@ -561,10 +714,12 @@ async fn head_many_finds_present_keys_and_nothing_else(
     // absent and unrepresentable keys woven in, and a key asked twice: answers come back one per
     // key, in order.
     let mut keys: Vec<String> = Vec::new();
-    let mut woven = ABSENT.iter().chain(UNREPRESENTABLE).cycle();
-    let present = ODD_KEYS
-        .iter()
-        .map(|k| (*k).to_owned())
+    let absent = b.held(ABSENT.iter().chain(UNREPRESENTABLE));
+    let mut woven = absent.iter().cycle();
+    let present = b
+        .held(ODD_KEYS)
+        .into_iter()
+        .map(str::to_owned)
         .chain((0..PAGED_OBJECTS).step_by(7).map(paged_key));
     for (i, key) in present.enumerate() {
         keys.push(key);
@@ -572,16 +727,11 @@ async fn head_many_finds_present_keys_and_nothing_else(
             keys.push((*woven.next().expect("cycle")).to_owned());
         }
     }
-    keys.extend(
-        ABSENT
-            .iter()
-            .chain(UNREPRESENTABLE)
-            .map(|k| (*k).to_owned()),
-    );
+    keys.extend(absent.iter().map(|k| (*k).to_owned()));
     keys.push("café/naïve résumé.jpg".to_owned());
 
-    let answers = store
-        .head_many(&keys)
+    let answers = b
+        .lookup(&keys)
         .await
         .unwrap_or_else(|e| panic!("{what} of {} keys failed: {e}", keys.len()));
     assert_eq!(
@@ -610,79 +760,106 @@ async fn head_many_finds_present_keys_and_nothing_else(
     }
 }
 
-async fn delete_many_deletes_the_keys_named_and_nothing_else(store: &dyn Store, fixture: &Fixture) {
+async fn delete_many_deletes_the_keys_named_and_nothing_else(b: &Backend<'_>, fixture: &Fixture) {
+    let store = b.store;
     let what = format!("{}: delete_many", store.describe());
-    let none = store
-        .delete_many(&[])
+    let none = b
+        .delete(&[])
         .await
         .unwrap_or_else(|e| panic!("{what} of no keys failed: {e}"));
     assert!(none.is_empty(), "{what} of no keys answered {none:?}");
 
     // Present, absent and unrepresentable keys woven together: outcomes come back one per key,
     // in order.
+    let deleted = b.held(DELETED_ODD_KEYS);
     let mut keys: Vec<String> = Vec::new();
-    let mut others = DELETED_ABSENT_KEYS.iter().chain(UNREPRESENTABLE);
-    for key in DELETED_ODD_KEYS {
+    let mut others = b
+        .held(DELETED_ABSENT_KEYS.iter().chain(UNREPRESENTABLE))
+        .into_iter();
+    for key in &deleted {
         assert!(fixture.objects.contains_key(*key), "fixture holds {key:?}");
         keys.push((*key).to_owned());
         if let Some(other) = others.next() {
-            keys.push((*other).to_owned());
+            keys.push(other.to_owned());
         }
     }
-    keys.extend(others.map(|k| (*k).to_owned()));
-    let outcomes = store
-        .delete_many(&keys)
+    keys.extend(others.map(str::to_owned));
+    let outcomes = b
+        .delete(&keys)
         .await
         .unwrap_or_else(|e| panic!("{what} of {} keys failed: {e}", keys.len()));
     assert_eq!(outcomes.len(), keys.len(), "{what}: one outcome per key");
     for (key, outcome) in keys.iter().zip(&outcomes) {
-        if is_representable(key) {
+        if fixture.objects.contains_key(key) {
+            assert_eq!(
+                outcome,
+                &Ok(Gone::Deleted),
+                "{what}: {key:?} was there and is deleted"
+            );
+        } else if is_representable(key) {
             assert!(
                 outcome.is_ok(),
-                "{what}: {key:?} (present or already gone) answered {outcome:?}"
+                "{what}: {key:?} (already gone) answered {outcome:?}"
             );
+            if b.tells_already_gone {
+                assert_eq!(
+                    outcome,
+                    &Ok(Gone::AlreadyGone),
+                    "{what}: {key:?} was never there"
+                );
+            }
         } else {
             match outcome {
-                Err(reason) => assert!(
-                    reason.contains("not a usable key"),
-                    "{what}: {key:?} was refused for another reason: {reason}"
+                Err(e) => assert!(
+                    e.message.contains("not a usable key") && e.kind == KeyFailure::Permanent,
+                    "{what}: {key:?} was refused for another reason, or not for good: {e:?}"
                 ),
-                Ok(()) => panic!(
-                    "{what}: unrepresentable key {key:?} answered Ok; it must be refused, never \
-                     sent (SPEC §2)"
+                Ok(gone) => panic!(
+                    "{what}: unrepresentable key {key:?} answered {gone:?}; it must be refused, \
+                     never sent (SPEC §2)"
                 ),
             }
         }
     }
-    let gone = store
-        .head_many(&keys)
+    let gone = b
+        .lookup(&keys)
         .await
-        .unwrap_or_else(|e| panic!("{what}: head_many afterwards failed: {e}"));
+        .unwrap_or_else(|e| panic!("{what}: lookup_many afterwards failed: {e}"));
     for (key, found) in keys.iter().zip(&gone) {
         assert!(found.is_none(), "{what}: {key:?} is still there: {found:?}");
     }
     let mut expected = fixture.without(&[]);
-    for key in DELETED_ODD_KEYS {
+    for key in &deleted {
         expected.remove(*key);
     }
     let listing = list_all(store, ListOptions::default()).await;
     assert_listing_is(&listing, &expected, &format!("{what}, then a listing"));
 
     // Deleting them again: every one is already gone, which is success.
-    let again = store
-        .delete_many(&keys[..1])
+    let again = b
+        .delete(&keys[..1])
         .await
         .unwrap_or_else(|e| panic!("{what} of a deleted key failed: {e}"));
-    assert_eq!(again, [Ok(())], "{what}: a key deleted twice");
+    assert!(
+        matches!(again.as_slice(), [Ok(_)]),
+        "{what}: a key deleted twice: {again:?}"
+    );
+    if b.tells_already_gone {
+        assert_eq!(
+            again,
+            [Ok(Gone::AlreadyGone)],
+            "{what}: a key deleted twice"
+        );
+    }
 
     // More keys than any backend's bulk limit, in one call.
     let bulk: Vec<String> = (0..BULK_DELETED).map(paged_key).collect();
-    let outcomes = store
-        .delete_many(&bulk)
+    let outcomes = b
+        .delete(&bulk)
         .await
         .unwrap_or_else(|e| panic!("{what} of {} keys failed: {e}", bulk.len()));
     assert_eq!(outcomes.len(), bulk.len(), "{what}: one outcome per key");
-    let failed: Vec<(&String, &Result<(), String>)> = bulk
+    let failed: Vec<(&String, &Result<Gone, KeyError>)> = bulk
         .iter()
         .zip(&outcomes)
         .filter(|(_, o)| o.is_err())

@@ -16,12 +16,41 @@ use rustix::io::Errno;
 
 use super::{PAGE, Pages, has_control};
 use crate::key::is_representable;
-use crate::store::{ListOptions, Listed, Object, StoreError, unusable};
+use crate::store::{
+    Gone, KeyError, KeyFailure, ListOptions, Listed, Moved, Object, StoreError, unusable,
+};
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
+
+/// What a failed system call means for the key it was about: permission refused, a read-only
+/// filesystem or a name too long fail the same way next time; anything else (a folder where a
+/// file should be, an I/O error) may pass later.
+fn kind_of(e: Errno) -> KeyFailure {
+    match e {
+        Errno::ACCESS | Errno::PERM | Errno::ROFS | Errno::NAMETOOLONG => KeyFailure::Permanent,
+        _ => KeyFailure::Transient,
+    }
+}
+
+fn key_error(e: Errno, message: String) -> KeyError {
+    KeyError {
+        kind: kind_of(e),
+        message,
+    }
+}
+
+/// A call that failed on `e`, the way [`kind_of`] reads it.
+fn call_error(e: Errno, message: String) -> StoreError {
+    let err = std::io::Error::from_raw_os_error(e.raw_os_error());
+    match kind_of(e) {
+        KeyFailure::Permanent => StoreError::permanent(message),
+        _ => StoreError::transient(message),
+    }
+    .with_source(err)
+}
 
 fn open_root(root: &Path) -> Result<OwnedFd, Errno> {
     // The configured root itself may be a link; everything below it is opened without following.
@@ -97,10 +126,10 @@ impl Walker<'_> {
     /// receiver is gone.
     fn read(&mut self, fd: &Arc<OwnedFd>, prefix: &str, todo: &mut Vec<Todo>) -> bool {
         let failed = |e: Errno| {
-            StoreError::Failed(format!(
-                "cannot read `{}`: {e}",
-                prefix.trim_end_matches('/')
-            ))
+            call_error(
+                e,
+                format!("cannot read `{}`: {e}", prefix.trim_end_matches('/')),
+            )
         };
         let mut dir = match Dir::read_from(fd.as_fd()) {
             Ok(d) => d,
@@ -184,10 +213,10 @@ impl Walker<'_> {
             let fd = match openat(t.parent.as_fd(), name.as_c_str(), DIR_FLAGS, Mode::empty()) {
                 Ok(fd) => Arc::new(fd),
                 Err(e) => {
-                    let err = StoreError::Failed(format!(
-                        "cannot read `{}`: {e}",
-                        t.prefix.trim_end_matches('/')
-                    ));
+                    let err = call_error(
+                        e,
+                        format!("cannot read `{}`: {e}", t.prefix.trim_end_matches('/')),
+                    );
                     if !self.send(Some(err)) {
                         return false;
                     }
@@ -209,10 +238,10 @@ pub(super) fn walk(root: &Path, opts: &ListOptions, tx: &Pages) {
     let root_fd = match open_root(root) {
         Ok(fd) => Arc::new(fd),
         Err(e) => {
-            let _ = tx.blocking_send(Err(StoreError::Failed(format!(
-                "cannot read {}: {e}",
-                root.display()
-            ))));
+            let _ = tx.blocking_send(Err(call_error(
+                e,
+                format!("cannot read {}: {e}", root.display()),
+            )));
             return;
         }
     };
@@ -281,8 +310,7 @@ struct Chain<'k> {
 
 impl<'k> Chain<'k> {
     fn new(root: &Path) -> Result<Chain<'k>, StoreError> {
-        let root = open_root(root)
-            .map_err(|e| StoreError::Unreachable(format!("cannot read {}: {e}", root.display())))?;
+        let root = open_root(root).map_err(|e| unreachable_root(root, e))?;
         Ok(Chain {
             root,
             open: Vec::new(),
@@ -335,6 +363,11 @@ impl<'k> Chain<'k> {
     }
 }
 
+fn unreachable_root(root: &Path, e: Errno) -> StoreError {
+    StoreError::unreachable(format!("cannot read {}: {e}", root.display()))
+        .with_source(std::io::Error::from_raw_os_error(e.raw_os_error()))
+}
+
 /// Indices of `keys` in the order of their keys, so that a [`Chain`] shares folders.
 fn sorted_order(keys: &[String]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..keys.len()).collect();
@@ -350,8 +383,10 @@ fn is_absent(e: Errno) -> bool {
 /// file without following it. Absent keys and keys behind a link are `None`; any other failure
 /// fails the call, since "cannot tell" must never read as "missing".
 pub(super) fn lookup(root: &Path, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError> {
-    let fail = |key: &str, e: Errno| StoreError::Failed(format!("cannot look up `{key}`: {e}"));
-    let mut chain = Chain::new(root).map_err(|e| StoreError::Failed(e.to_string()))?;
+    let fail = |key: &str, e: Errno| call_error(e, format!("cannot look up `{key}`: {e}"));
+    // A root that cannot be opened fails the look-ups, as it always did, without calling the
+    // store out of reach: only `check` and deletes decide that.
+    let mut chain = Chain::new(root).map_err(|e| StoreError::transient(e.to_string()))?;
     let mut out = vec![None; keys.len()];
     for i in sorted_order(keys) {
         let key = keys[i].as_str();
@@ -382,10 +417,9 @@ pub(super) fn lookup(root: &Path, keys: &[String]) -> Result<Vec<Option<Object>>
 pub(super) fn remove(
     root: &Path,
     keys: &[String],
-) -> Result<Vec<crate::store::GoneResult>, StoreError> {
-    use crate::store::Gone;
+) -> Result<Vec<Result<Gone, KeyError>>, StoreError> {
     let mut chain = Chain::new(root)?;
-    let mut out: Vec<crate::store::GoneResult> = vec![Ok(Gone::AlreadyGone); keys.len()];
+    let mut out: Vec<Result<Gone, KeyError>> = vec![Ok(Gone::AlreadyGone); keys.len()];
     for i in sorted_order(keys) {
         let key = keys[i].as_str();
         if let Some(refused) = unusable(key) {
@@ -396,13 +430,13 @@ pub(super) fn remove(
             (Parent::Dir(fd), name) => (fd, name),
             (Parent::Absent, _) => continue,
             (Parent::Link(dir), _) => {
-                out[i] = Err(format!(
+                out[i] = Err(KeyError::transient(format!(
                     "`{key}` is behind a symbolic link (`{dir}`), which is never followed"
-                ));
+                )));
                 continue;
             }
             (Parent::Failed(dir, e), _) => {
-                out[i] = Err(format!("cannot open folder `{dir}`: {e}"));
+                out[i] = Err(key_error(e, format!("cannot open folder `{dir}`: {e}")));
                 continue;
             }
         };
@@ -414,16 +448,22 @@ pub(super) fn remove(
                 FileType::RegularFile => match unlinkat(base, name, AtFlags::empty()) {
                     Ok(()) => Ok(Gone::Deleted),
                     Err(e) if is_absent(e) => Ok(Gone::AlreadyGone),
-                    Err(e) => Err(format!("cannot remove `{key}`: {e}")),
+                    Err(e) => Err(key_error(e, format!("cannot remove `{key}`: {e}"))),
                 },
-                FileType::Symlink => Err(format!(
+                // A link or a folder at the key is refused now; someone may put the file back,
+                // so the queue tries again later.
+                FileType::Symlink => Err(KeyError::transient(format!(
                     "`{key}` is a symbolic link, which is never followed or removed"
-                )),
-                FileType::Directory => Err(format!("`{key}` is a folder, not a file")),
-                _ => Err(format!("`{key}` is not a regular file")),
+                ))),
+                FileType::Directory => Err(KeyError::transient(format!(
+                    "`{key}` is a folder, not a file"
+                ))),
+                _ => Err(KeyError::transient(format!(
+                    "`{key}` is not a regular file"
+                ))),
             },
             Err(e) if is_absent(e) => Ok(Gone::AlreadyGone),
-            Err(e) => Err(format!("cannot stat `{key}`: {e}")),
+            Err(e) => Err(key_error(e, format!("cannot stat `{key}`: {e}"))),
         };
     }
     Ok(out)
@@ -432,8 +472,9 @@ pub(super) fn remove(
 /// Opens folder `dir` (a key prefix without trailing `/`, "" for the root) below the root, one
 /// segment at a time with `O_NOFOLLOW`, creating missing segments when `create`. `Ok(None)` when
 /// a segment is absent and not created.
-fn open_dir(root: BorrowedFd<'_>, dir: &str, create: bool) -> Result<Option<OwnedFd>, String> {
-    let mut fd = rustix::io::dup(root).map_err(|e| format!("cannot open the root: {e}"))?;
+fn open_dir(root: BorrowedFd<'_>, dir: &str, create: bool) -> Result<Option<OwnedFd>, KeyError> {
+    let mut fd =
+        rustix::io::dup(root).map_err(|e| key_error(e, format!("cannot open the root: {e}")))?;
     if dir.is_empty() {
         return Ok(Some(fd));
     }
@@ -443,18 +484,20 @@ fn open_dir(root: BorrowedFd<'_>, dir: &str, create: bool) -> Result<Option<Owne
             Err(Errno::NOENT) if create => {
                 match rustix::fs::mkdirat(&fd, segment, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(format!("cannot create folder `{dir}`: {e}")),
+                    Err(e) => {
+                        return Err(key_error(e, format!("cannot create folder `{dir}`: {e}")));
+                    }
                 }
                 openat(&fd, segment, DIR_FLAGS, Mode::empty())
-                    .map_err(|e| format!("cannot open folder `{dir}`: {e}"))?
+                    .map_err(|e| key_error(e, format!("cannot open folder `{dir}`: {e}")))?
             }
             Err(Errno::NOENT) => return Ok(None),
             Err(Errno::LOOP | Errno::NOTDIR) => {
-                return Err(format!(
+                return Err(KeyError::transient(format!(
                     "`{dir}` is behind a symbolic link or a file (`{segment}`), which is never followed"
-                ));
+                )));
             }
-            Err(e) => return Err(format!("cannot open folder `{dir}`: {e}")),
+            Err(e) => return Err(key_error(e, format!("cannot open folder `{dir}`: {e}"))),
         };
         fd = next;
     }
@@ -467,16 +510,15 @@ fn split_key(key: &str) -> (&str, &str) {
 
 /// Renames within the root (quarantine and restore): both names are reached through folders
 /// opened with `O_NOFOLLOW`, the source must be a regular file, and the destination's folders
-/// are created inside the root as needed. `renameat` replaces a file at the destination.
+/// are created inside the root as needed. `renameat` replaces a file at the destination; without
+/// `replace`, `RENAME_NOREPLACE` refuses one atomically.
 pub(super) fn rename(
     root: &Path,
     moves: &[(String, String)],
     replace: bool,
-) -> Result<Vec<crate::store::MoveResult>, StoreError> {
-    use crate::store::Moved;
-    let root_fd = open_root(root)
-        .map_err(|e| StoreError::Unreachable(format!("cannot read {}: {e}", root.display())))?;
-    let one = |from: &str, to: &str| -> crate::store::MoveResult {
+) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
+    let root_fd = open_root(root).map_err(|e| unreachable_root(root, e))?;
+    let one = |from: &str, to: &str| -> Result<Moved, KeyError> {
         if let Some(refused) = unusable(from).or_else(|| unusable(to)) {
             return Err(refused);
         }
@@ -489,17 +531,21 @@ pub(super) fn rename(
             Ok(st) => match FileType::from_raw_mode(st.st_mode) {
                 FileType::RegularFile => {}
                 FileType::Symlink => {
-                    return Err(format!(
+                    return Err(KeyError::transient(format!(
                         "`{from}` is a symbolic link, which is never followed or moved"
-                    ));
+                    )));
                 }
-                _ => return Err(format!("`{from}` is not a regular file")),
+                _ => {
+                    return Err(KeyError::transient(format!(
+                        "`{from}` is not a regular file"
+                    )));
+                }
             },
             Err(e) if is_absent(e) => return Ok(Moved::SourceGone),
-            Err(e) => return Err(format!("cannot stat `{from}`: {e}")),
+            Err(e) => return Err(key_error(e, format!("cannot stat `{from}`: {e}"))),
         }
         let dst = open_dir(root_fd.as_fd(), to_dir, true)?
-            .ok_or_else(|| format!("cannot create folder `{to_dir}`"))?;
+            .ok_or_else(|| KeyError::transient(format!("cannot create folder `{to_dir}`")))?;
         let renamed = if replace {
             rustix::fs::renameat(&src, from_name, &dst, to_name)
         } else {
@@ -513,9 +559,12 @@ pub(super) fn rename(
         };
         match renamed {
             Ok(()) => Ok(Moved::Moved),
-            Err(Errno::EXIST) => Err(format!("`{to}` exists; it is not replaced")),
-            Err(e) if is_absent(e) => Ok(Moved::SourceGone),
-            Err(e) => Err(format!("cannot move `{from}` to `{to}`: {e}")),
+            Err(Errno::EXIST) if !replace => Err(KeyError::already_exists(format!(
+                "`{to}` exists; it is not replaced"
+            ))),
+            // ENAMETOOLONG here is the destination's name: the source was just found.
+            Err(e) if is_absent(e) && e != Errno::NAMETOOLONG => Ok(Moved::SourceGone),
+            Err(e) => Err(key_error(e, format!("cannot move `{from}` to `{to}`: {e}"))),
         }
     };
     Ok(moves.iter().map(|(from, to)| one(from, to)).collect())

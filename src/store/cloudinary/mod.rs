@@ -1,38 +1,41 @@
 //! Cloudinary through its Admin API: list resources (500 a call, per resource type, the types in
 //! parallel), the Search API for a listing limited to recent uploads, look-ups of up to 100
-//! public_ids a call, and deletes of up to 100 public_ids a call. Every call passes the account's
-//! [`Budget`] first and reports the provider's rate-limit headers back to it.
+//! public_ids a call, and deletes of up to 100 public_ids a call. Every Admin API call passes the
+//! account's [`Budget`] first and reports the provider's rate-limit headers back to it, all in
+//! `client.rs`. Moves (quarantine and restore) are the Upload API's `rename`.
 //!
 //! Written against the REST API with `reqwest`: no maintained Rust crate covers the Admin API.
 //!
-//! Keys are public_ids; the identity of an object is (resource type, public_id), so the typed
-//! [`Store::head_many_of`] and [`Store::delete_many_of`] are the real entry points, and the plain
-//! ones work only on a store that lists a single resource type.
+//! Keys are public_ids; the identity of an object is (resource type, public_id), so every call
+//! names its type; `Plain` stands for the store's type only when it lists a single one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod budget;
+mod client;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::cloud::{FIRST_BACKOFF, TRIES, error_chain, http_client};
 use super::{
-    ListOptions, ListStream, Listed, MoveResult, Moved, Object, Store, StoreError, unusable,
+    Capabilities, Gone, KeyError, KeyFailure, ListOptions, ListStream, Listed, MoveOptions, Moved,
+    Object, Store, StoreError, Usage, resolve_type, unusable,
 };
-use crate::budget::Budget;
-use crate::config::CloudinaryLocation;
-use crate::key::{ResourceType, is_representable};
+use crate::config::{CloudinaryLocation, StoreConfig};
+use crate::key::{KeyFormat, ResourceType, is_representable};
+use budget::Budget;
+use client::{Body, Client, Refusal};
 
 /// Resources one list or search call returns, the API's maximum.
-pub const LIST_PAGE: usize = 500;
+const LIST_PAGE: usize = 500;
 /// public_ids one look-up or delete call takes, the API's maximum.
-pub const IDS_PER_CALL: usize = 100;
+const IDS_PER_CALL: usize = 100;
 /// Bytes of `public_ids[]=…` one look-up URL carries at most: under the 8 KiB request line
 /// that common front servers accept, whatever the public_ids.
 const LOOKUP_URL_BYTES: usize = 7000;
@@ -40,8 +43,6 @@ const LOOKUP_URL_BYTES: usize = 7000;
 const CALLS_IN_FLIGHT: usize = 4;
 /// Listing pages waiting for the consumer.
 const PAGES_IN_FLIGHT: usize = 4;
-/// Rate-limit waits one call accepts before it gives up.
-const RATE_LIMIT_WAITS: u32 = 3;
 /// Follow-up calls one delete batch makes while Cloudinary answers `partial`.
 const PARTIAL_ROUNDS: usize = 10;
 
@@ -52,19 +53,10 @@ pub struct CloudinaryStore {
 struct Inner {
     name: String,
     location: String,
-    cloud: String,
-    api_key: String,
-    api_secret: String,
-    /// `{api_base}/v1_1/{cloud}`
-    base: String,
     types: Vec<ResourceType>,
     delivery: String,
-    client: reqwest::Client,
-    budget: Arc<Budget>,
-    calls: AtomicU64,
+    client: Client,
     full_list_calls: AtomicU64,
-    /// Whether any call was answered: a refusal before that means the store is out of reach.
-    answered: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,26 +94,10 @@ struct Deleted {
     partial: bool,
 }
 
-#[derive(Debug, Deserialize)]
-struct ApiError {
-    error: ApiMessage,
-}
-
-#[derive(Debug, Deserialize)]
-struct ApiMessage {
-    message: String,
-}
-
 /// One key's delete outcome.
-type Outcome = (String, super::GoneResult);
+type Outcome = (String, Result<Gone, KeyError>);
 /// One delete call's outcomes, or why the call failed.
 type BatchAnswer = Result<Vec<Outcome>, StoreError>;
-
-enum Body<'a> {
-    None,
-    Form(&'a [(String, String)]),
-    Json(serde_json::Value),
-}
 
 impl CloudinaryStore {
     pub fn new(
@@ -129,156 +105,29 @@ impl CloudinaryStore {
         loc: &CloudinaryLocation,
         budget: Arc<Budget>,
     ) -> Result<Self, StoreError> {
-        let client = http_client().map_err(StoreError::Unreachable)?;
         Ok(CloudinaryStore {
             inner: Arc::new(Inner {
                 name: name.to_string(),
                 location: loc.describe(),
-                cloud: loc.cloud.clone(),
-                api_key: loc.api_key.clone(),
-                api_secret: loc.api_secret.expose().to_string(),
-                base: format!("{}/v1_1/{}", loc.api_base, loc.cloud),
                 types: loc.resource_types.clone(),
                 delivery: loc.delivery_type.clone(),
-                client,
-                budget,
-                calls: AtomicU64::new(0),
+                client: Client::new(loc, budget)?,
                 full_list_calls: AtomicU64::new(0),
-                answered: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
 
-    fn single_type(&self) -> Result<ResourceType, StoreError> {
-        match self.inner.types.as_slice() {
-            [only] => Ok(*only),
-            _ => Err(StoreError::Failed(format!(
-                "store {}: a Cloudinary key needs its resource type (the store lists {})",
-                self.inner.name,
-                type_names(&self.inner.types)
-            ))),
-        }
+    /// The resource type a call goes to, or why the store cannot take it.
+    fn typed(&self, resource_type: ResourceType) -> Result<ResourceType, StoreError> {
+        resolve_type(
+            &format!("store {}", self.inner.name),
+            &self.inner.types,
+            resource_type,
+        )
     }
-}
-
-fn type_names(types: &[ResourceType]) -> String {
-    types
-        .iter()
-        .map(|t| t.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Inner {
-    /// One Admin API call: the budget first, then the request, with retries on 5xx and lost
-    /// connections and waits on 420/429 (up to `max_wait`, by the budget).
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(String, String)],
-        body: &Body<'_>,
-    ) -> Result<T, StoreError> {
-        let url = format!("{}{path}", self.base);
-        let mut attempt = 1;
-        let mut waits = 0;
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            self.budget.admit().await.map_err(StoreError::Failed)?;
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            let mut req = self
-                .client
-                .request(method.clone(), &url)
-                .basic_auth(&self.api_key, Some(&self.api_secret))
-                .query(query);
-            match body {
-                Body::None => {}
-                Body::Form(fields) => req = req.form(fields),
-                Body::Json(v) => req = req.json(v),
-            }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    let retry = e.is_timeout() || e.is_connect() || e.is_request();
-                    if retry && attempt < TRIES {
-                        tokio::time::sleep(backoff).await;
-                        backoff *= 2;
-                        attempt += 1;
-                        continue;
-                    }
-                    let msg = format!(
-                        "cannot reach the Cloudinary API at {}: {}",
-                        crate::config::redact_url(&self.base),
-                        error_chain(&e)
-                    );
-                    return Err(if self.answered.load(Ordering::Relaxed) {
-                        StoreError::Failed(msg)
-                    } else {
-                        StoreError::Unreachable(msg)
-                    });
-                }
-            };
-            self.budget.observe(resp.headers());
-            let status = resp.status();
-            if status.is_success() {
-                self.answered.store(true, Ordering::Relaxed);
-                let bytes = resp.bytes().await.map_err(|e| {
-                    StoreError::Failed(format!(
-                        "Cloudinary's answer to {path} was cut short: {}",
-                        error_chain(&e)
-                    ))
-                })?;
-                return serde_json::from_slice(&bytes).map_err(|e| {
-                    StoreError::Failed(format!(
-                        "Cloudinary's answer to {path} is not what the Admin API documents: {e}"
-                    ))
-                });
-            }
-            let headers = resp.headers().clone();
-            let text = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<ApiError>(&text)
-                .map_or_else(|_| text.chars().take(200).collect(), |e| e.error.message);
-            let said = format!("HTTP {}: {}", status.as_u16(), message.trim());
-            match status.as_u16() {
-                420 | 429 if waits < RATE_LIMIT_WAITS => {
-                    let wait = self
-                        .budget
-                        .rate_limited(&headers)
-                        .map_err(StoreError::Failed)?;
-                    waits += 1;
-                    tokio::time::sleep(wait).await;
-                }
-                401 | 403 => {
-                    let msg = format!(
-                        "Cloudinary refused API key {} of cloud `{}` ({said}); check the key and secret in the store's url or CLOUDINARY_URL",
-                        self.api_key, self.cloud
-                    );
-                    return Err(if self.answered.load(Ordering::Relaxed) {
-                        StoreError::Failed(msg)
-                    } else {
-                        StoreError::Unreachable(msg)
-                    });
-                }
-                _ if status.is_server_error() && attempt < TRIES => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                _ => {
-                    let msg = format!("Cloudinary answered {path} with {said}");
-                    return Err(
-                        if status == StatusCode::NOT_FOUND && !self.answered.load(Ordering::Relaxed)
-                        {
-                            StoreError::Unreachable(msg)
-                        } else {
-                            StoreError::Failed(msg)
-                        },
-                    );
-                }
-            }
-        }
-    }
-
     fn resources_path(&self, rt: ResourceType) -> String {
         format!("/resources/{}/{}", rt.as_str(), self.delivery)
     }
@@ -326,7 +175,8 @@ impl Inner {
                 query.push(("next_cursor".into(), c.clone()));
             }
             let page: Page = self
-                .call(Method::GET, &path, &query, &Body::None)
+                .client
+                .admin(Method::GET, &path, &query, &Body::None)
                 .await
                 .map_err(|e| Some(Self::listing_error(e, rt.as_str())))?;
             self.full_list_calls.fetch_add(1, Ordering::Relaxed);
@@ -367,7 +217,8 @@ impl Inner {
                 body["next_cursor"] = serde_json::Value::String(c.clone());
             }
             let page: Page = self
-                .call(Method::POST, "/resources/search", &[], &Body::Json(body))
+                .client
+                .admin(Method::POST, "/resources/search", &[], &Body::Json(body))
                 .await
                 .map_err(|e| Some(Self::listing_error(e, "search")))?;
             // Each resource names its own type; the first listed type is only a fallback.
@@ -380,10 +231,12 @@ impl Inner {
         }
     }
 
+    /// A listing's failure names what was listed, unless the store was not reached at all.
     fn listing_error(e: StoreError, what: &str) -> StoreError {
-        match e {
-            StoreError::Unreachable(m) => StoreError::Unreachable(m),
-            StoreError::Failed(m) => StoreError::Failed(format!("listing {what}: {m}")),
+        if e.reached() {
+            e.map_message(|m| format!("listing {what}: {m}"))
+        } else {
+            e
         }
     }
 
@@ -411,7 +264,7 @@ impl Inner {
     }
 
     /// Look-ups of one resource type, up to 100 public_ids a call.
-    async fn head_of(
+    async fn lookup_of(
         &self,
         rt: ResourceType,
         keys: &[String],
@@ -434,8 +287,10 @@ impl Inner {
                             if let Some(c) = &cursor {
                                 query.push(("next_cursor".into(), c.clone()));
                             }
-                            let page: Page =
-                                self.call(Method::GET, path, &query, &Body::None).await?;
+                            let page: Page = self
+                                .client
+                                .admin(Method::GET, path, &query, &Body::None)
+                                .await?;
                             for r in page.resources {
                                 let rt = r
                                     .resource_type
@@ -459,7 +314,8 @@ impl Inner {
         for a in answers {
             found.extend(a?);
         }
-        Ok(keys.iter().map(|k| found.remove(k)).collect())
+        // `get`, not `remove`: a key asked twice is answered twice.
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
 
     /// Deletes of one resource type, up to 100 public_ids a call; `not_found` is success, and a
@@ -468,9 +324,9 @@ impl Inner {
         &self,
         rt: ResourceType,
         keys: &[String],
-    ) -> Result<Vec<super::GoneResult>, StoreError> {
+    ) -> Result<Vec<Result<Gone, KeyError>>, StoreError> {
         let path = self.resources_path(rt);
-        let mut outcome: HashMap<String, super::GoneResult> = HashMap::new();
+        let mut outcome: HashMap<String, Result<Gone, KeyError>> = HashMap::new();
         let usable: Vec<String> = keys
             .iter()
             .filter(|k| match unusable(k) {
@@ -494,9 +350,9 @@ impl Inner {
             .buffer_unordered(CALLS_IN_FLIGHT)
             .collect()
             .await;
-        // A call that failed fails its own keys; what the other calls deleted stays reported
-        // (a budget stop part way must not hide deletes that happened). Only when no call
-        // got through does the whole delete fail.
+        // A call that failed fails its own keys, the way it failed (a budget stop defers them);
+        // what the other calls deleted stays reported (a budget stop part way must not hide
+        // deletes that happened). Only when no call got through does the whole delete fail.
         let mut first_error = None;
         let mut answered = false;
         for (sent, a) in answers {
@@ -506,8 +362,9 @@ impl Inner {
                     outcome.extend(v);
                 }
                 Err(e) => {
+                    let failed = KeyError::of_call(&e);
                     for k in sent {
-                        outcome.insert(k, Err(e.to_string()));
+                        outcome.insert(k, Err(failed.clone()));
                     }
                     first_error.get_or_insert(e);
                 }
@@ -516,12 +373,14 @@ impl Inner {
         if let (false, Some(e)) = (answered, first_error) {
             return Err(e);
         }
+        // `get`, not `remove`: a key named twice is answered twice.
         Ok(keys
             .iter()
             .map(|k| {
                 outcome
-                    .remove(k.as_str())
-                    .unwrap_or_else(|| Err("not in Cloudinary's answer".into()))
+                    .get(k.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| Err(KeyError::transient("not in Cloudinary's answer")))
             })
             .collect())
     }
@@ -539,16 +398,22 @@ impl Inner {
                 .map(|k| ("public_ids[]".to_string(), k.clone()))
                 .collect();
             let answer: Deleted = self
-                .call(Method::DELETE, path, &[], &Body::Form(&form))
+                .client
+                .admin(Method::DELETE, path, &[], &Body::Form(&form))
                 .await?;
             let mut rest = Vec::new();
+            // The reference documents `deleted` and `not_found` only; anything else is not
+            // known to be final, so the key is tried again later.
             for k in left {
                 match answer.deleted.get(&k).map(String::as_str) {
-                    Some("deleted") => out.push((k, Ok(super::Gone::Deleted))),
-                    Some("not_found") => out.push((k, Ok(super::Gone::AlreadyGone))),
-                    Some(other) => out.push((k, Err(format!("Cloudinary said `{other}`")))),
+                    Some("deleted") => out.push((k, Ok(Gone::Deleted))),
+                    Some("not_found") => out.push((k, Ok(Gone::AlreadyGone))),
+                    Some(other) => out.push((
+                        k,
+                        Err(KeyError::transient(format!("Cloudinary said `{other}`"))),
+                    )),
                     None if answer.partial => rest.push(k),
-                    None => out.push((k, Err("not in Cloudinary's answer".into()))),
+                    None => out.push((k, Err(KeyError::transient("not in Cloudinary's answer")))),
                 }
             }
             if rest.is_empty() {
@@ -559,133 +424,143 @@ impl Inner {
         out.extend(left.into_iter().map(|k| {
             (
                 k,
-                Err(format!(
+                Err(KeyError::transient(format!(
                     "still not deleted after {PARTIAL_ROUNDS} partial answers"
-                )),
+                ))),
             )
         }));
         Ok(out)
     }
 }
 
-/// Delete outcomes without the already-gone distinction.
-fn unit(results: Vec<super::GoneResult>) -> Vec<Result<(), String>> {
-    results.into_iter().map(|r| r.map(|_| ())).collect()
-}
-
 /// Upload API `rename` calls in flight at once (one call per move; none counts in the Admin
 /// API budget).
 const RENAMES_IN_FLIGHT: usize = 8;
 
-/// The signature of an Upload API call: the lowercase hex SHA-1 of its parameters sorted by
-/// name as `name=value` joined with `&`, then the API secret.
-fn upload_signature(params: &[(&str, String)], secret: &str) -> String {
-    use sha1::Digest;
-    let mut sorted: Vec<&(&str, String)> = params.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let joined = sorted
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    hex::encode(sha1::Sha1::digest(format!("{joined}{secret}").as_bytes()))
-}
-
 impl Inner {
-    /// Moves by the Upload API's `rename` (same resource type, `invalidate = true`,
-    /// `overwrite = true`); "Resource not found" is [`Moved::SourceGone`].
+    /// Moves by the Upload API's `rename` (same resource type, `invalidate = true`), replacing
+    /// what is at the destination only with `overwrite`; "Resource not found" is
+    /// [`Moved::SourceGone`]. When every move sent failed and nothing ever answered, the store is
+    /// out of reach.
     async fn rename_of(
         &self,
         rt: ResourceType,
         moves: &[(String, String)],
         overwrite: bool,
-    ) -> Result<Vec<MoveResult>, StoreError> {
-        let url = format!("{}/{}/rename", self.base, rt.as_str());
-        let answers: Vec<MoveResult> = futures::stream::iter(moves.iter().cloned())
-            .map(|(from, to)| {
-                let url = &url;
-                async move {
-                    if let Some(why) = unusable(&from).or_else(|| unusable(&to)) {
-                        return Err(why);
+    ) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
+        let path = format!("{}/rename", rt.as_str());
+        let answers: Vec<(bool, Result<Moved, KeyError>)> =
+            futures::stream::iter(moves.iter().cloned())
+                .map(|(from, to)| {
+                    let path = &path;
+                    async move {
+                        if let Some(why) = unusable(&from).or_else(|| unusable(&to)) {
+                            return (false, Err(why));
+                        }
+                        (true, self.rename_one(path, &from, &to, overwrite).await)
                     }
-                    self.rename_one(url, &from, &to, overwrite).await
-                }
-            })
-            .buffered(RENAMES_IN_FLIGHT)
-            .collect()
-            .await;
-        let failed = answers.iter().filter(|a| a.is_err()).count();
-        if failed == answers.len()
-            && !self.answered.load(Ordering::Relaxed)
-            && let Some(Err(why)) = answers.iter().find(|a| a.is_err())
+                })
+                .buffered(RENAMES_IN_FLIGHT)
+                .collect()
+                .await;
+        let mut sent = answers.iter().filter(|(sent, _)| *sent).peekable();
+        if sent.peek().is_some()
+            && !self.client.answered()
+            && let Some((_, Err(why))) = sent.find(|(_, a)| a.is_err())
+            && answers.iter().all(|(_, a)| a.is_err())
         {
-            return Err(StoreError::Unreachable(format!(
+            return Err(StoreError::unreachable(format!(
                 "store {}: {why}",
                 self.name
             )));
         }
-        Ok(answers)
+        Ok(answers.into_iter().map(|(_, a)| a).collect())
     }
 
-    async fn rename_one(&self, url: &str, from: &str, to: &str, overwrite: bool) -> MoveResult {
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=TRIES {
-            let mut params: Vec<(&str, String)> = vec![
-                ("from_public_id", from.to_string()),
-                ("to_public_id", to.to_string()),
-                ("type", self.delivery.clone()),
-                ("invalidate", "true".to_string()),
-                ("overwrite", overwrite.to_string()),
-                ("timestamp", Utc::now().timestamp().to_string()),
-            ];
-            let signature = upload_signature(&params, &self.api_secret);
-            params.push(("api_key", self.api_key.clone()));
-            params.push(("signature", signature));
-            let sent = self.client.post(url).form(&params).send().await;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(e) if attempt < TRIES && (e.is_timeout() || e.is_connect()) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "cannot reach the Cloudinary Upload API: {}",
-                        error_chain(&e)
-                    ));
-                }
-            };
-            let status = resp.status();
-            if status.is_success() {
-                self.answered.store(true, Ordering::Relaxed);
-                return Ok(Moved::Moved);
-            }
-            let text = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<ApiError>(&text)
-                .map_or_else(|_| text.chars().take(200).collect(), |e| e.error.message);
-            // Any answer but a refusal of the credentials shows the API is there.
-            if !matches!(status.as_u16(), 401 | 403) {
-                self.answered.store(true, Ordering::Relaxed);
-            }
-            if status == StatusCode::NOT_FOUND {
-                return Ok(Moved::SourceGone);
-            }
-            if (status.is_server_error() || status.as_u16() == 420 || status.as_u16() == 429)
-                && attempt < TRIES
-            {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-                continue;
-            }
-            return Err(format!(
-                "Cloudinary's Upload API answered rename of `{from}` with HTTP {}: {}",
-                status.as_u16(),
-                message.trim()
-            ));
+    async fn rename_one(
+        &self,
+        path: &str,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+    ) -> Result<Moved, KeyError> {
+        let params: [(&str, String); 5] = [
+            ("from_public_id", from.to_string()),
+            ("to_public_id", to.to_string()),
+            ("type", self.delivery.clone()),
+            ("invalidate", "true".to_string()),
+            ("overwrite", overwrite.to_string()),
+        ];
+        let Refusal { status, message } = match self.client.upload(path, &params).await {
+            Ok(()) => return Ok(Moved::Moved),
+            Err(refusal) => refusal,
+        };
+        let Some(status) = status else {
+            return Err(KeyError::transient(message));
+        };
+        if status == 404 {
+            return Ok(Moved::SourceGone);
         }
-        Err(format!("rename of `{from}` failed after {TRIES} tries"))
+        let said = format!(
+            "Cloudinary's Upload API answered rename of `{from}` with HTTP {status}: {message}"
+        );
+        // `overwrite = false` onto a public_id that exists: "to_public_id … already exists".
+        let kind = if !overwrite && status == 400 && message.contains("already exists") {
+            KeyFailure::AlreadyExists
+        } else if status >= 500 || matches!(status, 420 | 429) {
+            KeyFailure::Transient
+        } else {
+            KeyFailure::Permanent
+        };
+        Err(KeyError {
+            kind,
+            message: said,
+        })
     }
+}
+
+/// The quarantine prefix as public_ids spell it: without its leading dot (SPEC §6).
+pub(super) fn trash_prefix(prefix: &str) -> String {
+    prefix.trim_start_matches('.').to_string()
+}
+
+/// A public_id or Cloudinary URL typed on the command line, with its resource type: `explicit`
+/// (`--resource-type`), else the one the value names, else the store's only type. `Err` is the
+/// usage message.
+pub(super) fn typed_key(
+    cfg: &StoreConfig,
+    loc: &CloudinaryLocation,
+    explicit: Option<ResourceType>,
+    key: &str,
+) -> Result<(ResourceType, String), String> {
+    let ctx = cfg.key_context("");
+    let parsed = KeyFormat::Cloudinary.parse(key, explicit.map(ResourceType::as_str), &ctx);
+    let Some(k) = parsed.keys.into_iter().next() else {
+        return Err(format!(
+            "`{key}` is not a public_id or Cloudinary URL of store `{}`",
+            cfg.name
+        ));
+    };
+    let rt = match (explicit, k.resource_type) {
+        (Some(t), _) => t,
+        (None, Some(t)) if t != ResourceType::Plain => t,
+        _ => match loc.resource_types.as_slice() {
+            [only] => *only,
+            _ => {
+                return Err(format!(
+                    "`{key}` is a bare public_id: give its type with --resource-type image|video|raw, or write it as image/upload/{key}"
+                ));
+            }
+        },
+    };
+    if !loc.resource_types.contains(&rt) {
+        return Err(format!(
+            "store `{}` does not list resource type `{}`",
+            cfg.name,
+            rt.as_str()
+        ));
+    }
+    Ok((rt, k.key))
 }
 
 /// What `&public_ids%5B%5D=<id>` adds to a URL.
@@ -722,11 +597,30 @@ impl Store for CloudinaryStore {
         self.inner.location.clone()
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            resource_types: self.inner.types.clone(),
+            lists_since: true,
+            lookup_batch: Some(IDS_PER_CALL),
+            list_page: LIST_PAGE,
+            checked_by_first_call: true,
+            atomic_no_replace: true,
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            api_calls: self.inner.client.calls(),
+            full_list_calls: self.inner.full_list_calls.load(Ordering::Relaxed),
+        }
+    }
+
     async fn check(&self) -> Result<(), StoreError> {
         let query = [("max_results".to_string(), "1".to_string())];
         let path = self.inner.resources_path(self.inner.types[0]);
         self.inner
-            .call::<Page>(Method::GET, &path, &query, &Body::None)
+            .client
+            .admin::<Page>(Method::GET, &path, &query, &Body::None)
             .await
             .map(|_| ())
     }
@@ -759,102 +653,32 @@ impl Store for CloudinaryStore {
         }))
     }
 
-    fn api_calls(&self) -> u64 {
-        self.inner.calls.load(Ordering::Relaxed)
-    }
-
-    fn full_list_calls(&self) -> u64 {
-        self.inner.full_list_calls.load(Ordering::Relaxed)
-    }
-
-    fn lists_since(&self) -> bool {
-        true
-    }
-
-    fn lookup_batch(&self) -> Option<usize> {
-        Some(IDS_PER_CALL)
-    }
-
-    fn checked_by_first_call(&self) -> bool {
-        true
-    }
-
-    fn resource_types(&self) -> Vec<ResourceType> {
-        self.inner.types.clone()
-    }
-
-    async fn head_many(&self, keys: &[String]) -> Result<Vec<Option<Object>>, StoreError> {
-        let rt = self.single_type()?;
-        self.inner.head_of(rt, keys).await
-    }
-
-    async fn delete_many(&self, keys: &[String]) -> Result<Vec<Result<(), String>>, StoreError> {
-        let rt = self.single_type()?;
-        Ok(unit(self.inner.delete_of(rt, keys).await?))
-    }
-
-    async fn delete_many_gone(
-        &self,
-        resource_type: ResourceType,
-        keys: &[String],
-    ) -> Result<Vec<super::GoneResult>, StoreError> {
-        let rt = if resource_type == ResourceType::Plain {
-            self.single_type()?
-        } else {
-            resource_type
-        };
-        self.inner.delete_of(rt, keys).await
-    }
-
-    async fn move_many(&self, moves: &[(String, String)]) -> Result<Vec<MoveResult>, StoreError> {
-        let rt = self.single_type()?;
-        self.inner.rename_of(rt, moves, true).await
-    }
-
-    async fn move_many_no_replace_of(
-        &self,
-        resource_type: ResourceType,
-        moves: &[(String, String)],
-    ) -> Result<Vec<MoveResult>, StoreError> {
-        let rt = if resource_type == ResourceType::Plain {
-            self.single_type()?
-        } else {
-            resource_type
-        };
-        self.inner.rename_of(rt, moves, false).await
-    }
-
-    async fn move_many_of(
-        &self,
-        resource_type: ResourceType,
-        moves: &[(String, String)],
-    ) -> Result<Vec<MoveResult>, StoreError> {
-        if resource_type == ResourceType::Plain {
-            return self.move_many(moves).await;
-        }
-        self.inner.rename_of(resource_type, moves, true).await
-    }
-
-    async fn head_many_of(
+    async fn lookup_many(
         &self,
         resource_type: ResourceType,
         keys: &[String],
     ) -> Result<Vec<Option<Object>>, StoreError> {
-        if resource_type == ResourceType::Plain {
-            return self.head_many(keys).await;
-        }
-        self.inner.head_of(resource_type, keys).await
+        let rt = self.typed(resource_type)?;
+        self.inner.lookup_of(rt, keys).await
     }
 
-    async fn delete_many_of(
+    async fn delete_many(
         &self,
         resource_type: ResourceType,
         keys: &[String],
-    ) -> Result<Vec<Result<(), String>>, StoreError> {
-        if resource_type == ResourceType::Plain {
-            return self.delete_many(keys).await;
-        }
-        Ok(unit(self.inner.delete_of(resource_type, keys).await?))
+    ) -> Result<Vec<Result<Gone, KeyError>>, StoreError> {
+        let rt = self.typed(resource_type)?;
+        self.inner.delete_of(rt, keys).await
+    }
+
+    async fn move_many(
+        &self,
+        resource_type: ResourceType,
+        moves: &[(String, String)],
+        opts: MoveOptions,
+    ) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
+        let rt = self.typed(resource_type)?;
+        self.inner.rename_of(rt, moves, opts.replace).await
     }
 }
 
