@@ -1247,3 +1247,315 @@ fn name_list(names: &[String]) -> String {
         shown.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeDelta;
+    use futures::stream;
+
+    use super::*;
+    use crate::config::{Ignore, StoreLocation};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Capabilities, ListStream};
+
+    const HOUR: Duration = Duration::from_hours(1);
+
+    fn store_cfg(ignore: &[&str]) -> StoreConfig {
+        let patterns: Vec<String> = ignore.iter().map(ToString::to_string).collect();
+        StoreConfig {
+            name: "media".into(),
+            location: StoreLocation::Local {
+                root: "/nowhere".into(),
+            },
+            ignore: Ignore::new(&patterns).expect("globs"),
+            min_age: HOUR,
+            public_url: None,
+            quarantine: None,
+            list_concurrency: 1,
+            max_lookups: 10_000,
+        }
+    }
+
+    fn reference() -> ReferenceConfig {
+        ReferenceConfig {
+            name: "posts".into(),
+            database: 0,
+            store: 0,
+            query: "SELECT id, image AS key FROM posts".into(),
+            key_format: KeyFormat::Path,
+            key_prefix: String::new(),
+            link: None,
+        }
+    }
+
+    fn job(cfg: StoreConfig, mode: ScanMode, cutoff: Option<DateTime<Utc>>) -> StoreJob {
+        StoreJob {
+            cfg,
+            mode,
+            now: Utc::now(),
+            cutoff,
+            exclude: Vec::new(),
+            list_cost: None,
+            progress: None,
+        }
+    }
+
+    /// Reference rows `(id, key)` through the parser the scan uses, as the batches it sends.
+    fn batches(rows: &[(&str, &str)], mode: ScanMode) -> Vec<RefBatch> {
+        use crate::refs::RowSink as _;
+        let mut p = RowParser::new(0, &reference(), KeyContext::default(), None, mode);
+        let mut out = Vec::new();
+        for (id, key) in rows {
+            // The parser reads the columns of `wanted()`: key, id, then the optional ones.
+            let cols = [Some(*key), Some(*id), None, None, None, None, None];
+            out.extend(p.row(&cols));
+        }
+        out.extend(p.flush());
+        out
+    }
+
+    fn old(store: &MemoryStore, key: &str) {
+        let t = Utc::now() - TimeDelta::days(3);
+        store.put(ResourceType::Plain, key, 10, t);
+    }
+
+    async fn join(
+        job: &StoreJob,
+        store: &MemoryStore,
+        listing: Option<Listing<'_>>,
+        refs: Vec<RefBatch>,
+    ) -> StoreOutcome {
+        reconcile_store(job, store, listing, stream::iter(refs)).await
+    }
+
+    fn listing(store: &MemoryStore, job: &StoreJob) -> Listing<'static> {
+        // The memory store lists a snapshot: collect it so the listing outlives the borrow.
+        let opts = job.list_options(store);
+        let limited = opts.since.is_some();
+        let pages: Vec<_> = futures::executor::block_on(store.list(opts).collect::<Vec<_>>());
+        Listing {
+            pages: Box::pin(stream::iter(pages)) as ListStream<'static>,
+            limited,
+        }
+    }
+
+    fn keys(orphans: &[Orphan]) -> Vec<&str> {
+        orphans.iter().map(|o| o.key.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn orphans_missing_recent_and_ignored_are_told_apart() {
+        let store = MemoryStore::new("m");
+        for k in ["a.jpg", "b.jpg", "orphan.jpg", "static/logo.svg"] {
+            old(&store, k);
+        }
+        store.put(ResourceType::Plain, "new.jpg", 5, Utc::now());
+        let j = job(store_cfg(&["static/**"]), ScanMode::Both, None);
+        let rows = [("1", "a.jpg"), ("2", "/b.jpg"), ("3", "gone.jpg")];
+        let out = join(
+            &j,
+            &store,
+            Some(listing(&store, &j)),
+            batches(&rows, j.mode),
+        )
+        .await;
+        assert_eq!(keys(&out.orphans), ["orphan.jpg"]);
+        let missing: Vec<(&str, Option<&str>)> = out
+            .missing
+            .iter()
+            .map(|m| (m.key.as_str(), m.record_id.as_deref()))
+            .collect();
+        assert_eq!(missing, [("gone.jpg", Some("3"))]);
+        let s = &out.stats;
+        assert_eq!(
+            (s.listed, s.valid, s.orphans, s.too_recent, s.ignored),
+            (5, 2, 1, 1, 1)
+        );
+        assert_eq!(
+            s.objects_scanned,
+            s.valid + s.orphans + s.too_recent + s.ignored
+        );
+        assert!(s.complete && out.warnings.is_empty(), "{:?}", out.warnings);
+    }
+
+    #[tokio::test]
+    async fn references_that_arrive_after_the_listing_give_the_same_answer() {
+        let store = MemoryStore::new("m");
+        for i in 0..3000 {
+            old(&store, &format!("k/{i:04}.jpg"));
+        }
+        let rows: Vec<(String, String)> = (0..3000)
+            .step_by(3)
+            .map(|i| (i.to_string(), format!("k/{i:04}.jpg")))
+            .collect();
+        let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let j = job(store_cfg(&[]), ScanMode::Both, None);
+        // Early: every batch before the first page. Late: the listing is read first, held
+        // compactly, and classified once the reference set is complete.
+        let early = join(
+            &j,
+            &store,
+            Some(listing(&store, &j)),
+            batches(&rows, j.mode),
+        )
+        .await;
+        let late_refs = stream::once(async { tokio::task::yield_now().await })
+            .flat_map(|()| stream::iter(batches(&rows, ScanMode::Both)));
+        let late =
+            reconcile_store(&j, &store, Some(listing(&store, &j)), Box::pin(late_refs)).await;
+        assert_eq!(early.orphans.len(), 2000);
+        assert_eq!(keys(&early.orphans), keys(&late.orphans));
+        assert_eq!(early.stats.valid, late.stats.valid);
+    }
+
+    #[tokio::test]
+    async fn a_windowed_listing_confirms_older_references_by_look_ups() {
+        let store = MemoryStore::new("m").with_capabilities(Capabilities {
+            lists_since: true,
+            ..Capabilities::plain(1000)
+        });
+        old(&store, "old-but-referenced.jpg");
+        store.put(
+            ResourceType::Plain,
+            "fresh.jpg",
+            1,
+            Utc::now() - TimeDelta::hours(2),
+        );
+        let cutoff = Utc::now() - TimeDelta::days(1);
+        let j = job(store_cfg(&[]), ScanMode::Both, Some(cutoff));
+        let rows = [("1", "old-but-referenced.jpg"), ("2", "truly-gone.jpg")];
+        let list = listing(&store, &j);
+        assert!(list.limited);
+        let out = join(&j, &store, Some(list), batches(&rows, j.mode)).await;
+        // The old file is outside the window and was not listed, yet it is not missing.
+        assert_eq!(out.missing.len(), 1);
+        assert_eq!(out.missing[0].key, "truly-gone.jpg");
+        assert_eq!(out.stats.lookups, Some(2));
+        assert_eq!(keys(&out.orphans), ["fresh.jpg"]);
+    }
+
+    #[tokio::test]
+    async fn a_reference_that_matches_only_after_nfc_is_neither_orphan_nor_missing() {
+        let store = MemoryStore::new("m");
+        old(&store, "caf\u{e9}.jpg");
+        let j = job(store_cfg(&[]), ScanMode::Both, None);
+        let rows = [("1", "cafe\u{301}.jpg")];
+        let out = join(
+            &j,
+            &store,
+            Some(listing(&store, &j)),
+            batches(&rows, j.mode),
+        )
+        .await;
+        assert!(out.orphans.is_empty(), "{:?}", out.orphans);
+        assert!(out.missing.is_empty(), "{:?}", out.missing);
+        assert!(
+            matches!(out.warnings.as_slice(), [Warning::UnicodeMatch { .. }]),
+            "{:?}",
+            out.warnings
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_fails_part_way_reports_no_unconfirmed_missing_files() {
+        let store = MemoryStore::new("m");
+        old(&store, "a.jpg");
+        let j = job(store_cfg(&[]), ScanMode::Both, None);
+        let pages: ListStream<'static> = Box::pin(stream::iter([
+            Ok(vec![Listed::Object(Object::plain(
+                "a.jpg".into(),
+                Some(1),
+                Some(Utc::now() - TimeDelta::days(3)),
+            ))]),
+            Err(StoreError::transient("connection reset")),
+        ]));
+        let rows = [("1", "a.jpg"), ("2", "maybe-on-page-2.jpg")];
+        let out = join(
+            &j,
+            &store,
+            Some(Listing {
+                pages,
+                limited: false,
+            }),
+            batches(&rows, j.mode),
+        )
+        .await;
+        assert!(!out.stats.complete);
+        assert!(out.stats.reachable);
+        assert!(out.missing.is_empty());
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| matches!(w, Warning::Unconfirmed { count: 1, .. })),
+            "{:?}",
+            out.warnings
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_only_looks_keys_up_without_listing() {
+        let store = MemoryStore::new("m");
+        old(&store, "here.jpg");
+        let j = job(store_cfg(&[]), ScanMode::MissingOnly, None);
+        let rows = [("1", "here.jpg"), ("2", "gone.jpg")];
+        let out = join(&j, &store, None, batches(&rows, j.mode)).await;
+        assert_eq!(out.missing.len(), 1);
+        assert_eq!(out.missing[0].key, "gone.jpg");
+        assert_eq!(out.stats.listed, 0);
+        assert_eq!(out.stats.lookups, Some(2));
+    }
+
+    #[test]
+    fn findings_sort_missing_active_first_and_record_ids_as_numbers() {
+        let m = |id: &str, status: &str| Missing {
+            reference: "posts".into(),
+            reference_index: 0,
+            record_id: Some(id.into()),
+            title: None,
+            owner: None,
+            media_type: None,
+            key: format!("k{id}"),
+            created_at: None,
+            status: status.into(),
+            link: None,
+        };
+        let out = StoreOutcome {
+            stats: StoreStats {
+                name: "media".into(),
+                complete: true,
+                reachable: true,
+                ..StoreStats::default()
+            },
+            orphans: Vec::new(),
+            missing: vec![m("10", "DELETED"), m("9", "ACTIVE"), m("10", "ACTIVE")],
+            warnings: Vec::new(),
+        };
+        let f = findings(
+            Utc::now(),
+            Window::All,
+            ScanMode::Both,
+            vec![out],
+            Vec::new(),
+            Vec::new(),
+            true,
+            Vec::new(),
+        );
+        let order: Vec<(&str, &str)> = f
+            .missing
+            .iter()
+            .map(|m| {
+                (
+                    m.record_id.as_deref().unwrap_or_default(),
+                    m.status.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [("9", "ACTIVE"), ("10", "ACTIVE"), ("10", "DELETED")]
+        );
+        assert!(f.complete);
+    }
+}
