@@ -76,19 +76,14 @@ pub(super) async fn audit(
     Ok(())
 }
 
-/// Queues one entry unless its object has a live one; its id when added.
-async fn insert_entry(
-    tx: &mut dyn Tx,
-    actor: &str,
-    now: &str,
-    e: &NewEntry,
-) -> Result<Option<i64>> {
+/// Queues one entry unless its object has a live one; whether it was added.
+async fn insert_entry(tx: &mut dyn Tx, actor: &str, now: &str, e: &NewEntry) -> Result<bool> {
     let uploaded = e.uploaded_at.map(rfc3339);
     let due = rfc3339(e.next_attempt_at);
-    let rows = tx
-        .query(
+    let added = tx
+        .execute(
             "INSERT INTO queue (store, resource_type, key, reason, client_id, scan_id, queued_at, uploaded_at, next_attempt_at, actor, original_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
             &[
                 e.object.store.as_str().into(),
                 e.object.resource_type.as_str().into(),
@@ -104,7 +99,7 @@ async fn insert_entry(
             ],
         )
         .await?;
-    rows.first().map(|r| r.int(0)).transpose()
+    Ok(added == 1)
 }
 
 /// The live (`pending` or `claimed`) entry of an object, other than `except`.
@@ -143,11 +138,11 @@ async fn apply(tx: &mut dyn Tx, actor: &str, now: &str, c: &Completion) -> Resul
     .await?;
     let removal = match &c.removal {
         None => None,
-        Some(r) => match insert_entry(tx, actor, now, r).await? {
-            Some(id) => Some(id),
-            // The copy's key is queued already (by hand): that entry removes it.
-            None => live_entry(tx, &r.object, 0).await?,
-        },
+        // Added now, or queued already (by hand): the live entry removes the copy.
+        Some(r) => {
+            insert_entry(tx, actor, now, r).await?;
+            live_entry(tx, &r.object, 0).await?
+        }
     };
     match &c.quarantine {
         None => {}
@@ -265,7 +260,6 @@ impl QueueStore for State {
             if insert_entry(tx.as_mut(), actor, &now, entry)
                 .await
                 .map_err(&e)?
-                .is_some()
             {
                 added += 1;
             }

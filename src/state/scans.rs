@@ -85,7 +85,7 @@ fn record(mut r: Row) -> Result<ScanRecord> {
 }
 
 /// Rows a multi-row `INSERT` carries: under both backends' limits on bound values.
-const ROWS_PER_INSERT: usize = 500;
+const ROWS_PER_INSERT: usize = 100;
 
 fn values_list(rows: usize, cols: usize) -> String {
     (0..rows)
