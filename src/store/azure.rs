@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::cloud::{self, CallError, Page, PageQuery, PageSource};
 use super::{
     Capabilities, Gone, KeyError, ListOptions, ListStream, MoveOptions, Moved, Object, Store,
-    StoreError, Usage, resolve_type,
+    StoreError, Usage, plain_only,
 };
 use crate::key::{ResourceType, is_representable};
 
@@ -518,12 +518,7 @@ impl Store for AzureStore {
 
 impl AzureStore {
     fn plain(&self, resource_type: ResourceType) -> Result<(), StoreError> {
-        resolve_type(
-            &self.inner.describe(),
-            &[ResourceType::Plain],
-            resource_type,
-        )
-        .map(|_| ())
+        plain_only(&self.inner.describe(), resource_type)
     }
 
     fn deletes(&self) -> cloud::Deletes<'_, MicrosoftAzure> {

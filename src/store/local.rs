@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Capabilities, Gone, KeyError, ListOptions, ListStream, Listed, MoveOptions, Moved, Object,
-    Store, StoreError, resolve_type,
+    Store, StoreError, plain_only,
 };
 use crate::key::ResourceType;
 
@@ -42,7 +42,7 @@ impl LocalStore {
     }
 
     fn plain(&self, resource_type: ResourceType) -> Result<(), StoreError> {
-        resolve_type(&self.describe(), &[ResourceType::Plain], resource_type).map(|_| ())
+        plain_only(&self.describe(), resource_type)
     }
 
     /// Runs `work` on the root in a blocking thread.

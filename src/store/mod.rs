@@ -201,6 +201,11 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Result<Moved, KeyError>>, StoreError>;
 }
 
+/// A typed call on a store without resource types: only `Plain` is one of its keys.
+pub(crate) fn plain_only(who: &str, resource_type: ResourceType) -> Result<(), StoreError> {
+    resolve_type(who, &[ResourceType::Plain], resource_type).map(|_| ())
+}
+
 /// The resource type a typed call goes to on a store holding `types`: `resource_type` itself
 /// when the store holds it, or the only type of a store that holds one when `Plain` is asked for.
 /// `who` names the store in the refusal.

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::cloud::{self, CallError};
 use super::{
     Capabilities, Gone, KeyError, ListOptions, ListStream, Listed, MoveOptions, Moved, Object,
-    Store, StoreError, Usage, resolve_type,
+    Store, StoreError, Usage, plain_only,
 };
 use crate::key::{ResourceType, is_representable};
 
@@ -723,12 +723,7 @@ impl Store for S3Store {
 
 impl S3Store {
     fn plain(&self, resource_type: ResourceType) -> Result<(), StoreError> {
-        resolve_type(
-            &self.inner.describe(),
-            &[ResourceType::Plain],
-            resource_type,
-        )
-        .map(|_| ())
+        plain_only(&self.inner.describe(), resource_type)
     }
 
     fn deletes(&self) -> cloud::Deletes<'_, AmazonS3> {
