@@ -914,3 +914,54 @@ min_age = "0s"
     );
 }
 both_states!(two_scans_at_once_are_both_counted_in_the_budget);
+
+/// The scan operation announces the budget's warning and its stop, for notifications and the
+/// API to pass on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scan_operation_announces_the_budget_warning_and_stop() {
+    use assetgc::domain::event::Event;
+    let (_tmp, emulator, dir) = small(Options {
+        rate_limit_headers: false,
+        ..Options::default()
+    });
+    // Three types to list against 2 calls an hour: warned at the 2nd call, stopped before the 3rd.
+    let config = small_config(
+        &dir,
+        &emulator,
+        "api_budget = { calls_per_hour = 2, warn_at = 0.5, stop_at = 0.95 }",
+    );
+    let cfg = assetgc::config::load(Some(&config))
+        .expect("config")
+        .expect("a config file");
+    let app = assetgc::app::App::open(cfg).await.expect("app");
+    let mut events = app.events();
+    let out = assetgc::ops::scan::run(
+        &app,
+        assetgc::ops::scan::ScanRequest {
+            window: assetgc::domain::scan::Window::All,
+            mode: assetgc::domain::scan::ScanMode::Both,
+            stores: Vec::new(),
+            report: None,
+            progress: None,
+        },
+    )
+    .await
+    .expect("scan");
+    assert!(
+        !out.findings.complete,
+        "the stop leaves the scan incomplete"
+    );
+    let seen: Vec<Event> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::BudgetWarning { message } if message.contains("warn_at"))),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::BudgetStopped { message } if message.contains("stop_at"))),
+        "{seen:?}"
+    );
+    app.close().await;
+    assert_eq!(emulator.calls(), 2);
+}

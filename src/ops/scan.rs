@@ -99,8 +99,13 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
         summary: Summary::of(&findings),
         report_path: report_path.as_ref().map(|p| p.display().to_string()),
     });
-    for w in app.ledger.warnings() {
-        app.publish(Event::BudgetWarning { message: w });
+    let stopped = app.ledger.stopped();
+    for message in app.ledger.warnings() {
+        app.publish(if stopped.as_ref() == Some(&message) {
+            Event::BudgetStopped { message }
+        } else {
+            Event::BudgetWarning { message }
+        });
     }
     Ok(ScanOutcome {
         id,

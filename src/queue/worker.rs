@@ -567,6 +567,9 @@ pub async fn run(
             Err(e) => break Err(e),
         }
         if let Some(why) = app.ledger.stopped() {
+            app.publish(Event::BudgetStopped {
+                message: why.clone(),
+            });
             totals.budget_stop = Some(why);
             break Ok(());
         }
