@@ -965,3 +965,26 @@ async fn the_scan_operation_announces_the_budget_warning_and_stop() {
     app.close().await;
     assert_eq!(emulator.calls(), 2);
 }
+
+/// `check` spends a call or two of the account: they count in its budget like any other.
+#[test]
+fn the_calls_of_check_are_counted_in_the_budget() {
+    let (_tmp, emulator, dir) = small(Options {
+        rate_limit_headers: false,
+        ..Options::default()
+    });
+    let config = small_config(&dir, &emulator, "");
+    let r = assetgc(&config, &["check"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let answered = emulator.calls();
+    assert!(answered > 0, "check called the API");
+    let state = rusqlite::Connection::open(dir.join("assetgc.db")).expect("state");
+    let counted: i64 = state
+        .query_row(
+            "SELECT COALESCE(SUM(calls), 0) FROM api_budget_calls",
+            [],
+            |r| r.get(0),
+        )
+        .expect("sum");
+    assert_eq!(u64::try_from(counted).expect("count"), answered);
+}

@@ -530,3 +530,76 @@ async fn from_report(
     );
     Ok((out, skipped, source))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::scan::{StoreStats, Window};
+
+    fn config() -> Config {
+        crate::config::parse(
+            "[stores.media]\nurl = \"./media\"\n",
+            "test.toml",
+            std::path::Path::new("/tmp"),
+            &|_| None,
+        )
+        .expect("config")
+    }
+
+    fn scan(id: i64, stats: Option<Vec<StoreStats>>) -> ScanRecord {
+        ScanRecord {
+            id,
+            started_at: Utc::now(),
+            state: ScanState::Complete,
+            mode: ScanMode::Both,
+            window: Window::All,
+            stores: vec!["media".into()],
+            summary: None,
+            store_stats: stats,
+            api_calls: 0,
+            duration_ms: None,
+        }
+    }
+
+    fn counts(scanned: u64, orphans: u64) -> Option<Vec<StoreStats>> {
+        Some(vec![StoreStats {
+            name: "media".into(),
+            objects_scanned: scanned,
+            orphans,
+            ..StoreStats::default()
+        }])
+    }
+
+    #[test]
+    fn unreadable_counts_refuse_instead_of_reading_zero() {
+        let cfg = config();
+        let refused = guard(&cfg, &scan(1, None), "media", &[]);
+        assert!(matches!(refused, Some((Guard::NoCounts, _))), "{refused:?}");
+        // Counts of another store do not stand in for this one's.
+        let mut other = counts(1000, 0);
+        if let Some(v) = other.as_mut() {
+            v[0].name = "elsewhere".into();
+        }
+        assert!(matches!(
+            guard(&cfg, &scan(1, other), "media", &[]),
+            Some((Guard::NoCounts, _))
+        ));
+    }
+
+    #[test]
+    fn share_and_jump_refuse_per_store() {
+        let cfg = config();
+        assert!(guard(&cfg, &scan(2, counts(200, 50)), "media", &[]).is_none());
+        assert!(matches!(
+            guard(&cfg, &scan(2, counts(200, 150)), "media", &[]),
+            Some((Guard::OrphanShare, _))
+        ));
+        // 12 orphans before, 130 now (of 1000 scanned): more than ×10.
+        let before = [scan(1, counts(1000, 12))];
+        assert!(matches!(
+            guard(&cfg, &scan(2, counts(1000, 130)), "media", &before),
+            Some((Guard::OrphanJump, _))
+        ));
+        assert!(guard(&cfg, &scan(2, counts(1000, 110)), "media", &before).is_none());
+    }
+}

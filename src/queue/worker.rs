@@ -112,16 +112,6 @@ impl Totals {
         }
     }
 
-    /// Entries that left the queue for good this run.
-    pub fn finished(&self) -> u64 {
-        self.deleted
-            + self.quarantined
-            + self.already_gone
-            + self.referenced
-            + self.failed
-            + self.dropped
-    }
-
     /// Every store the run tried was out of reach (SPEC §3 exit 1).
     pub fn nothing_reached(&self) -> bool {
         self.reached.is_empty() && (!self.unreachable.is_empty() || self.db_unreachable)

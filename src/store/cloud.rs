@@ -321,9 +321,7 @@ pub(super) fn list<S: PageSource>(source: &Arc<S>, opts: ListOptions) -> ListStr
             let _ = tx.send(Err(e)).await;
         }
     });
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    super::pages(rx)
 }
 
 async fn call_with_retries<S: PageSource>(

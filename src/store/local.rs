@@ -109,9 +109,7 @@ impl Store for LocalStore {
         let (tx, rx) = mpsc::channel(4);
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || walk(&root, &opts, &tx));
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
+        super::pages(rx)
     }
 
     async fn lookup_many(

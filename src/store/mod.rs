@@ -201,6 +201,15 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Result<Moved, KeyError>>, StoreError>;
 }
 
+/// The pages a listing task sends, as the listing stream callers read.
+pub(crate) fn pages(
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<Listed>, StoreError>>,
+) -> ListStream<'static> {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
 /// A typed call on a store without resource types: only `Plain` is one of its keys.
 pub(crate) fn plain_only(who: &str, resource_type: ResourceType) -> Result<(), StoreError> {
     resolve_type(who, &[ResourceType::Plain], resource_type).map(|_| ())

@@ -681,9 +681,7 @@ impl Store for S3Store {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
+        super::pages(rx)
     }
 
     async fn lookup_many(

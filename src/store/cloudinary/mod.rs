@@ -648,9 +648,7 @@ impl Store for CloudinaryStore {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
+        crate::store::pages(rx)
     }
 
     async fn lookup_many(
