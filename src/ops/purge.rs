@@ -561,13 +561,13 @@ mod tests {
         }
     }
 
-    fn counts(scanned: u64, orphans: u64) -> Option<Vec<StoreStats>> {
-        Some(vec![StoreStats {
+    fn counts(scanned: u64, orphans: u64) -> Vec<StoreStats> {
+        vec![StoreStats {
             name: "media".into(),
             objects_scanned: scanned,
             orphans,
             ..StoreStats::default()
-        }])
+        }]
     }
 
     #[test]
@@ -577,11 +577,9 @@ mod tests {
         assert!(matches!(refused, Some((Guard::NoCounts, _))), "{refused:?}");
         // Counts of another store do not stand in for this one's.
         let mut other = counts(1000, 0);
-        if let Some(v) = other.as_mut() {
-            v[0].name = "elsewhere".into();
-        }
+        other[0].name = "elsewhere".into();
         assert!(matches!(
-            guard(&cfg, &scan(1, other), "media", &[]),
+            guard(&cfg, &scan(1, Some(other)), "media", &[]),
             Some((Guard::NoCounts, _))
         ));
     }
@@ -589,17 +587,17 @@ mod tests {
     #[test]
     fn share_and_jump_refuse_per_store() {
         let cfg = config();
-        assert!(guard(&cfg, &scan(2, counts(200, 50)), "media", &[]).is_none());
+        assert!(guard(&cfg, &scan(2, Some(counts(200, 50))), "media", &[]).is_none());
         assert!(matches!(
-            guard(&cfg, &scan(2, counts(200, 150)), "media", &[]),
+            guard(&cfg, &scan(2, Some(counts(200, 150))), "media", &[]),
             Some((Guard::OrphanShare, _))
         ));
         // 12 orphans before, 130 now (of 1000 scanned): more than ×10.
-        let before = [scan(1, counts(1000, 12))];
+        let before = [scan(1, Some(counts(1000, 12)))];
         assert!(matches!(
-            guard(&cfg, &scan(2, counts(1000, 130)), "media", &before),
+            guard(&cfg, &scan(2, Some(counts(1000, 130))), "media", &before),
             Some((Guard::OrphanJump, _))
         ));
-        assert!(guard(&cfg, &scan(2, counts(1000, 110)), "media", &before).is_none());
+        assert!(guard(&cfg, &scan(2, Some(counts(1000, 110))), "media", &before).is_none());
     }
 }
