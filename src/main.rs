@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-use assetgc::cli::{Cli, Command, LogFormat};
+use assetgc::Exit;
+use assetgc::cli::{Cli, Color, Command, LogFormat};
 use assetgc::cmd::{self, Ui};
-use assetgc::{Error, Exit};
+use assetgc::error::{one_line, sanitize};
 use clap::Parser as _;
 
 fn main() -> ExitCode {
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("invalid arguments");
             let first = first.trim_start_matches("error: ");
-            eprintln!("error: {first} (see `assetgc --help`)");
+            eprintln!("error: {} (see `assetgc --help`)", sanitize(first));
             return ExitCode::from(Exit::Usage.code());
         }
     };
@@ -74,20 +75,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn one_line(e: &Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        source = cause.source();
-    }
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 fn init_logging(cli: &Cli) {
     let default = if cli.global.verbose {
         "assetgc=debug,info"
@@ -99,9 +86,23 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(stderr_color(cli.global.color))
         .with_target(false);
     match cli.global.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.without_time().init(),
+    }
+}
+
+/// Colour codes on stderr: `--color always`, or `auto` on a terminal without `NO_COLOR`.
+fn stderr_color(color: Color) -> bool {
+    use std::io::IsTerminal as _;
+    match color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stderr().is_terminal()
+        }
     }
 }

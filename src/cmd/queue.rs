@@ -34,7 +34,14 @@ fn keys(a: &QueueAddArgs) -> Result<Vec<String>> {
     for k in &a.keys {
         if k == "-" {
             for line in std::io::stdin().lock().lines() {
-                let line = line.map_err(|e| Error::io("cannot read keys from stdin", e))?;
+                let line = line.map_err(|e| match e.kind() {
+                    // A key is UTF-8 text (SPEC §2), typed or piped alike.
+                    std::io::ErrorKind::InvalidData => Error::Usage(
+                        "stdin holds bytes that are not UTF-8: keys are UTF-8 text, one a line"
+                            .into(),
+                    ),
+                    _ => Error::io("cannot read keys from stdin", e),
+                })?;
                 let line = line.trim_end_matches('\r');
                 if !line.trim().is_empty() {
                     raw.push(line.to_string());

@@ -24,7 +24,7 @@ pub async fn run(g: &Global, args: &RestoreArgs) -> Result<Exit> {
         }
         super::print(&text)?;
         for why in &out.failed {
-            eprintln!("error: {why}");
+            eprintln!("error: {}", crate::error::sanitize(why));
         }
         // Some keys could not come back: the run did part of its work.
         Ok(if out.failed.is_empty() {
