@@ -154,17 +154,67 @@ struct RawBudget {
     max_wait: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `quarantine = false | true | { prefix, keep }`. Not `#[serde(untagged)]`: its error would name
+/// no key ("did not match any variant"); this one names the unknown key, or what is allowed.
+#[derive(Debug)]
 enum RawQuarantine {
     Switch(bool),
     Table(RawQuarantineTable),
 }
 
+impl<'de> Deserialize<'de> for RawQuarantine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(BoolOrTable {
+            expecting: "quarantine = false, true or { prefix = \".assetgc-trash/\", keep = \"7d\" }",
+            switch: RawQuarantine::Switch,
+            table: RawQuarantine::Table,
+        })
+    }
+}
+
+/// A visitor for a value written either as a scalar or as a table with its own fields.
+struct BoolOrTable<S, T, R> {
+    expecting: &'static str,
+    switch: fn(S) -> R,
+    table: fn(T) -> R,
+}
+
+impl<'de, T: Deserialize<'de>, R> serde::de::Visitor<'de> for BoolOrTable<bool, T, R> {
+    type Value = R;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<R, E> {
+        Ok((self.switch)(v))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<R, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(self.table)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, R> serde::de::Visitor<'de> for BoolOrTable<String, T, R> {
+    type Value = R;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<R, E> {
+        Ok((self.switch)(v.to_string()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<R, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(self.table)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawQuarantineTable {
-    // Plain strings: spans do not survive an untagged enum; errors point at the table.
+    // Plain strings: errors point at the `quarantine` value.
     prefix: Option<String>,
     keep: Option<String>,
 }
@@ -188,11 +238,21 @@ struct RawReference {
     track: Option<Spanned<toml::Value>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `key_format = "path" | … | { regex = '...' }`, with errors that name what is allowed.
+#[derive(Debug)]
 enum RawKeyFormat {
     Name(String),
     Regex(RawRegex),
+}
+
+impl<'de> Deserialize<'de> for RawKeyFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(BoolOrTable {
+            expecting: "key_format = \"path\", \"url\", \"cloudinary\" or { regex = '...' }",
+            switch: RawKeyFormat::Name,
+            table: RawKeyFormat::Regex,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -650,7 +710,8 @@ fn cloudcube(url: &str) -> Option<std::result::Result<S3Location, String>> {
     let cube = parsed.path().trim_matches('/');
     if cube.is_empty() {
         return Some(Err(format!(
-            "`{url}` names no cube: Cloudcube URLs look like https://{host}/<cube>"
+            "`{}` names no cube: Cloudcube URLs look like https://{host}/<cube>",
+            redact_url(url)
         )));
     }
     Some(S3Location::new(bucket, cube, Some(region)))
@@ -1321,7 +1382,10 @@ impl Cx<'_> {
             Some(t) => {
                 let u = self.expand(t)?;
                 let parsed = url::Url::parse(&u).map_err(|e| {
-                    self.err_at(t, format!("[stores.{name}] public_url `{u}`: {e}"))
+                    self.err_at(
+                        t,
+                        format!("[stores.{name}] public_url `{}`: {e}", redact_url(&u)),
+                    )
                 })?;
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err(self.err_at(
@@ -1662,7 +1726,10 @@ impl Cx<'_> {
             None if cloudinary => KeyFormat::Cloudinary,
             None => KeyFormat::Path,
             Some(kf) => match kf.get_ref() {
-                RawKeyFormat::Name(n) => match n.as_str() {
+                RawKeyFormat::Name(n) => match expand_vars(n, self.env)
+                    .map_err(|m| self.err_at(kf, m))?
+                    .as_str()
+                {
                     "path" => KeyFormat::Path,
                     "url" => KeyFormat::Url,
                     "cloudinary" => KeyFormat::Cloudinary,
@@ -1675,8 +1742,12 @@ impl Cx<'_> {
                         ));
                     }
                 },
-                RawKeyFormat::Regex(r) => KeyFormat::regex(&r.regex)
-                    .map_err(|m| self.err_at(kf, format!("reference `{name}`: {m}")))?,
+                RawKeyFormat::Regex(r) => {
+                    let pattern =
+                        expand_vars(&r.regex, self.env).map_err(|m| self.err_at(kf, m))?;
+                    KeyFormat::regex(&pattern)
+                        .map_err(|m| self.err_at(kf, format!("reference `{name}`: {m}")))?
+                }
             },
         };
         let format_line = self.line_of(
@@ -1915,9 +1986,10 @@ pub fn expand_vars(
             out.push_str("${");
             rest = literal;
         } else if let Some(body) = after.strip_prefix("${") {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("`${{` without a closing `}}` in `{s}`"))?;
+            // The value is not repeated: it may hold a password (the line is named).
+            let end = body.find('}').ok_or_else(|| {
+                "`${` without a closing `}`; write `$${` for a literal `${`".to_string()
+            })?;
             let inner = &body[..end];
             let (name, default) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -1927,7 +1999,10 @@ pub fn expand_vars(
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !name_ok {
-                return Err(format!("`${{{inner}}}` is not a variable name"));
+                return Err(format!(
+                    "`${{{}}}` is not a variable name (letters, digits and `_`); write `$${{` for a literal `${{`",
+                    redact_url(inner)
+                ));
             }
             match (
                 env(name).filter(|v| !(v.is_empty() && default.is_some())),
@@ -1937,7 +2012,7 @@ pub fn expand_vars(
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
                     return Err(format!(
-                        "environment variable {name} is not set (set it, or write ${{{name}:-default}})"
+                        "environment variable `{name}` is not set (set it, or write `${{{name}:-default}}`)"
                     ));
                 }
             }
@@ -1951,10 +2026,18 @@ pub fn expand_vars(
     Ok(out)
 }
 
-/// Durations as humantime strings (`30m`, `24h`, `7d`, `0s`).
+/// The longest duration a setting or flag takes: a year count this high is a typo, and
+/// `now + d` must stay a date (it is added to times before it is stored).
+pub const MAX_DURATION: Duration = Duration::from_hours(100 * 8766);
+
+/// Durations as humantime strings (`30m`, `24h`, `7d`, `0s`), at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|_| format!("bad duration `{s}` (write e.g. 30m, 24h or 7d)"))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|_| format!("bad duration `{s}` (write e.g. 30m, 24h or 7d)"))?;
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is longer than 100 years"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
