@@ -46,6 +46,14 @@ pub trait RowSink: Send + 'static {
     fn flush(&mut self) -> Option<Self::Batch>;
 }
 
+/// What `check` learnt of a reference query.
+pub struct Probe {
+    /// The columns the query returns.
+    pub columns: Vec<String>,
+    /// Why the query cannot be wrapped in `LIMIT 1`, when it cannot (it was only prepared).
+    pub unwrapped: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("{0}")]
@@ -182,14 +190,44 @@ impl Db {
     }
 
     /// Runs a query wrapped in `LIMIT 1` and returns the column names it yields (from the
-    /// prepared statement, so a query without rows still shows its columns).
-    pub async fn probe(&self, sql: &str) -> Result<Vec<String>, DbError> {
+    /// prepared statement, so a query without rows still shows its columns). A query that runs
+    /// but cannot be wrapped (MariaDB refuses a derived table with two columns of one name) is
+    /// prepared alone, never run whole here: [`Probe::unwrapped`] says why the wrap failed.
+    pub async fn probe(&self, sql: &str) -> Result<Probe, DbError> {
         let wrapped = format!("SELECT * FROM ({sql}) AS assetgc_q LIMIT 1");
+        let (wrapped, sql) = match self {
+            Db::MySql(_) => (mysql_key_alias(&wrapped), mysql_key_alias(sql)),
+            _ => (wrapped, sql.to_string()),
+        };
+        let prepared = match self {
+            Db::Sqlite(p, _) => prepare_columns(p, &wrapped).await,
+            Db::Postgres(p) => prepare_columns(p, &wrapped).await,
+            Db::MySql(p) => prepare_columns(p, &wrapped).await,
+        };
+        let columns = match prepared {
+            Ok(c) => c,
+            Err(DbError::Query(wrap_error)) => {
+                let alone = match self {
+                    Db::Sqlite(p, _) => prepare_columns(p, &sql).await,
+                    Db::Postgres(p) => prepare_columns(p, &sql).await,
+                    Db::MySql(p) => prepare_columns(p, &sql).await,
+                };
+                return alone.map(|columns| Probe {
+                    columns,
+                    unwrapped: Some(wrap_error),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         match self {
-            Db::Sqlite(p, _) => probe_columns(p, wrapped).await,
-            Db::Postgres(p) => probe_columns(p, wrapped).await,
-            Db::MySql(p) => probe_columns(p, mysql_key_alias(&wrapped)).await,
+            Db::Sqlite(p, _) => run_first(p, wrapped).await?,
+            Db::Postgres(p) => run_first(p, wrapped).await?,
+            Db::MySql(p) => run_first(p, wrapped).await?,
         }
+        Ok(Probe {
+            columns,
+            unwrapped: None,
+        })
     }
 
     /// The `key` values of `sql`'s rows whose `key` is one of `values`: the query wrapped as
@@ -364,26 +402,34 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-async fn probe_columns<DB>(pool: &sqlx::Pool<DB>, sql: String) -> Result<Vec<String>, DbError>
+/// The column names of a statement, from preparing it (nothing runs).
+async fn prepare_columns<DB>(pool: &sqlx::Pool<DB>, sql: &str) -> Result<Vec<String>, DbError>
 where
     DB: Database,
     for<'e> &'e sqlx::Pool<DB>: Executor<'e, Database = DB>,
 {
-    let query_err = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
     let stmt = pool
-        .prepare(AssertSqlSafe(sql.clone()).into_sql_str())
+        .prepare(AssertSqlSafe(sql.to_string()).into_sql_str())
         .await
-        .map_err(query_err)?;
-    let columns = stmt
+        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+    Ok(stmt
         .columns()
         .iter()
         .map(|c| c.name().to_string())
-        .collect();
+        .collect())
+}
+
+/// Runs a statement up to its first row.
+async fn run_first<DB>(pool: &sqlx::Pool<DB>, sql: String) -> Result<(), DbError>
+where
+    DB: Database,
+    for<'e> &'e sqlx::Pool<DB>: Executor<'e, Database = DB>,
+{
     sqlx::raw_sql(AssertSqlSafe(sql))
         .fetch_optional(pool)
         .await
-        .map_err(query_err)?;
-    Ok(columns)
+        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+    Ok(())
 }
 
 fn text_rows<'a, DB>(

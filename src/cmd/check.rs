@@ -12,6 +12,13 @@ use crate::report::Style;
 
 pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
     let cfg = super::config_or_env(g)?;
+    // Nothing a scan could read is a config error, for `check` as for `scan` (SPEC §3), and
+    // is said before the state database is opened.
+    if cfg.stores.is_empty() {
+        return Err(crate::error::Error::Usage(
+            "the config has no [stores.*] section, so there is nothing to check: add one, e.g. [stores.media] url = \"./media\", and [[references]] that point into it".into(),
+        ));
+    }
     let origin = cfg.path.as_ref().map_or_else(
         || "(no file: DATABASE_URL / CLOUDINARY_URL / CLOUDCUBE_URL)".into(),
         |p| p.display().to_string(),
@@ -61,6 +68,12 @@ fn render(r: &CheckReport, st: Style) -> String {
             ReferenceCheck::Ok { store, columns } => writeln!(
                 out,
                 "reference {name} → store {store}: {ok} (columns: {})",
+                columns.join(", ")
+            ),
+            ReferenceCheck::Unwrapped { store, columns, .. } => writeln!(
+                out,
+                "reference {name} → store {store}: {} (columns: {})",
+                st.warn("prepared, not run: it cannot be wrapped in LIMIT 1 (see the warning)"),
                 columns.join(", ")
             ),
             ReferenceCheck::NoKey { columns } => writeln!(

@@ -5,7 +5,7 @@ use futures::StreamExt as _;
 
 use crate::app::App;
 use crate::error::Exit;
-use crate::refs::Db;
+use crate::refs::{Db, Probe};
 use crate::store::{ListOptions, Listed, Store, StoreError};
 
 /// How one store answered.
@@ -26,6 +26,13 @@ pub enum ReferenceCheck {
     Ok {
         store: String,
         columns: Vec<String>,
+    },
+    /// It cannot be wrapped in `LIMIT 1` (`why`), so it was prepared, not run; a scan's re-check
+    /// runs such a query whole.
+    Unwrapped {
+        store: String,
+        columns: Vec<String>,
+        why: String,
     },
     /// It ran but returns no `key` column.
     NoKey {
@@ -161,7 +168,7 @@ async fn check_references(
                 database: cfg.databases[r.database].name.clone(),
             },
             Ok(db) => match db.probe(&r.query).await {
-                Ok(columns) => {
+                Ok(Probe { columns, unwrapped }) => {
                     let lower: Vec<String> =
                         columns.iter().map(|c| c.to_ascii_lowercase()).collect();
                     if lower.iter().any(|c| c == "key") {
@@ -175,9 +182,20 @@ async fn check_references(
                                 }
                             }
                         }
-                        ReferenceCheck::Ok {
-                            store: cfg.stores[r.store].name.clone(),
-                            columns,
+                        let store = cfg.stores[r.store].name.clone();
+                        match unwrapped {
+                            Some(why) => {
+                                warnings.push(format!(
+                                    "reference {}: the query cannot be wrapped in `SELECT * FROM (…) LIMIT 1` ({why}), so check only prepared it; a scan runs it as written, and the re-check before each deletion runs it whole (give its columns distinct names to let it be wrapped)",
+                                    r.name
+                                ));
+                                ReferenceCheck::Unwrapped {
+                                    store,
+                                    columns,
+                                    why,
+                                }
+                            }
+                            None => ReferenceCheck::Ok { store, columns },
                         }
                     } else {
                         ReferenceCheck::NoKey { columns }
