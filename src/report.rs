@@ -259,7 +259,8 @@ pub fn write_file(f: &Findings, scan_id: i64, path: &Path, format: Format) -> Re
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("cannot create report folder {}", dir.display()), e))?;
     }
-    let tmp = path.with_extension(format!("{}.partial", format.ext()));
+    // The process id keeps two scans started in the same second off each other's file.
+    let tmp = path.with_extension(format!("{}.{}.partial", format.ext(), std::process::id()));
     let file = std::fs::File::create(&tmp)
         .map_err(|e| Error::io(format!("cannot write report {}", path.display()), e))?;
     let mut out = std::io::BufWriter::new(file);

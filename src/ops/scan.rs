@@ -67,11 +67,11 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
         .iter()
         .map(|&s| cfg.stores[s].name.clone())
         .collect();
+    let list_costs = app.state.list_costs(&names).await?;
     let id = app
         .state
         .begin_scan(started, req.window, req.mode, &names)
         .await?;
-    let list_costs = app.state.list_costs(&names).await?;
     let scanned = scan(app, &req, &selected, started, &list_costs).await;
     let findings = match scanned {
         Ok(f) => f,
@@ -84,10 +84,9 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
             return Err(e);
         }
     };
-    if let Some((path, format)) = &req.report {
-        report::write_file(&findings, id, path, *format)?;
-    }
-    let report_path = req.report.map(|(p, _)| p);
+    // Recorded before the report is written: a report that cannot be written (a full disk, a
+    // wrong --output) must not lose the findings nor leave the scan `running`.
+    let report_path = req.report.as_ref().map(|(p, _)| p.clone());
     app.state
         .finish_scan(id, &findings, report_path.as_deref())
         .await?;
@@ -106,6 +105,17 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
         } else {
             Event::BudgetWarning { message }
         });
+    }
+    if let Some((path, format)) = &req.report {
+        report::write_file(&findings, id, path, *format).map_err(|e| match e {
+            Error::Io { context, source } => Error::Io {
+                context: format!(
+                    "scan {id} is recorded with its findings (see `assetgc history`), but {context}"
+                ),
+                source,
+            },
+            other => other,
+        })?;
     }
     Ok(ScanOutcome {
         id,
