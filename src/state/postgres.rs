@@ -16,6 +16,9 @@ use sqlx::{
 use super::{Arg, Backend, Dialect, Mode, Row, Tx, Value};
 use crate::error::{Error, Result};
 
+/// The advisory lock key held while the schema is created and migrated ("assetgc" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0061_7373_6574_6763;
+
 pub(crate) struct PgBackend {
     pool: PgPool,
     /// The URL without its password, for messages.
@@ -51,22 +54,39 @@ impl PgBackend {
         .await
         .map_err(|_| unreachable(&sqlx::Error::PoolTimedOut))?
         .map_err(|e| unreachable(&e))?;
-        sqlx::query("CREATE SCHEMA IF NOT EXISTS assetgc")
+        // Instances starting together would race `CREATE SCHEMA` (a unique violation) and the
+        // migrations: the first holds this lock until they are done, the others wait for it.
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
             .execute(&mut first)
             .await
-            .map_err(|e| Error::State(format!("cannot create the schema assetgc: {}", err(&e))))?;
+            .map_err(|e| Error::State(format!("cannot lock the migrations: {}", err(&e))))?;
+        let migrated = async {
+            sqlx::query("CREATE SCHEMA IF NOT EXISTS assetgc")
+                .execute(&mut first)
+                .await
+                .map_err(|e| {
+                    Error::State(format!("cannot create the schema assetgc: {}", err(&e)))
+                })?;
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts.options([("search_path", "assetgc")]))
+                .await
+                .map_err(|e| unreachable(&e))?;
+            if let Err(e) = sqlx::migrate!("migrations/postgres").run(&pool).await {
+                pool.close().await;
+                return Err(Error::State(format!("cannot migrate {label}: {e}")));
+            }
+            Ok(pool)
+        }
+        .await;
+        // Closing the session releases its advisory lock.
         let _ = first.close().await;
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts.options([("search_path", "assetgc")]))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        sqlx::migrate!("migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| Error::State(format!("cannot migrate {label}: {e}")))?;
-        Ok(PgBackend { pool, label })
+        Ok(PgBackend {
+            pool: migrated?,
+            label,
+        })
     }
 }
 

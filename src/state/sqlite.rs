@@ -52,6 +52,9 @@ impl SqliteBackend {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10));
+        // Two processes starting on a fresh file would both create the tables and one would
+        // fail ("table scans already exists"): the second waits here for the first's migrations.
+        let lock = migration_lock(path).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts)
@@ -59,6 +62,7 @@ impl SqliteBackend {
             .map_err(|e| Error::State(format!("cannot open {}: {e}", path.display())))?;
         let migrated = sqlx::migrate!("migrations/sqlite").run(&pool).await;
         pool.close().await;
+        drop(lock);
         migrated.map_err(|e| Error::State(format!("cannot migrate {}: {e}", path.display())))?;
         let conn = in_place(|| -> rusqlite::Result<rusqlite::Connection> {
             let conn = rusqlite::Connection::open(path)?;
@@ -75,6 +79,26 @@ impl SqliteBackend {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
+}
+
+/// An exclusive lock on `<db>.lock` beside the database, held while migrating. A file of its
+/// own: a second descriptor on the database file would drop SQLite's own locks when closed.
+async fn migration_lock(db: &Path) -> Result<std::fs::File> {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let path = db.with_file_name(name);
+    let shown = path.display().to_string();
+    let cannot = move |e: std::io::Error| Error::State(format!("cannot lock {shown}: {e}"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(&cannot)?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|e| cannot(std::io::Error::other(e)))?
+        .map_err(cannot)
 }
 
 #[async_trait]
