@@ -211,6 +211,10 @@ fn check_without_any_store_is_exit_2_and_says_so() {
     let line = one_line(&f.run(&["check"]), 2);
     assert!(line.contains("no [stores.*]"), "{line}");
     assert!(!f.state_exists(), "{line}");
+    // Without a config file, DATABASE_URL alone is still checked (README).
+    fs::remove_file(f.path("assetgc.toml")).expect("rm config");
+    let db_only = out(f.cmd(&["check"]).env("DATABASE_URL", "sqlite://app.db"));
+    assert_eq!(db_only.code, 0, "{db_only:?}");
 }
 
 #[test]

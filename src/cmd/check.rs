@@ -12,9 +12,9 @@ use crate::report::Style;
 
 pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
     let cfg = super::config_or_env(g)?;
-    // Nothing a scan could read is a config error, for `check` as for `scan` (SPEC §3), and
-    // is said before the state database is opened.
-    if cfg.stores.is_empty() {
+    // A config file without a store is a config error, for `check` as for `scan` (SPEC §3),
+    // said before the state database is opened. (Without a file, DATABASE_URL alone is checked.)
+    if cfg.stores.is_empty() && cfg.path.is_some() {
         return Err(crate::error::Error::Usage(
             "the config has no [stores.*] section, so there is nothing to check: add one, e.g. [stores.media] url = \"./media\", and [[references]] that point into it".into(),
         ));
