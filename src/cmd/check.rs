@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::Ui;
 use crate::cli::Global;
-use crate::error::{Exit, Result};
+use crate::error::{Exit, Result, sanitize};
 use crate::ops::check::{self, CheckReport, ReferenceCheck};
 use crate::report::Style;
 
@@ -48,7 +48,7 @@ fn render(r: &CheckReport, st: Style) -> String {
                 out,
                 "store {}: {}",
                 s.name,
-                st.bad(&format!("UNREACHABLE: {e}"))
+                st.bad(&format!("UNREACHABLE: {}", sanitize(e)))
             ),
         };
     }
@@ -59,7 +59,7 @@ fn render(r: &CheckReport, st: Style) -> String {
                 out,
                 "database {}: {}",
                 d.name,
-                st.bad(&format!("UNREACHABLE: {e}"))
+                st.bad(&format!("UNREACHABLE: {}", sanitize(e)))
             ),
         };
     }
@@ -85,7 +85,7 @@ fn render(r: &CheckReport, st: Style) -> String {
                 ))
             ),
             ReferenceCheck::Failed(e) => {
-                writeln!(out, "reference {name}: {}", st.bad(&format!("FAILED: {e}")))
+                writeln!(out, "reference {name}: {}", st.bad(&format!("FAILED: {}", sanitize(e))))
             }
             ReferenceCheck::Skipped { database } => writeln!(
                 out,
@@ -94,7 +94,7 @@ fn render(r: &CheckReport, st: Style) -> String {
         };
     }
     for w in &r.warnings {
-        let _ = writeln!(out, "{}", st.warn(&format!("warning: {w}")));
+        let _ = writeln!(out, "{}", st.warn(&format!("warning: {}", sanitize(w))));
     }
     if r.exit() == Exit::Ok {
         let _ = writeln!(out, "{}", st.good("everything answered"));
