@@ -1464,3 +1464,79 @@ async fn refuse_renames_of_answers_its_status_and_moves_nothing() {
     let other = api.upload("/image/rename", rename("c", "d")).await;
     assert_eq!(other.status, 200, "{}", other.json);
 }
+
+// ---- Cloudinary's official Python SDK against the emulator ----
+
+/// A Python that imports Cloudinary's official SDK (PyPI `cloudinary`): the one named by
+/// `ASSETGC_TEST_CLOUDINARY_PYTHON` (`.ci/test` installs the SDK into its virtualenv and sets it),
+/// else `target/ci/venv/bin/python` when it has the SDK. `None` (after saying so) when there is
+/// none; with `CI=true` that fails the test instead.
+fn python_with_cloudinary_sdk() -> Option<std::path::PathBuf> {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci/venv/bin/python");
+    let candidates = std::env::var_os("ASSETGC_TEST_CLOUDINARY_PYTHON")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([venv]);
+    for python in candidates {
+        let imports = std::process::Command::new(&python)
+            .args(["-c", "import cloudinary"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if imports {
+            return Some(python);
+        }
+    }
+    let in_ci = std::env::var("CI").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    assert!(
+        !in_ci,
+        "no Python with Cloudinary's SDK (PyPI `cloudinary`): in CI (CI=true) no test may be \
+         skipped; set ASSETGC_TEST_CLOUDINARY_PYTHON or run the tests through .ci/test"
+    );
+    eprintln!(
+        "skipped: official_python_sdk_agrees_with_the_emulator needs Cloudinary's Python SDK \
+         (set ASSETGC_TEST_CLOUDINARY_PYTHON to a Python that imports `cloudinary`)"
+    );
+    None
+}
+
+/// The emulator answers Cloudinary's official Python SDK as the service would:
+/// `tests/sdk/cloudinary_sdk_check.py` pages `resources` and a `Search` by `next_cursor`, reads
+/// `resources_by_ids`, `delete_resources`, the Upload API's `rename` (`overwrite = false` refused
+/// onto an existing public_id, `invalidate = true`) and the rate-limit fields the SDK reads from
+/// the Admin API's headers, and asserts every answer.
+#[test]
+fn official_python_sdk_agrees_with_the_emulator() {
+    let Some(python) = python_with_cloudinary_sdk() else {
+        return;
+    };
+    let emulator = Emulator::start(Options::default());
+    let start = Utc::now() - TimeDelta::hours(2);
+    for i in 1..=5 {
+        emulator.add(Resource::image(
+            &format!("sdk/img{i}"),
+            start + TimeDelta::minutes(i),
+        ));
+    }
+    emulator.add(Resource::video("sdk/clip", start));
+    emulator.add(Resource::raw("sdk/notes.txt", start));
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/cloudinary_sdk_check.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .env("CLOUDINARY_URL", emulator.cloudinary_url())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run the SDK check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the SDK check failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("every check passed"), "{stdout}");
+    assert!(
+        emulator.calls_to("/rename") >= 3,
+        "the renames reached the emulator"
+    );
+}

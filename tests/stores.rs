@@ -944,3 +944,103 @@ async fn s3_keys_refused_by_delete_objects_fail_by_their_code() {
     failed(3, KeyFailure::Transient, "ServiceUnavailable");
     assert_eq!(store.calls(), 1, "one DeleteObjects call");
 }
+
+/// GETs the bucket-absolute `key` from moto: its status, body and ETag.
+async fn s3_get(bucket: &Bucket, key: &str) -> (u16, Vec<u8>, String) {
+    let path: Vec<String> = key
+        .split('/')
+        .map(|s| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        })
+        .collect();
+    let resp = reqwest::get(format!(
+        "{}/{}/{}",
+        bucket.endpoint,
+        bucket.name,
+        path.join("/")
+    ))
+    .await
+    .expect("get");
+    let status = resp.status().as_u16();
+    let etag = resp
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, resp.bytes().await.expect("body").to_vec(), etag)
+}
+
+/// SPEC §6 invariant 4: objects above the single-copy ceiling (5 GiB on S3, lowered here to
+/// 5 MiB) are quarantined by a multipart copy of ranged UploadPartCopy parts: the copy is whole,
+/// byte for byte, moto's ETag says it was put together from 3 parts, and the source is gone.
+/// Without replace, an existing destination is refused and both objects stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_objects_above_the_copy_ceiling_are_moved_by_a_multipart_copy() {
+    use assetgc::store::s3::MultipartCopy;
+    let Some(endpoint) = common::require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    const MIB: u64 = 1024 * 1024;
+    let bucket = Bucket::create(&endpoint).await;
+    let store = bucket.store("app/", 1).with_multipart_copy(MultipartCopy {
+        above: 5 * MIB,
+        part_size: 5 * MIB,
+    });
+    // 12 MiB and a bit: parts of 5, 5 and 2 MiB; every byte's value depends on its offset.
+    let body: Vec<u8> = (0..12 * MIB + 3).map(|i| (i % 251) as u8).collect();
+    bucket.put("app/big.bin", &body).await;
+    bucket.put("app/small.bin", b"small").await;
+    let moves = [
+        ("big.bin".to_owned(), ".trash/t/big.bin".to_owned()),
+        ("small.bin".to_owned(), ".trash/t/small.bin".to_owned()),
+    ];
+    let out = store
+        .move_many(ResourceType::Plain, &moves, MoveOptions { replace: false })
+        .await
+        .expect("move_many");
+    assert_eq!(out, [Ok(Moved::Moved), Ok(Moved::Moved)]);
+    let (status, copied, etag) = s3_get(&bucket, "app/.trash/t/big.bin").await;
+    assert_eq!(status, 200);
+    assert!(copied == body, "the multipart copy holds the same bytes");
+    assert!(
+        etag.trim_matches('"').ends_with("-3"),
+        "put together from 3 parts: ETag {etag}"
+    );
+    let small = store
+        .lookup_many(ResourceType::Plain, &[".trash/t/small.bin".to_owned()])
+        .await
+        .expect("look-up");
+    assert_eq!(small[0].as_ref().and_then(|o| o.size), Some(5), "{small:?}");
+    assert_eq!(s3_get(&bucket, "app/big.bin").await.0, 404, "source gone");
+
+    // Without replace onto an object that exists: refused, neither touched.
+    bucket.put("app/big.bin", &body).await;
+    bucket.put("app/taken.bin", b"someone else's").await;
+    let out = store
+        .move_many(
+            ResourceType::Plain,
+            &[("big.bin".to_owned(), "taken.bin".to_owned())],
+            MoveOptions { replace: false },
+        )
+        .await
+        .expect("move_many");
+    assert!(
+        out[0]
+            .as_ref()
+            .is_err_and(|e| e.kind == KeyFailure::AlreadyExists),
+        "{out:?}"
+    );
+    let both = store
+        .lookup_many(
+            ResourceType::Plain,
+            &["taken.bin".to_owned(), "big.bin".to_owned()],
+        )
+        .await
+        .expect("look-ups");
+    let sizes: Vec<Option<u64>> = both
+        .iter()
+        .map(|o| o.as_ref().and_then(|o| o.size))
+        .collect();
+    assert_eq!(sizes, [Some(14), Some(12 * MIB + 3)], "neither was touched");
+}

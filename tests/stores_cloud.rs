@@ -616,3 +616,221 @@ async fn gcs_store_that_does_not_answer_fails_the_listing() {
         }
     }
 }
+
+/// Scan finding 23 (SPEC §4: a look-up that cannot tell never reads as missing): look-ups go
+/// through the JSON API that lists, not `object_store`'s XML HEAD. fake-gcs-server routes its
+/// XML API only for its `-public-host` (`127.0.0.1:PORT`): reached as `localhost:PORT` it serves
+/// the JSON API and 404s every XML HEAD, as it does when started without `-public-host`. Every
+/// listed object is found by a look-up there, with the listing's size and time.
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_lookups_agree_with_the_listing_where_the_xml_api_answers_404() {
+    let Some(endpoint) = gcs_emulator() else {
+        return;
+    };
+    let bucket = Bucket::create(&endpoint).await;
+    let keys = ["a.jpg", "dir/b c.png", "caf\u{e9}/x.jpg", "50%.png"];
+    for (i, key) in keys.iter().enumerate() {
+        bucket.put(&format!("app/{key}"), &vec![b'x'; i + 1]).await;
+    }
+    let other_host = bucket.endpoint.replacen("127.0.0.1", "localhost", 1);
+    let xml_head = reqwest::Client::new()
+        .head(format!("{other_host}/{}/app/a.jpg", bucket.name))
+        .send()
+        .await
+        .expect("an XML HEAD");
+    assert_eq!(
+        xml_head.status().as_u16(),
+        404,
+        "precondition: the XML API does not answer at {other_host}"
+    );
+    let store = Bucket::new(&other_host, bucket.name.clone()).store("app/", 1);
+    let listing = list_all(
+        &store,
+        ListOptions {
+            with_meta: true,
+            exclude_prefixes: Vec::new(),
+            since: None,
+        },
+    )
+    .await;
+    assert_eq!(listing.objects.len(), keys.len(), "{listing:?}");
+    let listed: Vec<String> = listing.objects.iter().map(|o| o.key.clone()).collect();
+    let mut asked = listed.clone();
+    asked.push("absent.jpg".to_owned());
+    let found = store
+        .lookup_many(ResourceType::Plain, &asked)
+        .await
+        .expect("look-ups answer");
+    for (object, answer) in listing.objects.iter().zip(&found) {
+        let answer = answer
+            .as_ref()
+            .unwrap_or_else(|| panic!("{:?} is listed but its look-up says missing", object.key));
+        assert_eq!(answer.key, object.key);
+        assert_eq!(answer.size, object.size, "{:?}", object.key);
+        assert_eq!(answer.modified, object.modified, "{:?}", object.key);
+    }
+    assert_eq!(found.last(), Some(&None), "an absent key is absent");
+}
+
+/// What the proxy in front of Azurite says of a copy's `x-ms-copy-status`.
+#[derive(Clone, Copy)]
+enum CopyStatus {
+    /// `pending` in the Copy Blob answer and the first two look-ups of the copy, then Azurite's
+    /// own (`success`).
+    PendingTwiceThenReal,
+    /// `pending` in the Copy Blob answer, `failed` in every look-up of the copy.
+    PendingThenFailed,
+}
+
+/// A proxy in front of Azurite that passes every request on and rewrites only
+/// `x-ms-copy-status` on Copy Blob answers and on look-ups of names under `.trash/`: Azurite
+/// copies within an account at once, and Azure answers `pending` for copies that are not.
+async fn copy_status_proxy(azurite: &str, status: CopyStatus) -> String {
+    use axum::body::Bytes;
+    use axum::extract::{Request, State};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Proxy {
+        target: String,
+        status: CopyStatus,
+        looked: AtomicUsize,
+        http: reqwest::Client,
+    }
+    async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> axum::response::Response {
+        let (parts, body) = req.into_parts();
+        let body: Bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .expect("a request body");
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let mut out = p
+            .http
+            .request(parts.method.clone(), format!("{}{path}", p.target));
+        for (name, value) in &parts.headers {
+            // reqwest sets the length of the body it sends itself.
+            if name != http::header::HOST
+                && name != http::header::CONTENT_LENGTH
+                && name != http::header::TRANSFER_ENCODING
+            {
+                out = out.header(name, value);
+            }
+        }
+        let resp = out.body(body).send().await.expect("Azurite answers");
+        let code = resp.status();
+        let mut headers = resp.headers().clone();
+        headers.remove(http::header::TRANSFER_ENCODING);
+        let bytes = resp.bytes().await.expect("Azurite's body");
+        let is_copy =
+            parts.method == http::Method::PUT && parts.headers.contains_key("x-ms-copy-source");
+        let is_copy_lookup = parts.method == http::Method::HEAD && path.contains("/.trash/");
+        let rewritten = if is_copy {
+            Some("pending")
+        } else if is_copy_lookup {
+            let n = p.looked.fetch_add(1, Ordering::SeqCst);
+            match p.status {
+                CopyStatus::PendingTwiceThenReal if n < 2 => Some("pending"),
+                CopyStatus::PendingTwiceThenReal => None,
+                CopyStatus::PendingThenFailed => Some("failed"),
+            }
+        } else {
+            None
+        };
+        if let Some(s) = rewritten {
+            headers.insert("x-ms-copy-status", http::HeaderValue::from_static(s));
+        }
+        let mut answer = axum::response::Response::new(axum::body::Body::from(bytes));
+        *answer.status_mut() = code;
+        *answer.headers_mut() = headers;
+        answer
+    }
+    let account = azurite.trim_end_matches('/');
+    let (base, account_path) = account
+        .rsplit_once('/')
+        .expect("an Azurite endpoint ends in its account");
+    let proxy = Arc::new(Proxy {
+        target: base.to_owned(),
+        status,
+        looked: AtomicUsize::new(0),
+        http: reqwest::Client::new(),
+    });
+    let app = axum::Router::new().fallback(forward).with_state(proxy);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/{account_path}")
+}
+
+/// Deletion finding 5: an Azure move deletes its source only once the copy is confirmed
+/// (`x-ms-copy-status` `success`, the source's size). A copy that Azure reports `pending` is
+/// followed until it succeeds; one that ends `failed` fails the move and leaves the source.
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_moves_delete_the_source_only_after_the_copy_is_confirmed() {
+    use assetgc::store::{MoveOptions, Moved};
+    let Some(endpoint) = azurite() else {
+        return;
+    };
+    let container = Container::create(&endpoint).await;
+    container.put("app/slow.jpg", b"slow copy").await;
+    container.put("app/failing.jpg", b"failing copy").await;
+    let direct = container.store("app/", 1);
+
+    let proxied = Container::new(
+        &copy_status_proxy(&endpoint, CopyStatus::PendingTwiceThenReal).await,
+        container.name.clone(),
+    );
+    let out = proxied
+        .store("app/", 1)
+        .move_many(
+            ResourceType::Plain,
+            &[("slow.jpg".to_owned(), ".trash/t/slow.jpg".to_owned())],
+            MoveOptions { replace: false },
+        )
+        .await
+        .expect("move_many");
+    assert_eq!(out, [Ok(Moved::Moved)], "a pending copy is waited for");
+    let found = direct
+        .lookup_many(
+            ResourceType::Plain,
+            &["slow.jpg".to_owned(), ".trash/t/slow.jpg".to_owned()],
+        )
+        .await
+        .expect("look-ups");
+    assert!(
+        found[0].is_none(),
+        "the source is gone once the copy succeeded"
+    );
+    assert_eq!(found[1].as_ref().and_then(|o| o.size), Some(9));
+
+    let proxied = Container::new(
+        &copy_status_proxy(&endpoint, CopyStatus::PendingThenFailed).await,
+        container.name.clone(),
+    );
+    let out = proxied
+        .store("app/", 1)
+        .move_many(
+            ResourceType::Plain,
+            &[("failing.jpg".to_owned(), ".trash/t/failing.jpg".to_owned())],
+            MoveOptions { replace: false },
+        )
+        .await;
+    let failed = match &out {
+        Err(_) => true,
+        Ok(v) => v[0].is_err(),
+    };
+    assert!(failed, "a failed copy fails the move: {out:?}");
+    let found = direct
+        .lookup_many(ResourceType::Plain, &["failing.jpg".to_owned()])
+        .await
+        .expect("look-ups");
+    assert_eq!(
+        found[0].as_ref().and_then(|o| o.size),
+        Some(12),
+        "the source stays when the copy failed"
+    );
+}

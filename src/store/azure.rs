@@ -26,6 +26,8 @@ use super::{
 };
 use crate::key::{ResourceType, is_representable};
 
+mod copy;
+
 /// Azurite's development account and its key, published by Microsoft; not a secret.
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 const EMULATOR_ACCOUNT_KEY: &str =
@@ -43,6 +45,9 @@ const DELETES_PER_CALL: usize = 1;
 const DELETE_CALLS_AT_ONCE: usize = 16;
 /// HEAD requests in flight in one `lookup_many`.
 const HEADS_AT_ONCE: usize = 16;
+
+/// A blob name in a URL path: unreserved characters and `/` stay.
+const KEY_PATH: &AsciiSet = &QUERY_VALUE.remove(b'/');
 
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -463,7 +468,10 @@ impl Store for AzureStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::plain(self.inner.page_size as usize)
+        Capabilities {
+            atomic_no_replace: true,
+            ..Capabilities::plain(self.inner.page_size as usize)
+        }
     }
 
     fn usage(&self) -> Usage {
@@ -503,16 +511,23 @@ impl Store for AzureStore {
         cloud::delete_many(self.deletes(), keys).await
     }
 
-    /// `replace: false` moves like any other (a copy replaces): the caller's look-up is the only
-    /// check, as [`Capabilities::atomic_no_replace`] says.
+    /// Copy Blob (confirmed: `x-ms-copy-status` `success` and the source's size, see
+    /// `azure/copy.rs`), then one delete per source. Without `replace` an existing destination
+    /// is refused atomically with `If-None-Match: *`.
     async fn move_many(
         &self,
         resource_type: ResourceType,
         moves: &[(String, String)],
-        _opts: MoveOptions,
+        opts: MoveOptions,
     ) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
         self.plain(resource_type)?;
-        cloud::move_many(self.deletes(), moves).await
+        let inner = &*self.inner;
+        cloud::move_many_with(self.deletes(), moves, |from: Path, to: Path| async move {
+            inner
+                .copy_confirmed(from.as_ref(), to.as_ref(), opts.replace)
+                .await
+        })
+        .await
     }
 }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 
 use super::{
@@ -564,33 +564,16 @@ pub(super) async fn delete_many<S: ObjectStore>(
 pub(super) enum Copied {
     Done,
     SourceGone,
+    /// A copy without replace found an object at the destination and copied nothing.
+    Exists,
     Failed(KeyError),
-}
-
-/// Server-side moves through `object_store`'s copy: see [`move_many_with`].
-pub(super) async fn move_many<S: ObjectStore>(
-    d: Deletes<'_, S>,
-    moves: &[(String, String)],
-) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
-    let store = d.store;
-    move_many_with(d, moves, |from: Path, to: Path| async move {
-        match store.copy(&from, &to).await {
-            Ok(()) => Copied::Done,
-            Err(object_store::Error::NotFound { .. }) => Copied::SourceGone,
-            Err(e) => Copied::Failed(KeyError {
-                kind: key_failure(&e),
-                message: format!("copy failed: {}", reason(&e)),
-            }),
-        }
-    })
-    .await
 }
 
 /// Server-side moves: every copy first (`at_once × 4` at a time, by `copy`), then the sources
 /// of the copies that landed go through [`delete_many`], so a move costs one copy plus its share
 /// of a bulk delete. A crash between the two leaves both copies, never neither: the next
-/// attempt copies again (same destination) and deletes. A copy replaces what is at its
-/// destination: these stores have no atomic refusal (see `Capabilities::atomic_no_replace`).
+/// attempt copies again (same destination) and deletes. `copy` honours the move's `replace`:
+/// [`Copied::Exists`] becomes [`KeyFailure::AlreadyExists`] and leaves the source where it is.
 pub(super) async fn move_many_with<S, F, Fut>(
     d: Deletes<'_, S>,
     moves: &[(String, String)],
@@ -642,6 +625,13 @@ where
             Copied::SourceGone => {
                 landed += 1;
                 out[i] = Ok(Moved::SourceGone);
+            }
+            Copied::Exists => {
+                landed += 1;
+                out[i] = Err(KeyError::already_exists(format!(
+                    "`{}` exists; it is not replaced",
+                    moves[i].1
+                )));
             }
             Copied::Failed(e) => {
                 last_failure.clone_from(&e.message);

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStoreExt;
 use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder};
 use object_store::path::Path;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -302,16 +301,43 @@ impl Inner {
     }
 
     /// Copies the object named `from` to `to` (full names) with `rewriteTo`, following the
-    /// rewrite token until the service says done.
-    async fn rewrite(&self, from: &str, to: &str) -> cloud::Copied {
+    /// rewrite token until the service says done (in [`Inner::rewrite`]). Without `replace` the rewrite carries
+    /// `ifGenerationMatch=0`, which GCS refuses with 412 when `to` exists; fake-gcs-server ignores
+    /// it, so an objects.get of `to` comes first (and only GCS itself refuses atomically).
+    async fn copy(&self, from: &str, to: &str, replace: bool) -> cloud::Copied {
+        if !replace {
+            match cloud::retrying(|| self.get_once(to)).await {
+                Ok(None) => {}
+                Ok(Some(_)) => return cloud::Copied::Exists,
+                Err(e) => {
+                    return cloud::Copied::Failed(KeyError::transient(format!(
+                        "look-up of the destination failed: {}",
+                        e.msg
+                    )));
+                }
+            }
+        }
+        self.rewrite(from, to, replace).await
+    }
+
+    fn rewrite_url(&self, from: &str, to: &str, replace: bool) -> String {
         let enc = |v: &str| utf8_percent_encode(v, URL_PART).to_string();
         let bucket = enc(&self.bucket);
-        let url = format!(
+        let mut url = format!(
             "{}/storage/v1/b/{bucket}/o/{}/rewriteTo/b/{bucket}/o/{}",
             self.base_url,
             enc(from),
             enc(to)
         );
+        if !replace {
+            url.push_str("?ifGenerationMatch=0");
+        }
+        url
+    }
+
+    /// The rewrite itself, `ifGenerationMatch=0` without `replace`; see [`Inner::copy`].
+    async fn rewrite(&self, from: &str, to: &str, replace: bool) -> cloud::Copied {
+        let url = self.rewrite_url(from, to, replace);
         let mut token: Option<String> = None;
         let mut backoff = cloud::FIRST_BACKOFF;
         let mut attempt = 1;
@@ -354,6 +380,9 @@ impl Inner {
             let status = resp.status();
             if status == reqwest::StatusCode::NOT_FOUND {
                 return cloud::Copied::SourceGone;
+            }
+            if !replace && status == reqwest::StatusCode::PRECONDITION_FAILED {
+                return cloud::Copied::Exists;
             }
             if status.is_server_error() && attempt < cloud::TRIES {
                 tokio::time::sleep(backoff).await;
@@ -401,32 +430,101 @@ impl Inner {
         }
     }
 
+    /// objects.get of `full` (the full name) through the JSON API, the one the listing uses:
+    /// `None` when there is no such object. One call, tried once; counts it.
+    async fn get_once(&self, full: &str) -> Result<Option<Item>, CallError> {
+        let url = format!(
+            "{}/{}?fields=name%2Csize%2Cupdated",
+            self.objects_url,
+            utf8_percent_encode(full, URL_PART)
+        );
+        let mut req = self.http.get(url);
+        if self.signed {
+            let credential = self
+                .heads
+                .credentials()
+                .get_credential()
+                .await
+                .map_err(|e| {
+                    CallError::fatal(format!("no credential for the bucket: {}", one_line(&e)))
+                })?;
+            req = req.bearer_auth(&credential.bearer);
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let resp = req.send().await.map_err(|e| CallError::request(&e))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| CallError {
+            msg: format!("reading the answer failed: {}", cloud::error_chain(&e)),
+            status: None,
+            retry: true,
+        })?;
+        if status.is_success() {
+            let item: Item = serde_json::from_slice(&body)
+                .map_err(|e| CallError::fatal(format!("unreadable answer: {e}")))?;
+            // An answer about another object is no answer about this one.
+            return if item.name == full {
+                Ok(Some(item))
+            } else {
+                Err(CallError::fatal(format!(
+                    "the answer names `{}`",
+                    item.name.escape_debug()
+                )))
+            };
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let detail = serde_json::from_slice::<ErrorBody>(&body)
+            .unwrap_or_default()
+            .error
+            .unwrap_or_default();
+        let reason = detail.errors.into_iter().find_map(|e| e.reason);
+        Err(CallError::status(
+            status,
+            reason.as_deref(),
+            detail.message.as_deref(),
+        ))
+    }
+
+    /// A point look-up through objects.get (never `object_store`'s XML HEAD: an endpoint that
+    /// serves the JSON API but not the XML one would make every key read as missing).
     async fn head_one(&self, key: String) -> Result<Option<Object>, StoreError> {
         if !is_representable(&key) {
             return Ok(None);
         }
         let full = format!("{}{key}", self.prefix);
-        let path = Path::parse(&full).map_err(|e| {
-            StoreError::permanent(format!("{}: cannot look up `{key}`: {e}", self.what()))
-        })?;
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        match self.heads.head(&path).await {
-            Ok(meta) => Ok(Some(Object::plain(
-                key,
-                Some(meta.size),
-                Some(meta.last_modified),
-            ))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            // Anything else (403 included) is "cannot tell", never "missing".
-            Err(e) => Err(cloud::lookup_failed(
-                format!(
-                    "{}: look-up of `{key}` failed: {}",
+        let item = cloud::retrying(|| self.get_once(&full))
+            .await
+            .map_err(|e| {
+                // Anything but 404 (403 included) is "cannot tell", never "missing".
+                let message = format!("{}: look-up of `{key}` failed: {}", self.what(), e.msg);
+                if e.retry || e.status.is_none() {
+                    StoreError::transient(message)
+                } else {
+                    StoreError::permanent(message)
+                }
+            })?;
+        let Some(item) = item else {
+            return Ok(None);
+        };
+        let size = item
+            .size
+            .as_deref()
+            .map(str::parse::<u64>)
+            .transpose()
+            .map_err(|_| {
+                StoreError::transient(format!(
+                    "{}: look-up of `{key}`: unreadable size {:?}",
                     self.what(),
-                    one_line(&e)
-                ),
-                e,
-            )),
-        }
+                    item.size
+                ))
+            })?;
+        let modified = item
+            .updated
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        Ok(Some(Object::plain(key, size, modified)))
     }
 }
 
@@ -489,8 +587,13 @@ impl Store for GcsStore {
         self.inner.describe()
     }
 
+    /// Moves without replace refuse atomically on GCS itself (`ifGenerationMatch=0`); an
+    /// emulator's (fake-gcs-server ignores the condition) rely on the look-up just before.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::plain(self.inner.page_size as usize)
+        Capabilities {
+            atomic_no_replace: self.inner.base_url == GCS_BASE_URL,
+            ..Capabilities::plain(self.inner.page_size as usize)
+        }
     }
 
     fn usage(&self) -> Usage {
@@ -530,20 +633,19 @@ impl Store for GcsStore {
         cloud::delete_many(self.deletes(), keys).await
     }
 
-    /// `replace: false` moves like any other (a copy replaces): the caller's look-up is the only
-    /// check, as [`Capabilities::atomic_no_replace`] says.
+    /// Without `replace` an existing destination is refused: see [`Inner::copy`].
     async fn move_many(
         &self,
         resource_type: ResourceType,
         moves: &[(String, String)],
-        _opts: MoveOptions,
+        opts: MoveOptions,
     ) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
         self.plain(resource_type)?;
         // Copies by the JSON API's `rewriteTo`, which copies objects of any size (in steps,
         // by its rewrite token) and which emulators answer; then one bulk delete.
         let inner = &*self.inner;
         cloud::move_many_with(self.deletes(), moves, |from: Path, to: Path| async move {
-            inner.rewrite(from.as_ref(), to.as_ref()).await
+            inner.copy(from.as_ref(), to.as_ref(), opts.replace).await
         })
         .await
     }

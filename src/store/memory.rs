@@ -37,7 +37,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// An empty store of plain keys: listings of 1000 a call, look-ups one call a key, and
-    /// moves that refuse an existing destination when asked (as the folder store does).
+    /// moves that refuse an existing destination when asked (as every store does).
     pub fn new(name: &str) -> Self {
         MemoryStore {
             name: name.to_string(),
@@ -196,7 +196,7 @@ impl Store for MemoryStore {
         opts: MoveOptions,
     ) -> Result<Vec<Result<Moved, KeyError>>, StoreError> {
         let rt = self.typed(resource_type)?;
-        let refuse = !opts.replace && self.caps.atomic_no_replace;
+        let refuse = !opts.replace;
         let mut objects = self.lock();
         let mut out = Vec::with_capacity(moves.len());
         for (from, to) in moves {

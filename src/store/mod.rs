@@ -91,9 +91,12 @@ pub struct Capabilities {
     /// Whether the run's first real call tells reachability, so that a run need not spend a
     /// call on [`Store::check`] (metered APIs). `assetgc check` calls it regardless.
     pub checked_by_first_call: bool,
-    /// Whether a move with `replace: false` refuses an existing destination atomically (the
-    /// folder store's `RENAME_NOREPLACE`, Cloudinary's `overwrite = false`). Elsewhere such a
-    /// move replaces like any other, and the caller's look-up just before is the only check.
+    /// Whether a move with `replace: false` refuses an existing destination atomically: the
+    /// folder store's `RENAME_NOREPLACE`, Cloudinary's `overwrite = false`, AWS's `If-None-Match:
+    /// *`, GCS's `ifGenerationMatch=0`, Azure's `If-None-Match: *`. Every store refuses an
+    /// existing destination; where this is `false` (emulators and S3-compatible services that
+    /// ignore the condition) the refusal rests on the store's look-up just before the copy, so
+    /// an object written in between can still be replaced.
     pub atomic_no_replace: bool,
 }
 
@@ -125,8 +128,9 @@ pub struct Usage {
 /// How a move treats an object already at its destination. No default: every caller decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MoveOptions {
-    /// Replace it (quarantine, `restore --overwrite`); `false` refuses the move with
-    /// [`KeyFailure::AlreadyExists`] where [`Capabilities::atomic_no_replace`] says it can.
+    /// Replace it (`restore --overwrite`); `false` refuses the move with
+    /// [`KeyFailure::AlreadyExists`] and moves nothing (atomically where
+    /// [`Capabilities::atomic_no_replace`] says so).
     pub replace: bool,
 }
 

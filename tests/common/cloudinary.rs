@@ -1212,6 +1212,46 @@ fn first_n<'a>(
 #[derive(Debug, Default)]
 struct Params(Map<String, Value>);
 
+/// The `boundary` of a `multipart/form-data` content type.
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let (mime, rest) = content_type.split_once(';')?;
+    if !mime.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    rest.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// The text fields of a `multipart/form-data` body: each part's `name` and its value.
+fn multipart_fields(body: &[u8], boundary: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let bad = |why: &str| ApiError::bad_request(format!("Invalid multipart body: {why}"));
+    let text = std::str::from_utf8(body).map_err(|_| bad("not UTF-8"))?;
+    let delimiter = format!("--{boundary}");
+    let mut fields = Vec::new();
+    for part in text.split(delimiter.as_str()).skip(1) {
+        if part.starts_with("--") {
+            break;
+        }
+        let part = part.strip_prefix("\r\n").unwrap_or(part);
+        let (head, value) = part
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| bad("a part without headers"))?;
+        let name = head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .find_map(|l| l.split(';').find_map(|p| p.trim().strip_prefix("name=")))
+            .map(|n| n.trim_matches('"').to_owned())
+            .ok_or_else(|| bad("a part without a name"))?;
+        let value = value.strip_suffix("\r\n").unwrap_or(value);
+        fields.push((name, value.to_owned()));
+    }
+    Ok(fields)
+}
+
 impl Params {
     fn parse(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<Params, ApiError> {
         let mut params = Params::default();
@@ -1226,6 +1266,17 @@ impl Params {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("json"));
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        // The SDKs post Upload API calls as multipart/form-data (RFC 7578), as an upload is.
+        if let Some(boundary) = multipart_boundary(content_type) {
+            for (name, value) in multipart_fields(body, &boundary)? {
+                params.add_pair(&name, value);
+            }
+            return Ok(params);
+        }
         if json_type || text.starts_with(b"{") {
             let value: Value = serde_json::from_slice(text)
                 .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;

@@ -250,14 +250,12 @@ async fn typed_calls_on_a_type_the_store_does_not_hold_are_refused_without_a_cal
     );
 }
 
-/// `restore` without `--overwrite`: a move without replace onto an object that exists is refused
-/// with `AlreadyExists` and touches neither, where the backend says it refuses atomically. (The
-/// others copy over the destination; the caller's look-up just before is their only check.)
+/// A move without replace (quarantine, move-back, `restore` without `--overwrite`) onto a key
+/// that exists is refused with `AlreadyExists`, moves nothing and leaves both objects as they
+/// were: on every backend, atomically or by a look-up just before the copy (see
+/// `Capabilities::atomic_no_replace`).
 async fn move_without_replace_refuses_an_existing_destination(b: &Backend<'_>, fixture: &Fixture) {
     let what = format!("{}: a move without replace", b.store.describe());
-    if !b.store.capabilities().atomic_no_replace {
-        return;
-    }
     let (from, to) = ("img2/photo.jpg", "img.jpg");
     let out = b
         .moves(&[(from.to_owned(), to.to_owned())], false)

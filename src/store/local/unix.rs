@@ -512,6 +512,40 @@ fn split_key(key: &str) -> (&str, &str) {
 /// opened with `O_NOFOLLOW`, the source must be a regular file, and the destination's folders
 /// are created inside the root as needed. `renameat` replaces a file at the destination; without
 /// `replace`, `RENAME_NOREPLACE` refuses one atomically.
+/// A rename that never replaces: `renameat2(RENAME_NOREPLACE)`, or where the file system or the
+/// kernel does not offer it (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`), a hard link (which fails with
+/// `EEXIST` on an existing name) then the removal of the old name. Both stay within the
+/// directories opened under the root.
+fn rename_noreplace(
+    src: &OwnedFd,
+    from_name: &str,
+    dst: &OwnedFd,
+    to_name: &str,
+) -> Result<(), Errno> {
+    match rustix::fs::renameat_with(
+        src,
+        from_name,
+        dst,
+        to_name,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {
+            link_then_unlink(src, from_name, dst, to_name)
+        }
+        other => other,
+    }
+}
+
+fn link_then_unlink(
+    src: &OwnedFd,
+    from_name: &str,
+    dst: &OwnedFd,
+    to_name: &str,
+) -> Result<(), Errno> {
+    rustix::fs::linkat(src, from_name, dst, to_name, AtFlags::empty())?;
+    unlinkat(src, from_name, AtFlags::empty())
+}
+
 pub(super) fn rename(
     root: &Path,
     moves: &[(String, String)],
@@ -549,13 +583,7 @@ pub(super) fn rename(
         let renamed = if replace {
             rustix::fs::renameat(&src, from_name, &dst, to_name)
         } else {
-            rustix::fs::renameat_with(
-                &src,
-                from_name,
-                &dst,
-                to_name,
-                rustix::fs::RenameFlags::NOREPLACE,
-            )
+            rename_noreplace(&src, from_name, &dst, to_name)
         };
         match renamed {
             Ok(()) => Ok(Moved::Moved),
@@ -568,4 +596,25 @@ pub(super) fn rename(
         }
     };
     Ok(moves.iter().map(|(from, to)| one(from, to)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fallback for file systems without `RENAME_NOREPLACE` refuses an existing name and
+    /// leaves both files as they were; onto a free name it moves.
+    #[test]
+    fn link_then_unlink_never_replaces() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a"), b"aaa").unwrap();
+        std::fs::write(dir.path().join("b"), b"bb").unwrap();
+        let fd = openat(CWD, dir.path(), DIR_FLAGS, Mode::empty()).expect("open");
+        assert_eq!(link_then_unlink(&fd, "a", &fd, "b"), Err(Errno::EXIST));
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"aaa");
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"bb");
+        assert_eq!(link_then_unlink(&fd, "a", &fd, "c"), Ok(()));
+        assert!(!dir.path().join("a").exists());
+        assert_eq!(std::fs::read(dir.path().join("c")).unwrap(), b"aaa");
+    }
 }
