@@ -71,6 +71,14 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
         .state
         .begin_scan(started, req.window, req.mode, &names)
         .await?;
+    let fingerprints: HashMap<String, String> = selected
+        .iter()
+        .map(|&s| {
+            let store = &cfg.stores[s];
+            (store.name.clone(), crate::overlap::fingerprint(store))
+        })
+        .collect();
+    app.state.record_fingerprints(id, &fingerprints).await?;
     let list_costs = app.state.list_costs(&names).await?;
     let scanned = scan(app, &req, &selected, started, &list_costs).await;
     let findings = match scanned {
