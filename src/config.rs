@@ -94,6 +94,7 @@ struct RawStore {
     secret_access_key: Option<Text>,
     allow_http: Option<Spanned<bool>>,
     virtual_hosted_style: Option<Spanned<bool>>,
+    overlaps: Option<Spanned<Vec<Text>>>,
 }
 
 impl RawStore {
@@ -377,6 +378,9 @@ pub struct StoreConfig {
     pub quarantine: Option<Quarantine>,
     pub list_concurrency: usize,
     pub max_lookups: usize,
+    /// Stores declared to share objects with this one where the locations cannot tell
+    /// (`overlaps = ["name"]`); the relation is symmetric (see `crate::overlap`).
+    pub overlaps: Vec<String>,
 }
 
 impl StoreConfig {
@@ -420,14 +424,14 @@ impl StoreLocation {
     }
 
     /// Where `other` lies inside this location, as a key prefix relative to it (`""` when they
-    /// are the same place); `None` when it is not inside.
+    /// are the same place); `None` when it is not inside. Locations compare normalised (SPEC §6
+    /// invariant 1): folder roots canonicalised; endpoints with scheme and host in lower case,
+    /// default ports and trailing `/` dropped, an absent endpoint the provider's default; the
+    /// same bucket on two endpoints counts as one unless the endpoints provably differ.
     pub fn contains(&self, other: &StoreLocation) -> Option<String> {
         match (self, other) {
             (StoreLocation::Local { root }, StoreLocation::Local { root: inner }) => {
-                // Links and `..` in either root would hide an overlap: compare real paths when
-                // both exist.
-                let real = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-                let (outer, inner) = (real(root), real(inner));
+                let (outer, inner) = (canonical_root(root), canonical_root(inner));
                 let below = inner.strip_prefix(&outer).ok()?.to_str()?;
                 Some(if below.is_empty() {
                     String::new()
@@ -436,7 +440,11 @@ impl StoreLocation {
                 })
             }
             (StoreLocation::S3(a), StoreLocation::S3(b))
-                if a.bucket == b.bucket && a.endpoint == b.endpoint =>
+                if a.bucket == b.bucket
+                    && !endpoints_differ(
+                        &s3_endpoint(a.endpoint.as_deref()),
+                        &s3_endpoint(b.endpoint.as_deref()),
+                    ) =>
             {
                 b.prefix
                     .strip_prefix(a.prefix.as_str())
@@ -444,7 +452,9 @@ impl StoreLocation {
             }
             (StoreLocation::Gcs(a), StoreLocation::Gcs(b))
             | (StoreLocation::Azure(a), StoreLocation::Azure(b))
-                if a.bucket == b.bucket && a.endpoint == b.endpoint && a.account == b.account =>
+                if a.bucket == b.bucket
+                    && a.account == b.account
+                    && !endpoints_differ(&cloud_endpoint(self), &cloud_endpoint(other)) =>
             {
                 b.prefix
                     .strip_prefix(a.prefix.as_str())
@@ -453,12 +463,151 @@ impl StoreLocation {
             // One cloud and delivery type hold one set of public_ids, whatever resource types
             // each store lists.
             (StoreLocation::Cloudinary(a), StoreLocation::Cloudinary(b))
-                if a.cloud == b.cloud && a.delivery_type == b.delivery_type =>
+                if a.cloud.eq_ignore_ascii_case(&b.cloud) && a.delivery_type == b.delivery_type =>
             {
                 Some(String::new())
             }
             _ => None,
         }
+    }
+
+    /// The location as one comparable string: kind, normalised endpoint, bucket and prefix (no
+    /// credentials). Store fingerprints are built from it.
+    pub fn normalised(&self) -> String {
+        match self {
+            StoreLocation::Local { root } => format!("file://{}", canonical_root(root).display()),
+            StoreLocation::S3(s) => format!(
+                "s3://{}/{}/{}",
+                s3_endpoint(s.endpoint.as_deref()),
+                s.bucket,
+                s.prefix
+            ),
+            StoreLocation::Gcs(c) | StoreLocation::Azure(c) => format!(
+                "{}://{}/{}/{}/{}",
+                if matches!(self, StoreLocation::Gcs(_)) {
+                    "gs"
+                } else {
+                    "az"
+                },
+                cloud_endpoint(self),
+                c.account.as_deref().unwrap_or_default(),
+                c.bucket,
+                c.prefix
+            ),
+            StoreLocation::Cloudinary(c) => format!(
+                "cloudinary://{}/{}",
+                c.cloud.to_ascii_lowercase(),
+                c.delivery_type
+            ),
+        }
+    }
+}
+
+/// A folder root as the filesystem resolves it: links and `..` would otherwise hide an
+/// overlap. A root that does not exist yet resolves through its nearest existing ancestor.
+fn canonical_root(root: &std::path::Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut at = root;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return missing.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return root.to_path_buf(),
+        }
+    }
+}
+
+/// AWS's S3 endpoint in every spelling (none, global, regional, dual-stack, FIPS, VPC): bucket
+/// names are global there, so they all name one place.
+const AWS_S3: &str = "https://s3.amazonaws.com";
+
+/// An S3 endpoint normalised, AWS's forms (and an absent endpoint) as [`AWS_S3`].
+fn s3_endpoint(endpoint: Option<&str>) -> String {
+    let Some(e) = endpoint else {
+        return AWS_S3.to_string();
+    };
+    let n = normalise_endpoint(e);
+    let host = n
+        .split_once("://")
+        .map_or(n.as_str(), |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    if host == "amazonaws.com"
+        || host.ends_with(".amazonaws.com")
+        || host.ends_with(".amazonaws.com.cn")
+    {
+        AWS_S3.to_string()
+    } else {
+        n
+    }
+}
+
+/// `scheme://host[:port][/path]` with scheme and host in lower case, the scheme's default port,
+/// user info, query and trailing `/` dropped.
+pub fn normalise_endpoint(endpoint: &str) -> String {
+    match url::Url::parse(endpoint.trim()) {
+        Ok(u) if u.host_str().is_some() => {
+            let mut s = format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default());
+            // `port()` is `None` when the URL spells the scheme's default port.
+            if let Some(p) = u.port() {
+                s.push(':');
+                s.push_str(&p.to_string());
+            }
+            s.push_str(u.path().trim_end_matches('/'));
+            s
+        }
+        _ => endpoint.trim().trim_end_matches('/').to_ascii_lowercase(),
+    }
+}
+
+/// Two normalised endpoints provably name different services only when both are public names
+/// (a dotted DNS name, not an address or a single-label host such as a container name) and
+/// differ: `http://minio:9000` and `http://127.0.0.1:9000` may well be one server.
+fn endpoints_differ(a: &str, b: &str) -> bool {
+    fn public(e: &str) -> bool {
+        let host = e.to_ascii_lowercase();
+        let host = host
+            .split_once("://")
+            .map_or(e, |(_, rest)| rest)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default();
+        host.contains('.')
+            && host.parse::<std::net::Ipv4Addr>().is_err()
+            && !host.starts_with('[')
+            && ![".localhost", ".local", ".internal"]
+                .iter()
+                .any(|t| host.ends_with(t))
+    }
+    a != b && public(a) && public(b)
+}
+
+/// A GCS or Azure endpoint normalised; an absent one is the provider's own.
+fn cloud_endpoint(location: &StoreLocation) -> String {
+    match location {
+        StoreLocation::Gcs(c) => c.endpoint.as_deref().map_or_else(
+            || "https://storage.googleapis.com".to_string(),
+            normalise_endpoint,
+        ),
+        StoreLocation::Azure(c) => c.endpoint.as_deref().map_or_else(
+            || {
+                format!(
+                    "https://{}.blob.core.windows.net",
+                    c.account
+                        .as_deref()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase()
+                )
+            },
+            normalise_endpoint,
+        ),
+        _ => String::new(),
     }
 }
 
@@ -1001,6 +1150,7 @@ fn env_store(location: StoreLocation) -> StoreConfig {
         }),
         list_concurrency: DEFAULT_LIST_CONCURRENCY,
         max_lookups: DEFAULT_MAX_LOOKUPS,
+        overlaps: Vec::new(),
     }
 }
 
@@ -1126,6 +1276,7 @@ impl Cx<'_> {
             }
             stores.push(built);
         }
+        self.check_overlaps(raw, &stores)?;
         let mut databases = Vec::new();
         for (name, db) in &raw.databases {
             let url = self.expand(&db.get_ref().url)?;
@@ -1163,6 +1314,27 @@ impl Cx<'_> {
             queue,
             safety,
         })
+    }
+
+    /// `overlaps` may name only configured stores, never the store itself.
+    fn check_overlaps(&self, raw: &RawConfig, stores: &[StoreConfig]) -> Result<()> {
+        for (name, store) in &raw.stores {
+            let Some(list) = &store.get_ref().overlaps else {
+                continue;
+            };
+            for t in list.get_ref() {
+                let other = self.expand(t)?;
+                if other == *name || !stores.iter().any(|s| s.name == other) {
+                    return Err(self.err_at(
+                        t,
+                        format!(
+                            "[stores.{name}] overlaps: `{other}` is not another configured store; name a [stores.*] section"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn queue(&self, raw: Option<&Spanned<RawQueue>>) -> Result<QueueSettings> {
@@ -1327,6 +1499,14 @@ impl Cx<'_> {
                 DEFAULT_LIST_CONCURRENCY,
             )?,
             max_lookups: positive(&raw.max_lookups, "max_lookups", DEFAULT_MAX_LOOKUPS)?,
+            overlaps: match &raw.overlaps {
+                Some(list) => list
+                    .get_ref()
+                    .iter()
+                    .map(|t| self.expand(t))
+                    .collect::<Result<_>>()?,
+                None => Vec::new(),
+            },
         })
     }
 

@@ -615,6 +615,26 @@ fn without_format(id: &str) -> &str {
     }
 }
 
+/// The delivery type a Cloudinary value names (`image/private/v1/a.jpg` and its delivery URL →
+/// `private`); `None` for a bare public_id. A key of one delivery type never names an asset of
+/// another, so typed keys of another type are refused (a `private` key on an `upload` store
+/// would otherwise delete the public asset of the same public_id).
+pub fn cloudinary_delivery_type(value: &str) -> Option<&str> {
+    let path = match value.find("://") {
+        Some(i) => value[i + 3..].split_once('/').map_or("", |(_, p)| p),
+        None => value.trim_start_matches('/'),
+    };
+    let segments: Vec<&str> = path.splitn(4, '/').collect();
+    // `type/delivery/…`, or `cloud/type/delivery/…` in a delivery URL's path.
+    (0..2).find_map(|at| {
+        let (t, d) = (segments.get(at)?, segments.get(at + 1)?);
+        (matches!(*t, "image" | "video" | "raw")
+            && (ASSET_DELIVERY_TYPES.contains(d) || GENERATED_DELIVERY_TYPES.contains(d))
+            && segments.len() > at + 2)
+            .then_some(*d)
+    })
+}
+
 /// Parses `type/delivery/[transformations/][vN/]public_id[.ext]`; URL paths are percent-decoded,
 /// stored field values are taken as written.
 fn delivery_path(path: &str, url_encoded: bool, ctx: &KeyContext) -> Outcome {

@@ -29,6 +29,7 @@ pub mod error;
 pub mod key;
 pub mod keyset;
 pub mod ops;
+pub mod overlap;
 pub mod queue;
 pub mod reconcile;
 pub mod refs;

@@ -65,25 +65,10 @@ pub struct StoreOutcome {
     pub warnings: Vec<Warning>,
 }
 
-/// The quarantine prefixes to leave out of a store's listing: its own, and those of every other
-/// folder store that lies inside it (SPEC §6 invariant 4).
+/// The quarantine prefixes to leave out of a store's listing: its own, and those of every store
+/// that overlaps it, identical roots included (SPEC §6 invariants 1 and 4).
 pub fn quarantine_prefixes(cfg: &Config, s: usize) -> Vec<String> {
-    let me = &cfg.stores[s];
-    let mut out = Vec::new();
-    if let Some(prefix) = crate::store::trash_prefix(me) {
-        out.push(prefix);
-    }
-    for (i, other) in cfg.stores.iter().enumerate() {
-        if i == s {
-            continue;
-        }
-        if let (Some(q), Some(rel)) = (&other.quarantine, me.location.contains(&other.location))
-            && !rel.is_empty()
-        {
-            out.push(format!("{rel}{}", q.prefix));
-        }
-    }
-    out
+    crate::overlap::trash_prefixes(cfg, s)
 }
 
 fn status_rank(status: &str) -> u8 {
@@ -118,6 +103,29 @@ pub struct RefBatch {
     /// Per row checked for missing: where its fields start in `details`.
     rows: Vec<usize>,
     details: Vec<u8>,
+}
+
+impl RefBatch {
+    /// The batch's keys as another store that overlaps theirs spells them (SPEC §6 invariant
+    /// 1): they protect its objects, and are checked for missing files only in their own store.
+    #[must_use]
+    pub fn translated(&self, view: &crate::overlap::View) -> RefBatch {
+        let mut out = RefBatch {
+            reference: self.reference,
+            name: self.name.clone(),
+            ..RefBatch::default()
+        };
+        let mut start = 0;
+        for &end in &self.key_ends {
+            if let Some(k) = view.from_other(&self.keys[start..end]) {
+                out.keys.push_str(&k);
+                out.key_ends.push(out.keys.len());
+                out.key_rows.push(NO_ROW);
+            }
+            start = end;
+        }
+        out
+    }
 }
 
 const NO_ROW: u32 = u32::MAX;
@@ -1275,6 +1283,7 @@ mod tests {
             quarantine: None,
             list_concurrency: 1,
             max_lookups: 10_000,
+            overlaps: Vec::new(),
         }
     }
 

@@ -109,10 +109,9 @@ pub async fn check(app: &App) -> CheckReport {
         }
     }
     for (i, a) in cfg.stores.iter().enumerate() {
-        for b in &cfg.stores[i + 1..] {
-            if a.location.contains(&b.location).is_some()
-                || b.location.contains(&a.location).is_some()
-            {
+        for o in crate::overlap::overlapping(cfg, i) {
+            let b = &cfg.stores[o.store];
+            if o.store > i {
                 warnings.push(format!(
                     "stores {} and {} overlap ({} and {}): an object in both is protected by the references of both",
                     a.name,

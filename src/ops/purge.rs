@@ -171,12 +171,10 @@ pub async fn plan(app: &App, req: &PurgeRequest) -> Result<PurgePlan> {
         .into_iter()
         .map(|(scan, orphan)| {
             // Invariant 2: held until min_age after the upload time from the listing; an
-            // unknown upload time counts from now.
-            let min_age = cfg
-                .stores
-                .iter()
-                .find(|s| s.name == orphan.store)
-                .map_or(Duration::ZERO, |s| s.min_age);
+            // unknown upload time counts from now. The largest min_age of the stores that
+            // overlap this one applies (invariant 1).
+            let min_age = crate::overlap::index(cfg, &orphan.store)
+                .map_or(Duration::ZERO, |s| crate::overlap::rules(cfg, s).min_age);
             let ready_at = after(orphan.uploaded_at.unwrap_or(planned_at), min_age);
             Candidate {
                 scan,
@@ -201,7 +199,8 @@ fn wanted(cfg: &Config, req: &PurgeRequest, o: &Orphan, now: DateTime<Utc>) -> b
         && req
             .older_than
             .is_none_or(|d| o.uploaded_at.is_some_and(|t| now - t > delta(d)))
-        && cfg.stores.iter().any(|s| s.name == o.store)
+        && crate::overlap::index(cfg, &o.store)
+            .is_some_and(|s| crate::overlap::in_trash(cfg, s, &o.key).is_none())
 }
 
 async fn given_scan(app: &App, id: i64) -> Result<ScanRecord> {
@@ -259,6 +258,7 @@ async fn guard_all(
                 .ok_or_else(|| Error::State(format!("scan {id} vanished")))?;
             slot.insert(s);
         }
+        refuse_repointed(&app.cfg, &scans[&id], store)?;
         if let Some((guard, reason)) = guard(&app.cfg, &scans[&id], store, complete) {
             refusals.push(Refusal {
                 store: store.clone(),
@@ -269,6 +269,22 @@ async fn guard_all(
         }
     }
     Ok(refusals)
+}
+
+/// A scan's findings never apply to a store re-pointed since (SPEC §6): its fingerprint then and
+/// now must agree. A scan recorded before fingerprints were has none: accepted.
+fn refuse_repointed(cfg: &Config, scan: &ScanRecord, store: &str) -> Result<()> {
+    let (Some(then), Some(s)) = (scan.fingerprint(store), crate::overlap::index(cfg, store)) else {
+        return Ok(());
+    };
+    let now = crate::overlap::fingerprint(&cfg.stores[s]);
+    if then == now {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "store {store} changed since scan {} (then {then}, now {now}): its findings do not apply to the new location; run a new scan",
+        scan.id
+    )))
 }
 
 /// Invariant 7 for one store of `scan`: which guard refuses and why, or `None`.
@@ -299,7 +315,7 @@ pub fn guard(
             ),
         ));
     }
-    if let Some(prev) = scan.comparable(complete)
+    if let Some(prev) = scan.comparable(complete, store)
         && let Some((_, before)) = prev.store_counts(store)
         && before >= 10
         && orphans as f64 > cfg.safety.max_orphan_jump * before as f64
@@ -377,6 +393,16 @@ pub async fn enqueue(
         })
         .collect();
     let (added, already_queued) = app.state.enqueue(actor, &entries).await?;
+    for (store, scan) in plan_scans(plan) {
+        if let Some(s) = crate::overlap::index(&app.cfg, &store) {
+            app.state
+                .stamp_fingerprint(&store, &crate::overlap::fingerprint(&app.cfg.stores[s]))
+                .await?;
+        }
+        // This purge went through (with the override where the guard refused): its level is
+        // the baseline later comparable scans are measured against.
+        app.state.accept_guard_level(scan, &store).await?;
+    }
     let done = Enqueued {
         added,
         already_queued,
@@ -388,6 +414,15 @@ pub async fn enqueue(
         held: done.held,
     });
     Ok(done)
+}
+
+/// Each store of a plan with the scan its orphans came from.
+fn plan_scans(plan: &PurgePlan) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for c in &plan.candidates {
+        out.entry(c.orphan.store.clone()).or_insert(c.scan);
+    }
+    out
 }
 
 /// One orphan row of a CSV report: (store, resource_type, key).
@@ -558,6 +593,8 @@ mod tests {
             store_stats: stats,
             api_calls: 0,
             duration_ms: None,
+            fingerprints: None,
+            guard_accepted: Vec::new(),
         }
     }
 

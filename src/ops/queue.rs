@@ -30,6 +30,12 @@ pub async fn add(
         .iter()
         .map(|k| {
             let (rt, key) = crate::store::typed_key(store, resource_type, k)?;
+            // Only a quarantine record removes a copy: no key in any overlapping store's trash.
+            if let Some(why) = crate::overlap::index(&app.cfg, &store.name)
+                .and_then(|s| crate::overlap::in_trash(&app.cfg, s, &key))
+            {
+                return Err(Error::Refused(why));
+            }
             Ok(NewEntry {
                 object: ObjectId::new(store.name.clone(), rt, key),
                 reason: Reason::Add,
@@ -41,7 +47,11 @@ pub async fn add(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    app.state.enqueue(actor, &entries).await
+    let queued = app.state.enqueue(actor, &entries).await?;
+    app.state
+        .stamp_fingerprint(&store.name, &crate::overlap::fingerprint(store))
+        .await?;
+    Ok(queued)
 }
 
 /// `queue retry`: failed (or waiting) entries become due again with their attempts reset —

@@ -72,6 +72,14 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
         .state
         .begin_scan(started, req.window, req.mode, &names)
         .await?;
+    let fingerprints: HashMap<String, String> = selected
+        .iter()
+        .map(|&s| {
+            let store = &cfg.stores[s];
+            (store.name.clone(), crate::overlap::fingerprint(store))
+        })
+        .collect();
+    app.state.record_fingerprints(id, &fingerprints).await?;
     let scanned = scan(app, &req, &selected, started, &list_costs).await;
     let findings = match scanned {
         Ok(f) => f,
@@ -207,8 +215,15 @@ async fn scan(
     list_costs: &HashMap<String, u64>,
 ) -> Result<Findings> {
     let cfg = &app.cfg;
+    // The references of every scanned store and of every store that overlaps one: an object
+    // referenced through another store is valid (SPEC §6 invariant 1).
+    let near: Vec<usize> = selected
+        .iter()
+        .flat_map(|&s| crate::overlap::with_self(cfg, s))
+        .map(|o| o.store)
+        .collect();
     let refs: Vec<usize> = (0..cfg.references.len())
-        .filter(|&r| selected.contains(&cfg.references[r].store))
+        .filter(|&r| near.contains(&cfg.references[r].store))
         .collect();
     // Databases and stores are reached concurrently; a run goes on with what answers.
     let ((dbs, db_errors, no_db), (reached, store_errors)) =
@@ -288,13 +303,10 @@ async fn join_all_stores(
     let cutoff = req.window.cutoff(started);
     let mut store_tasks = Vec::new();
     let mut ref_tasks = Vec::new();
+    let mut senders: Vec<(usize, mpsc::Sender<RefBatch>)> = Vec::new();
     for (s, store) in reached {
         let (tx, rx) = mpsc::channel::<RefBatch>(16);
-        for &r in refs.iter().filter(|&&r| cfg.references[r].store == s) {
-            let db = dbs.get(&cfg.references[r].database);
-            ref_tasks.push(spawn_reference(cfg, r, db, cutoff, req.mode, tx.clone()));
-        }
-        drop(tx);
+        senders.push((s, tx));
         let job = StoreJob {
             cfg: cfg.stores[s].clone(),
             mode: req.mode,
@@ -306,6 +318,28 @@ async fn join_all_stores(
         };
         store_tasks.push(tokio::spawn(reconcile_one(job, store, rx)));
     }
+    for &r in refs {
+        let own = cfg.references[r].store;
+        // Each query runs once; its keys go to its own store's join and, translated, to the
+        // join of every scanned store that overlaps its store.
+        let mut targets: Vec<Target> = Vec::new();
+        for (t, tx) in &senders {
+            if *t == own {
+                targets.push((tx.clone(), None));
+            } else if let Some(o) = crate::overlap::overlapping(cfg, *t)
+                .into_iter()
+                .find(|o| o.store == own)
+            {
+                targets.push((tx.clone(), Some(o.view)));
+            }
+        }
+        if targets.is_empty() {
+            continue;
+        }
+        let db = dbs.get(&cfg.references[r].database);
+        ref_tasks.push(spawn_reference(cfg, r, db, cutoff, req.mode, targets));
+    }
+    drop(senders);
     let mut references = Vec::new();
     for t in ref_tasks {
         references.push(
@@ -349,14 +383,33 @@ async fn reconcile_one(
     out
 }
 
-/// Streams one reference query into its store's join.
+/// A store's join a reference feeds, and how its keys read there (`None`: its own store).
+type Target = (mpsc::Sender<RefBatch>, Option<crate::overlap::View>);
+
+/// Sends each batch to every target, translated where the target is another store.
+async fn fan_out(mut rx: mpsc::Receiver<RefBatch>, targets: Vec<Target>) {
+    while let Some(batch) = rx.recv().await {
+        for (tx, view) in &targets {
+            let b = match view {
+                Some(v) => batch.translated(v),
+                None => continue,
+            };
+            let _ = tx.send(b).await;
+        }
+        if let Some((tx, _)) = targets.iter().find(|(_, v)| v.is_none()) {
+            let _ = tx.send(batch).await;
+        }
+    }
+}
+
+/// Streams one reference query into its store's join and those of the stores overlapping it.
 fn spawn_reference(
     cfg: &Config,
     r: usize,
     db: Option<&Db>,
     cutoff: Option<DateTime<Utc>>,
     mode: ScanMode,
-    tx: mpsc::Sender<RefBatch>,
+    targets: Vec<Target>,
 ) -> tokio::task::JoinHandle<ReferenceStats> {
     let rc = cfg.references[r].clone();
     let store = &cfg.stores[rc.store];
@@ -376,7 +429,14 @@ fn spawn_reference(
         let parser = RowParser::new(r, &rc, ctx, cutoff, mode);
         let wanted = parser.wanted();
         let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        let (parser, result) = db.feed(&rc.query, &wanted, parser, &tx).await;
+        let (tx, rx) = mpsc::channel::<RefBatch>(16);
+        let query = rc.query.clone();
+        let feed = async move {
+            let fed = db.feed(&query, &wanted, parser, &tx).await;
+            drop(tx);
+            fed
+        };
+        let ((parser, result), ()) = futures::join!(feed, fan_out(rx, targets));
         let mut stats = parser.into_stats();
         stats.name.clone_from(&rc.name);
         stats.store = store_name;

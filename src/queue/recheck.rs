@@ -123,23 +123,14 @@ impl Recheck {
     /// The stores whose references can name an object of store `s`, with how a key of `s`
     /// reads there (`None`: not under that store).
     fn views(&self, s: usize) -> Vec<(usize, View<'static>)> {
-        let me = &self.cfg.stores[s].location;
-        let mut out: Vec<(usize, View<'static>)> = Vec::new();
-        for (t, other) in self.cfg.stores.iter().enumerate() {
-            if t == s {
-                out.push((t, Box::new(|k: &str| Some(k.to_string()))));
-            } else if let Some(rel) = other.location.contains(me) {
-                // `s` lies inside `t`: its keys read with `rel` in front there.
-                out.push((t, Box::new(move |k: &str| Some(format!("{rel}{k}")))));
-            } else if let Some(rel) = me.contains(&other.location) {
-                // `t` lies inside `s`: only keys under `rel` are `t`'s.
-                out.push((
-                    t,
-                    Box::new(move |k: &str| k.strip_prefix(rel.as_str()).map(str::to_string)),
-                ));
-            }
-        }
-        out
+        crate::overlap::with_self(&self.cfg, s)
+            .into_iter()
+            .map(|o| {
+                let view = o.view;
+                let f: View<'static> = Box::new(move |k: &str| view.to_other(k));
+                (o.store, f)
+            })
+            .collect()
     }
 
     /// For each `(resource type, key)` of store `s`: the name of a reference that points at

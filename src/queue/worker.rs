@@ -253,7 +253,8 @@ impl Worker<'_> {
             g.settle_rest(|_| failed(why.clone()));
             return g.out.into_iter().flatten().collect();
         };
-        let store_cfg = self.cfg().stores[si].clone();
+        // Deleting through a store applies the rules of every store that overlaps it.
+        let store_cfg = crate::overlap::effective_store(self.cfg(), si);
         let store = match self.app.store(&store_cfg.name) {
             Ok(s) => s,
             Err(e) => {
@@ -271,7 +272,8 @@ impl Worker<'_> {
             self.stores
                 .push((Arc::clone(&store), store.usage().api_calls));
         }
-        Self::drop_ignored(&store_cfg, &mut g);
+        self.refuse_guarded(si, &mut g).await;
+        Self::drop_ignored(&crate::overlap::rules(self.cfg(), si), &mut g);
         if self.recheck_and_hold(si, &mut g).await {
             self.act(&store_cfg, store.as_ref(), &mut g).await;
         }
@@ -282,13 +284,48 @@ impl Worker<'_> {
     }
 
     /// `ignore` globs: never deleted, whoever queued the key.
-    fn drop_ignored(store: &StoreConfig, g: &mut Group<'_>) {
+    fn drop_ignored(rules: &crate::overlap::Rules, g: &mut Group<'_>) {
         for (i, e) in g.entries.iter().enumerate() {
-            if !e.is_copy_removal() && store.ignore.matches(&e.object.key) {
+            if g.out[i].is_none()
+                && !e.is_copy_removal()
+                && let Some(store) = rules.ignored(&e.object.key)
+            {
                 g.out[i] = Some(Outcome::Dropped(format!(
-                    "matches an ignore glob of store {}",
-                    e.object.store
+                    "matches an ignore glob of store {store}"
                 )));
+            }
+        }
+    }
+
+    /// Entries that may not act, with no store call: a key in any overlapping store's
+    /// quarantine (only a copy's own removal goes there), and an entry queued while the store
+    /// pointed elsewhere (its fingerprint changed since, SPEC §6).
+    async fn refuse_guarded(&mut self, si: usize, g: &mut Group<'_>) {
+        let cfg = std::sync::Arc::clone(&self.app.cfg);
+        let ids: Vec<i64> = g.entries.iter().map(|e| e.id).collect();
+        let now = crate::overlap::fingerprint(&cfg.stores[si]);
+        let then = match self.app.state.entry_fingerprints(&ids).await {
+            Ok(m) => m,
+            Err(e) => {
+                let why = e.to_string();
+                g.settle_rest(|_| failed(why.clone()));
+                return;
+            }
+        };
+        for (i, e) in g.entries.iter().enumerate() {
+            let refused = match then.get(&e.id) {
+                Some(fp) if *fp != now => Some(format!(
+                    "store {} was re-pointed since this entry was queued (then {fp}, now {now}); queue it again from a new scan",
+                    e.object.store
+                )),
+                _ if e.is_copy_removal() => None,
+                _ => crate::overlap::in_trash(&cfg, si, &e.object.key),
+            };
+            if let Some(error) = refused {
+                g.out[i] = Some(Outcome::Failed {
+                    error,
+                    permanent: true,
+                });
             }
         }
     }
@@ -604,10 +641,9 @@ async fn batch(w: &mut Worker<'_>, totals: &mut Totals) -> Result<bool> {
         if e.is_copy_removal() {
             return None;
         }
-        cfg.stores
-            .iter()
-            .find(|s| s.name == e.object.store)
-            .and_then(|s| quarantine_key(s, &e.object.key, now))
+        crate::overlap::index(cfg, &e.object.store).and_then(|i| {
+            quarantine_key(&crate::overlap::effective_store(cfg, i), &e.object.key, now)
+        })
     };
     let batch = app
         .state
@@ -630,8 +666,9 @@ async fn batch(w: &mut Worker<'_>, totals: &mut Totals) -> Result<bool> {
     let now = Utc::now();
     let mut done = Vec::with_capacity(results.len());
     for (e, o) in &results {
-        let store = cfg.stores.iter().find(|s| s.name == e.object.store);
-        let c = transition::complete(e, o, &opts.settings(store), now);
+        let store = crate::overlap::index(cfg, &e.object.store)
+            .map(|i| crate::overlap::effective_store(cfg, i));
+        let c = transition::complete(e, o, &opts.settings(store.as_ref()), now);
         totals.count(e, o, &c);
         if let Outcome::Failed { error, .. } = o {
             app.publish(Event::DeletionFailed {

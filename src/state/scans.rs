@@ -29,6 +29,11 @@ pub struct ScanRecord {
     pub store_stats: Option<Vec<StoreStats>>,
     pub api_calls: u64,
     pub duration_ms: Option<i64>,
+    /// Store name → fingerprint when the scan ran; `None` for scans recorded before
+    /// fingerprints were (unknown: accepted).
+    pub fingerprints: Option<HashMap<String, String>>,
+    /// The stores whose orphan level a purge of this scan set as the guard's baseline.
+    pub guard_accepted: Vec<String>,
 }
 
 impl ScanRecord {
@@ -42,20 +47,40 @@ impl ScanRecord {
             .map(|s| (s.objects_scanned, s.orphans))
     }
 
-    /// The comparable scan of SPEC §6 invariant 7 among `complete` (newest first): the previous
-    /// complete scan with the same stores, the same window and orphans checked.
-    pub fn comparable<'a>(&self, complete: &'a [ScanRecord]) -> Option<&'a ScanRecord> {
+    /// The comparable scan of SPEC §6 invariant 7 for `store` among `complete` (newest
+    /// first): the last earlier complete scan with the same stores, the same window and orphans
+    /// checked whose level of `store` a purge accepted (without a refusal, or with
+    /// `--allow-mass-delete`), else the first such scan. So scanning again never lifts a
+    /// refusal: the refused level never becomes the baseline until it is accepted.
+    pub fn comparable<'a>(
+        &self,
+        complete: &'a [ScanRecord],
+        store: &str,
+    ) -> Option<&'a ScanRecord> {
         let mut stores = self.stores.clone();
         stores.sort();
-        complete.iter().find(|s| {
+        let mut alike = complete.iter().filter(|s| {
             let mut theirs = s.stores.clone();
             theirs.sort();
             s.id < self.id && theirs == stores && s.window == self.window
-        })
+        });
+        let mut first = None;
+        for s in alike.by_ref() {
+            if s.guard_accepted.iter().any(|n| n == store) {
+                return Some(s);
+            }
+            first = Some(s);
+        }
+        first
+    }
+
+    /// The fingerprint `store` had when this scan ran (`None`: not recorded).
+    pub fn fingerprint(&self, store: &str) -> Option<&str> {
+        self.fingerprints.as_ref()?.get(store).map(String::as_str)
     }
 }
 
-const RECORD_COLUMNS: &str = "id, started_at, state, mode, scan_window, stores, summary, store_stats, api_calls, duration_ms";
+const RECORD_COLUMNS: &str = "id, started_at, state, mode, scan_window, stores, summary, store_stats, api_calls, duration_ms, fingerprints, guard_accepted";
 
 fn json<T: serde::de::DeserializeOwned>(text: Option<&str>) -> Option<T> {
     text.and_then(|t| serde_json::from_str(t).ok())
@@ -81,6 +106,8 @@ fn record(mut r: Row) -> Result<ScanRecord> {
         api_calls: json::<HashMap<String, u64>>(api_calls.as_deref())
             .map_or(0, |m| m.values().sum()),
         duration_ms: r.opt_int(9)?,
+        fingerprints: json(r.opt_text(10)?.as_deref()),
+        guard_accepted: json(r.opt_text(11)?.as_deref()).unwrap_or_default(),
     })
 }
 
@@ -302,6 +329,89 @@ impl ScanLog for State {
                 if let (Some(calls), true) = (s.full_list_calls, s.complete) {
                     out.insert(s.name, calls);
                 }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Store fingerprints and the guard's baseline (SPEC §6): kept beside the scans and entries they
+/// belong to.
+impl State {
+    /// Records the fingerprint of each store a scan lists.
+    pub async fn record_fingerprints(
+        &self,
+        id: i64,
+        fingerprints: &HashMap<String, String>,
+    ) -> Result<()> {
+        let text = to_text(fingerprints)?;
+        let mut tx = self.begin(Mode::Write).await?;
+        tx.execute(
+            "UPDATE scans SET fingerprints = $1 WHERE id = $2",
+            &[text.as_str().into(), id.into()],
+        )
+        .await
+        .map_err(context("cannot record the scan"))?;
+        tx.commit().await
+    }
+
+    /// A purge of scan `id` accepted the orphan level of `store`: later comparable scans are
+    /// measured against it.
+    pub async fn accept_guard_level(&self, id: i64, store: &str) -> Result<()> {
+        let e = context("cannot record the purge in the scan history");
+        let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
+        let rows = tx
+            .query(
+                "SELECT guard_accepted FROM scans WHERE id = $1",
+                &[id.into()],
+            )
+            .await
+            .map_err(&e)?;
+        let mut stores: Vec<String> = match rows.into_iter().next() {
+            Some(mut r) => json(r.opt_text(0)?.as_deref()).unwrap_or_default(),
+            None => return Ok(()),
+        };
+        if !stores.iter().any(|s| s == store) {
+            stores.push(store.to_string());
+            let text = to_text(&stores)?;
+            tx.execute(
+                "UPDATE scans SET guard_accepted = $1 WHERE id = $2",
+                &[text.as_str().into(), id.into()],
+            )
+            .await
+            .map_err(&e)?;
+        }
+        tx.commit().await
+    }
+
+    /// Gives the live entries of `store` queued without a fingerprint this one (called right
+    /// after queueing them).
+    pub async fn stamp_fingerprint(&self, store: &str, fingerprint: &str) -> Result<()> {
+        let mut tx = self.begin(Mode::Write).await?;
+        tx.execute(
+            "UPDATE queue SET fingerprint = $1 WHERE store = $2 AND fingerprint IS NULL AND state IN ('pending', 'claimed')",
+            &[fingerprint.into(), store.into()],
+        )
+        .await
+        .map_err(context("cannot record the entries' store fingerprint"))?;
+        tx.commit().await
+    }
+
+    /// The recorded fingerprints of these entries (those without one are left out).
+    pub async fn entry_fingerprints(&self, ids: &[i64]) -> Result<HashMap<i64, String>> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "SELECT id, fingerprint FROM queue WHERE fingerprint IS NOT NULL AND id IN ({})",
+                super::placeholders(1, chunk.len())
+            );
+            let args: Vec<Arg<'_>> = chunk.iter().map(|&i| i.into()).collect();
+            let rows = self
+                .read(&sql, &args)
+                .await
+                .map_err(context("cannot read the entries' store fingerprint"))?;
+            for mut r in rows {
+                out.insert(r.int(0)?, r.text(1)?);
             }
         }
         Ok(out)

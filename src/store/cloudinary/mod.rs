@@ -533,6 +533,14 @@ pub(super) fn typed_key(
     explicit: Option<ResourceType>,
     key: &str,
 ) -> Result<(ResourceType, String), String> {
+    if let Some(t) = crate::key::cloudinary_delivery_type(key)
+        && t != loc.delivery_type
+    {
+        return Err(format!(
+            "`{key}` is a `{t}` asset but store `{}` holds `{}` assets; name a store with delivery_type = \"{t}\"",
+            cfg.name, loc.delivery_type
+        ));
+    }
     let ctx = cfg.key_context("");
     let parsed = KeyFormat::Cloudinary.parse(key, explicit.map(ResourceType::as_str), &ctx);
     let Some(k) = parsed.keys.into_iter().next() else {
