@@ -391,6 +391,14 @@ impl StoreConfig {
             public_url: self.public_url.clone(),
             key_prefix: key_prefix.to_string(),
             cloud_name: self.location.cloudinary().map(|c| c.cloud.clone()),
+            s3: match &self.location {
+                StoreLocation::S3(s3) => Some(crate::key::S3Context {
+                    bucket: s3.bucket.clone(),
+                    endpoint: s3.endpoint.clone(),
+                    prefix: s3.prefix.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -1953,7 +1961,11 @@ impl Cx<'_> {
                 ),
             ));
         }
-        if matches!(key_format, KeyFormat::Url) && store.public_url.is_none() {
+        // An S3 store knows its bucket's own addresses; other stores need a public_url.
+        if matches!(key_format, KeyFormat::Url)
+            && store.public_url.is_none()
+            && !matches!(store.location, StoreLocation::S3(_))
+        {
             let line = match &raw.key_format {
                 Some(kf) => self.line_of(kf.span().start),
                 None => self.line_of(spanned.span().start),

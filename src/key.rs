@@ -107,6 +107,19 @@ pub struct KeyContext {
     pub key_prefix: String,
     /// Cloudinary cloud name, when the store is Cloudinary (delivery URLs of another cloud are not ours)
     pub cloud_name: Option<String>,
+    /// An S3 store's bucket, endpoint and prefix: the `url` format also strips the bucket's own
+    /// addresses (SPEC §2).
+    pub s3: Option<S3Context>,
+}
+
+/// Where an S3 store's objects are addressed besides its `public_url`.
+#[derive(Debug, Clone, Default)]
+pub struct S3Context {
+    pub bucket: String,
+    /// The store's `endpoint` (`None`: AWS).
+    pub endpoint: Option<String>,
+    /// The store's key prefix inside the bucket, `""` or ending in `/`.
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -471,12 +484,125 @@ fn strip_base_path<'a>(path: &'a str, base_path: &str) -> Option<&'a str> {
 
 fn url_key(value: &str, ctx: &KeyContext) -> Result<Option<String>, &'static str> {
     let parts = split_url(trim_url(value)).ok_or("not a URL")?;
-    let public_url = ctx.public_url.as_deref().ok_or("store has no public_url")?;
-    let base = parse_base(public_url).ok_or("store public_url is not a URL")?;
-    let Some(rest) = match_base(&parts, &base)? else {
+    if ctx.public_url.is_none() && ctx.s3.is_none() {
+        return Err("store has no public_url");
+    }
+    let mut rest = None;
+    if let Some(public_url) = ctx.public_url.as_deref() {
+        let base = parse_base(public_url).ok_or("store public_url is not a URL")?;
+        rest = match_base(&parts, &base)?;
+    }
+    if rest.is_none()
+        && let Some(s3) = &ctx.s3
+    {
+        rest = s3_rest(&parts, s3)?;
+    }
+    let Some(rest) = rest else {
         return Ok(None);
     };
     finish(&decode(rest)?, &ctx.key_prefix)
+}
+
+// ---- S3 addresses ----
+//
+// One S3 object answers at several URLs: virtual-hosted (`https://BUCKET.s3.amazonaws.com/KEY`,
+// regional `BUCKET.s3.REGION.amazonaws.com`, legacy `BUCKET.s3-REGION.amazonaws.com`), path-style
+// (`https://s3.REGION.amazonaws.com/BUCKET/KEY`), `s3://BUCKET/KEY`, and on a custom endpoint
+// (MinIO, R2, Spaces, moto) `ENDPOINT/BUCKET/KEY` or `BUCKET.ENDPOINT-HOST/KEY`. Apps store any of
+// them; every one names the same object.
+
+/// An AWS S3 service host (`s3.amazonaws.com`, `s3.eu-west-3.amazonaws.com`,
+/// `s3-eu-west-1.amazonaws.com`, `s3.dualstack.…`, website hosts, `.amazonaws.com.cn`).
+fn is_aws_s3_host(host: &str) -> bool {
+    let Some(service) = strip_suffix_ignore_case(host, ".amazonaws.com")
+        .or_else(|| strip_suffix_ignore_case(host, ".amazonaws.com.cn"))
+    else {
+        return false;
+    };
+    let lower = service.to_ascii_lowercase();
+    (lower == "s3" || lower.starts_with("s3.") || lower.starts_with("s3-"))
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
+
+/// An endpoint that is AWS itself (or none): the AWS forms of the bucket apply.
+fn endpoint_is_aws(endpoint: Option<&str>) -> bool {
+    endpoint.is_none_or(|e| split_url(trim_url(e)).is_some_and(|p| is_aws_s3_host(p.host)))
+}
+
+/// The path after `/BUCKET` (segment-wise, so `/bkt` is no prefix of `/bkt2/x`).
+fn after_bucket<'a>(path: &'a str, bucket: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix('/')?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    if !percent_decode_str(&rest[..end]).eq(bucket.bytes()) {
+        return None;
+    }
+    Some(&rest[end..])
+}
+
+/// The raw path of an S3 URL relative to the store's prefix, `Ok(None)` when it is not an
+/// address of this store's bucket (or lies outside its prefix).
+fn s3_rest<'a>(parts: &UrlParts<'a>, s3: &S3Context) -> Result<Option<&'a str>, &'static str> {
+    let bucket_path = if !parts.scheme.is_none_or(is_http) {
+        None
+    } else if let Some(endpoint) = s3.endpoint.as_deref().filter(|e| !endpoint_is_aws(Some(e))) {
+        let base = parse_base(endpoint).ok_or("store endpoint is not a URL")?;
+        endpoint_rest(parts, &base, &s3.bucket)?
+    } else {
+        let port = effective_port(parts.scheme.unwrap_or("https"), parts.port)?;
+        let host = parts.host;
+        let virtual_host = strip_bucket_label(host, &s3.bucket);
+        if port.is_some() {
+            None
+        } else if virtual_host.is_some_and(is_aws_s3_host) {
+            Some(parts.path)
+        } else if is_aws_s3_host(host) {
+            after_bucket(parts.path, &s3.bucket)
+        } else {
+            None
+        }
+    };
+    Ok(bucket_path.and_then(|path| strip_base_path(path, &s3.prefix)))
+}
+
+/// A custom endpoint: path-style under the endpoint's path, or virtual-hosted on its host.
+fn endpoint_rest<'a>(
+    parts: &UrlParts<'a>,
+    base: &Base,
+    bucket: &str,
+) -> Result<Option<&'a str>, &'static str> {
+    let scheme = parts.scheme.unwrap_or(base.scheme);
+    if !same_scheme(scheme, base.scheme) || effective_port(scheme, parts.port)? != base.port {
+        return Ok(None);
+    }
+    // A host the `url` crate rejects (`bkt.127.0.0.1`) is simply not the endpoint's.
+    if same_host(parts.host, base.host).unwrap_or(false) {
+        return Ok(strip_base_path(parts.path, base.path)
+            .and_then(|rest| after_bucket_relative(rest, bucket)));
+    }
+    let virtual_host = strip_bucket_label(parts.host, bucket);
+    match virtual_host {
+        Some(host) if same_host(host, base.host).unwrap_or(false) => Ok(Some(parts.path)),
+        _ => Ok(None),
+    }
+}
+
+/// `BUCKET.rest` → `rest`, the bucket compared case-insensitively (hosts are).
+fn strip_bucket_label<'a>(host: &'a str, bucket: &str) -> Option<&'a str> {
+    host.get(..bucket.len())
+        .filter(|label| label.eq_ignore_ascii_case(bucket))
+        .and_then(|_| host.get(bucket.len()..))
+        .and_then(|rest| rest.strip_prefix('.'))
+}
+
+/// `after_bucket` for a path whose leading `/` was already removed.
+fn after_bucket_relative<'a>(rest: &'a str, bucket: &str) -> Option<&'a str> {
+    let end = rest.find('/').unwrap_or(rest.len());
+    if !percent_decode_str(&rest[..end]).eq(bucket.bytes()) {
+        return None;
+    }
+    Some(&rest[end..])
 }
 
 // ---- Cloudinary ----
@@ -1215,6 +1341,149 @@ mod tests {
         );
     }
 
+    fn s3(bucket: &str, endpoint: Option<&str>, prefix: &str) -> KeyContext {
+        KeyContext {
+            s3: Some(S3Context {
+                bucket: bucket.to_owned(),
+                endpoint: endpoint.map(str::to_owned),
+                prefix: prefix.to_owned(),
+            }),
+            ..KeyContext::default()
+        }
+    }
+
+    #[test]
+    fn url_strips_every_aws_address_of_the_bucket() {
+        let ctx = s3("bkt", None, "");
+        for value in [
+            "https://bkt.s3.amazonaws.com/uploads/ok.jpg",
+            "HTTPS://BKT.S3.AMAZONAWS.COM/uploads/ok.jpg",
+            "http://bkt.s3.eu-west-3.amazonaws.com/uploads/ok.jpg?X-Amz-Signature=x",
+            "https://bkt.s3-eu-west-1.amazonaws.com/uploads/ok.jpg",
+            "https://bkt.s3.dualstack.us-east-1.amazonaws.com/uploads/ok.jpg",
+            "https://s3.amazonaws.com/bkt/uploads/ok.jpg",
+            "https://s3.eu-west-3.amazonaws.com/bkt/uploads/ok.jpg#x",
+            "https://s3-eu-west-1.amazonaws.com/bkt/uploads/ok.jpg",
+            "https://bkt.s3.cn-north-1.amazonaws.com.cn/uploads/ok.jpg",
+            "//bkt.s3.amazonaws.com/uploads/ok.jpg",
+            "https://bkt.s3.amazonaws.com:443/uploads/ok.jpg",
+        ] {
+            assert_eq!(
+                one(&KeyFormat::Url, value, &ctx),
+                "uploads/ok.jpg",
+                "{value}"
+            );
+        }
+        assert_eq!(
+            one(
+                &KeyFormat::Url,
+                "https://bkt.s3.amazonaws.com/a%20b+c.jpg",
+                &ctx
+            ),
+            "a b+c.jpg"
+        );
+        for value in [
+            "https://other.s3.amazonaws.com/uploads/ok.jpg",
+            "https://bkt2.s3.amazonaws.com/uploads/ok.jpg",
+            "https://s3.amazonaws.com/bkt2/uploads/ok.jpg",
+            "https://bkt.s3.amazonaws.com.evil.test/uploads/ok.jpg",
+            "https://bkt.example.com/uploads/ok.jpg",
+            "https://bkt.s3.amazonaws.com:8443/uploads/ok.jpg",
+            "ftp://bkt.s3.amazonaws.com/uploads/ok.jpg",
+        ] {
+            not_ours(&KeyFormat::Url, value, &ctx);
+        }
+    }
+
+    #[test]
+    fn url_strips_the_endpoint_forms_of_the_bucket() {
+        let ctx = s3("bkt", Some("http://127.0.0.1:5055"), "");
+        assert_eq!(
+            one(
+                &KeyFormat::Url,
+                "http://127.0.0.1:5055/bkt/uploads/ok.jpg",
+                &ctx
+            ),
+            "uploads/ok.jpg"
+        );
+        not_ours(
+            &KeyFormat::Url,
+            "http://127.0.0.1:5056/bkt/uploads/ok.jpg",
+            &ctx,
+        );
+        not_ours(
+            &KeyFormat::Url,
+            "http://127.0.0.1:5055/other/uploads/ok.jpg",
+            &ctx,
+        );
+        // An endpoint that is not AWS: AWS addresses name another bucket.
+        not_ours(
+            &KeyFormat::Url,
+            "https://bkt.s3.amazonaws.com/uploads/ok.jpg",
+            &ctx,
+        );
+        let ctx = s3("bkt", Some("https://Minio.Example.com:9000/"), "");
+        for value in [
+            "https://minio.example.com:9000/bkt/uploads/ok.jpg",
+            "http://MINIO.example.com:9000/bkt/uploads/ok.jpg",
+            "https://bkt.minio.example.com:9000/uploads/ok.jpg",
+        ] {
+            assert_eq!(
+                one(&KeyFormat::Url, value, &ctx),
+                "uploads/ok.jpg",
+                "{value}"
+            );
+        }
+        // An AWS regional endpoint keeps every AWS form.
+        let ctx = s3("bkt", Some("https://s3.eu-west-3.amazonaws.com"), "");
+        assert_eq!(
+            one(
+                &KeyFormat::Url,
+                "https://bkt.s3.amazonaws.com/uploads/ok.jpg",
+                &ctx
+            ),
+            "uploads/ok.jpg"
+        );
+    }
+
+    #[test]
+    fn url_of_the_bucket_outside_the_store_prefix_is_not_ours() {
+        let ctx = s3("bkt", None, "media/");
+        assert_eq!(
+            one(
+                &KeyFormat::Url,
+                "https://bkt.s3.amazonaws.com/media/a.jpg",
+                &ctx
+            ),
+            "a.jpg"
+        );
+        not_ours(
+            &KeyFormat::Url,
+            "https://bkt.s3.amazonaws.com/other/a.jpg",
+            &ctx,
+        );
+        not_ours(
+            &KeyFormat::Url,
+            "https://bkt.s3.amazonaws.com/media2/a.jpg",
+            &ctx,
+        );
+    }
+
+    #[test]
+    fn url_tries_public_url_then_the_bucket() {
+        let mut ctx = s3("bkt", None, "");
+        ctx.public_url = Some(CDN.to_owned());
+        assert_eq!(
+            one(&KeyFormat::Url, "https://cdn.example.com/media/a.jpg", &ctx),
+            "a.jpg"
+        );
+        assert_eq!(
+            one(&KeyFormat::Url, "https://bkt.s3.amazonaws.com/a.jpg", &ctx),
+            "a.jpg"
+        );
+        not_ours(&KeyFormat::Url, "https://other.example.com/a.jpg", &ctx);
+    }
+
     #[test]
     fn url_key_prefix_applies_after_decoding() {
         let ctx = with_prefix(ctx("https://bucket.s3.amazonaws.com"), "cube/");
@@ -1720,6 +1989,11 @@ mod tests {
                 public_url: Some(CDN.to_owned()),
                 key_prefix: String::new(),
                 cloud_name: Some("demo".to_owned()),
+                s3: Some(S3Context {
+                    bucket: "bkt".to_owned(),
+                    endpoint: None,
+                    prefix: String::new(),
+                }),
             };
             let formats = [
                 KeyFormat::Path,
@@ -1741,10 +2015,17 @@ mod tests {
                 public_url: Some(CDN.to_owned()),
                 key_prefix: String::new(),
                 cloud_name: Some("demo".to_owned()),
+                s3: Some(S3Context {
+                    bucket: "bkt".to_owned(),
+                    endpoint: None,
+                    prefix: String::new(),
+                }),
             };
             for value in [
                 format!("{CDN}/{path}"),
                 format!("https://res.cloudinary.com/demo/image/upload/{path}"),
+                format!("https://bkt.s3.amazonaws.com/{path}"),
+                format!("https://s3.amazonaws.com/bkt/{path}"),
             ] {
                 for format in [KeyFormat::Url, KeyFormat::Cloudinary] {
                     for key in format.parse(&value, None, &ctx).keys {

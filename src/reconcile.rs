@@ -103,6 +103,29 @@ pub struct RefBatch {
     /// Per row checked for missing: where its fields start in `details`.
     rows: Vec<usize>,
     details: Vec<u8>,
+    /// Per key: how a `path` value wrote it besides the key itself ([`WRITTEN_SLASH`],
+    /// [`WRITTEN_DOT_SLASH`]), so a listed key spelt that way is known to be named.
+    key_flags: Vec<u8>,
+    /// `path` values that are no usable key, as written (row number, name): a listed key spelt
+    /// exactly so is named by them (SPEC §2), and they are then no longer unparsed.
+    raw: Vec<(u64, String)>,
+    /// The reference's query failed after these rows (or before any): the reference set of its
+    /// store is partial.
+    failed: Option<String>,
+}
+
+impl RefBatch {
+    /// The last word of a reference whose query failed: what its store's join was sent is not
+    /// every row, so objects no row named cannot be called orphans.
+    #[must_use]
+    pub fn failed(reference: usize, name: &str, error: &str) -> RefBatch {
+        RefBatch {
+            reference,
+            name: Arc::from(name),
+            failed: Some(error.to_string()),
+            ..RefBatch::default()
+        }
+    }
 }
 
 impl RefBatch {
@@ -129,21 +152,18 @@ impl RefBatch {
 }
 
 const NO_ROW: u32 = u32::MAX;
+/// A `path` value wrote the key with a leading `/` (`/k`) or `./` (`./k`).
+const WRITTEN_SLASH: u8 = 1;
+const WRITTEN_DOT_SLASH: u8 = 2;
+/// Unusable `path` values kept per reference to match unusable listed names: past this many
+/// they stay unparsed (memory stays bounded when a whole column is unreadable).
+const RAW_KEPT: u64 = 10_000;
 /// The type part of a Cloudinary reference that names no resource type: it matches the
 /// public_id in every type (SPEC §2).
 const ANY_TYPE: &str = "*";
 
-/// The identity of a listed object in the reference set: the key, or for Cloudinary
-/// `type/public_id` (resource types have no `/`, so the first one splits it).
-fn ident(rt: ResourceType, key: &str) -> std::borrow::Cow<'_, str> {
-    if rt == ResourceType::Plain {
-        std::borrow::Cow::Borrowed(key)
-    } else {
-        std::borrow::Cow::Owned(format!("{}/{key}", rt.as_str()))
-    }
-}
-
-/// A typed identity back into its resource type (`None` for `*`) and public_id.
+/// A Cloudinary identity in the reference set (`type/public_id`; resource types have no `/`)
+/// back into its resource type (`None` for `*`) and public_id.
 fn split_ident(ident: &str) -> (Option<ResourceType>, &str) {
     match ident.split_once('/') {
         Some((t, key)) => (ResourceType::parse_cloudinary(t), key),
@@ -178,6 +198,8 @@ pub struct RowParser {
     stats: ReferenceStats,
     batch: RefBatch,
     link_buf: String,
+    /// Unusable values kept in `raw` so far (at most [`RAW_KEPT`]).
+    raw_kept: u64,
 }
 
 impl RowParser {
@@ -213,6 +235,7 @@ impl RowParser {
                 ..RefBatch::default()
             },
             link_buf: String::new(),
+            raw_kept: 0,
         }
     }
 
@@ -242,6 +265,33 @@ impl RowParser {
         self.batch.keys.push_str(key);
         self.batch.key_ends.push(self.batch.keys.len());
         self.batch.key_rows.push(NO_ROW);
+        self.batch.key_flags.push(0);
+    }
+
+    /// A `path` value that yields no usable key: kept as written (and with a leading `/` or
+    /// `./` dropped), the way a listing names such an object.
+    fn push_raw(&mut self, value: &str) {
+        if self.raw_kept >= RAW_KEPT {
+            return;
+        }
+        self.raw_kept += 1;
+        let row = self.stats.rows;
+        let prefix = &self.ctx.key_prefix;
+        let stripped = value
+            .strip_prefix("./")
+            .or_else(|| value.strip_prefix('/'))
+            .unwrap_or(value);
+        let forms = [
+            written_under(value, prefix),
+            written_under(stripped, prefix),
+        ];
+        for (i, form) in forms.iter().enumerate() {
+            if let Some(form) = form.filter(|f| !f.is_empty())
+                && (i == 0 || forms[0] != Some(form))
+            {
+                self.batch.raw.push((row, listed_name(form)));
+            }
+        }
     }
 
     /// A Cloudinary key: `type/public_id`, or `*/public_id` when the value names no type.
@@ -255,6 +305,47 @@ impl RowParser {
         keys.push_str(key);
         self.batch.key_ends.push(keys.len());
         self.batch.key_rows.push(NO_ROW);
+        self.batch.key_flags.push(0);
+    }
+}
+
+/// `value` without the reference's `key_prefix` (`None`: not under it), nothing else dropped.
+fn written_under<'a>(value: &'a str, key_prefix: &str) -> Option<&'a str> {
+    let prefix = key_prefix
+        .strip_prefix("./")
+        .or_else(|| key_prefix.strip_prefix('/'))
+        .unwrap_or(key_prefix);
+    if prefix.is_empty() {
+        return Some(value);
+    }
+    let rest = value.strip_prefix(prefix)?;
+    Some(if prefix.ends_with('/') {
+        rest
+    } else {
+        rest.strip_prefix('/').unwrap_or(rest)
+    })
+}
+
+/// A name as listings show an unusable key: control characters escaped.
+fn listed_name(name: &str) -> String {
+    if name.chars().any(char::is_control) {
+        name.escape_debug().to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// How a `path` value wrote its key besides the key itself (only without a `key_prefix`: with
+/// one, the value is not spelt relative to the store).
+fn written_flag(value: &str, key_prefix: &str) -> u8 {
+    if !key_prefix.is_empty() {
+        0
+    } else if value.starts_with("./") {
+        WRITTEN_DOT_SLASH
+    } else if value.starts_with('/') {
+        WRITTEN_SLASH
+    } else {
+        0
     }
 }
 
@@ -271,11 +362,16 @@ impl crate::refs::RowSink for RowParser {
                 Ok(Some(key)) => {
                     self.stats.values += 1;
                     self.push_key(key);
+                    let flag = written_flag(value, &self.ctx.key_prefix);
+                    if let Some(f) = self.batch.key_flags.last_mut() {
+                        *f = flag;
+                    }
                 }
                 Ok(None) => {}
                 Err(reason) => {
                     self.stats.values += 1;
                     self.unparsed(cols, value, reason);
+                    self.push_raw(value);
                 }
             }
         } else {
@@ -360,7 +456,7 @@ impl crate::refs::RowSink for RowParser {
     }
 
     fn flush(&mut self) -> Option<RefBatch> {
-        (!self.batch.key_ends.is_empty()).then(|| self.take())
+        (!self.batch.key_ends.is_empty() || !self.batch.raw.is_empty()).then(|| self.take())
     }
 }
 
@@ -404,6 +500,66 @@ struct RefSet {
     names: Vec<Arc<str>>,
     /// Reused by [`RefSet::mark_typed`].
     scratch: String,
+    /// Bit sets over keys: some `path` value wrote the key as `/k`, or as `./k` (empty when none did).
+    slash: Vec<u64>,
+    dot_slash: Vec<u64>,
+    /// Unusable `path` values as written → the (reference, row) pairs that wrote them.
+    raw: HashMap<String, Vec<(usize, u64)>>,
+    /// NFC form → the keys not in NFC that normalise to it.
+    nfc_index: HashMap<String, Vec<u32>>,
+    /// Keys that a listed identity matches only after NFC, with that identity.
+    nfc_hits: HashMap<u32, String>,
+    /// Listed identities no key names exactly, kept only by an NFC match: (key, listed).
+    nfc_saved: Vec<(u32, String)>,
+    /// Unusable listed names that some reference names.
+    unusable_named: Vec<String>,
+    /// (reference, row) of unusable values whose name is listed: no longer unparsed.
+    raw_hits: std::collections::HashSet<(usize, u64)>,
+    /// NFC identities whose look-up failed: neither present nor missing.
+    failed: std::collections::HashSet<String>,
+    /// Nothing can tell whether unseen keys exist (a listing or look-ups did not finish).
+    all_unseen_undecided: bool,
+    /// References whose query failed: (name, error). Their store's reference set is partial.
+    partial: Vec<(Arc<str>, String)>,
+}
+
+fn set_bit(bits: &mut Vec<u64>, i: u32) {
+    let i = i as usize;
+    if bits.len() <= i / 64 {
+        bits.resize(i / 64 + 1, 0);
+    }
+    bits[i / 64] |= 1 << (i % 64);
+}
+
+fn get_bit(bits: &[u64], i: u32) -> bool {
+    let i = i as usize;
+    bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+/// `s` in NFC, borrowed when it already is.
+fn nfc(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.is_ascii()
+        || unicode_normalization::is_nfc_quick(s.chars())
+            == unicode_normalization::IsNormalized::Yes
+    {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(s.nfc().collect())
+    }
+}
+
+/// The other canonical spellings of `key` worth a look-up (NFC and NFD), without `key` itself.
+fn other_forms(key: &str) -> Vec<String> {
+    if key.is_ascii() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for form in [key.nfc().collect::<String>(), key.nfd().collect::<String>()] {
+        if form != key && !out.contains(&form) {
+            out.push(form);
+        }
+    }
+    out
 }
 
 #[derive(Clone, Copy)]
@@ -422,6 +578,17 @@ impl RefSet {
             details: Vec::new(),
             names: Vec::new(),
             scratch: String::new(),
+            slash: Vec::new(),
+            dot_slash: Vec::new(),
+            raw: HashMap::new(),
+            nfc_index: HashMap::new(),
+            nfc_hits: HashMap::new(),
+            nfc_saved: Vec::new(),
+            unusable_named: Vec::new(),
+            raw_hits: std::collections::HashSet::new(),
+            failed: std::collections::HashSet::new(),
+            all_unseen_undecided: false,
+            partial: Vec::new(),
         }
     }
 
@@ -429,16 +596,27 @@ impl RefSet {
         if self.names.len() <= batch.reference {
             self.names.resize(batch.reference + 1, Arc::from(""));
         }
-        self.names[batch.reference] = batch.name;
+        self.names[batch.reference] = batch.name.clone();
+        if let Some(error) = batch.failed {
+            self.partial.push((batch.name, error));
+            return;
+        }
         let row_base = u32::try_from(self.rows.len()).unwrap_or(NO_ROW);
         let detail_base = self.details.len();
         self.details.extend_from_slice(&batch.details);
         self.rows
             .extend(batch.rows.into_iter().map(|at| detail_base + at));
         let mut start = 0;
-        for (&end, &row) in batch.key_ends.iter().zip(&batch.key_rows) {
+        for (i, (&end, &row)) in batch.key_ends.iter().zip(&batch.key_rows).enumerate() {
             let sym = self.keys.insert(&batch.keys[start..end]);
             start = end;
+            let flag = batch.key_flags.get(i).copied().unwrap_or(0);
+            if flag & WRITTEN_SLASH != 0 {
+                set_bit(&mut self.slash, sym);
+            }
+            if flag & WRITTEN_DOT_SLASH != 0 {
+                set_bit(&mut self.dot_slash, sym);
+            }
             if row != NO_ROW {
                 self.items.push(Item {
                     sym,
@@ -446,10 +624,130 @@ impl RefSet {
                 });
             }
         }
+        for (row, name) in batch.raw {
+            self.raw
+                .entry(name)
+                .or_default()
+                .push((batch.reference, row));
+        }
     }
 
+    /// The set is complete: sized for marks, and keys not in NFC indexed by their NFC form.
     fn finish(&mut self) {
         self.seen = vec![0; self.keys.len().div_ceil(64)];
+        for sym in 0..u32::try_from(self.keys.len()).unwrap_or(u32::MAX) {
+            let key = self.keys.get(sym);
+            if let std::borrow::Cow::Owned(norm) = nfc(key)
+                && norm != key
+            {
+                self.nfc_index.entry(norm).or_default().push(sym);
+            }
+        }
+    }
+
+    /// SPEC §2: a listed identity that some key matches only after NFC of both. Records the
+    /// match (that key is then not missing; when no key names the identity exactly, `exact` is
+    /// false and the object is kept by this match alone) and says whether there was one.
+    fn mark_nfc(&mut self, candidate: &str, listed: &str, exact: bool) -> bool {
+        if candidate.is_ascii() {
+            return false;
+        }
+        let norm = nfc(candidate);
+        if self.nfc_index.is_empty() && matches!(norm, std::borrow::Cow::Borrowed(_)) {
+            return false;
+        }
+        let mut hits: Vec<u32> = Vec::new();
+        if norm != candidate
+            && let Some(sym) = self.keys.find(&norm)
+        {
+            hits.push(sym);
+        }
+        if let Some(syms) = self.nfc_index.get(norm.as_ref()) {
+            hits.extend(
+                syms.iter()
+                    .copied()
+                    .filter(|&sym| self.keys.get(sym) != candidate),
+            );
+        }
+        for &sym in &hits {
+            self.nfc_hits
+                .entry(sym)
+                .or_insert_with(|| listed.to_string());
+            if !exact {
+                self.nfc_saved.push((sym, listed.to_string()));
+            }
+        }
+        !hits.is_empty()
+    }
+
+    /// A listed name that is no usable key (SPEC §2): named by a `path` value written `/k` or
+    /// `./k` whose key is `k`, or by an unusable value spelt exactly so. Such an object is never
+    /// an orphan anyway; the rows naming it are neither missing nor unparsed.
+    fn mark_unusable(&mut self, name: &str) -> bool {
+        let named: Vec<u32> = [("./", &self.dot_slash), ("/", &self.slash)]
+            .into_iter()
+            .filter_map(|(written, bits)| {
+                name.strip_prefix(written)
+                    .and_then(|k| self.keys.find(k))
+                    .filter(|&sym| get_bit(bits, sym))
+            })
+            .collect();
+        let mut hit = !named.is_empty();
+        for sym in named {
+            let i = sym as usize;
+            if let Some(w) = self.seen.get_mut(i / 64) {
+                *w |= 1 << (i % 64);
+            }
+        }
+        if let Some(rows) = self.raw.get(name) {
+            self.raw_hits.extend(rows.iter().copied());
+            hit = true;
+        }
+        if hit {
+            self.unusable_named.push(name.to_string());
+        }
+        hit
+    }
+
+    /// Look-ups of these keys of one resource type failed: whether they exist is unknown.
+    fn fail_lookups(&mut self, rt: ResourceType, keys: &[String]) {
+        for k in keys {
+            if rt == ResourceType::Plain {
+                self.failed.insert(nfc(k).into_owned());
+            } else {
+                let k = nfc(k);
+                self.failed.insert(format!("{}/{k}", rt.as_str()));
+                self.failed.insert(format!("{ANY_TYPE}/{k}"));
+            }
+        }
+    }
+
+    /// Whether nothing could tell if key `sym`, unseen, exists.
+    fn undecided(&self, sym: u32) -> bool {
+        self.all_unseen_undecided
+            || (!self.failed.is_empty() && self.failed.contains(nfc(self.key(sym)).as_ref()))
+    }
+
+    /// Rows of each reference whose unusable value names a listed key: (reference, rows).
+    fn named_rows(&self) -> Vec<(String, u64)> {
+        let mut per: HashMap<usize, u64> = HashMap::new();
+        for &(r, _) in &self.raw_hits {
+            *per.entry(r).or_default() += 1;
+        }
+        let mut out: Vec<(String, u64)> = per
+            .into_iter()
+            .map(|(r, n)| {
+                (
+                    self.names
+                        .get(r)
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    n,
+                )
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Marks a listed key and says whether any reference yields it.
@@ -480,7 +778,14 @@ impl RefSet {
         buf.push_str(key);
         let any = self.mark(&buf);
         self.scratch = buf;
-        typed | any
+        let exact = typed | any;
+        if key.is_ascii() {
+            return exact;
+        }
+        let listed = format!("{}/{key}", rt.as_str());
+        let by_type = self.mark_nfc(&listed, &listed, exact);
+        let by_any = self.mark_nfc(&format!("{ANY_TYPE}/{key}"), &listed, exact);
+        exact | by_type | by_any
     }
 
     fn is_seen(&self, sym: u32) -> bool {
@@ -637,11 +942,11 @@ struct Classifier<'a> {
     stats: StoreStats,
     orphans: Vec<Orphan>,
     need_meta: Vec<String>,
-    /// NFC form → listed identity, for listed keys that are not in NFC themselves.
-    nfc: HashMap<String, String>,
     unrepresentable: Vec<String>,
     skipped: Vec<String>,
     orphans_wanted: bool,
+    /// A page of the listing failed: keys it did not return are not known to be absent.
+    listing_failed: bool,
 }
 
 impl Classifier<'_> {
@@ -651,13 +956,14 @@ impl Classifier<'_> {
                 self.typed_object(set, o);
             }
             Listed::Object(o) => self.object(set, o.key, o.size, o.modified),
+            // Neither is an object the scan counts: "objects listed" agrees with the summary.
             Listed::Unrepresentable(name) => {
-                self.stats.listed += 1;
                 self.stats.unrepresentable += 1;
+                set.mark_unusable(&name);
                 self.unrepresentable.push(name);
             }
             Listed::Skipped(why) => {
-                self.stats.listed += 1;
+                self.stats.skipped += 1;
                 self.skipped.push(why);
             }
         }
@@ -673,12 +979,12 @@ impl Classifier<'_> {
     ) {
         self.stats.listed += 1;
         let k = key.as_ref();
-        let referenced = set.mark(k);
+        let exact = set.mark(k);
+        let by_nfc = set.mark_nfc(k, k, exact);
         if !self.orphans_wanted {
             return;
         }
-        self.note_nfc(k, k);
-        match self.sort(referenced, k, modified) {
+        match self.sort(exact || by_nfc, k, modified) {
             Sorted::Done => {}
             Sorted::Candidate => self.candidate(Object::plain(key.into(), size, modified)),
             Sorted::NeedMeta => self.need_meta.push(key.into()),
@@ -692,26 +998,10 @@ impl Classifier<'_> {
         if !self.orphans_wanted {
             return;
         }
-        if !o.key.is_ascii() {
-            let id = ident(o.resource_type, &o.key).into_owned();
-            self.note_nfc(&o.key, &id);
-        }
         match self.sort(referenced, &o.key, o.modified) {
             Sorted::Done => {}
             // Listings and look-ups of typed stores always carry the upload time.
             Sorted::Candidate | Sorted::NeedMeta => self.candidate(o),
-        }
-    }
-
-    /// Only names not already in NFC are kept: a reference that differs from an NFC name
-    /// only in normalisation finds it among the orphans instead (SPEC §2).
-    fn note_nfc(&mut self, key: &str, id: &str) {
-        if !key.is_ascii()
-            && unicode_normalization::is_nfc_quick(key.chars())
-                != unicode_normalization::IsNormalized::Yes
-            && !unicode_normalization::is_nfc(key)
-        {
-            self.nfc.insert(id.nfc().collect(), id.to_string());
         }
     }
 
@@ -756,12 +1046,15 @@ impl Classifier<'_> {
         let size = o.size.unwrap_or(0);
         self.stats.orphans += 1;
         self.stats.orphan_bytes += size;
-        let url = o.url.or_else(|| {
-            self.cfg
-                .public_url
-                .as_deref()
-                .map(|base| public_url(base, &o.key))
-        });
+        let url = match (
+            self.cfg.public_url.as_deref(),
+            self.cfg.location.cloudinary(),
+        ) {
+            // A custom delivery domain (CNAME) is the store's public_url: the report shows it.
+            (Some(base), Some(cloud)) => Some(cloudinary_url(base, &o, &cloud.delivery_type)),
+            (Some(base), None) => o.url.clone().or_else(|| Some(public_url(base, &o.key))),
+            (None, _) => o.url.clone(),
+        };
         self.orphans.push(Orphan {
             store: self.cfg.name.clone(),
             key: o.key,
@@ -780,16 +1073,51 @@ enum Sorted {
     NeedMeta,
 }
 
-/// Marks a listed entry as present without classifying it (a listing that only confirms
-/// referenced keys).
-fn mark_listed(set: &mut RefSet, item: &Listed) {
-    if let Listed::Object(o) = item {
-        if o.resource_type == ResourceType::Plain {
-            set.mark(&o.key);
-        } else {
-            set.mark_typed(o.resource_type, &o.key);
+/// Marks a listed entry as present without classifying it (a listing or look-ups that only
+/// confirm referenced keys); says whether it was an object.
+fn mark_listed(set: &mut RefSet, item: &Listed) -> bool {
+    match item {
+        Listed::Object(o) if o.resource_type == ResourceType::Plain => {
+            let exact = set.mark(&o.key);
+            set.mark_nfc(&o.key, &o.key, exact);
+            true
         }
+        Listed::Object(o) => {
+            set.mark_typed(o.resource_type, &o.key);
+            true
+        }
+        Listed::Unrepresentable(name) => {
+            set.mark_unusable(name);
+            false
+        }
+        Listed::Skipped(_) => false,
     }
+}
+
+/// A Cloudinary object's address under the store's `public_url` (a CNAME, or
+/// `https://res.cloudinary.com/CLOUD`): the delivery path of its `secure_url` (type, delivery
+/// type, version, public_id and format) after that base, else one built from its public_id.
+fn cloudinary_url(base: &str, o: &Object, delivery_type: &str) -> String {
+    let marker = format!("/{}/{delivery_type}/", o.resource_type.as_str());
+    let from_secure = o.url.as_deref().and_then(|u| {
+        let after_scheme = u.find("://").map_or(0, |i| i + 3);
+        let path_at = after_scheme + u[after_scheme..].find('/')?;
+        u[path_at..]
+            .find(&marker)
+            .map(|i| u[path_at + i + 1..].to_string())
+    });
+    let path = from_secure.unwrap_or_else(|| {
+        let mut id = o.key.clone();
+        if o.resource_type != ResourceType::Raw
+            && let Some(f) = o.format.as_deref().filter(|f| !f.is_empty())
+        {
+            id.push('.');
+            id.push_str(f);
+        }
+        let built = public_url("", &id);
+        format!("{}/{delivery_type}{built}", o.resource_type.as_str())
+    });
+    format!("{}/{path}", base.trim_end_matches('/'))
 }
 
 /// An object's address under a store's `public_url`, each segment percent-encoded.
@@ -819,19 +1147,26 @@ pub fn public_url(base: &str, key: &str) -> String {
 const LOOKUP_CHUNK: usize = 1000;
 const LOOKUP_CONCURRENCY: usize = 4;
 
-/// Point look-ups of one resource type in chunks, a few at once; results come back in any order.
+/// A chunk of keys looked up and what the store answered for it.
+type LookedUp = (Vec<String>, Result<Vec<Option<Object>>, StoreError>);
+
+/// Point look-ups of one resource type in chunks, a few at once; results come back in any
+/// order, each with its chunk (a failed chunk leaves exactly its keys undecided).
 fn look_up(
     store: &dyn Store,
     rt: ResourceType,
     keys: Vec<String>,
-) -> impl futures::Stream<Item = Result<Vec<Option<Object>>, StoreError>> + '_ {
+) -> impl futures::Stream<Item = LookedUp> + '_ {
     let mut chunks = Vec::new();
     let mut keys = keys.into_iter().peekable();
     while keys.peek().is_some() {
         chunks.push(keys.by_ref().take(LOOKUP_CHUNK).collect::<Vec<_>>());
     }
     futures::stream::iter(chunks)
-        .map(move |chunk| async move { store.lookup_many(rt, &chunk).await })
+        .map(move |chunk| async move {
+            let result = store.lookup_many(rt, &chunk).await;
+            (chunk, result)
+        })
         .buffer_unordered(LOOKUP_CONCURRENCY)
 }
 
@@ -855,13 +1190,16 @@ fn store_failed(c: &mut Classifier<'_>, warnings: &mut Vec<Warning>, what: &str,
 }
 
 /// Confirms the referenced keys no listing of this run returned: by point look-ups while they
-/// cost less than a listing (SPEC §4), else by listing the whole store (marks only).
+/// cost less than a listing (SPEC §4), else by listing the whole store (marks only) when
+/// `may_list`, else they stay undecided. Keys are also looked up in their other Unicode normal
+/// forms (SPEC §2: a key that matches only after NFC is neither missing nor orphan).
 async fn confirm_unseen(
     c: &mut Classifier<'_>,
     set: &mut RefSet,
     store: &dyn Store,
     job: &StoreJob,
     warnings: &mut Vec<Warning>,
+    may_list: bool,
 ) {
     let mut syms: Vec<u32> = set
         .items
@@ -887,11 +1225,17 @@ async fn confirm_unseen(
             for (t, keys) in &mut wanted {
                 if rt.is_none_or(|rt| rt == *t) {
                     keys.push(public_id.to_string());
+                    keys.extend(other_forms(public_id));
                 }
             }
         } else {
             wanted[0].1.push(key.to_string());
+            wanted[0].1.extend(other_forms(key));
         }
+    }
+    for (_, keys) in &mut wanted {
+        keys.sort_unstable();
+        keys.dedup();
     }
     let keys: usize = wanted.iter().map(|(_, k)| k.len()).sum();
     let look = match caps.lookup_batch {
@@ -913,18 +1257,21 @@ async fn confirm_unseen(
         c.stats.lookups = Some(c.stats.lookups.unwrap_or(0) + keys as u64);
         for (rt, keys) in wanted {
             let mut looked = look_up(store, rt, keys);
-            while let Some(result) = looked.next().await {
+            while let Some((chunk, result)) = looked.next().await {
                 match result {
                     Ok(objs) => {
                         for o in objs.into_iter().flatten() {
                             mark_listed(set, &Listed::Object(o));
                         }
                     }
-                    Err(e) => store_failed(c, warnings, "look-up failed", &e),
+                    Err(e) => {
+                        store_failed(c, warnings, "look-up failed", &e);
+                        set.fail_lookups(rt, &chunk);
+                    }
                 }
             }
         }
-    } else {
+    } else if may_list {
         c.stats.listed_instead = true;
         let mut listing = store.list(ListOptions {
             with_meta: false,
@@ -933,10 +1280,21 @@ async fn confirm_unseen(
         });
         while let Some(page) = listing.next().await {
             match page {
-                Ok(items) => items.iter().for_each(|i| mark_listed(set, i)),
-                Err(e) => store_failed(c, warnings, "listing incomplete", &e),
+                Ok(items) => {
+                    for i in &items {
+                        if mark_listed(set, i) {
+                            c.stats.confirm_listed += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    store_failed(c, warnings, "listing incomplete", &e);
+                    set.all_unseen_undecided = true;
+                }
             }
         }
+    } else {
+        set.all_unseen_undecided = true;
     }
 }
 
@@ -977,10 +1335,10 @@ pub async fn reconcile_store(
         },
         orphans: Vec::new(),
         need_meta: Vec::new(),
-        nfc: HashMap::new(),
         unrepresentable: Vec::new(),
         skipped: Vec::new(),
         orphans_wanted: job.mode.orphans(),
+        listing_failed: false,
     };
     let started = Instant::now();
     match listing {
@@ -996,9 +1354,15 @@ pub async fn reconcile_store(
             .await;
             look_up_candidates(&mut c, store, &mut warnings).await;
             // A listing limited to the window says nothing of older objects: referenced keys it
-            // did not return are confirmed before they are called missing.
-            if listing.limited && job.mode.missing() && c.stats.reachable {
-                confirm_unseen(&mut c, &mut set, store, job, &mut warnings).await;
+            // did not return are confirmed before they are called missing. A listing that ended
+            // early says nothing of the pages it did not reach: those keys are looked up when
+            // that is cheap (listing again could fail the same way), else left undecided.
+            if job.mode.missing() && c.stats.reachable {
+                if c.listing_failed {
+                    confirm_unseen(&mut c, &mut set, store, job, &mut warnings, false).await;
+                } else if listing.limited {
+                    confirm_unseen(&mut c, &mut set, store, job, &mut warnings, true).await;
+                }
             }
         }
         None => {
@@ -1006,34 +1370,66 @@ pub async fn reconcile_store(
                 set.add(b);
             }
             set.finish();
-            confirm_unseen(&mut c, &mut set, store, job, &mut warnings).await;
+            confirm_unseen(&mut c, &mut set, store, job, &mut warnings, true).await;
         }
     }
     c.stats.list_time = started.elapsed();
+    if !set.partial.is_empty() {
+        let why = set
+            .partial
+            .iter()
+            .map(|(name, error)| format!("reference `{name}` failed: {error}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        withhold_orphans(&mut c.stats, &mut c.orphans, &mut warnings, &why);
+    }
     let missing = if job.mode.missing() && c.stats.reachable {
-        missing_of(&mut c, &set, typed, &mut warnings)
+        missing_of(&c, &set, typed, &mut warnings)
     } else {
         Vec::new()
     };
-    if !c.unrepresentable.is_empty() {
-        warnings.push(Warning::Unrepresentable {
-            store: cfg.name.clone(),
-            count: c.unrepresentable.len(),
-            names: name_list(&c.unrepresentable),
-        });
-    }
-    if !c.skipped.is_empty() {
-        warnings.push(Warning::Skipped {
-            store: cfg.name.clone(),
-            count: c.skipped.len(),
-            names: name_list(&c.skipped),
-        });
-    }
+    name_warnings(&mut c, &set, &mut warnings);
     StoreOutcome {
         stats: c.stats,
         orphans: c.orphans,
         missing,
         warnings,
+    }
+}
+
+/// The warnings that name keys: Unicode matches, unusable names (referenced or not), skipped
+/// entries; and the unusable values that turned out to name a listed key.
+fn name_warnings(c: &mut Classifier<'_>, set: &RefSet, warnings: &mut Vec<Warning>) {
+    let store = &c.cfg.name;
+    warnings.extend(unicode_warnings(set, store));
+    c.stats.unparsed_named = set.named_rows();
+    c.stats.unusable_named.clone_from(&set.unusable_named);
+    for (count, names, kind) in [
+        (set.unusable_named.len(), &set.unusable_named, 0),
+        (c.unrepresentable.len(), &c.unrepresentable, 1),
+        (c.skipped.len(), &c.skipped, 2),
+    ] {
+        if count == 0 {
+            continue;
+        }
+        let (store, names) = (store.clone(), name_list(names));
+        warnings.push(match kind {
+            0 => Warning::UnusableNamed {
+                store,
+                count,
+                names,
+            },
+            1 => Warning::Unrepresentable {
+                store,
+                count,
+                names,
+            },
+            _ => Warning::Skipped {
+                store,
+                count,
+                names,
+            },
+        });
     }
 }
 
@@ -1076,7 +1472,10 @@ async fn join_listing(
                         None => items.into_iter().for_each(|i| c.take(set, i)),
                     }
                 }
-                Some(Err(e)) => store_failed(c, warnings, "listing incomplete", &e),
+                Some(Err(e)) => {
+                    c.listing_failed = true;
+                    store_failed(c, warnings, "listing incomplete", &e);
+                }
                 None => {
                     list_open = false;
                     tracing::debug!(store = %name, listed = c.stats.listed, elapsed = ?started.elapsed(), "listing complete");
@@ -1094,7 +1493,7 @@ async fn look_up_candidates(
 ) {
     let need = std::mem::take(&mut c.need_meta);
     let mut looked = look_up(store, ResourceType::Plain, need);
-    while let Some(result) = looked.next().await {
+    while let Some((_, result)) = looked.next().await {
         match result {
             Ok(objs) => objs.into_iter().flatten().for_each(|o| c.candidate(o)),
             Err(e) => {
@@ -1110,69 +1509,92 @@ async fn look_up_candidates(
 }
 
 /// The references no object answered. A key that matches a listed one only after Unicode
-/// normalisation is neither missing nor orphan (SPEC §2); when the listing or look-ups did not
-/// finish, unseen references are unknown, not missing.
+/// normalisation is neither missing nor orphan (SPEC §2); a key whose listing page or look-up
+/// did not answer is undecided, not missing: the rows confirmed absent are still reported.
 fn missing_of(
-    c: &mut Classifier<'_>,
+    c: &Classifier<'_>,
     set: &RefSet,
     typed: bool,
     warnings: &mut Vec<Warning>,
 ) -> Vec<Missing> {
-    let store = &c.cfg.name;
-    if !c.stats.complete {
-        let unseen = set.items.iter().filter(|i| !set.is_seen(i.sym)).count();
-        if unseen > 0 {
-            warnings.push(Warning::Unconfirmed {
-                store: store.clone(),
-                count: unseen,
-            });
-        }
-        return Vec::new();
-    }
-    let mut orphan_by_nfc: HashMap<String, usize> = HashMap::new();
-    for (i, o) in c.orphans.iter().enumerate() {
-        if !o.key.is_ascii() {
-            orphan_by_nfc.insert(ident(o.resource_type, &o.key).nfc().collect(), i);
-        }
-    }
     let mut missing = Vec::new();
-    let mut drop_orphans = Vec::new();
+    let mut undecided = 0;
     for &item in &set.items {
-        if set.is_seen(item.sym) {
+        if set.is_seen(item.sym) || set.nfc_hits.contains_key(&item.sym) {
             continue;
         }
-        let key = set.key(item.sym).to_string();
-        if !key.is_ascii() {
-            let norm: String = key.nfc().collect();
-            let listed = c.nfc.get(&norm).cloned().or_else(|| {
-                orphan_by_nfc
-                    .get(&norm)
-                    .map(|&i| ident(c.orphans[i].resource_type, &c.orphans[i].key).into_owned())
-                    .filter(|k| *k != key)
-            });
-            if let Some(listed) = listed {
-                warnings.push(Warning::UnicodeMatch {
-                    store: store.clone(),
-                    reference_key: key,
-                    listed,
-                });
-                if let Some(&i) = orphan_by_nfc.get(&norm) {
-                    drop_orphans.push(i);
-                }
-                continue;
-            }
+        if set.undecided(item.sym) {
+            undecided += 1;
+            continue;
         }
-        missing.push(set.missing(item, key, typed));
+        missing.push(set.missing(item, set.key(item.sym).to_string(), typed));
     }
-    drop_orphans.sort_unstable();
-    drop_orphans.dedup();
-    for i in drop_orphans.into_iter().rev() {
-        let o = c.orphans.remove(i);
-        c.stats.orphans -= 1;
-        c.stats.orphan_bytes -= o.size;
-        c.stats.objects_scanned -= 1;
+    if undecided > 0 {
+        warnings.push(Warning::Unconfirmed {
+            store: c.cfg.name.clone(),
+            count: undecided,
+        });
     }
     missing
+}
+
+/// One warning per reference key that matches a listed identity only after NFC (the first few
+/// named, then a count).
+fn unicode_warnings(set: &RefSet, store: &str) -> Vec<Warning> {
+    let mut pairs: std::collections::BTreeSet<(&str, &str)> = set
+        .nfc_saved
+        .iter()
+        .map(|(sym, listed)| (set.key(*sym), listed.as_str()))
+        .collect();
+    for (&sym, listed) in &set.nfc_hits {
+        if !set.is_seen(sym) {
+            pairs.insert((set.key(sym), listed.as_str()));
+        }
+    }
+    let mut out: Vec<Warning> = pairs
+        .iter()
+        .take(usize::try_from(NAMED_WARNINGS).unwrap_or(usize::MAX))
+        .map(|(key, listed)| Warning::UnicodeMatch {
+            store: store.to_string(),
+            reference_key: (*key).to_string(),
+            listed: (*listed).to_string(),
+        })
+        .collect();
+    if pairs.len() > out.len() {
+        out.push(Warning::MoreUnicodeMatches {
+            store: store.to_string(),
+            count: pairs.len() - out.len(),
+        });
+    }
+    out
+}
+
+/// A store whose reference set is partial (a reference query failed or its database was out of
+/// reach) cannot tell an orphan from an object the unread rows name: its orphans become
+/// undecided and leave the counts (SPEC §4: an incomplete scan never reports what it cannot know).
+fn withhold_orphans(
+    stats: &mut StoreStats,
+    orphans: &mut Vec<Orphan>,
+    warnings: &mut Vec<Warning>,
+    why: &str,
+) {
+    stats.references_partial = true;
+    stats.complete = false;
+    let count = orphans.len() as u64;
+    if count == 0 {
+        return;
+    }
+    let bytes: u64 = orphans.iter().map(|o| o.size).sum();
+    orphans.clear();
+    stats.orphans = stats.orphans.saturating_sub(count);
+    stats.orphan_bytes = stats.orphan_bytes.saturating_sub(bytes);
+    stats.objects_scanned = stats.objects_scanned.saturating_sub(count);
+    stats.undecided += count;
+    warnings.push(Warning::OrphansUndecided {
+        store: stats.name.clone(),
+        count,
+        why: why.to_string(),
+    });
 }
 
 /// Puts the findings of every store and reference together, in report order (SPEC §5), with
@@ -1191,7 +1613,28 @@ pub fn findings(
     let mut stores = Vec::new();
     let mut orphans = Vec::new();
     let mut missing = Vec::new();
-    for out in outcomes {
+    let mut references = references;
+    credit_named_values(&mut references, &outcomes);
+    for mut out in outcomes {
+        // The join withholds a store's orphans when a reference tells it it failed; this also
+        // covers a reference that never got to say so (its database out of reach).
+        let failed: Vec<String> = references
+            .iter()
+            .filter(|r| r.store == out.stats.name)
+            .filter_map(|r| {
+                r.error
+                    .as_ref()
+                    .map(|e| format!("reference `{}` failed: {e}", r.name))
+            })
+            .collect();
+        if !failed.is_empty() && !out.stats.references_partial {
+            withhold_orphans(
+                &mut out.stats,
+                &mut out.orphans,
+                &mut out.warnings,
+                &failed.join("; "),
+            );
+        }
         complete &= out.stats.complete;
         warnings.extend(out.warnings);
         stores.push(out.stats);
@@ -1221,8 +1664,13 @@ pub fn findings(
             });
         }
     }
+    // SPEC §5: by store, key, resource_type, each as text ("image" < "raw" < "video").
     orphans.sort_by(|a, b| {
-        (&a.store, &a.key, a.resource_type).cmp(&(&b.store, &b.key, b.resource_type))
+        (&a.store, &a.key, a.resource_type.as_str()).cmp(&(
+            &b.store,
+            &b.key,
+            b.resource_type.as_str(),
+        ))
     });
     missing.sort_by(|a, b| {
         status_rank(&a.status)
@@ -1243,6 +1691,40 @@ pub fn findings(
         warnings,
         complete,
         budgets,
+    }
+}
+
+/// Unusable values that name a listed key are references, not unparsed (SPEC §2): taken off
+/// each reference's unparsed count (once, when overlapping stores both list the name), and their
+/// "cannot read" warnings dropped.
+fn credit_named_values(references: &mut [ReferenceStats], outcomes: &[StoreOutcome]) {
+    let mut credit: HashMap<&str, u64> = HashMap::new();
+    let mut names: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for out in outcomes {
+        for (reference, rows) in &out.stats.unparsed_named {
+            let c = credit.entry(reference.as_str()).or_default();
+            *c = (*c).max(*rows);
+        }
+        names.extend(out.stats.unusable_named.iter().map(String::as_str));
+    }
+    if credit.is_empty() {
+        return;
+    }
+    for r in references.iter_mut() {
+        let Some(&rows) = credit.get(r.name.as_str()) else {
+            continue;
+        };
+        r.unparsed = r.unparsed.saturating_sub(rows);
+        r.warnings.retain(|w| match w {
+            Warning::Unparsed { value, .. } => {
+                let stripped = value
+                    .strip_prefix("./")
+                    .or_else(|| value.strip_prefix('/'))
+                    .unwrap_or(value);
+                !names.contains(value.as_str()) && !names.contains(stripped)
+            }
+            _ => true,
+        });
     }
 }
 
@@ -1471,7 +1953,10 @@ mod tests {
     async fn a_listing_that_fails_part_way_reports_no_unconfirmed_missing_files() {
         let store = MemoryStore::new("m");
         old(&store, "a.jpg");
-        let j = job(store_cfg(&[]), ScanMode::Both, None);
+        // No look-ups allowed: the keys the listing did not reach stay undecided.
+        let mut cfg = store_cfg(&[]);
+        cfg.max_lookups = 0;
+        let j = job(cfg, ScanMode::Both, None);
         let pages: ListStream<'static> = Box::pin(stream::iter([
             Ok(vec![Listed::Object(Object::plain(
                 "a.jpg".into(),
@@ -1500,6 +1985,238 @@ mod tests {
                 .any(|w| matches!(w, Warning::Unconfirmed { count: 1, .. })),
             "{:?}",
             out.warnings
+        );
+    }
+
+    fn failing_listing(first: &str) -> Listing<'static> {
+        let pages: ListStream<'static> = Box::pin(stream::iter([
+            Ok(vec![Listed::Object(Object::plain(
+                first.into(),
+                Some(1),
+                Some(Utc::now() - TimeDelta::days(3)),
+            ))]),
+            Err(StoreError::transient("connection reset")),
+        ]));
+        Listing {
+            pages,
+            limited: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_fails_part_way_still_reports_keys_look_ups_confirm_absent() {
+        let store = MemoryStore::new("m");
+        old(&store, "a.jpg");
+        old(&store, "on-page-2.jpg");
+        let j = job(store_cfg(&[]), ScanMode::Both, None);
+        let rows = [("1", "a.jpg"), ("2", "on-page-2.jpg"), ("3", "gone.jpg")];
+        let out = join(
+            &j,
+            &store,
+            Some(failing_listing("a.jpg")),
+            batches(&rows, j.mode),
+        )
+        .await;
+        assert!(!out.stats.complete);
+        let missing: Vec<&str> = out.missing.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(missing, ["gone.jpg"], "{:?}", out.warnings);
+    }
+
+    /// Reference rows with a `created_at` far outside any window (never checked for missing).
+    fn old_rows(
+        rows: &[(&str, &str)],
+        mode: ScanMode,
+        cutoff: Option<DateTime<Utc>>,
+    ) -> Vec<RefBatch> {
+        use crate::refs::RowSink as _;
+        let mut p = RowParser::new(0, &reference(), KeyContext::default(), cutoff, mode);
+        let mut out = Vec::new();
+        for (id, key) in rows {
+            let cols = [
+                Some(*key),
+                Some(*id),
+                None,
+                None,
+                None,
+                Some("2001-01-01 00:00:00"),
+                None,
+            ];
+            out.extend(p.row(&cols));
+        }
+        out.extend(p.flush());
+        out
+    }
+
+    #[tokio::test]
+    async fn an_nfd_row_outside_the_window_keeps_an_nfc_object_in_every_mode() {
+        let store = MemoryStore::new("m");
+        store.put(
+            ResourceType::Plain,
+            "caf\u{e9}.jpg",
+            10,
+            Utc::now() - TimeDelta::days(3),
+        );
+        let cutoff = Some(Utc::now() - TimeDelta::days(30));
+        for mode in [ScanMode::Both, ScanMode::OrphansOnly, ScanMode::MissingOnly] {
+            let j = job(store_cfg(&[]), mode, cutoff);
+            let rows = [("1", "cafe\u{301}.jpg")];
+            let listing = mode.orphans().then(|| listing(&store, &j));
+            let out = join(&j, &store, listing, old_rows(&rows, mode, cutoff)).await;
+            assert!(out.orphans.is_empty(), "{mode:?}: {:?}", out.orphans);
+            assert!(out.missing.is_empty(), "{mode:?}: {:?}", out.missing);
+            // A row outside the window is not checked for missing: only the orphan side speaks.
+            if mode.orphans() {
+                assert_eq!((out.stats.valid, out.stats.orphans), (1, 0), "{mode:?}");
+                assert!(
+                    out.warnings
+                        .iter()
+                        .any(|w| matches!(w, Warning::UnicodeMatch { .. })),
+                    "{mode:?}: {:?}",
+                    out.warnings
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_only_looks_up_the_other_normal_forms() {
+        let store = MemoryStore::new("m");
+        old(&store, "cafe\u{301}.jpg");
+        let j = job(store_cfg(&[]), ScanMode::MissingOnly, None);
+        let rows = [("1", "caf\u{e9}.jpg"), ("2", "gone.jpg")];
+        let out = join(&j, &store, None, batches(&rows, j.mode)).await;
+        let missing: Vec<&str> = out.missing.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(missing, ["gone.jpg"]);
+        assert!(
+            matches!(out.warnings.as_slice(), [Warning::UnicodeMatch { .. }]),
+            "{:?}",
+            out.warnings
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_reference_leaves_its_store_without_orphans() {
+        let store = MemoryStore::new("m");
+        for k in ["a.jpg", "b.jpg", "c.jpg"] {
+            old(&store, k);
+        }
+        let j = job(store_cfg(&[]), ScanMode::Both, None);
+        let mut refs = batches(&[("1", "a.jpg")], j.mode);
+        refs.push(RefBatch::failed(0, "posts", "connection lost"));
+        let out = join(&j, &store, Some(listing(&store, &j)), refs).await;
+        assert!(out.orphans.is_empty(), "{:?}", out.orphans);
+        let s = &out.stats;
+        assert_eq!((s.orphans, s.undecided, s.valid), (0, 2, 1));
+        assert_eq!(
+            s.objects_scanned,
+            s.valid + s.orphans + s.too_recent + s.ignored
+        );
+        assert!(!s.complete);
+        assert!(
+            out.warnings.iter().any(|w| matches!(
+                w,
+                Warning::OrphansUndecided { count: 2, why, .. } if why.contains("connection lost")
+            )),
+            "{:?}",
+            out.warnings
+        );
+    }
+
+    #[tokio::test]
+    async fn path_values_name_unusable_listed_keys_spelt_as_written() {
+        let store = MemoryStore::new("m");
+        old(&store, "/uploads/lead.jpg");
+        old(&store, "a//b.jpg");
+        old(&store, "kept.jpg");
+        let j = job(store_cfg(&[]), ScanMode::Both, None);
+        let rows = [
+            ("1", "/uploads/lead.jpg"),
+            ("2", "a//b.jpg"),
+            ("3", "/gone.jpg"),
+            ("4", "/kept.jpg"),
+            // Without the leading `/` this names `uploads/other.jpg` only.
+            ("5", "uploads/other.jpg"),
+        ];
+        let out = join(
+            &j,
+            &store,
+            Some(listing(&store, &j)),
+            batches(&rows, j.mode),
+        )
+        .await;
+        let missing: Vec<&str> = out.missing.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(missing, ["gone.jpg", "uploads/other.jpg"]);
+        assert!(out.orphans.is_empty(), "{:?}", out.orphans);
+        assert_eq!(out.stats.unparsed_named, [("posts".to_string(), 1)]);
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| matches!(w, Warning::UnusableNamed { count: 2, .. })),
+            "{:?}",
+            out.warnings
+        );
+        assert_eq!((out.stats.listed, out.stats.unrepresentable), (1, 2));
+    }
+
+    #[test]
+    fn orphans_sort_by_resource_type_as_text() {
+        let o = |rt: ResourceType| Orphan {
+            store: "media".into(),
+            key: "a".into(),
+            resource_type: rt,
+            size: 1,
+            uploaded_at: None,
+            url: None,
+            format: None,
+        };
+        let out = StoreOutcome {
+            stats: StoreStats {
+                name: "media".into(),
+                complete: true,
+                reachable: true,
+                ..StoreStats::default()
+            },
+            orphans: vec![
+                o(ResourceType::Video),
+                o(ResourceType::Raw),
+                o(ResourceType::Image),
+            ],
+            missing: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let f = findings(
+            Utc::now(),
+            Window::All,
+            ScanMode::Both,
+            vec![out],
+            Vec::new(),
+            Vec::new(),
+            true,
+            Vec::new(),
+        );
+        let order: Vec<&str> = f.orphans.iter().map(|o| o.resource_type.as_str()).collect();
+        assert_eq!(order, ["image", "raw", "video"]);
+    }
+
+    #[test]
+    fn cloudinary_orphan_urls_take_the_public_url() {
+        let o = Object {
+            url: Some("https://res.cloudinary.com/demo/image/upload/v17/f/a%20b.jpg".into()),
+            format: Some("jpg".into()),
+            ..Object::plain("f/a b".into(), Some(1), None)
+        };
+        let o = Object {
+            resource_type: ResourceType::Image,
+            ..o
+        };
+        assert_eq!(
+            cloudinary_url("https://images.example.com/", &o, "upload"),
+            "https://images.example.com/image/upload/v17/f/a%20b.jpg"
+        );
+        let bare = Object { url: None, ..o };
+        assert_eq!(
+            cloudinary_url("https://images.example.com", &bare, "upload"),
+            "https://images.example.com/image/upload/f/a%20b.jpg"
         );
     }
 

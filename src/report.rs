@@ -155,7 +155,8 @@ pub struct JsonOrphan<'a> {
 #[derive(Serialize)]
 pub struct JsonMissing<'a> {
     pub reference: &'a str,
-    pub record_id: Option<&'a str>,
+    /// Always a string (SPEC §5): `""` when the query has no `id` column, as in the CSV.
+    pub record_id: &'a str,
     pub title: Option<&'a str>,
     pub owner: Option<&'a str>,
     pub media_type: Option<&'a str>,
@@ -198,7 +199,7 @@ impl<'a> JsonReport<'a> {
                 .iter()
                 .map(|m| JsonMissing {
                     reference: &m.reference,
-                    record_id: m.record_id.as_deref(),
+                    record_id: m.record_id.as_deref().unwrap_or_default(),
                     title: m.title.as_deref(),
                     owner: m.owner.as_deref(),
                     media_type: m.media_type.as_deref(),
@@ -376,20 +377,7 @@ fn console_stores(out: &mut String, input: &ConsoleInput<'_>) {
             let _ = writeln!(out, "  {:<16} {}", store.name, st.bad("unreachable"));
             continue;
         }
-        let mut how = match store.lookups {
-            Some(n) if store.listed == 0 && !store.listed_instead => {
-                format!("{} point look-ups (no listing)", count(n))
-            }
-            Some(n) => format!(
-                "{} objects listed, {} point look-ups",
-                count(store.listed),
-                count(n)
-            ),
-            None => format!("{} objects listed", count(store.listed)),
-        };
-        if store.listed_instead {
-            how.push_str(" (listed: look-ups would cost more calls)");
-        }
+        let how = listing_line(store, f.mode);
         let _ = writeln!(
             out,
             "  {:<16} {how} in {}, {} API calls — {}",
@@ -399,6 +387,48 @@ fn console_stores(out: &mut String, input: &ConsoleInput<'_>) {
             store.location
         );
     }
+}
+
+/// How a store was read (SPEC §4: the console says whether look-ups or a listing was used).
+fn listing_line(store: &crate::domain::scan::StoreStats, mode: Mode) -> String {
+    let mut how = if mode == Mode::MissingOnly {
+        String::new()
+    } else {
+        format!("{} objects listed", count(store.listed))
+    };
+    let mut then = |part: String| {
+        if !how.is_empty() {
+            how.push_str(", ");
+        }
+        how.push_str(&part);
+    };
+    if let Some(n) = store.lookups {
+        then(if store.listed == 0 && mode == Mode::MissingOnly {
+            format!("{} point look-ups (no listing)", count(n))
+        } else {
+            format!("{} point look-ups", count(n))
+        });
+    }
+    if store.listed_instead {
+        then(format!(
+            "{} objects listed to confirm referenced keys (a listing: look-ups would cost more calls)",
+            count(store.confirm_listed)
+        ));
+    }
+    if how.is_empty() {
+        how = "nothing to confirm (no listing, no look-ups)".to_string();
+    }
+    let mut extra = Vec::new();
+    if store.unrepresentable > 0 {
+        extra.push(format!("{} unusable names", count(store.unrepresentable)));
+    }
+    if store.skipped > 0 {
+        extra.push(format!("{} entries skipped", count(store.skipped)));
+    }
+    if !extra.is_empty() {
+        let _ = write!(how, " (+ {})", extra.join(", "));
+    }
+    how
 }
 
 /// Each reference: rows and keys, or its failure.

@@ -216,7 +216,8 @@ pub struct StoreStats {
     pub name: String,
     pub reachable: bool,
     pub complete: bool,
-    /// Entries the listing returned, in the window or not.
+    /// Objects the listing returned, in the window or not (not the unusable names and skipped
+    /// entries: they are counted apart, so this agrees with the summary).
     pub listed: u64,
     pub objects_scanned: u64,
     pub valid: u64,
@@ -240,6 +241,24 @@ pub struct StoreStats {
     /// Referenced keys were confirmed with a full listing because look-ups would cost more.
     #[serde(skip)]
     pub listed_instead: bool,
+    /// Objects that confirming listing returned.
+    #[serde(skip)]
+    pub confirm_listed: u64,
+    /// Entries the listing skipped (symbolic links): no objects.
+    #[serde(skip)]
+    pub skipped: u64,
+    /// Objects no read row names while the reference set was partial: not called orphans.
+    #[serde(skip)]
+    pub undecided: u64,
+    /// A reference of this store failed: its reference set is partial.
+    #[serde(skip)]
+    pub references_partial: bool,
+    /// (reference, rows) whose unusable value names a listed key: not unparsed.
+    #[serde(skip)]
+    pub unparsed_named: Vec<(String, u64)>,
+    /// Unusable listed names that a reference names.
+    #[serde(skip)]
+    pub unusable_named: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -429,6 +448,22 @@ pub enum Warning {
         reference_key: String,
         listed: String,
     },
+    MoreUnicodeMatches {
+        store: String,
+        count: usize,
+    },
+    /// Unusable listed names (`a//b.jpg`, `/x.jpg`) that reference values name.
+    UnusableNamed {
+        store: String,
+        count: usize,
+        names: String,
+    },
+    /// The store's reference set is partial: objects no read row names are not orphans.
+    OrphansUndecided {
+        store: String,
+        count: u64,
+        why: String,
+    },
     Unrepresentable {
         store: String,
         count: usize,
@@ -492,6 +527,22 @@ impl std::fmt::Display for Warning {
             } => write!(
                 f,
                 "store {store}: reference key `{reference_key}` matches `{listed}` only after Unicode normalisation: neither orphan nor missing"
+            ),
+            Warning::MoreUnicodeMatches { store, count } => write!(
+                f,
+                "store {store}: {count} more reference key(s) match a listed key only after Unicode normalisation: neither orphan nor missing"
+            ),
+            Warning::UnusableNamed {
+                store,
+                count,
+                names,
+            } => write!(
+                f,
+                "store {store}: {count} listed name(s) that are not usable keys are named by references (neither orphan nor missing, never deleted; rename them to usable keys): {names}"
+            ),
+            Warning::OrphansUndecided { store, count, why } => write!(
+                f,
+                "store {store}: {count} object(s) no read reference row names were left undecided, not reported as orphans, because its references are incomplete: {why}"
             ),
             Warning::Unrepresentable {
                 store,

@@ -418,6 +418,10 @@ fn spawn_reference(
     let db = db.cloned();
     tokio::spawn(async move {
         let Some(db) = db else {
+            // The store's join must know its reference set is partial (no orphans then).
+            let _ = tx
+                .send(RefBatch::failed(r, &rc.name, "its database is unreachable"))
+                .await;
             return ReferenceStats {
                 name: rc.name.clone(),
                 store: store_name,
@@ -441,6 +445,7 @@ fn spawn_reference(
         stats.name.clone_from(&rc.name);
         stats.store = store_name;
         if let Err(DbError::Query(e) | DbError::Unreachable(e)) = result {
+            let _ = tx.send(RefBatch::failed(r, &rc.name, &e)).await;
             stats.error = Some(e);
         }
         stats.query_time = started.elapsed();

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::config::{Config, ReferenceConfig};
 use crate::key::{KeyContext, KeyFormat, ResourceType, path_key};
@@ -73,6 +74,19 @@ impl RowSink for Collect {
 
 fn context(cfg: &Config, rc: &ReferenceConfig) -> KeyContext {
     cfg.stores[rc.store].key_context(&rc.key_prefix)
+}
+
+/// `key` and its other canonical normal forms (NFC, NFD): the spellings a row may have.
+fn unicode_forms(key: &str) -> Vec<String> {
+    let mut out = vec![key.to_string()];
+    if !key.is_ascii() {
+        for form in [key.nfc().collect::<String>(), key.nfd().collect::<String>()] {
+            if !out.contains(&form) {
+                out.push(form);
+            }
+        }
+    }
+    out
 }
 
 /// Every stored value of a `path` reference that reads as `key`.
@@ -186,24 +200,28 @@ impl Recheck {
     ) -> Result<Vec<usize>, String> {
         let db = self.db(rc.database).await?;
         if matches!(rc.key_format, KeyFormat::Path) && !self.unwrappable.contains(&r) {
+            // Every stored spelling of each key, in each Unicode normal form (SPEC §6
+            // invariant 1: a row that matches only after NFC counts as a reference).
             let forms: Vec<String> = {
                 let mut seen = HashSet::new();
                 translated
                     .iter()
-                    .flat_map(|(_, _, k)| path_forms(k, &rc.key_prefix))
+                    .flat_map(|(_, _, k)| unicode_forms(k))
+                    .flat_map(|k| path_forms(&k, &rc.key_prefix))
                     .filter(|f| seen.insert(f.clone()))
                     .collect()
             };
             match db.matching_keys(&rc.query, &forms).await {
                 Ok(values) => {
                     self.cost.queries += forms.len().div_ceil(crate::refs::IN_LIST) as u64;
-                    let found: HashSet<&str> = values
+                    let found: HashSet<String> = values
                         .iter()
                         .filter_map(|v| path_key(v, &rc.key_prefix).ok().flatten())
+                        .map(|k| k.nfc().collect())
                         .collect();
                     return Ok(translated
                         .iter()
-                        .filter(|(_, _, k)| found.contains(k.as_str()))
+                        .filter(|(_, _, k)| found.contains(&k.nfc().collect::<String>()))
                         .map(|(i, _, _)| *i)
                         .collect());
                 }
@@ -221,10 +239,14 @@ impl Recheck {
             }
         }
         let set = self.full_keys(r, rc, &db).await?;
+        // The set holds every key also in NFC: a key matches when the NFC forms agree.
         Ok(translated
             .iter()
             .filter(|(_, rt, k)| {
-                set.contains(&(Some(*rt), k.clone())) || set.contains(&(None, k.clone()))
+                let norm: String = k.nfc().collect();
+                [k.clone(), norm]
+                    .into_iter()
+                    .any(|k| set.contains(&(Some(*rt), k.clone())) || set.contains(&(None, k)))
             })
             .map(|(i, _, _)| *i)
             .collect())
@@ -252,6 +274,9 @@ impl Recheck {
             while let Some(batch) = rx.recv().await {
                 for (value, media_type) in batch {
                     for k in format.parse(&value, media_type.as_deref(), &ctx).keys {
+                        if !k.key.is_ascii() {
+                            set.insert((k.resource_type, k.key.nfc().collect()));
+                        }
                         set.insert((k.resource_type, k.key));
                     }
                 }
