@@ -136,6 +136,8 @@ impl RefBatch {
         let mut out = RefBatch {
             reference: self.reference,
             name: self.name.clone(),
+            // A failed query leaves every store that counts it with a partial reference set.
+            failed: self.failed.clone(),
             ..RefBatch::default()
         };
         let mut start = 0;

@@ -419,9 +419,12 @@ fn spawn_reference(
     tokio::spawn(async move {
         let Some(db) = db else {
             // The store's join must know its reference set is partial (no orphans then).
-            let _ = tx
-                .send(RefBatch::failed(r, &rc.name, "its database is unreachable"))
-                .await;
+            // So must every overlapping store's join that counts this reference.
+            for (tx, _) in &targets {
+                let _ = tx
+                    .send(RefBatch::failed(r, &rc.name, "its database is unreachable"))
+                    .await;
+            }
             return ReferenceStats {
                 name: rc.name.clone(),
                 store: store_name,
@@ -435,8 +438,13 @@ fn spawn_reference(
         let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
         let (tx, rx) = mpsc::channel::<RefBatch>(16);
         let query = rc.query.clone();
+        let name = rc.name.clone();
         let feed = async move {
             let fed = db.feed(&query, &wanted, parser, &tx).await;
+            if let Err(DbError::Query(e) | DbError::Unreachable(e)) = &fed.1 {
+                // The last word: every join this reference feeds learns its set is partial.
+                let _ = tx.send(RefBatch::failed(r, &name, e)).await;
+            }
             drop(tx);
             fed
         };
@@ -445,7 +453,6 @@ fn spawn_reference(
         stats.name.clone_from(&rc.name);
         stats.store = store_name;
         if let Err(DbError::Query(e) | DbError::Unreachable(e)) = result {
-            let _ = tx.send(RefBatch::failed(r, &rc.name, &e)).await;
             stats.error = Some(e);
         }
         stats.query_time = started.elapsed();
