@@ -1044,3 +1044,82 @@ async fn s3_objects_above_the_copy_ceiling_are_moved_by_a_multipart_copy() {
         .collect();
     assert_eq!(sizes, [Some(14), Some(12 * MIB + 3)], "neither was touched");
 }
+
+/// Deletion finding 16: a CopyObject that outlasts the client's timeout may still complete on
+/// the server. A proxy in front of moto holds back the CopyObject answer past the copy timeout
+/// (lowered to 1 s here, 5 minutes in use): the move is confirmed by a look-up of the
+/// destination (there, with the source's size) and completes, never fails with a copy left
+/// behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_copy_whose_answer_times_out_is_confirmed_by_a_look_up() {
+    use axum::extract::{Request, State};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let Some(endpoint) = common::require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    async fn forward(State(target): State<Arc<String>>, req: Request) -> axum::response::Response {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .expect("a request body");
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut out =
+            reqwest::Client::new().request(parts.method.clone(), format!("{target}{path}"));
+        for (name, value) in &parts.headers {
+            if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
+                out = out.header(name, value);
+            }
+        }
+        let resp = out.body(body).send().await.expect("moto answers");
+        if parts.headers.contains_key("x-amz-copy-source") {
+            // The copy is done on the server; its answer comes too late.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        let status = resp.status();
+        let mut headers = resp.headers().clone();
+        headers.remove(http::header::TRANSFER_ENCODING);
+        let mut answer = axum::response::Response::new(axum::body::Body::from(
+            resp.bytes().await.unwrap_or_default(),
+        ));
+        *answer.status_mut() = status;
+        *answer.headers_mut() = headers;
+        answer
+    }
+    let bucket = Bucket::create(&endpoint).await;
+    bucket.put("app/slow.bin", b"a large object").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a proxy");
+    let proxy = format!("http://{}", listener.local_addr().expect("address"));
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state(Arc::new(endpoint.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let store = Bucket::named(&proxy, &bucket.name)
+        .store("app/", 1)
+        .with_copy_timeout(Duration::from_secs(1));
+    let out = store
+        .move_many(
+            ResourceType::Plain,
+            &[("slow.bin".to_owned(), ".trash/t/slow.bin".to_owned())],
+            MoveOptions { replace: false },
+        )
+        .await
+        .expect("move_many");
+    assert_eq!(
+        out,
+        [Ok(Moved::Moved)],
+        "the copy is confirmed by its look-up"
+    );
+    let direct = bucket.store("app/", 1);
+    let found = direct
+        .lookup_many(
+            ResourceType::Plain,
+            &["slow.bin".to_owned(), ".trash/t/slow.bin".to_owned()],
+        )
+        .await
+        .expect("look-ups");
+    assert!(found[0].is_none(), "the source is gone: {found:?}");
+    assert_eq!(found[1].as_ref().and_then(|o| o.size), Some(14));
+}

@@ -231,6 +231,16 @@ impl S3Store {
         self
     }
 
+    /// Gives a copy request `timeout` instead of [`copy::COPY_TIMEOUT`] before its answer is
+    /// given up on and the copy confirmed by a look-up: tests use it with a slow server.
+    #[must_use]
+    pub fn with_copy_timeout(mut self, timeout: Duration) -> S3Store {
+        if let (Some(inner), Ok(http)) = (Arc::get_mut(&mut self.inner), client(timeout)) {
+            inner.copy_http = http;
+        }
+        self
+    }
+
     /// Requests sent to the service so far (listing calls, retries included, look-ups and
     /// DeleteObjects calls).
     pub fn calls(&self) -> u64 {

@@ -10,8 +10,8 @@
 //! - copies with one CopyObject up to the multipart threshold (5 GiB), else with a multipart
 //!   upload of ranged UploadPartCopy parts completed with `If-None-Match: *` (moto honours it),
 //! - confirms a CopyObject whose answer never came (a large copy can outlast the client's
-//!   timeout and still complete on the server) by a look-up of the destination: there with the
-//!   source's size is done.
+//!   timeout and still complete on the server) by a look-up of the destination instead of
+//!   sending it again: there with the source's size (and absent before) is done.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -207,7 +207,12 @@ impl Inner {
         }
         let url = self.object_url(to);
         let answer = cloud::retrying(|| async {
-            let a = self.send(Method::PUT, &url, &headers, Vec::new()).await?;
+            // A copy without an answer is not sent again (it may have run for minutes and still
+            // be running): the look-up below decides.
+            let a = self
+                .send(Method::PUT, &url, &headers, Vec::new())
+                .await
+                .map_err(|e| CallError { retry: false, ..e })?;
             let ok = (200..300).contains(&a.status)
                 && tag(&String::from_utf8_lossy(&a.body), "ETag").is_some();
             if ok || a.status == 404 || a.status == 412 {
@@ -221,10 +226,12 @@ impl Inner {
             Ok(a) if a.status == 404 => Ok(Copied::SourceGone),
             Ok(a) if a.status == 412 => Ok(Copied::Exists),
             Ok(_) => Ok(Copied::Done),
-            // No answer: the copy may have completed on the server all the same.
-            Err(e) if e.status.is_none() && self.size_of(to).await? == Some(size) => {
+            // No answer: the copy may have completed on the server all the same. Only a move
+            // without replace knows that nothing was at the destination before.
+            Err(e) if e.status.is_none() && !replace && self.size_of(to).await? == Some(size) => {
                 Ok(Copied::Done)
             }
+            Err(e) if e.status.is_none() => Err(CallError { retry: true, ..e }),
             Err(e) => Err(e),
         }
     }
