@@ -165,13 +165,17 @@ pub fn trash_prefixes(cfg: &Config, s: usize) -> Vec<String> {
 
 /// Why `key` of store `s` may not be deleted as an object: it lies in a quarantine.
 pub fn in_trash(cfg: &Config, s: usize, key: &str) -> Option<String> {
-    trash_prefixes(cfg, s)
-        .into_iter()
+    trash_reason(&cfg.stores[s].name, &trash_prefixes(cfg, s), key)
+}
+
+/// [`in_trash`] against prefixes computed once (`trash_prefixes`), for many keys of one store.
+pub fn trash_reason(store: &str, prefixes: &[String], key: &str) -> Option<String> {
+    prefixes
+        .iter()
         .find(|p| key.starts_with(p.as_str()))
         .map(|p| {
             format!(
-                "`{key}` lies in the quarantine `{p}` of store {} or a store overlapping it; it is removed only by its quarantine record",
-                cfg.stores[s].name
+                "`{key}` lies in the quarantine `{p}` of store {store} or a store overlapping it; it is removed only by its quarantine record"
             )
         })
 }
