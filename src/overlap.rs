@@ -269,6 +269,34 @@ mod tests {
     }
 
     #[test]
+    fn gcs_and_azure_endpoints_compare_normalised() {
+        let gcs = two(
+            "url = \"gs://bkt\"",
+            "url = \"gs://bkt/clips\"\nendpoint = \"HTTPS://storage.googleapis.com:443/\"",
+        );
+        assert_eq!(view(&gcs), Some(View::Inside("clips/".into())));
+        let emulator = two(
+            "url = \"gs://bkt\"\nendpoint = \"http://127.0.0.1:9023\"",
+            "url = \"gs://bkt\"\nendpoint = \"https://storage.googleapis.com\"",
+        );
+        assert_eq!(
+            view(&emulator),
+            Some(View::Same),
+            "an address may be anything"
+        );
+        let other_bucket = two("url = \"gs://bkt\"", "url = \"gs://bkt2\"");
+        assert_eq!(view(&other_bucket), None);
+        let az = crate::config::parse(
+            "[stores.a]\nurl = \"az://box\"\nendpoint = \"http://127.0.0.1:10000/devstoreaccount1/\"\n[stores.b]\nurl = \"az://box/a\"\nendpoint = \"HTTP://127.0.0.1:10000/devstoreaccount1\"\n",
+            "assetgc.toml",
+            std::path::Path::new("/base"),
+            &|v| (v == "AZURE_STORAGE_USE_EMULATOR").then(|| "true".to_string()),
+        )
+        .expect("config");
+        assert_eq!(view(&az), Some(View::Inside("a/".into())));
+    }
+
+    #[test]
     fn folder_roots_compare_canonicalised() {
         let dir = tempfile::tempdir().expect("tmp");
         let root = dir.path().join("media");
