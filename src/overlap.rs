@@ -165,13 +165,17 @@ pub fn trash_prefixes(cfg: &Config, s: usize) -> Vec<String> {
 
 /// Why `key` of store `s` may not be deleted as an object: it lies in a quarantine.
 pub fn in_trash(cfg: &Config, s: usize, key: &str) -> Option<String> {
-    trash_prefixes(cfg, s)
-        .into_iter()
+    trash_reason(&cfg.stores[s].name, &trash_prefixes(cfg, s), key)
+}
+
+/// [`in_trash`] against prefixes computed once (`trash_prefixes`), for many keys of one store.
+pub fn trash_reason(store: &str, prefixes: &[String], key: &str) -> Option<String> {
+    prefixes
+        .iter()
         .find(|p| key.starts_with(p.as_str()))
         .map(|p| {
             format!(
-                "`{key}` lies in the quarantine `{p}` of store {} or a store overlapping it; it is removed only by its quarantine record",
-                cfg.stores[s].name
+                "`{key}` lies in the quarantine `{p}` of store {store} or a store overlapping it; it is removed only by its quarantine record"
             )
         })
 }
@@ -262,6 +266,34 @@ mod tests {
         assert_eq!(view(&apart), None, "AWS and Spaces are provably different");
         let other_bucket = two("url = \"s3://bkt\"", "url = \"s3://bkt2\"");
         assert_eq!(view(&other_bucket), None);
+    }
+
+    #[test]
+    fn gcs_and_azure_endpoints_compare_normalised() {
+        let gcs = two(
+            "url = \"gs://bkt\"",
+            "url = \"gs://bkt/clips\"\nendpoint = \"HTTPS://storage.googleapis.com:443/\"",
+        );
+        assert_eq!(view(&gcs), Some(View::Inside("clips/".into())));
+        let emulator = two(
+            "url = \"gs://bkt\"\nendpoint = \"http://127.0.0.1:9023\"",
+            "url = \"gs://bkt\"\nendpoint = \"https://storage.googleapis.com\"",
+        );
+        assert_eq!(
+            view(&emulator),
+            Some(View::Same),
+            "an address may be anything"
+        );
+        let other_bucket = two("url = \"gs://bkt\"", "url = \"gs://bkt2\"");
+        assert_eq!(view(&other_bucket), None);
+        let az = crate::config::parse(
+            "[stores.a]\nurl = \"az://box\"\nendpoint = \"http://127.0.0.1:10000/devstoreaccount1/\"\n[stores.b]\nurl = \"az://box/a\"\nendpoint = \"HTTP://127.0.0.1:10000/devstoreaccount1\"\n",
+            "assetgc.toml",
+            std::path::Path::new("/base"),
+            &|v| (v == "AZURE_STORAGE_USE_EMULATOR").then(|| "true".to_string()),
+        )
+        .expect("config");
+        assert_eq!(view(&az), Some(View::Inside("a/".into())));
     }
 
     #[test]

@@ -216,6 +216,34 @@ fn a_store_re_pointed_since_the_scan_or_the_queueing_is_refused() {
 }
 
 #[test]
+fn the_worker_refuses_an_entry_in_an_overlapping_stores_trash() {
+    // Queued while no store kept its trash there; then `alias` (the same folder, trash `bin/`)
+    // is added: the worker fails the entry for good, with no store call.
+    let d = Dir::new(StateBackend::Sqlite);
+    d.sql("CREATE TABLE a (id integer PRIMARY KEY, key text);");
+    d.file("media/bin/20250101T000000Z/copy.jpg", 3);
+    let media = format!(
+        "[stores.media]\nurl = \"./media\"\nquarantine = false\n{}",
+        reference("a rows", "media", "a")
+    );
+    d.config(&media);
+    d.ok(&[
+        "queue",
+        "add",
+        "--store",
+        "media",
+        "bin/20250101T000000Z/copy.jpg",
+    ]);
+    d.config(&format!(
+        "{media}\n[stores.alias]\nurl = \"./media\"\nquarantine = {{ prefix = \"bin/\" }}\n"
+    ));
+    d.run(&["queue", "run"]);
+    assert!(d.exists("media/bin/20250101T000000Z/copy.jpg"));
+    let list = d.ok(&["queue", "list", "--failed"]);
+    assert!(list.contains("lies in the quarantine `bin/`"), "{list}");
+}
+
+#[test]
 fn a_cloudinary_key_of_another_delivery_type_is_refused() {
     let d = Dir::new(StateBackend::Sqlite);
     d.config("[stores.media]\nurl = \"cloudinary://k:s@demo\"\n");

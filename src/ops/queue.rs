@@ -60,11 +60,9 @@ pub async fn retry(app: &App, sel: &Selection, actor: &str) -> Result<Vec<Change
     let now = Utc::now();
     let cfg = &app.cfg;
     let decide = |e: &crate::domain::queue::Entry, other: Option<i64>| {
-        let min_age = cfg
-            .stores
-            .iter()
-            .find(|s| s.name == e.object.store)
-            .map(|s| s.min_age);
+        // The largest min_age of the stores overlapping the entry's (invariant 1).
+        let min_age = crate::overlap::index(cfg, &e.object.store)
+            .map(|s| crate::overlap::rules(cfg, s).min_age);
         transition::retry(e, other, min_age, now)
     };
     app.state.queue_retry(sel, actor, &decide).await

@@ -217,9 +217,11 @@ async fn scan(
     let cfg = &app.cfg;
     // The references of every scanned store and of every store that overlaps one: an object
     // referenced through another store is valid (SPEC §6 invariant 1).
+    // `--missing-only` lists nothing: only the stores' own references are asked.
     let near: Vec<usize> = selected
         .iter()
         .flat_map(|&s| crate::overlap::with_self(cfg, s))
+        .filter(|o| req.mode.orphans() || selected.contains(&o.store))
         .map(|o| o.store)
         .collect();
     let refs: Vec<usize> = (0..cfg.references.len())
@@ -328,7 +330,7 @@ async fn join_all_stores(
                 targets.push((tx.clone(), None));
             } else if let Some(o) = crate::overlap::overlapping(cfg, *t)
                 .into_iter()
-                .find(|o| o.store == own)
+                .find(|o| o.store == own && req.mode.orphans())
             {
                 targets.push((tx.clone(), Some(o.view)));
             }

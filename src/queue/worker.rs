@@ -304,6 +304,7 @@ impl Worker<'_> {
         let cfg = std::sync::Arc::clone(&self.app.cfg);
         let ids: Vec<i64> = g.entries.iter().map(|e| e.id).collect();
         let now = crate::overlap::fingerprint(&cfg.stores[si]);
+        let trash = crate::overlap::trash_prefixes(&cfg, si);
         let then = match self.app.state.entry_fingerprints(&ids).await {
             Ok(m) => m,
             Err(e) => {
@@ -319,7 +320,7 @@ impl Worker<'_> {
                     e.object.store
                 )),
                 _ if e.is_copy_removal() => None,
-                _ => crate::overlap::in_trash(&cfg, si, &e.object.key),
+                _ => crate::overlap::trash_reason(&cfg.stores[si].name, &trash, &e.object.key),
             };
             if let Some(error) = refused {
                 g.out[i] = Some(Outcome::Failed {
