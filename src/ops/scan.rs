@@ -370,7 +370,13 @@ fn spawn_reference(
         let parser = RowParser::new(r, &rc, ctx, cutoff, mode);
         let wanted = parser.wanted();
         let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        let (parser, result) = db.feed(&rc.query, &wanted, parser, &tx).await;
+        let (mut parser, result) = db.feed(&rc.query, &wanted, parser, &tx).await;
+        if result.is_err()
+            && let Some(rows_read) = crate::refs::RowSink::flush(&mut parser)
+        {
+            // The rows read before the failure still name objects.
+            let _ = tx.send(rows_read).await;
+        }
         let mut stats = parser.into_stats();
         stats.name.clone_from(&rc.name);
         stats.store = store_name;
