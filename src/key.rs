@@ -1454,6 +1454,19 @@ mod tests {
     }
 
     #[test]
+    fn regex_url_captures_on_an_s3_store_read_the_bucket_addresses() {
+        let re = KeyFormat::regex(r#"src="(?P<key>[^"]+)""#).unwrap();
+        let parsed = re.parse(
+            r#"<img src="https://bkt.s3.amazonaws.com/a.jpg"><img src="/b.jpg">"#,
+            None,
+            &s3("bkt", None, ""),
+        );
+        assert!(parsed.unparsed.is_empty(), "{parsed:?}");
+        let keys: Vec<&str> = parsed.keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["a.jpg", "b.jpg"]);
+    }
+
+    #[test]
     fn url_tries_public_url_then_the_bucket() {
         let mut ctx = s3("bkt", None, "");
         ctx.public_url = Some(CDN.to_owned());

@@ -233,9 +233,9 @@ async fn reference_query_that_dies_mid_stream_reports_no_orphans_for_its_store()
     assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
     let v = json(&run);
     assert_eq!(v["scan"]["complete"], false);
-    assert_eq!(v["summary"]["orphans"], 0, "{v}");
+    assert_eq!(v["summary"]["orphans"], 0, "{}", v["scan"]);
     assert!(keys_of(&v["orphans"]).is_empty());
-    assert_eq!(v["summary"]["valid"], 3);
+    assert_eq!(v["summary"]["valid"], 3, "{}", v["summary"]);
     let w = warnings(&v);
     assert!(
         w.contains("3 object(s) no read reference row names were left undecided")
