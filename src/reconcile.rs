@@ -1396,31 +1396,29 @@ fn name_warnings(c: &mut Classifier<'_>, set: &RefSet, warnings: &mut Vec<Warnin
     warnings.extend(unicode_warnings(set, store));
     c.stats.unparsed_named = set.named_rows();
     c.stats.unusable_named.clone_from(&set.unusable_named);
-    for (count, names, kind) in [
-        (set.unusable_named.len(), &set.unusable_named, 0),
-        (c.unrepresentable.len(), &c.unrepresentable, 1),
-        (c.skipped.len(), &c.skipped, 2),
-    ] {
-        if count == 0 {
-            continue;
-        }
-        let (store, names) = (store.clone(), name_list(names));
-        warnings.push(match kind {
-            0 => Warning::UnusableNamed {
-                store,
-                count,
-                names,
-            },
-            1 => Warning::Unrepresentable {
-                store,
-                count,
-                names,
-            },
-            _ => Warning::Skipped {
-                store,
-                count,
-                names,
-            },
+    let list = |names: &[String]| (store.clone(), names.len(), name_list(names));
+    if !set.unusable_named.is_empty() {
+        let (store, count, names) = list(&set.unusable_named);
+        warnings.push(Warning::UnusableNamed {
+            store,
+            count,
+            names,
+        });
+    }
+    if !c.unrepresentable.is_empty() {
+        let (store, count, names) = list(&c.unrepresentable);
+        warnings.push(Warning::Unrepresentable {
+            store,
+            count,
+            names,
+        });
+    }
+    if !c.skipped.is_empty() {
+        let (store, count, names) = list(&c.skipped);
+        warnings.push(Warning::Skipped {
+            store,
+            count,
+            names,
         });
     }
 }
