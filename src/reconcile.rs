@@ -1509,6 +1509,9 @@ fn missing_of(
 ) -> Vec<Missing> {
     let mut missing = Vec::new();
     let mut undecided = 0;
+    // Missing rows written `/k` or `./k` and confirmed by look-ups: an object named `/k`
+    // itself is never looked up (SPEC §2), only a listing would show it.
+    let mut written_so = 0;
     for &item in &set.items {
         if set.is_seen(item.sym) || set.nfc_hits.contains_key(&item.sym) {
             continue;
@@ -1517,12 +1520,23 @@ fn missing_of(
             undecided += 1;
             continue;
         }
+        if c.stats.lookups.is_some()
+            && (get_bit(&set.slash, item.sym) || get_bit(&set.dot_slash, item.sym))
+        {
+            written_so += 1;
+        }
         missing.push(set.missing(item, set.key(item.sym).to_string(), typed));
     }
     if undecided > 0 {
         warnings.push(Warning::Unconfirmed {
             store: c.cfg.name.clone(),
             count: undecided,
+        });
+    }
+    if written_so > 0 {
+        warnings.push(Warning::LookupsCannotSee {
+            store: c.cfg.name.clone(),
+            count: written_so,
         });
     }
     missing
@@ -2145,6 +2159,24 @@ mod tests {
             out.warnings
         );
         assert_eq!((out.stats.listed, out.stats.unrepresentable), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn missing_rows_written_with_a_leading_slash_say_look_ups_cannot_see_such_names() {
+        let store = MemoryStore::new("m");
+        old(&store, "/uploads/lead.jpg");
+        let j = job(store_cfg(&[]), ScanMode::MissingOnly, None);
+        let rows = [("1", "/uploads/lead.jpg"), ("2", "gone.jpg")];
+        let out = join(&j, &store, None, batches(&rows, j.mode)).await;
+        let missing: Vec<&str> = out.missing.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(missing, ["uploads/lead.jpg", "gone.jpg"]);
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| matches!(w, Warning::LookupsCannotSee { count: 1, .. })),
+            "{:?}",
+            out.warnings
+        );
     }
 
     #[test]
