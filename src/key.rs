@@ -526,11 +526,6 @@ fn is_aws_s3_host(host: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
 }
 
-/// An endpoint that is AWS itself (or none): the AWS forms of the bucket apply.
-fn endpoint_is_aws(endpoint: Option<&str>) -> bool {
-    endpoint.is_none_or(|e| split_url(trim_url(e)).is_some_and(|p| is_aws_s3_host(p.host)))
-}
-
 /// The path after `/BUCKET` (segment-wise, so `/bkt` is no prefix of `/bkt2/x`).
 fn after_bucket<'a>(path: &'a str, bucket: &str) -> Option<&'a str> {
     let rest = path.strip_prefix('/')?;
@@ -544,24 +539,30 @@ fn after_bucket<'a>(path: &'a str, bucket: &str) -> Option<&'a str> {
 /// The raw path of an S3 URL relative to the store's prefix, `Ok(None)` when it is not an
 /// address of this store's bucket (or lies outside its prefix).
 fn s3_rest<'a>(parts: &UrlParts<'a>, s3: &S3Context) -> Result<Option<&'a str>, &'static str> {
-    let bucket_path = if !parts.scheme.is_none_or(is_http) {
+    if !parts.scheme.is_none_or(is_http) {
+        return Ok(None);
+    }
+    // SPEC §2 strips the AWS forms of the bucket whatever the endpoint: an app may keep AWS
+    // URLs of a bucket it has since moved behind a proxy or a compatible server, and a URL
+    // read as this store's only ever protects an object.
+    let port = effective_port(parts.scheme.unwrap_or("https"), parts.port)?;
+    let host = parts.host;
+    let aws = if port.is_some() {
         None
-    } else if let Some(endpoint) = s3.endpoint.as_deref().filter(|e| !endpoint_is_aws(Some(e))) {
-        let base = parse_base(endpoint).ok_or("store endpoint is not a URL")?;
-        endpoint_rest(parts, &base, &s3.bucket)?
+    } else if strip_bucket_label(host, &s3.bucket).is_some_and(is_aws_s3_host) {
+        Some(parts.path)
+    } else if is_aws_s3_host(host) {
+        after_bucket(parts.path, &s3.bucket)
     } else {
-        let port = effective_port(parts.scheme.unwrap_or("https"), parts.port)?;
-        let host = parts.host;
-        let virtual_host = strip_bucket_label(host, &s3.bucket);
-        if port.is_some() {
-            None
-        } else if virtual_host.is_some_and(is_aws_s3_host) {
-            Some(parts.path)
-        } else if is_aws_s3_host(host) {
-            after_bucket(parts.path, &s3.bucket)
-        } else {
-            None
+        None
+    };
+    let bucket_path = match (aws, s3.endpoint.as_deref()) {
+        (Some(path), _) => Some(path),
+        (None, Some(endpoint)) => {
+            let base = parse_base(endpoint).ok_or("store endpoint is not a URL")?;
+            endpoint_rest(parts, &base, &s3.bucket)?
         }
+        (None, None) => None,
     };
     Ok(bucket_path.and_then(|path| strip_base_path(path, &s3.prefix)))
 }
@@ -1416,11 +1417,14 @@ mod tests {
             "http://127.0.0.1:5055/other/uploads/ok.jpg",
             &ctx,
         );
-        // An endpoint that is not AWS: AWS addresses name another bucket.
-        not_ours(
-            &KeyFormat::Url,
-            "https://bkt.s3.amazonaws.com/uploads/ok.jpg",
-            &ctx,
+        // The AWS forms of the bucket are stripped whatever the endpoint (SPEC §2).
+        assert_eq!(
+            one(
+                &KeyFormat::Url,
+                "https://bkt.s3.amazonaws.com/uploads/ok.jpg",
+                &ctx
+            ),
+            "uploads/ok.jpg"
         );
         let ctx = s3("bkt", Some("https://Minio.Example.com:9000/"), "");
         for value in [
@@ -1467,6 +1471,19 @@ mod tests {
             "https://bkt.s3.amazonaws.com/media2/a.jpg",
             &ctx,
         );
+    }
+
+    #[test]
+    fn regex_url_captures_on_an_s3_store_read_the_bucket_addresses() {
+        let re = KeyFormat::regex(r#"src="(?P<key>[^"]+)""#).unwrap();
+        let parsed = re.parse(
+            r#"<img src="https://bkt.s3.amazonaws.com/a.jpg"><img src="/b.jpg">"#,
+            None,
+            &s3("bkt", None, ""),
+        );
+        assert!(parsed.unparsed.is_empty(), "{parsed:?}");
+        let keys: Vec<&str> = parsed.keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["a.jpg", "b.jpg"]);
     }
 
     #[test]

@@ -1406,31 +1406,29 @@ fn name_warnings(c: &mut Classifier<'_>, set: &RefSet, warnings: &mut Vec<Warnin
     warnings.extend(unicode_warnings(set, store));
     c.stats.unparsed_named = set.named_rows();
     c.stats.unusable_named.clone_from(&set.unusable_named);
-    for (count, names, kind) in [
-        (set.unusable_named.len(), &set.unusable_named, 0),
-        (c.unrepresentable.len(), &c.unrepresentable, 1),
-        (c.skipped.len(), &c.skipped, 2),
-    ] {
-        if count == 0 {
-            continue;
-        }
-        let (store, names) = (store.clone(), name_list(names));
-        warnings.push(match kind {
-            0 => Warning::UnusableNamed {
-                store,
-                count,
-                names,
-            },
-            1 => Warning::Unrepresentable {
-                store,
-                count,
-                names,
-            },
-            _ => Warning::Skipped {
-                store,
-                count,
-                names,
-            },
+    let list = |names: &[String]| (store.clone(), names.len(), name_list(names));
+    if !set.unusable_named.is_empty() {
+        let (store, count, names) = list(&set.unusable_named);
+        warnings.push(Warning::UnusableNamed {
+            store,
+            count,
+            names,
+        });
+    }
+    if !c.unrepresentable.is_empty() {
+        let (store, count, names) = list(&c.unrepresentable);
+        warnings.push(Warning::Unrepresentable {
+            store,
+            count,
+            names,
+        });
+    }
+    if !c.skipped.is_empty() {
+        let (store, count, names) = list(&c.skipped);
+        warnings.push(Warning::Skipped {
+            store,
+            count,
+            names,
         });
     }
 }
@@ -1521,6 +1519,9 @@ fn missing_of(
 ) -> Vec<Missing> {
     let mut missing = Vec::new();
     let mut undecided = 0;
+    // Missing rows written `/k` or `./k` and confirmed by look-ups: an object named `/k`
+    // itself is never looked up (SPEC §2), only a listing would show it.
+    let mut written_so = 0;
     for &item in &set.items {
         if set.is_seen(item.sym) || set.nfc_hits.contains_key(&item.sym) {
             continue;
@@ -1529,12 +1530,23 @@ fn missing_of(
             undecided += 1;
             continue;
         }
+        if c.stats.lookups.is_some()
+            && (get_bit(&set.slash, item.sym) || get_bit(&set.dot_slash, item.sym))
+        {
+            written_so += 1;
+        }
         missing.push(set.missing(item, set.key(item.sym).to_string(), typed));
     }
     if undecided > 0 {
         warnings.push(Warning::Unconfirmed {
             store: c.cfg.name.clone(),
             count: undecided,
+        });
+    }
+    if written_so > 0 {
+        warnings.push(Warning::LookupsCannotSee {
+            store: c.cfg.name.clone(),
+            count: written_so,
         });
     }
     missing
@@ -2158,6 +2170,24 @@ mod tests {
             out.warnings
         );
         assert_eq!((out.stats.listed, out.stats.unrepresentable), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn missing_rows_written_with_a_leading_slash_say_look_ups_cannot_see_such_names() {
+        let store = MemoryStore::new("m");
+        old(&store, "/uploads/lead.jpg");
+        let j = job(store_cfg(&[]), ScanMode::MissingOnly, None);
+        let rows = [("1", "/uploads/lead.jpg"), ("2", "gone.jpg")];
+        let out = join(&j, &store, None, batches(&rows, j.mode)).await;
+        let missing: Vec<&str> = out.missing.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(missing, ["uploads/lead.jpg", "gone.jpg"]);
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| matches!(w, Warning::LookupsCannotSee { count: 1, .. })),
+            "{:?}",
+            out.warnings
+        );
     }
 
     #[test]

@@ -458,6 +458,12 @@ pub enum Warning {
         count: usize,
         names: String,
     },
+    /// Missing rows written with a leading `/` or `./`, confirmed by look-ups, which never see
+    /// an object whose name itself starts so.
+    LookupsCannotSee {
+        store: String,
+        count: usize,
+    },
     /// The store's reference set is partial: objects no read row names are not orphans.
     OrphansUndecided {
         store: String,
@@ -539,6 +545,10 @@ impl std::fmt::Display for Warning {
             } => write!(
                 f,
                 "store {store}: {count} listed name(s) that are not usable keys are named by references (neither orphan nor missing, never deleted; rename them to usable keys): {names}"
+            ),
+            Warning::LookupsCannotSee { store, count } => write!(
+                f,
+                "store {store}: {count} missing row(s) write their key with a leading `/` or `./` and were confirmed by look-ups, which cannot see an object whose name itself starts so; a scan that lists the store (without --missing-only) decides them"
             ),
             Warning::OrphansUndecided { store, count, why } => write!(
                 f,

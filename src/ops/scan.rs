@@ -442,13 +442,17 @@ fn spawn_reference(
         let query = rc.query.clone();
         let name = rc.name.clone();
         let feed = async move {
-            let fed = db.feed(&query, &wanted, parser, &tx).await;
-            if let Err(DbError::Query(e) | DbError::Unreachable(e)) = &fed.1 {
+            let (mut parser, result) = db.feed(&query, &wanted, parser, &tx).await;
+            if let Err(DbError::Query(e) | DbError::Unreachable(e)) = &result {
+                // The rows read before the failure still name objects.
+                if let Some(rows_read) = crate::refs::RowSink::flush(&mut parser) {
+                    let _ = tx.send(rows_read).await;
+                }
                 // The last word: every join this reference feeds learns its set is partial.
                 let _ = tx.send(RefBatch::failed(r, &name, e)).await;
             }
             drop(tx);
-            fed
+            (parser, result)
         };
         let ((parser, result), ()) = futures::join!(feed, fan_out(rx, targets));
         let mut stats = parser.into_stats();
