@@ -687,6 +687,38 @@ fn processes_starting_together_on_a_fresh_postgres_state_all_succeed() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn check_spends_the_admin_calls_the_readme_states() {
+    use common::cloudinary::{Emulator, Options, Resource};
+    let now = chrono::Utc::now() - chrono::TimeDelta::days(3);
+    for (types, per_type, low, high) in [
+        (r#"["image", "video"]"#, 1200, 4, 6),
+        (r#"["image", "video", "raw"]"#, 1200, 5, 8),
+        (r#"["image", "video"]"#, 0, 3, 3),
+    ] {
+        let emulator = Emulator::start(Options::default());
+        emulator.add_many((0..per_type).flat_map(|i| {
+            [
+                Resource::image(&format!("p/{i}"), now),
+                Resource::video(&format!("v/{i}"), now),
+                Resource::raw(&format!("r/{i}.txt"), now),
+            ]
+        }));
+        let f = Fx::new();
+        f.config(&format!(
+            "[stores.media]\nurl = \"{}\"\nresource_types = {types}\n",
+            emulator.cloudinary_url()
+        ));
+        let out = f.run(&["check"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let calls = emulator.calls();
+        assert!(
+            (low..=high).contains(&calls),
+            "{types}, {per_type} a type: check made {calls} calls, the README says {low} to {high}"
+        );
+    }
+}
+
+#[test]
 fn readme_documents_checks_cost_and_the_variables_read() {
     let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
