@@ -174,8 +174,18 @@ fn assert_line(msg: &str, line: usize) {
 fn unknown_store_is_usage_before_an_unreachable_postgres_state() {
     let f = Fx::new();
     f.config(&format!("[state]\nurl = \"{UNREACHABLE_PG}\"\n\n{BASE}"));
-    let line = one_line(&f.run(&["scan", "--store", "typo"]), 2);
-    assert!(line.contains("typo") && line.contains("media"), "{line}");
+    for args in [
+        &["scan", "--store", "typo"][..],
+        &["queue", "add", "--store", "typo", "a.jpg"],
+        &["restore", "--store", "typo", "a.jpg"],
+        &["purge", "--store", "typo"],
+    ] {
+        let line = one_line(&f.run(args), 2);
+        assert!(
+            line.contains("typo") && line.contains("media"),
+            "{args:?}: {line}"
+        );
+    }
 }
 
 #[test]
