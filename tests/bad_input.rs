@@ -513,6 +513,15 @@ fn out_json(c: &mut Command) -> serde_json::Value {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn argument_errors_are_one_line_naming_what_is_missing_or_allowed() {
+    let f = Fx::new();
+    let line = one_line(&f.run(&["queue", "add"]), 2);
+    assert!(line.contains("--store") && line.contains("<KEY>"), "{line}");
+    let line = one_line(&f.run(&["scan", "--format", "xml"]), 2);
+    assert!(line.contains("csv, json"), "{line}");
+}
+
+#[test]
 fn queue_add_with_non_utf8_stdin_is_exit_2() {
     let f = Fx::new();
     let out = out(f
