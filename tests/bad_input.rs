@@ -480,6 +480,34 @@ fn secrets_in_bad_urls_show_as_stars() {
 }
 
 #[test]
+fn credentials_in_bucket_urls_and_user_name_tokens_are_never_echoed() {
+    let f = Fx::new();
+    // An S3 secret holds `/` and `+`; a URL with a user name alone carries a token.
+    for (url, shown) in [
+        ("s3://AKIAKEY:hunter2@my-bucket/media", "s3://"),
+        ("s3://AKIAKEY:hun/ter2+x@my-bucket/media", "s3://"),
+        ("s3://hunter2@my-bucket", "s3://"),
+        ("gs://k:hunter2@my-bucket/p", "gs://"),
+        ("az://hunter2@container", "az://"),
+        (
+            "https://hunter2@files.example/media",
+            "https://***@files.example",
+        ),
+        (
+            "ftp://u:hun/ter2@files.example/media",
+            "ftp://u:***@files.example",
+        ),
+    ] {
+        f.config_with("url = \"./media\"", &format!("url = \"{url}\""));
+        let line = one_line(&f.run(&["scan"]), 2);
+        assert!(
+            !line.contains("ter2") && !line.contains("hun/") && line.contains(shown),
+            "{url}: {line}"
+        );
+    }
+}
+
+#[test]
 fn variables_expand_in_key_format_names_and_regex_patterns() {
     let f = Fx::new();
     f.config_with(
