@@ -228,6 +228,39 @@ fn check_without_any_store_is_exit_2_and_says_so() {
 }
 
 #[test]
+fn check_that_printed_warnings_does_not_say_plain_everything_answered() {
+    let f = Fx::new();
+    let clean = f.run(&["check"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+    assert!(
+        clean.stdout.lines().any(|l| l == "everything answered"),
+        "{clean:?}"
+    );
+    // Two stores without references: two warnings, nothing failed.
+    for d in ["spare", "other"] {
+        fs::create_dir_all(f.path(d)).expect("mkdir");
+    }
+    f.config(&format!(
+        "{}store = \"media\"\n\n[stores.spare]\nurl = \"./spare\"\n\n[stores.other]\nurl = \"./other\"\n",
+        BASE
+    ));
+    let warned = f.run(&["check"]);
+    assert_eq!(warned.code, 0, "{warned:?}");
+    assert_eq!(warned.stdout.matches("warning: ").count(), 2, "{warned:?}");
+    assert!(
+        warned
+            .stdout
+            .lines()
+            .any(|l| l == "everything answered, with 2 warnings"),
+        "{warned:?}"
+    );
+    assert!(
+        !warned.stdout.lines().any(|l| l == "everything answered"),
+        "{warned:?}"
+    );
+}
+
+#[test]
 fn check_reaches_the_state_database_and_exits_1_when_it_cannot() {
     let f = Fx::new();
     f.config(&format!("[state]\nurl = \"{UNREACHABLE_PG}\"\n\n{BASE}"));
