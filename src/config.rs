@@ -291,19 +291,20 @@ pub fn redact_url(s: &str) -> String {
     let rest = &s[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    // A password may hold an unencoded `/` (S3 secrets do): the user name ends at the first
+    // `:` of the authority, the password at the URL's last `@`.
+    let (Some(colon), Some(at)) = (authority.find(':'), rest.rfind('@')) else {
         return s.to_string();
     };
-    let userinfo = &authority[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}://{}:***{}",
-            &s[..scheme_end],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        None => s.to_string(),
+    if at < colon || authority[..colon].contains('@') {
+        return s.to_string();
     }
+    format!(
+        "{}://{}:***{}",
+        &s[..scheme_end],
+        &rest[..colon],
+        &rest[at..]
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -1594,6 +1595,26 @@ impl Cx<'_> {
             );
         }
         let lower = url.to_ascii_lowercase();
+        if let Some(scheme) = ["s3://", "gs://", "az://"]
+            .into_iter()
+            .find(|s| lower.starts_with(s))
+        {
+            // `scheme://key:secret@bucket`: no bucket name holds `@` or `:`. The URL is not
+            // repeated, a secret may be in it (and, when it holds a `/`, past the first `/`).
+            let bucket = url[scheme.len()..].split('/').next().unwrap_or_default();
+            if bucket.contains(['@', ':']) {
+                return Err(format!(
+                    "{scheme}… URLs take no credentials (`user:secret@`): name only the bucket, {}",
+                    if scheme == "s3://" {
+                        "and set access_key_id and secret_access_key in the table, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                    } else if scheme == "gs://" {
+                        "and set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT_KEY"
+                    } else {
+                        "and set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY"
+                    }
+                ));
+            }
+        }
         if let Some(rest) = lower.strip_prefix("s3://").map(|_| &url[5..]) {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             return Ok(StoreLocation::S3(S3Location::new(bucket, prefix, None)?));
@@ -2446,6 +2467,23 @@ query = "SELECT id, image AS key FROM posts;"
         };
         let err = from_env(&both).unwrap_err().to_string();
         assert!(err.contains("both set"), "{err}");
+    }
+
+    #[test]
+    fn redact_url_hides_a_password_holding_a_slash() {
+        assert_eq!(
+            redact_url("s3x://AKIA:ab/cd+e@bucket/p"),
+            "s3x://AKIA:***@bucket/p"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h:5432/db"),
+            "postgres://u@h:5432/db"
+        );
+        assert_eq!(redact_url("http://h:9000/a"), "http://h:9000/a");
     }
 
     fn s3_of(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Location> {

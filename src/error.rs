@@ -152,19 +152,20 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// `scheme://user:password@` anywhere in the text: the password becomes `***`.
+/// `scheme://user:password@` anywhere in the text: the password becomes `***`, up to the last
+/// `@` of the word (an S3 secret has `/` and `+` in it, and an unencoded `@` may be in one);
+/// `scheme://name@`, a user name alone (often a token), becomes `scheme://***@`.
 fn redact_passwords(s: &str) -> String {
-    static URL_PASSWORD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/:@`'\x22]*):([^\s/@`'\x22]*)@")
+    static URL_USERINFO: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://)([^\s/:@`'\x22]*)(?::([^\s`'\x22]*))?@")
             .expect("a valid pattern")
     });
-    URL_PASSWORD
-        .replace_all(s, |c: &regex::Captures<'_>| {
-            if &c[2] == "***" {
-                c[0].to_string()
-            } else {
-                format!("{}:***@", &c[1])
-            }
+    URL_USERINFO
+        .replace_all(s, |c: &regex::Captures<'_>| match c.get(3) {
+            Some(p) if p.as_str() == "***" => c[0].to_string(),
+            Some(_) => format!("{}{}:***@", &c[1], &c[2]),
+            None if c[2].is_empty() || &c[2] == "***" => c[0].to_string(),
+            None => format!("{}***@", &c[1]),
         })
         .into_owned()
 }
@@ -251,6 +252,15 @@ mod tests {
             "cannot reach postgres://u:***@h/db (and mysql://root:***@m:3306)"
         );
         assert_eq!(sanitize("cloudinary://k:***@c"), "cloudinary://k:***@c");
+        assert_eq!(
+            sanitize("bad s3://AKIA:ab/c+d@e@bucket/x and https://ghp_tok@host/p"),
+            "bad s3://AKIA:***@bucket/x and https://***@host/p"
+        );
+        assert_eq!(sanitize("https://***@h"), "https://***@h");
+        assert_eq!(
+            sanitize("https://h/@user file:///a@b"),
+            "https://h/@user file:///a@b"
+        );
         let huge = "y ".repeat(100_000);
         assert!(sanitize(&huge).chars().count() < 1100);
         // An apostrophe inside a text is no quote: nothing is lost.

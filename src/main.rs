@@ -28,12 +28,20 @@ fn main() -> ExitCode {
                     },
                 );
             }
-            // One line: clap's first line, without its usage block.
+            // One line: clap's first paragraph (a list of missing arguments joined to it),
+            // without its usage block.
             let text = e.render().to_string();
-            let first = text
+            let first: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = match first.split_first() {
+                Some((head, rest)) if !rest.is_empty() => format!("{head} {}", rest.join(", ")),
+                Some((head, _)) => (*head).to_string(),
+                None => "invalid arguments".to_string(),
+            };
             let first = first.trim_start_matches("error: ");
             eprintln!("error: {} (see `assetgc --help`)", sanitize(first));
             return ExitCode::from(Exit::Usage.code());

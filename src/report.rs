@@ -241,17 +241,46 @@ impl Format {
     }
 }
 
-/// `<dir>/asset_detection_YYYY-MM-DD_HHMMSS.<ext>` from the scan's UTC start, `_2`, `_3`… on a collision.
-pub fn default_path(dir: &Path, started: DateTime<Utc>, format: Format) -> PathBuf {
+/// Claims `<dir>/asset_detection_YYYY-MM-DD_HHMMSS.<ext>` from the scan's UTC start, `_2`, `_3`…
+/// on a collision: the name is created empty with `create_new`, so two scans started in the same
+/// second (two processes or two tasks) never get the same one. [`write_file`] then replaces the
+/// empty file whole; the folder is created when missing.
+pub fn claim_default_path(dir: &Path, started: DateTime<Utc>, format: Format) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create report folder {}", dir.display()), e))?;
     let stem = format!("asset_detection_{}", started.format("%Y-%m-%d_%H%M%S"));
-    let mut path = dir.join(format!("{stem}.{}", format.ext()));
-    let mut n = 2;
-    while path.exists() {
-        path = dir.join(format!("{stem}_{n}.{}", format.ext()));
-        n += 1;
+    for n in 1..=CLAIM_TRIES {
+        let path = if n == 1 {
+            dir.join(format!("{stem}.{}", format.ext()))
+        } else {
+            dir.join(format!("{stem}_{n}.{}", format.ext()))
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot write report {}", path.display()),
+                    e,
+                ));
+            }
+        }
     }
-    path
+    Err(Error::io(
+        format!("cannot write report {}", dir.join(&stem).display()),
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{CLAIM_TRIES} reports of that second already exist"),
+        ),
+    ))
 }
+
+/// How many names of one second [`claim_default_path`] tries before giving up.
+const CLAIM_TRIES: u32 = 10_000;
 
 /// Writes the report file; the folder is created when missing. Written to a temporary name and
 /// renamed, so a reader never sees half a report.

@@ -174,8 +174,18 @@ fn assert_line(msg: &str, line: usize) {
 fn unknown_store_is_usage_before_an_unreachable_postgres_state() {
     let f = Fx::new();
     f.config(&format!("[state]\nurl = \"{UNREACHABLE_PG}\"\n\n{BASE}"));
-    let line = one_line(&f.run(&["scan", "--store", "typo"]), 2);
-    assert!(line.contains("typo") && line.contains("media"), "{line}");
+    for args in [
+        &["scan", "--store", "typo"][..],
+        &["queue", "add", "--store", "typo", "a.jpg"],
+        &["restore", "--store", "typo", "a.jpg"],
+        &["purge", "--store", "typo"],
+    ] {
+        let line = one_line(&f.run(args), 2);
+        assert!(
+            line.contains("typo") && line.contains("media"),
+            "{args:?}: {line}"
+        );
+    }
 }
 
 #[test]
@@ -215,6 +225,39 @@ fn check_without_any_store_is_exit_2_and_says_so() {
     fs::remove_file(f.path("assetgc.toml")).expect("rm config");
     let db_only = out(f.cmd(&["check"]).env("DATABASE_URL", "sqlite://app.db"));
     assert_eq!(db_only.code, 0, "{db_only:?}");
+}
+
+#[test]
+fn check_that_printed_warnings_does_not_say_plain_everything_answered() {
+    let f = Fx::new();
+    let clean = f.run(&["check"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+    assert!(
+        clean.stdout.lines().any(|l| l == "everything answered"),
+        "{clean:?}"
+    );
+    // Two stores without references: two warnings, nothing failed.
+    for d in ["spare", "other"] {
+        fs::create_dir_all(f.path(d)).expect("mkdir");
+    }
+    f.config(&format!(
+        "{}store = \"media\"\n\n[stores.spare]\nurl = \"./spare\"\n\n[stores.other]\nurl = \"./other\"\n",
+        BASE
+    ));
+    let warned = f.run(&["check"]);
+    assert_eq!(warned.code, 0, "{warned:?}");
+    assert_eq!(warned.stdout.matches("warning: ").count(), 2, "{warned:?}");
+    assert!(
+        warned
+            .stdout
+            .lines()
+            .any(|l| l == "everything answered, with 2 warnings"),
+        "{warned:?}"
+    );
+    assert!(
+        !warned.stdout.lines().any(|l| l == "everything answered"),
+        "{warned:?}"
+    );
 }
 
 #[test]
@@ -470,6 +513,34 @@ fn secrets_in_bad_urls_show_as_stars() {
 }
 
 #[test]
+fn credentials_in_bucket_urls_and_user_name_tokens_are_never_echoed() {
+    let f = Fx::new();
+    // An S3 secret holds `/` and `+`; a URL with a user name alone carries a token.
+    for (url, shown) in [
+        ("s3://AKIAKEY:hunter2@my-bucket/media", "s3://"),
+        ("s3://AKIAKEY:hun/ter2+x@my-bucket/media", "s3://"),
+        ("s3://hunter2@my-bucket", "s3://"),
+        ("gs://k:hunter2@my-bucket/p", "gs://"),
+        ("az://hunter2@container", "az://"),
+        (
+            "https://hunter2@files.example/media",
+            "https://***@files.example",
+        ),
+        (
+            "ftp://u:hun/ter2@files.example/media",
+            "ftp://u:***@files.example",
+        ),
+    ] {
+        f.config_with("url = \"./media\"", &format!("url = \"{url}\""));
+        let line = one_line(&f.run(&["scan"]), 2);
+        assert!(
+            !line.contains("ter2") && !line.contains("hun/") && line.contains(shown),
+            "{url}: {line}"
+        );
+    }
+}
+
+#[test]
 fn variables_expand_in_key_format_names_and_regex_patterns() {
     let f = Fx::new();
     f.config_with(
@@ -501,6 +572,15 @@ fn out_json(c: &mut Command) -> serde_json::Value {
 // ---------------------------------------------------------------------------------------------
 // stdin, control characters, huge input (reliability #2, #3, #4)
 // ---------------------------------------------------------------------------------------------
+
+#[test]
+fn argument_errors_are_one_line_naming_what_is_missing_or_allowed() {
+    let f = Fx::new();
+    let line = one_line(&f.run(&["queue", "add"]), 2);
+    assert!(line.contains("--store") && line.contains("<KEY>"), "{line}");
+    let line = one_line(&f.run(&["scan", "--format", "xml"]), 2);
+    assert!(line.contains("csv, json"), "{line}");
+}
 
 #[test]
 fn queue_add_with_non_utf8_stdin_is_exit_2() {
@@ -685,6 +765,38 @@ fn processes_starting_together_on_a_fresh_postgres_state_all_succeed() {
 // ---------------------------------------------------------------------------------------------
 // README (scan #13, #21)
 // ---------------------------------------------------------------------------------------------
+
+#[test]
+fn check_spends_the_admin_calls_the_readme_states() {
+    use common::cloudinary::{Emulator, Options, Resource};
+    let now = chrono::Utc::now() - chrono::TimeDelta::days(3);
+    for (types, per_type, low, high) in [
+        (r#"["image", "video"]"#, 1200, 4, 6),
+        (r#"["image", "video", "raw"]"#, 1200, 5, 8),
+        (r#"["image", "video"]"#, 0, 3, 3),
+    ] {
+        let emulator = Emulator::start(Options::default());
+        emulator.add_many((0..per_type).flat_map(|i| {
+            [
+                Resource::image(&format!("p/{i}"), now),
+                Resource::video(&format!("v/{i}"), now),
+                Resource::raw(&format!("r/{i}.txt"), now),
+            ]
+        }));
+        let f = Fx::new();
+        f.config(&format!(
+            "[stores.media]\nurl = \"{}\"\nresource_types = {types}\n",
+            emulator.cloudinary_url()
+        ));
+        let out = f.run(&["check"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let calls = emulator.calls();
+        assert!(
+            (low..=high).contains(&calls),
+            "{types}, {per_type} a type: check made {calls} calls, the README says {low} to {high}"
+        );
+    }
+}
 
 #[test]
 fn readme_documents_checks_cost_and_the_variables_read() {

@@ -97,7 +97,15 @@ fn render(r: &CheckReport, st: Style) -> String {
         let _ = writeln!(out, "{}", st.warn(&format!("warning: {}", sanitize(w))));
     }
     if r.exit() == Exit::Ok {
-        let _ = writeln!(out, "{}", st.good("everything answered"));
+        let _ = match r.warnings.len() {
+            0 => writeln!(out, "{}", st.good("everything answered")),
+            1 => writeln!(out, "{}", st.warn("everything answered, with 1 warning")),
+            n => writeln!(
+                out,
+                "{}",
+                st.warn(&format!("everything answered, with {n} warnings"))
+            ),
+        };
     }
     out
 }

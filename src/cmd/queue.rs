@@ -15,6 +15,10 @@ use crate::state::QueueStore as _;
 
 pub async fn run(g: &Global, cmd: &QueueCommand, ui: Ui) -> Result<Exit> {
     let cfg = super::config_or_env(g)?;
+    // A wrong name is a usage error (2) even when the state database is out of reach (1).
+    if let QueueCommand::Add(a) = cmd {
+        crate::app::store_named(&cfg, &a.store)?;
+    }
     super::with_app(cfg, |app| async move {
         match cmd {
             QueueCommand::Add(a) => add(&app, a).await,

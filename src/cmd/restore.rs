@@ -9,6 +9,10 @@ use crate::ops::restore::{self, RestoreRequest};
 
 pub async fn run(g: &Global, args: &RestoreArgs) -> Result<Exit> {
     let cfg = super::config_or_env(g)?;
+    // A wrong name is a usage error (2) even when the state database is out of reach (1).
+    if let Some(store) = &args.store {
+        crate::app::store_named(&cfg, store)?;
+    }
     let req = RestoreRequest {
         store: args.store.clone(),
         resource_type: args.resource_type.clone(),

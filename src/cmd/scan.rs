@@ -1,16 +1,13 @@
 //! `assetgc scan`: detect orphaned and missing files (SPEC §4).
 
-use std::path::PathBuf;
 use std::sync::Arc;
-
-use chrono::Utc;
 
 use super::Ui;
 use crate::cli::{Global, ReportFormat, ScanArgs};
 use crate::config::Config;
 use crate::domain::scan::{ScanMode, Window};
 use crate::error::{Error, Exit, Result};
-use crate::ops::{self, scan::ScanOutcome, scan::ScanRequest};
+use crate::ops::{self, scan::ReportTo, scan::ScanOutcome, scan::ScanRequest};
 use crate::reconcile;
 use crate::report::{self, Format, Style};
 
@@ -29,21 +26,14 @@ pub fn window(args: &ScanArgs) -> Result<Window> {
     Ok(Window::Days(args.days.unwrap_or(30)))
 }
 
-fn output(
-    args: &ScanArgs,
-    cfg: &Config,
-    started: chrono::DateTime<Utc>,
-) -> Result<(PathBuf, Format)> {
+fn output(args: &ScanArgs, cfg: &Config) -> Result<(ReportTo, Format)> {
     let flag = args.format.map(|f| match f {
         ReportFormat::Csv => Format::Csv,
         ReportFormat::Json => Format::Json,
     });
     let Some(p) = &args.output else {
         let format = flag.unwrap_or(Format::Csv);
-        return Ok((
-            report::default_path(&cfg.reports_dir, started, format),
-            format,
-        ));
+        return Ok((ReportTo::Dir(cfg.reports_dir.clone()), format));
     };
     let Some(format) = flag.or_else(|| Format::from_path(p)) else {
         return Err(Error::Usage(format!(
@@ -51,7 +41,7 @@ fn output(
             p.display()
         )));
     };
-    Ok((p.clone(), format))
+    Ok((ReportTo::Path(p.clone()), format))
 }
 
 pub async fn run(g: &Global, args: &ScanArgs, ui: Ui) -> Result<Exit> {
@@ -96,7 +86,7 @@ pub async fn run_with(cfg: Config, args: &ScanArgs, ui: Ui) -> Result<Exit> {
         ScanMode::Both
     };
     // The output is validated before any work is done.
-    let (path, format) = output(args, &cfg, Utc::now())?;
+    let (path, format) = output(args, &cfg)?;
     ops::scan::selected_stores(&cfg, &args.stores)?;
     if args.notify {
         tracing::warn!(

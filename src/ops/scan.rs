@@ -28,8 +28,18 @@ pub struct ScanRequest {
     /// Names of the stores to scan; empty means all.
     pub stores: Vec<String>,
     /// Where to write the report; `None` writes none.
-    pub report: Option<(PathBuf, Format)>,
+    pub report: Option<(ReportTo, Format)>,
     pub progress: Option<Progress>,
+}
+
+/// Where a scan's report goes.
+#[derive(Debug, Clone)]
+pub enum ReportTo {
+    /// This file, replaced when it exists (`--output`).
+    Path(PathBuf),
+    /// A new file in this folder named after the scan's start (SPEC §5), claimed when the scan
+    /// is recorded so that scans started in the same second get names of their own.
+    Dir(PathBuf),
 }
 
 /// A finished scan: its id in the state database and what it found.
@@ -94,7 +104,14 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
     };
     // Recorded before the report is written: a report that cannot be written (a full disk, a
     // wrong --output) must not lose the findings nor leave the scan `running`.
-    let report_path = req.report.as_ref().map(|(p, _)| p.clone());
+    let report = req.report.as_ref().map(|(to, format)| {
+        let path = match to {
+            ReportTo::Path(p) => Ok(p.clone()),
+            ReportTo::Dir(dir) => report::claim_default_path(dir, started, *format),
+        };
+        (path, *format)
+    });
+    let report_path = report.as_ref().and_then(|(p, _)| p.as_ref().ok().cloned());
     app.state
         .finish_scan(id, &findings, report_path.as_deref())
         .await?;
@@ -114,8 +131,17 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
             Event::BudgetWarning { message }
         });
     }
-    if let Some((path, format)) = &req.report {
-        report::write_file(&findings, id, path, *format).map_err(|e| match e {
+    if let Some((path, format)) = report {
+        let claimed = matches!(req.report, Some((ReportTo::Dir(_), _)));
+        path.and_then(|p| {
+            report::write_file(&findings, id, &p, format).inspect_err(|_| {
+                if claimed {
+                    // Our own empty placeholder: no report is better than an empty one.
+                    let _ = std::fs::remove_file(&p);
+                }
+            })
+        })
+        .map_err(|e| match e {
             Error::Io { context, source } => Error::Io {
                 context: format!(
                     "scan {id} is recorded with its findings (see `assetgc history`), but {context}"
