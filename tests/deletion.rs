@@ -448,9 +448,41 @@ fn invariant_4_quarantine_restore_and_removal_after_keep(state: StateBackend) {
         std::fs::read(app.media.join("tmp/o02.jpg")).expect("read"),
         b"tmp/o02.jpg"
     );
+    std::fs::write(app.media.join("tmp/o02.jpg"), b"uploaded again").expect("write");
     let out = app.ok(&["restore", "tmp/o02.jpg", "--overwrite"]);
     assert!(out.contains("Restored"), "{out}");
-    assert_eq!(app.quarantined().len(), 9);
+    // What --overwrite replaced went to the trash first, recorded with its removal queued.
+    assert_eq!(app.quarantined().len(), 10, "{:?}", app.quarantined());
+    let replaced = app.state.query(
+        "SELECT quarantine_key FROM quarantine WHERE key = 'tmp/o02.jpg' AND state = 'held'",
+        &[],
+    );
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    let q = replaced[0][0].clone().expect("key");
+    assert_eq!(
+        std::fs::read(app.media.join(&q)).expect("the replaced object"),
+        b"uploaded again"
+    );
+    assert_eq!(
+        std::fs::read(app.media.join("tmp/o02.jpg")).expect("restored"),
+        b"tmp/o02.jpg"
+    );
+    assert!(
+        app.audit().iter().any(|a| a["key"] == "tmp/o02.jpg"
+            && a["outcome"] == "quarantined"
+            && a["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("restore --overwrite"))),
+        "{:?}",
+        app.audit()
+    );
+    assert_eq!(
+        app.state.count(
+            "SELECT COUNT(*) FROM queue WHERE key = $1 AND reason = 'quarantine' AND state = 'pending'",
+            &[&q]
+        ),
+        1
+    );
 
     // A copy whose original is referenced again when its removal comes due is kept.
     let app = App::new(
