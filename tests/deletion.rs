@@ -1103,43 +1103,104 @@ both_states!(a_store_out_of_reach_is_exit_1_and_its_entries_wait);
 
 /// A worker killed after moving an object and before recording it: the next run finds the copy.
 /// Referenced meanwhile, the object is moved back; otherwise the move is recorded, once.
-fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone(state: StateBackend) {
-    let app = App::new(state, "", "");
-    app.ok(&[
-        "queue",
-        "add",
-        "--store",
-        "media",
-        "tmp/o01.jpg",
-        "tmp/o02.jpg",
-    ]);
-    // A process that has ended: its claims are free to take.
+/// A claim holder as the worker writes itself, for a process of this boot and PID namespace.
+fn holder_of(pid: u32) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    let ns = std::fs::read_link("/proc/self/ns/pid").expect("pid namespace");
+    let ns = ns.to_string_lossy();
+    let ns = ns.trim_start_matches("pid:[").trim_end_matches(']');
+    format!("{}:{pid}:{}:{ns}:1", host.trim(), boot.trim())
+}
+
+/// A process that has ended: its claims are free to take at once.
+fn dead_holder() -> String {
     let mut dead = std::process::Command::new("true").spawn().expect("spawn");
     let pid = dead.id();
     dead.wait().expect("reap");
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
-    let holder = format!("{}:{pid}", host.trim());
-    for k in ["tmp/o01.jpg", "tmp/o02.jpg"] {
+    holder_of(pid)
+}
+
+fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone(state: StateBackend) {
+    let app = App::new(state, "", "");
+    let keys = ["tmp/o01.jpg", "tmp/o02.jpg", "tmp/o03.jpg", "tmp/o04.jpg"];
+    let mut args = vec!["queue", "add", "--store", "media"];
+    args.extend(keys);
+    app.ok(&args);
+    // A worker that died right after its moves, before it recorded them (claimed an hour ago
+    // by the database's clock, so only `is_dead` frees them).
+    let holder = dead_holder();
+    for k in keys {
         let q = format!(".assetgc-trash/20260101T000000Z/{k}");
         app.state.query(
-            "UPDATE queue SET state = 'claimed', claimed_by = $1, claimed_at = '2026-01-01T00:00:00Z', quarantine_key = $2 WHERE key = $3",
-            &[&holder, &q, k],
+            "UPDATE queue SET state = 'claimed', claimed_by = $1, claimed_at = $2, quarantine_key = $3, in_flight = 1, claim_token = 1 WHERE key = $4",
+            &[&holder, &common_now(), &q, k],
         );
         let to = app.media.join(&q);
         std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
         std::fs::rename(app.media.join(k), &to).expect("move");
     }
-    app.sql(&["INSERT INTO posts (id, image) VALUES (100, 'tmp/o01.jpg')"]);
+    // o01 referenced again; o03 referenced again and uploaded again at its key; o04 matches an
+    // `ignore` glob added after the crash.
+    app.sql(&[
+        "INSERT INTO posts (id, image) VALUES (100, 'tmp/o01.jpg')",
+        "INSERT INTO posts (id, image) VALUES (101, 'tmp/o03.jpg')",
+    ]);
+    std::fs::write(app.media.join("tmp/o03.jpg"), b"uploaded again").expect("re-upload");
+    let cfg = std::fs::read_to_string(&app.config).expect("config");
+    std::fs::write(
+        &app.config,
+        cfg.replace("min_age = \"1h\"", "min_age = \"1h\"\nignore = [\"tmp/o04.jpg\"]"),
+    )
+    .expect("config");
     let out = app.ok(&["queue", "run"]);
-    assert!(out.contains("reclaimed:     2"), "{out}");
-    assert!(out.contains("referenced:    1"), "{out}");
+    assert!(out.contains("reclaimed:     4"), "{out}");
+    assert!(out.contains("referenced:    2"), "{out}");
     assert!(out.contains("quarantined:   1"), "{out}");
     assert!(app.exists("tmp/o01.jpg"), "the referenced object is back");
     assert!(!app.exists(".assetgc-trash/20260101T000000Z/tmp/o01.jpg"));
     assert!(app.exists(".assetgc-trash/20260101T000000Z/tmp/o02.jpg"));
-    // The recorded move can be restored.
+    // The move back never replaces: the new upload stays, the copy stays, recorded `kept`.
+    assert_eq!(
+        std::fs::read(app.media.join("tmp/o03.jpg")).expect("o03"),
+        b"uploaded again"
+    );
+    assert!(app.exists(".assetgc-trash/20260101T000000Z/tmp/o03.jpg"));
+    assert_eq!(
+        app.state.count(
+            "SELECT COUNT(*) FROM quarantine WHERE key = 'tmp/o03.jpg' AND state = 'kept' AND quarantine_key = '.assetgc-trash/20260101T000000Z/tmp/o03.jpg'",
+            &[]
+        ),
+        1
+    );
+    assert_eq!(app.outcomes_of("tmp/o03.jpg")[..2], ["referenced", "kept"]);
+    // The ignored key was not dropped with its copy unseen: the copy came back.
+    assert!(app.exists("tmp/o04.jpg"));
+    assert!(!app.exists(".assetgc-trash/20260101T000000Z/tmp/o04.jpg"));
+    // No copy without its record.
+    let recorded: BTreeSet<String> = app
+        .state
+        .query("SELECT quarantine_key FROM quarantine", &[])
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    assert_eq!(app.quarantined(), recorded);
+    // The recorded move can be restored; so can the kept copy, with --overwrite.
     app.ok(&["restore", "tmp/o02.jpg"]);
     assert!(app.exists("tmp/o02.jpg"));
+    app.ok(&["restore", "tmp/o03.jpg", "--overwrite"]);
+    assert_eq!(
+        std::fs::read(app.media.join("tmp/o03.jpg")).expect("o03"),
+        b"tmp/o03.jpg"
+    );
+}
+
+/// The state database's notion of now, as our times are written, taken from this host (the
+/// test's database runs here).
+fn common_now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 both_states!(a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone);
 
