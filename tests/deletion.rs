@@ -1150,7 +1150,10 @@ fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone(state: StateB
     let cfg = std::fs::read_to_string(&app.config).expect("config");
     std::fs::write(
         &app.config,
-        cfg.replace("min_age = \"1h\"", "min_age = \"1h\"\nignore = [\"tmp/o04.jpg\"]"),
+        cfg.replace(
+            "min_age = \"1h\"",
+            "min_age = \"1h\"\nignore = [\"tmp/o04.jpg\"]",
+        ),
     )
     .expect("config");
     let out = app.ok(&["queue", "run"]);
@@ -1198,9 +1201,7 @@ fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone(state: StateB
 /// The state database's notion of now, as our times are written, taken from this host (the
 /// test's database runs here).
 fn common_now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 both_states!(a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone);
 
@@ -1366,3 +1367,182 @@ fn a_store_reached_through_a_link_still_counts_as_overlapping(state: StateBacken
     assert_eq!(app.outcomes_of("tmp/o07.jpg"), ["referenced"]);
 }
 both_states!(a_store_reached_through_a_link_still_counts_as_overlapping);
+
+/// Finding 6: an entry whose earlier move may have put its object in the trash leaves the queue
+/// only once that copy is found: `queue list` shows where it may be, `queue drop` refuses it
+/// (by id, and leaves it with `--all-failed`), a store taken out of the configuration keeps it
+/// failed, and a retry with the store back records the copy.
+fn an_entry_whose_copy_may_be_in_the_trash_is_never_dropped_unseen(state: StateBackend) {
+    let app = App::new(state, "", "");
+    app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+    let q = ".assetgc-trash/20260101T000000Z/tmp/o01.jpg";
+    app.state.query(
+        "UPDATE queue SET state = 'claimed', claimed_by = $1, claimed_at = $2, quarantine_key = $3, in_flight = 1, claim_token = 1 WHERE key = 'tmp/o01.jpg'",
+        &[&dead_holder(), &common_now(), q],
+    );
+    let to = app.media.join(q);
+    std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+    std::fs::rename(app.media.join("tmp/o01.jpg"), &to).expect("move");
+
+    let good = std::fs::read_to_string(&app.config).expect("config");
+    std::fs::write(
+        &app.config,
+        good.replace("[stores.media]", "[stores.elsewhere]"),
+    )
+    .expect("config");
+    app.file("elsewhere-root-marker", 0);
+    let r = app.run(&["queue", "run", "--max-attempts", "1"]);
+    assert!(
+        r.stdout.contains("failed:        1"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    let list = app.ok(&["queue", "list", "--failed"]);
+    assert!(list.contains(&format!("[trash: {q}]")), "{list}");
+    let json: Value =
+        serde_json::from_str(&app.ok(&["queue", "list", "--failed", "--json"])).expect("json");
+    assert_eq!(json[0]["trash_key"], q);
+    let id = json[0]["id"].to_string();
+    assert_refused(
+        &app.run(&["queue", "drop", &id]),
+        "may have moved its object",
+    );
+    let out = app.ok(&["queue", "drop", "--all-failed"]);
+    assert!(out.contains("Dropped 0 entries"), "{out}");
+    assert!(out.contains("Left 1"), "{out}");
+    assert_eq!(app.stats()["total_failed"], 1);
+
+    std::fs::write(&app.config, &good).expect("config");
+    app.ok(&["queue", "retry", &id]);
+    let out = app.ok(&["queue", "run"]);
+    assert!(out.contains("quarantined:   1"), "{out}");
+    assert_eq!(
+        app.state.count(
+            "SELECT COUNT(*) FROM quarantine WHERE key = 'tmp/o01.jpg' AND quarantine_key = $1",
+            &[q]
+        ),
+        1,
+        "the copy is recorded"
+    );
+    app.ok(&["restore", "tmp/o01.jpg"]);
+    assert!(app.exists("tmp/o01.jpg"));
+}
+both_states!(an_entry_whose_copy_may_be_in_the_trash_is_never_dropped_unseen);
+
+/// Finding 10: `min_age` is evaluated again at claim, with the store's `min_age` of now: entries
+/// queued under a lower `min_age` are held (no attempt counted), and an entry from a scan whose
+/// upload time is unknown counts as too recent.
+fn a_raised_min_age_holds_entries_already_queued(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
+    app.ok(&["queue", "stats"]);
+    let half_hour_ago = (chrono::Utc::now() - chrono::TimeDelta::minutes(30))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    for (key, uploaded) in [
+        ("tmp/o01.jpg", Some(half_hour_ago.as_str())),
+        ("tmp/o02.jpg", None),
+    ] {
+        app.state.query(
+            "INSERT INTO queue (store, resource_type, key, reason, scan_id, queued_at, uploaded_at, next_attempt_at, actor) VALUES ('media', '', $1, 'purge', 1, $2, $3, $2, 'purge')",
+            &[key, &half_hour_ago, uploaded.unwrap_or_default()],
+        );
+    }
+    app.state.query(
+        "UPDATE queue SET uploaded_at = NULL WHERE key = 'tmp/o02.jpg'",
+        &[],
+    );
+    // min_age is 1h in the config: the object uploaded 30 minutes ago waits 30 minutes more.
+    let out = app.ok(&["queue", "run"]);
+    assert!(out.contains("deleted:       0"), "{out}");
+    assert!(app.exists("tmp/o01.jpg") && app.exists("tmp/o02.jpg"));
+    let rows = app.state.query(
+        "SELECT state, attempts, next_attempt_at, outcome FROM queue WHERE key = 'tmp/o01.jpg'",
+        &[],
+    );
+    assert_eq!(rows[0][0].as_deref(), Some("pending"));
+    assert_eq!(rows[0][1].as_deref(), Some("0"), "no attempt counted");
+    assert!(rows[0][2].as_deref().expect("due") > common_now().as_str());
+    assert_eq!(app.outcomes_of("tmp/o02.jpg"), ["too_recent"]);
+    // `queue retry` does not make it due at once either.
+    let id = app
+        .state
+        .query("SELECT id FROM queue WHERE key = 'tmp/o01.jpg'", &[])[0][0]
+        .clone()
+        .expect("id");
+    app.ok(&["queue", "retry", &id]);
+    let out = app.ok(&["queue", "run"]);
+    assert!(out.contains("deleted:       0"), "{out}");
+    assert!(app.exists("tmp/o01.jpg"));
+}
+both_states!(a_raised_min_age_holds_entries_already_queued);
+
+/// Finding 13: with quarantine off, workers killed between their delete and its record: the
+/// next worker finds the entry in flight and its object gone, and records it `deleted` (by a
+/// stopped worker), never `already_gone` or `referenced`; nothing is deleted twice.
+fn a_delete_by_a_killed_worker_is_recorded_as_deleted(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
+    let n = 3000;
+    many_files(&app, n, "crash/c");
+    let keys: Vec<String> = (0..n).map(|i| format!("crash/c{i:04}.jpg")).collect();
+    let mut cmd = assert_cmd::Command::cargo_bin("assetgc").expect("bin");
+    let added = cmd
+        .arg("--config")
+        .arg(&app.config)
+        .args(["queue", "add", "--store", "media", "-"])
+        .write_stdin(keys.join("\n"))
+        .output()
+        .expect("queue add");
+    assert_eq!(added.status.code(), Some(0));
+    let bin = assert_cmd::cargo::cargo_bin("assetgc");
+    let by_stopped = || {
+        app.state.count(
+            "SELECT COUNT(*) FROM audit WHERE outcome = 'deleted' AND detail LIKE '%stopped worker%'",
+            &[],
+        )
+    };
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
+    let mut runs = 0;
+    while (by_stopped() < 3 || runs < 15) && runs < 200 {
+        runs += 1;
+        let mut child = std::process::Command::new(&bin)
+            .arg("--config")
+            .arg(&app.config)
+            .args(["queue", "run", "--batch-size", "5"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(30 + seed % 120));
+        if child.try_wait().expect("try_wait").is_none() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+    app.ok(&["queue", "run"]);
+    eprintln!(
+        "{} deletes recorded for stopped workers in {runs} runs",
+        by_stopped()
+    );
+    assert!(
+        by_stopped() >= 1,
+        "no kill landed between a delete and its record"
+    );
+    for k in &keys {
+        assert!(!app.exists(k), "{k}");
+    }
+    let rows = app.state.query(
+        "SELECT outcome, COUNT(*) FROM audit GROUP BY outcome ORDER BY outcome",
+        &[],
+    );
+    let n_str = n.to_string();
+    assert_eq!(
+        rows,
+        [vec![Some("deleted".to_string()), Some(n_str)]],
+        "every key deleted once, none already gone"
+    );
+}
+both_states!(a_delete_by_a_killed_worker_is_recorded_as_deleted);
