@@ -1546,3 +1546,85 @@ fn a_delete_by_a_killed_worker_is_recorded_as_deleted(state: StateBackend) {
     );
 }
 both_states!(a_delete_by_a_killed_worker_is_recorded_as_deleted);
+
+/// Finding 3: a key quarantined, uploaded again and quarantined again within the same second
+/// goes to a second place: the first copy is never replaced.
+fn a_second_quarantine_of_a_key_within_one_second_keeps_the_first_copy(state: StateBackend) {
+    let app = App::new(state, "", "");
+    for round in 0..5 {
+        std::fs::write(app.media.join("tmp/o01.jpg"), b"first").expect("write");
+        app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+        app.ok(&["queue", "run"]);
+        std::fs::write(app.media.join("tmp/o01.jpg"), b"second").expect("write");
+        app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+        app.ok(&["queue", "run"]);
+        let rows = app.state.query(
+            "SELECT quarantine_key FROM quarantine WHERE key = 'tmp/o01.jpg' ORDER BY id DESC LIMIT 2",
+            &[],
+        );
+        let (second, first) = (
+            rows[0][0].clone().expect("key"),
+            rows[1][0].clone().expect("key"),
+        );
+        assert_ne!(first, second, "two copies, two places");
+        assert_eq!(
+            std::fs::read(app.media.join(&first)).expect("first"),
+            b"first"
+        );
+        assert_eq!(
+            std::fs::read(app.media.join(&second)).expect("second"),
+            b"second"
+        );
+        let folder = |q: &str| q[..".assetgc-trash/20260101T000000Z".len()].to_string();
+        if folder(&first) == folder(&second) {
+            assert!(second.contains("Z-"), "{second}");
+            return;
+        }
+        eprintln!("round {round}: the two moves fell in two seconds; again");
+    }
+    panic!("two quarantines never fell within one second");
+}
+both_states!(a_second_quarantine_of_a_key_within_one_second_keeps_the_first_copy);
+
+/// Finding 15: `restore` takes the copy's removal out of the workers' reach first; while a
+/// worker holds that removal, `restore` refuses and moves nothing, so the removal can never mark
+/// a restored record `removed`.
+fn restore_refuses_while_a_worker_removes_the_copy(state: StateBackend) {
+    let app = App::new(
+        state,
+        "quarantine = { prefix = \".trash/\", keep = \"1h\" }",
+        "",
+    );
+    app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+    app.ok(&["queue", "run"]);
+    let copy = app.state.query(
+        "SELECT quarantine_key FROM quarantine WHERE key = 'tmp/o01.jpg'",
+        &[],
+    )[0][0]
+        .clone()
+        .expect("copy");
+    // A worker (alive, elsewhere) holds the copy's removal right now.
+    app.state.query(
+        "UPDATE queue SET state = 'claimed', claimed_by = 'worker.elsewhere:7', claimed_at = $1, claim_token = claim_token + 1 WHERE reason = 'quarantine'",
+        &[&common_now()],
+    );
+    assert_refused(&app.run(&["restore", "tmp/o01.jpg"]), "is running now");
+    assert!(app.exists(&copy) && !app.exists("tmp/o01.jpg"));
+    // Once it lets go, restore cancels the removal first: no worker removes the copy after.
+    app.state.query(
+        "UPDATE queue SET state = 'pending', claimed_by = NULL, next_attempt_at = '2000-01-01T00:00:00Z' WHERE reason = 'quarantine'",
+        &[],
+    );
+    app.ok(&["restore", "tmp/o01.jpg"]);
+    assert!(app.exists("tmp/o01.jpg"));
+    app.ok(&["queue", "run"]);
+    assert!(app.exists("tmp/o01.jpg"));
+    assert_eq!(
+        app.state.query(
+            "SELECT state FROM quarantine WHERE key = 'tmp/o01.jpg'",
+            &[]
+        ),
+        [vec![Some("restored".to_string())]]
+    );
+}
+both_states!(restore_refuses_while_a_worker_removes_the_copy);

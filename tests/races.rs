@@ -382,3 +382,51 @@ fn a_worker_killed_inside_the_copy_delete_window_leaves_no_unrecorded_copy(state
     );
 }
 both_states!(a_worker_killed_inside_the_copy_delete_window_leaves_no_unrecorded_copy);
+
+/// Two containers share a host name and each has its own PID namespace: a claim written by a
+/// worker in the other one (here in the form `host:pid`, which says nothing of the namespace)
+/// names a PID that does not run here. It is not freed as a dead worker's: it waits for the
+/// claim timeout, and its object stays.
+fn a_claim_of_another_pid_namespace_on_the_same_host_is_not_taken(state: StateBackend) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let db = StateDb::create(state, dir);
+    let media = dir.join("media");
+    common::write_file(&media, "tmp/k.jpg", b"k", std::time::SystemTime::now());
+    let conn = rusqlite::Connection::open(dir.join("app.db")).expect("db");
+    conn.execute_batch("CREATE TABLE files (id integer PRIMARY KEY, path text);")
+        .expect("schema");
+    let config = dir.join("assetgc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[stores.media]\nurl = \"./media\"\nmin_age = \"0s\"\nquarantine = false\n\n[databases.app]\nurl = \"sqlite://app.db\"\n\n[[references]]\nname = \"files\"\nquery = \"SELECT id, path AS key FROM files\"\n",
+            db.config_section()
+        ),
+    )
+    .expect("config");
+    let add = assetgc(&config, &["queue", "add", "--store", "media", "tmp/k.jpg"]);
+    assert_eq!(add.code, 0, "{}{}", add.stdout, add.stderr);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    // A PID above this namespace's pid_max: it runs nowhere here.
+    let other = format!("{}:4194000", host.trim());
+    for holder in [other, format!("{}:4194000:other-boot:1:1", host.trim())] {
+        db.query(
+            "UPDATE queue SET state = 'claimed', claimed_by = $1, claimed_at = $2, in_flight = 1",
+            &[
+                &holder,
+                &chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            ],
+        );
+        let r = assetgc(&config, &["queue", "run"]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("Processed 0"), "{holder}: {}", r.stdout);
+        assert!(media.join("tmp/k.jpg").exists(), "{holder}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM queue WHERE state = 'claimed'", &[]),
+            1,
+            "{holder}"
+        );
+    }
+}
+both_states!(a_claim_of_another_pid_namespace_on_the_same_host_is_not_taken);
