@@ -430,3 +430,50 @@ fn a_claim_of_another_pid_namespace_on_the_same_host_is_not_taken(state: StateBa
     }
 }
 both_states!(a_claim_of_another_pid_namespace_on_the_same_host_is_not_taken);
+
+/// Finding 16: the quarantine folder carries the time of the move, which is the time recorded
+/// with it — not the time of an earlier claim, however long the call or the wait before it.
+fn the_trash_folder_is_the_time_of_the_move(state: StateBackend) {
+    let Some(endpoint) = require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let db = StateDb::create(state, dir);
+    let bucket = common::block_on(Bucket::create(&endpoint));
+    common::block_on(bucket.put("app/tmp/k.jpg", b"k"));
+    let proxy = Proxy::start(&endpoint, is_copy);
+    let config = config(dir, &db, &bucket, &proxy.addr, "");
+    let add = assetgc(&config, &["queue", "add", "--store", "media", "tmp/k.jpg"]);
+    assert_eq!(add.code, 0, "{}{}", add.stdout, add.stderr);
+    // A first claim whose worker died before it acted.
+    db.query(
+        "UPDATE queue SET state = 'claimed', claimed_by = 'gone:1', claimed_at = '2000-01-01T00:00:00Z'",
+        &[],
+    );
+    proxy.hold(true);
+    let mut a = spawn_worker(&config);
+    wait_until("the copy", Duration::from_secs(30), || proxy.seen() >= 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    proxy.release();
+    assert!(exits_within(&mut a, Duration::from_secs(30)));
+    let rows = db.query("SELECT quarantine_key, moved_at FROM quarantine", &[]);
+    let (q, moved) = (
+        rows[0][0].clone().expect("key"),
+        rows[0][1].clone().expect("time"),
+    );
+    let folder = q
+        .trim_start_matches(".assetgc-trash/")
+        .split('/')
+        .next()
+        .expect("folder")
+        .to_string();
+    let moved = chrono::DateTime::parse_from_rfc3339(&moved).expect("moved_at");
+    assert_eq!(folder, moved.format("%Y%m%dT%H%M%SZ").to_string());
+    assert!(folder.starts_with("20"), "{q}");
+    assert!(
+        !folder.starts_with("2000"),
+        "not the first claim's time: {q}"
+    );
+}
+both_states!(the_trash_folder_is_the_time_of_the_move);
