@@ -225,7 +225,7 @@ async fn set_aside(
                     &rec.object,
                     &to,
                     now,
-                    crate::time::after(now, keep),
+                    crate::queue::transition::after(now, keep),
                     &format!(
                         "replaced by `restore --overwrite` from {}",
                         rec.quarantine_key

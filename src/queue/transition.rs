@@ -12,7 +12,19 @@ use crate::domain::queue::{
     AuditEntry, Completion, Entry, EntryUpdate, NewEntry, Outcome, QuarantineChange,
     QuarantineState, QueueState, Reason, Retry,
 };
-use crate::time::{after, rfc3339};
+use crate::time::rfc3339;
+
+/// `t + d`, saturating at the last time the state database can order: its times are RFC 3339
+/// text, compared as text, and a year past 9999 would be written `+10000-…` and sort first
+/// (due at once, for ever).
+pub fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    crate::time::after(t, d).min(last_time())
+}
+
+/// 9999-12-31T23:59:59Z.
+pub fn last_time() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
 
 /// The wait before an entry whose quarantine key was taken tries another (a new second).
 const RETARGET_SECS: u64 = 2;
@@ -547,12 +559,18 @@ mod tests {
             moved_at: now,
         };
         let c = complete(&e, &q, &s, now);
-        assert_eq!(
-            c.removal.map(|r| r.next_attempt_at),
-            Some(DateTime::<Utc>::MAX_UTC)
-        );
+        let due = c.removal.map(|r| r.next_attempt_at).expect("removal");
+        assert_eq!(due, last_time());
+        // Written as the state database orders its times: after now, never before.
+        assert!(rfc3339(due) > rfc3339(now), "{}", rfc3339(due));
         let c = complete(&e, &failed_eio(), &s, now);
-        assert_eq!(c.update.next_attempt_at, Some(DateTime::<Utc>::MAX_UTC));
+        assert_eq!(c.update.next_attempt_at, Some(last_time()));
+        let mut e = entry(0, Reason::Purge);
+        e.uploaded_at = Some(now);
+        assert_eq!(
+            min_age_hold(&e, Duration::from_secs(u64::MAX / 2), now),
+            Some(Ok(last_time()))
+        );
     }
 
     fn failed_eio() -> Outcome {

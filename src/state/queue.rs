@@ -328,7 +328,7 @@ impl QueueStore for State {
         let e = context("cannot release stale claims");
         let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
         let now = parse_time(&db_now(tx.as_mut(), self.dialect()).await.map_err(&e)?)?;
-        let cutoff = rfc3339(now - CLAIM_TIMEOUT);
+        let cutoff = rfc3339(now.checked_sub_signed(CLAIM_TIMEOUT).unwrap_or(now));
         let holders = tx
             .query(
                 "SELECT DISTINCT claimed_by FROM queue WHERE state = 'claimed'",
