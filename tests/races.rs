@@ -27,6 +27,8 @@ type Matcher = fn(&str) -> bool;
 struct Shared {
     upstream: String,
     hold: AtomicBool,
+    /// Answer matching requests that open a connection with a 403 instead of sending them on.
+    refuse: AtomicBool,
     matcher: Matcher,
     /// Requests held so far, and those dropped because their client hung up while held.
     seen: AtomicU64,
@@ -55,6 +57,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             upstream,
             hold: AtomicBool::new(false),
+            refuse: AtomicBool::new(false),
             matcher,
             seen: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -81,6 +84,10 @@ impl Proxy {
         self.shared.hold.store(on, Ordering::SeqCst);
     }
 
+    fn refuse(&self, on: bool) {
+        self.shared.refuse.store(on, Ordering::SeqCst);
+    }
+
     fn release(&self) {
         self.shared.release.send_replace(true);
     }
@@ -94,7 +101,21 @@ impl Proxy {
     }
 }
 
-async fn serve(client: tokio::net::TcpStream, p: Arc<Shared>) {
+async fn serve(mut client: tokio::net::TcpStream, p: Arc<Shared>) {
+    if p.refuse.load(Ordering::SeqCst) {
+        let mut first = [0u8; 4096];
+        let n = client.peek(&mut first).await.unwrap_or(0);
+        let head = String::from_utf8_lossy(&first[..n]).to_ascii_lowercase();
+        if (p.matcher)(&head) {
+            p.seen.fetch_add(1, Ordering::SeqCst);
+            let _ = client
+                .write_all(
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+            return;
+        }
+    }
     let Ok(up) = tokio::net::TcpStream::connect(&p.upstream).await else {
         return;
     };
@@ -477,3 +498,69 @@ fn the_trash_folder_is_the_time_of_the_move(state: StateBackend) {
     );
 }
 both_states!(the_trash_folder_is_the_time_of_the_move);
+
+fn is_head(head: &str) -> bool {
+    head.starts_with("head ")
+}
+
+/// Finding 6: a worker that cannot tell whether an earlier move's copy is in the trash (its
+/// look-up fails) counts a failed attempt and keeps the entry; it never drops it as
+/// `referenced` with the copy unseen. Once the store answers, the copy is moved back.
+fn a_failed_look_at_a_copy_is_a_failed_attempt_never_referenced(state: StateBackend) {
+    let Some(endpoint) = require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let db = StateDb::create(state, dir);
+    let bucket = common::block_on(Bucket::create(&endpoint));
+    let q = ".assetgc-trash/20260101T000000Z/tmp/k.jpg";
+    common::block_on(bucket.put(&format!("app/{q}"), b"k"));
+    let proxy = Proxy::start(&endpoint, is_head);
+    let config = config(dir, &db, &bucket, &proxy.addr, "");
+    let add = assetgc(&config, &["queue", "add", "--store", "media", "tmp/k.jpg"]);
+    assert_eq!(add.code, 0, "{}{}", add.stdout, add.stderr);
+    // A worker moved it and stopped before it recorded the move; its claim has timed out.
+    db.query(
+        "UPDATE queue SET state = 'claimed', claimed_by = 'gone:1', claimed_at = '2000-01-01T00:00:00Z', quarantine_key = $1, in_flight = 1, claim_token = 1",
+        &[q],
+    );
+    reference(dir, 1, "tmp/k.jpg");
+    proxy.refuse(true);
+    let r = assetgc(&config, &["queue", "run"]);
+    assert!(
+        r.stdout.contains("referenced:    0"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("retrying:      1"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(proxy.seen() >= 1, "the look-up was refused");
+    let rows = db.query("SELECT state, attempts, quarantine_key FROM queue", &[]);
+    assert_eq!(rows[0][0].as_deref(), Some("pending"));
+    assert_eq!(rows[0][1].as_deref(), Some("1"));
+    assert_eq!(rows[0][2].as_deref(), Some(q));
+    assert!(keys(&bucket).contains(&format!("app/{q}")));
+
+    proxy.refuse(false);
+    let id = db.query("SELECT id FROM queue", &[])[0][0]
+        .clone()
+        .expect("id");
+    assert_eq!(assetgc(&config, &["queue", "retry", &id]).code, 0);
+    let r = assetgc(&config, &["queue", "run"]);
+    assert!(
+        r.stdout.contains("referenced:    1"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    let now = keys(&bucket);
+    assert!(now.contains("app/tmp/k.jpg"), "moved back: {now:?}");
+    assert!(!now.contains(&format!("app/{q}")), "{now:?}");
+}
+both_states!(a_failed_look_at_a_copy_is_a_failed_attempt_never_referenced);
