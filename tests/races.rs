@@ -564,3 +564,74 @@ fn a_failed_look_at_a_copy_is_a_failed_attempt_never_referenced(state: StateBack
     assert!(!now.contains(&format!("app/{q}")), "{now:?}");
 }
 both_states!(a_failed_look_at_a_copy_is_a_failed_attempt_never_referenced);
+
+/// Two workers on one host name, the first in a PID namespace of its own (as in a second
+/// container): while its CopyObject hangs, the second worker must not take its claim for a dead
+/// worker's, though the first one's PID runs nowhere in the second's namespace.
+fn a_worker_in_another_pid_namespace_keeps_its_claim(state: StateBackend) {
+    let Some(endpoint) = require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    let works = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!("skipped: unshare --pid needs privileges this host does not give");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let db = StateDb::create(state, dir);
+    let bucket = common::block_on(Bucket::create(&endpoint));
+    common::block_on(bucket.put("app/tmp/k.jpg", b"k"));
+    let proxy = Proxy::start(&endpoint, is_copy);
+    let config = config(dir, &db, &bucket, &proxy.addr, "");
+    let add = assetgc(&config, &["queue", "add", "--store", "media", "tmp/k.jpg"]);
+    assert_eq!(add.code, 0, "{}{}", add.stdout, add.stderr);
+    proxy.hold(true);
+    // Inside its namespace the worker gets a PID past 200 (the loop spends the lower ones).
+    let script = format!(
+        "i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done; '{}' --config '{}' queue run & wait $!",
+        env!("CARGO_BIN_EXE_assetgc"),
+        config.display()
+    );
+    let mut a = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_until("the first worker's copy", Duration::from_secs(60), || {
+        proxy.seen() >= 1
+    });
+    proxy.hold(false);
+    let holder = db.query("SELECT claimed_by FROM queue", &[])[0][0]
+        .clone()
+        .expect("holder");
+    let pid = holder.split(':').nth(1).expect("pid").to_string();
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        eprintln!("skipped: PID {pid} of the other namespace also runs here");
+        proxy.release();
+        a.wait().expect("reap");
+        return;
+    }
+    let b = assetgc(&config, &["queue", "run"]);
+    assert_eq!(b.code, 0, "{}{}", b.stdout, b.stderr);
+    assert!(b.stdout.contains("Processed 0"), "taken over: {}", b.stdout);
+    proxy.release();
+    assert!(exits_within(&mut a, Duration::from_secs(60)));
+    let out = a.wait_with_output().expect("output");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM audit WHERE key = 'tmp/k.jpg' AND outcome = 'quarantined'",
+            &[]
+        ),
+        1
+    );
+    every_copy_is_recorded(&bucket, &db);
+    assert!(!keys(&bucket).contains("app/tmp/k.jpg"));
+}
+both_states!(a_worker_in_another_pid_namespace_keeps_its_claim);
