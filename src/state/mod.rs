@@ -335,7 +335,10 @@ pub trait QueueStore: Send + Sync {
         actor: &str,
         decide: &(dyn for<'x> Fn(&'x Entry, Option<i64>) -> Retry + Sync),
     ) -> Result<Vec<Changed>>;
-    /// `queue drop`: pending or failed entries are dropped, never deleted.
+    /// `queue drop`: pending or failed entries are dropped, never deleted. An entry whose
+    /// earlier move may have left its object in the trash (it has a quarantine key) is not: by
+    /// id it is a usage error naming `queue retry`, with `--all-failed` it is left and counted
+    /// as [`Changed::Refused`].
     async fn queue_drop(&self, sel: &Selection, actor: &str) -> Result<Vec<Changed>>;
 }
 
