@@ -460,9 +460,41 @@ fn invariant_4_quarantine_restore_and_removal_after_keep(state: StateBackend) {
         std::fs::read(app.media.join("tmp/o02.jpg")).expect("read"),
         b"tmp/o02.jpg"
     );
+    std::fs::write(app.media.join("tmp/o02.jpg"), b"uploaded again").expect("write");
     let out = app.ok(&["restore", "tmp/o02.jpg", "--overwrite"]);
     assert!(out.contains("Restored"), "{out}");
-    assert_eq!(app.quarantined().len(), 9);
+    // What --overwrite replaced went to the trash first, recorded with its removal queued.
+    assert_eq!(app.quarantined().len(), 10, "{:?}", app.quarantined());
+    let replaced = app.state.query(
+        "SELECT quarantine_key FROM quarantine WHERE key = 'tmp/o02.jpg' AND state = 'held'",
+        &[],
+    );
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    let q = replaced[0][0].clone().expect("key");
+    assert_eq!(
+        std::fs::read(app.media.join(&q)).expect("the replaced object"),
+        b"uploaded again"
+    );
+    assert_eq!(
+        std::fs::read(app.media.join("tmp/o02.jpg")).expect("restored"),
+        b"tmp/o02.jpg"
+    );
+    assert!(
+        app.audit().iter().any(|a| a["key"] == "tmp/o02.jpg"
+            && a["outcome"] == "quarantined"
+            && a["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("restore --overwrite"))),
+        "{:?}",
+        app.audit()
+    );
+    assert_eq!(
+        app.state.count(
+            "SELECT COUNT(*) FROM queue WHERE key = $1 AND reason = 'quarantine' AND state = 'pending'",
+            &[&q]
+        ),
+        1
+    );
 
     // A copy whose original is referenced again when its removal comes due is kept.
     let app = App::new(
@@ -1083,43 +1115,105 @@ both_states!(a_store_out_of_reach_is_exit_1_and_its_entries_wait);
 
 /// A worker killed after moving an object and before recording it: the next run finds the copy.
 /// Referenced meanwhile, the object is moved back; otherwise the move is recorded, once.
-fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone(state: StateBackend) {
-    let app = App::new(state, "", "");
-    app.ok(&[
-        "queue",
-        "add",
-        "--store",
-        "media",
-        "tmp/o01.jpg",
-        "tmp/o02.jpg",
-    ]);
-    // A process that has ended: its claims are free to take.
+/// A claim holder as the worker writes itself, for a process of this boot and PID namespace.
+fn holder_of(pid: u32) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    let ns = std::fs::read_link("/proc/self/ns/pid").expect("pid namespace");
+    let ns = ns.to_string_lossy();
+    let ns = ns.trim_start_matches("pid:[").trim_end_matches(']');
+    format!("{}:{pid}:{}:{ns}:1", host.trim(), boot.trim())
+}
+
+/// A process that has ended: its claims are free to take at once.
+fn dead_holder() -> String {
     let mut dead = std::process::Command::new("true").spawn().expect("spawn");
     let pid = dead.id();
     dead.wait().expect("reap");
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
-    let holder = format!("{}:{pid}", host.trim());
-    for k in ["tmp/o01.jpg", "tmp/o02.jpg"] {
+    holder_of(pid)
+}
+
+fn a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone(state: StateBackend) {
+    let app = App::new(state, "", "");
+    let keys = ["tmp/o01.jpg", "tmp/o02.jpg", "tmp/o03.jpg", "tmp/o04.jpg"];
+    let mut args = vec!["queue", "add", "--store", "media"];
+    args.extend(keys);
+    app.ok(&args);
+    // A worker that died right after its moves, before it recorded them (claimed an hour ago
+    // by the database's clock, so only `is_dead` frees them).
+    let holder = dead_holder();
+    for k in keys {
         let q = format!(".assetgc-trash/20260101T000000Z/{k}");
         app.state.query(
-            "UPDATE queue SET state = 'claimed', claimed_by = $1, claimed_at = '2026-01-01T00:00:00Z', quarantine_key = $2 WHERE key = $3",
-            &[&holder, &q, k],
+            "UPDATE queue SET state = 'claimed', claimed_by = $1, claimed_at = $2, quarantine_key = $3, in_flight = 1, claim_token = 1 WHERE key = $4",
+            &[&holder, &common_now(), &q, k],
         );
         let to = app.media.join(&q);
         std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
         std::fs::rename(app.media.join(k), &to).expect("move");
     }
-    app.sql(&["INSERT INTO posts (id, image) VALUES (100, 'tmp/o01.jpg')"]);
+    // o01 referenced again; o03 referenced again and uploaded again at its key; o04 matches an
+    // `ignore` glob added after the crash.
+    app.sql(&[
+        "INSERT INTO posts (id, image) VALUES (100, 'tmp/o01.jpg')",
+        "INSERT INTO posts (id, image) VALUES (101, 'tmp/o03.jpg')",
+    ]);
+    std::fs::write(app.media.join("tmp/o03.jpg"), b"uploaded again").expect("re-upload");
+    let cfg = std::fs::read_to_string(&app.config).expect("config");
+    std::fs::write(
+        &app.config,
+        cfg.replace(
+            "min_age = \"1h\"",
+            "min_age = \"1h\"\nignore = [\"tmp/o04.jpg\"]",
+        ),
+    )
+    .expect("config");
     let out = app.ok(&["queue", "run"]);
-    assert!(out.contains("reclaimed:     2"), "{out}");
-    assert!(out.contains("referenced:    1"), "{out}");
+    assert!(out.contains("reclaimed:     4"), "{out}");
+    assert!(out.contains("referenced:    2"), "{out}");
     assert!(out.contains("quarantined:   1"), "{out}");
     assert!(app.exists("tmp/o01.jpg"), "the referenced object is back");
     assert!(!app.exists(".assetgc-trash/20260101T000000Z/tmp/o01.jpg"));
     assert!(app.exists(".assetgc-trash/20260101T000000Z/tmp/o02.jpg"));
-    // The recorded move can be restored.
+    // The move back never replaces: the new upload stays, the copy stays, recorded `kept`.
+    assert_eq!(
+        std::fs::read(app.media.join("tmp/o03.jpg")).expect("o03"),
+        b"uploaded again"
+    );
+    assert!(app.exists(".assetgc-trash/20260101T000000Z/tmp/o03.jpg"));
+    assert_eq!(
+        app.state.count(
+            "SELECT COUNT(*) FROM quarantine WHERE key = 'tmp/o03.jpg' AND state = 'kept' AND quarantine_key = '.assetgc-trash/20260101T000000Z/tmp/o03.jpg'",
+            &[]
+        ),
+        1
+    );
+    assert_eq!(app.outcomes_of("tmp/o03.jpg")[..2], ["referenced", "kept"]);
+    // The ignored key was not dropped with its copy unseen: the copy came back.
+    assert!(app.exists("tmp/o04.jpg"));
+    assert!(!app.exists(".assetgc-trash/20260101T000000Z/tmp/o04.jpg"));
+    // No copy without its record.
+    let recorded: BTreeSet<String> = app
+        .state
+        .query("SELECT quarantine_key FROM quarantine", &[])
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    assert_eq!(app.quarantined(), recorded);
+    // The recorded move can be restored; so can the kept copy, with --overwrite.
     app.ok(&["restore", "tmp/o02.jpg"]);
     assert!(app.exists("tmp/o02.jpg"));
+    app.ok(&["restore", "tmp/o03.jpg", "--overwrite"]);
+    assert_eq!(
+        std::fs::read(app.media.join("tmp/o03.jpg")).expect("o03"),
+        b"tmp/o03.jpg"
+    );
+}
+
+/// The state database's notion of now, as our times are written, taken from this host (the
+/// test's database runs here).
+fn common_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 both_states!(a_move_left_unrecorded_by_a_killed_worker_is_recorded_or_undone);
 
@@ -1292,3 +1386,264 @@ fn a_store_reached_through_a_link_still_counts_as_overlapping(state: StateBacken
     assert!(app.outcomes_of("tmp/o07.jpg").is_empty(), "never queued");
 }
 both_states!(a_store_reached_through_a_link_still_counts_as_overlapping);
+
+/// Finding 6: an entry whose earlier move may have put its object in the trash leaves the queue
+/// only once that copy is found: `queue list` shows where it may be, `queue drop` refuses it
+/// (by id, and leaves it with `--all-failed`), a store taken out of the configuration keeps it
+/// failed, and a retry with the store back records the copy.
+fn an_entry_whose_copy_may_be_in_the_trash_is_never_dropped_unseen(state: StateBackend) {
+    let app = App::new(state, "", "");
+    app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+    let q = ".assetgc-trash/20260101T000000Z/tmp/o01.jpg";
+    app.state.query(
+        "UPDATE queue SET state = 'claimed', claimed_by = $1, claimed_at = $2, quarantine_key = $3, in_flight = 1, claim_token = 1 WHERE key = 'tmp/o01.jpg'",
+        &[&dead_holder(), &common_now(), q],
+    );
+    let to = app.media.join(q);
+    std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+    std::fs::rename(app.media.join("tmp/o01.jpg"), &to).expect("move");
+
+    let good = std::fs::read_to_string(&app.config).expect("config");
+    std::fs::write(
+        &app.config,
+        good.replace("[stores.media]", "[stores.elsewhere]"),
+    )
+    .expect("config");
+    app.file("elsewhere-root-marker", 0);
+    let r = app.run(&["queue", "run", "--max-attempts", "1"]);
+    assert!(
+        r.stdout.contains("failed:        1"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    let list = app.ok(&["queue", "list", "--failed"]);
+    assert!(list.contains(&format!("[trash: {q}]")), "{list}");
+    let json: Value =
+        serde_json::from_str(&app.ok(&["queue", "list", "--failed", "--json"])).expect("json");
+    assert_eq!(json[0]["trash_key"], q);
+    let id = json[0]["id"].to_string();
+    assert_refused(
+        &app.run(&["queue", "drop", &id]),
+        "may have moved its object",
+    );
+    let out = app.ok(&["queue", "drop", "--all-failed"]);
+    assert!(out.contains("Dropped 0 entries"), "{out}");
+    assert!(out.contains("Left 1"), "{out}");
+    assert_eq!(app.stats()["total_failed"], 1);
+
+    std::fs::write(&app.config, &good).expect("config");
+    app.ok(&["queue", "retry", &id]);
+    let out = app.ok(&["queue", "run"]);
+    assert!(out.contains("quarantined:   1"), "{out}");
+    assert_eq!(
+        app.state.count(
+            "SELECT COUNT(*) FROM quarantine WHERE key = 'tmp/o01.jpg' AND quarantine_key = $1",
+            &[q]
+        ),
+        1,
+        "the copy is recorded"
+    );
+    app.ok(&["restore", "tmp/o01.jpg"]);
+    assert!(app.exists("tmp/o01.jpg"));
+}
+both_states!(an_entry_whose_copy_may_be_in_the_trash_is_never_dropped_unseen);
+
+/// Finding 10: `min_age` is evaluated again at claim, with the store's `min_age` of now: entries
+/// queued under a lower `min_age` are held (no attempt counted), and an entry from a scan whose
+/// upload time is unknown counts as too recent.
+fn a_raised_min_age_holds_entries_already_queued(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
+    app.ok(&["queue", "stats"]);
+    let half_hour_ago = (chrono::Utc::now() - chrono::TimeDelta::minutes(30))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    for (key, uploaded) in [
+        ("tmp/o01.jpg", Some(half_hour_ago.as_str())),
+        ("tmp/o02.jpg", None),
+    ] {
+        app.state.query(
+            "INSERT INTO queue (store, resource_type, key, reason, scan_id, queued_at, uploaded_at, next_attempt_at, actor) VALUES ('media', '', $1, 'purge', 1, $2, $3, $2, 'purge')",
+            &[key, &half_hour_ago, uploaded.unwrap_or_default()],
+        );
+    }
+    app.state.query(
+        "UPDATE queue SET uploaded_at = NULL WHERE key = 'tmp/o02.jpg'",
+        &[],
+    );
+    // min_age is 1h in the config: the object uploaded 30 minutes ago waits 30 minutes more.
+    let out = app.ok(&["queue", "run"]);
+    assert!(out.contains("deleted:       0"), "{out}");
+    assert!(app.exists("tmp/o01.jpg") && app.exists("tmp/o02.jpg"));
+    let rows = app.state.query(
+        "SELECT state, attempts, next_attempt_at, outcome FROM queue WHERE key = 'tmp/o01.jpg'",
+        &[],
+    );
+    assert_eq!(rows[0][0].as_deref(), Some("pending"));
+    assert_eq!(rows[0][1].as_deref(), Some("0"), "no attempt counted");
+    assert!(rows[0][2].as_deref().expect("due") > common_now().as_str());
+    assert_eq!(app.outcomes_of("tmp/o02.jpg"), ["too_recent"]);
+    // `queue retry` does not make it due at once either.
+    let id = app
+        .state
+        .query("SELECT id FROM queue WHERE key = 'tmp/o01.jpg'", &[])[0][0]
+        .clone()
+        .expect("id");
+    app.ok(&["queue", "retry", &id]);
+    let out = app.ok(&["queue", "run"]);
+    assert!(out.contains("deleted:       0"), "{out}");
+    assert!(app.exists("tmp/o01.jpg"));
+}
+both_states!(a_raised_min_age_holds_entries_already_queued);
+
+/// Finding 13: with quarantine off, workers killed between their delete and its record: the
+/// next worker finds the entry in flight and its object gone, and records it `deleted` (by a
+/// stopped worker), never `already_gone` or `referenced`; nothing is deleted twice.
+fn a_delete_by_a_killed_worker_is_recorded_as_deleted(state: StateBackend) {
+    let app = App::new(state, "quarantine = false", "");
+    let n = 3000;
+    many_files(&app, n, "crash/c");
+    let keys: Vec<String> = (0..n).map(|i| format!("crash/c{i:04}.jpg")).collect();
+    let mut cmd = assert_cmd::Command::cargo_bin("assetgc").expect("bin");
+    let added = cmd
+        .arg("--config")
+        .arg(&app.config)
+        .args(["queue", "add", "--store", "media", "-"])
+        .write_stdin(keys.join("\n"))
+        .output()
+        .expect("queue add");
+    assert_eq!(added.status.code(), Some(0));
+    let bin = assert_cmd::cargo::cargo_bin("assetgc");
+    let by_stopped = || {
+        app.state.count(
+            "SELECT COUNT(*) FROM audit WHERE outcome = 'deleted' AND detail LIKE '%stopped worker%'",
+            &[],
+        )
+    };
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
+    let mut runs = 0;
+    while (by_stopped() < 3 || runs < 15) && runs < 200 {
+        runs += 1;
+        let mut child = std::process::Command::new(&bin)
+            .arg("--config")
+            .arg(&app.config)
+            .args(["queue", "run", "--batch-size", "5"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(30 + seed % 120));
+        if child.try_wait().expect("try_wait").is_none() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+    app.ok(&["queue", "run"]);
+    eprintln!(
+        "{} deletes recorded for stopped workers in {runs} runs",
+        by_stopped()
+    );
+    assert!(
+        by_stopped() >= 1,
+        "no kill landed between a delete and its record"
+    );
+    for k in &keys {
+        assert!(!app.exists(k), "{k}");
+    }
+    let rows = app.state.query(
+        "SELECT outcome, COUNT(*) FROM audit GROUP BY outcome ORDER BY outcome",
+        &[],
+    );
+    let n_str = n.to_string();
+    assert_eq!(
+        rows,
+        [vec![Some("deleted".to_string()), Some(n_str)]],
+        "every key deleted once, none already gone"
+    );
+}
+both_states!(a_delete_by_a_killed_worker_is_recorded_as_deleted);
+
+/// Finding 3: a key quarantined, uploaded again and quarantined again within the same second
+/// goes to a second place: the first copy is never replaced.
+fn a_second_quarantine_of_a_key_within_one_second_keeps_the_first_copy(state: StateBackend) {
+    let app = App::new(state, "", "");
+    for round in 0..5 {
+        std::fs::write(app.media.join("tmp/o01.jpg"), b"first").expect("write");
+        app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+        app.ok(&["queue", "run"]);
+        std::fs::write(app.media.join("tmp/o01.jpg"), b"second").expect("write");
+        app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+        app.ok(&["queue", "run"]);
+        let rows = app.state.query(
+            "SELECT quarantine_key FROM quarantine WHERE key = 'tmp/o01.jpg' ORDER BY id DESC LIMIT 2",
+            &[],
+        );
+        let (second, first) = (
+            rows[0][0].clone().expect("key"),
+            rows[1][0].clone().expect("key"),
+        );
+        assert_ne!(first, second, "two copies, two places");
+        assert_eq!(
+            std::fs::read(app.media.join(&first)).expect("first"),
+            b"first"
+        );
+        assert_eq!(
+            std::fs::read(app.media.join(&second)).expect("second"),
+            b"second"
+        );
+        let folder = |q: &str| q[..".assetgc-trash/20260101T000000Z".len()].to_string();
+        if folder(&first) == folder(&second) {
+            assert!(second.contains("Z-"), "{second}");
+            return;
+        }
+        eprintln!("round {round}: the two moves fell in two seconds; again");
+    }
+    panic!("two quarantines never fell within one second");
+}
+both_states!(a_second_quarantine_of_a_key_within_one_second_keeps_the_first_copy);
+
+/// Finding 15: `restore` takes the copy's removal out of the workers' reach first; while a
+/// worker holds that removal, `restore` refuses and moves nothing, so the removal can never mark
+/// a restored record `removed`.
+fn restore_refuses_while_a_worker_removes_the_copy(state: StateBackend) {
+    let app = App::new(
+        state,
+        "quarantine = { prefix = \".trash/\", keep = \"1h\" }",
+        "",
+    );
+    app.ok(&["queue", "add", "--store", "media", "tmp/o01.jpg"]);
+    app.ok(&["queue", "run"]);
+    let copy = app.state.query(
+        "SELECT quarantine_key FROM quarantine WHERE key = 'tmp/o01.jpg'",
+        &[],
+    )[0][0]
+        .clone()
+        .expect("copy");
+    // A worker (alive, elsewhere) holds the copy's removal right now.
+    app.state.query(
+        "UPDATE queue SET state = 'claimed', claimed_by = 'worker.elsewhere:7', claimed_at = $1, claim_token = claim_token + 1 WHERE reason = 'quarantine'",
+        &[&common_now()],
+    );
+    assert_refused(&app.run(&["restore", "tmp/o01.jpg"]), "is running now");
+    assert!(app.exists(&copy) && !app.exists("tmp/o01.jpg"));
+    // Once it lets go, restore cancels the removal first: no worker removes the copy after.
+    app.state.query(
+        "UPDATE queue SET state = 'pending', claimed_by = NULL, next_attempt_at = '2000-01-01T00:00:00Z' WHERE reason = 'quarantine'",
+        &[],
+    );
+    app.ok(&["restore", "tmp/o01.jpg"]);
+    assert!(app.exists("tmp/o01.jpg"));
+    app.ok(&["queue", "run"]);
+    assert!(app.exists("tmp/o01.jpg"));
+    assert_eq!(
+        app.state.query(
+            "SELECT state FROM quarantine WHERE key = 'tmp/o01.jpg'",
+            &[]
+        ),
+        [vec![Some("restored".to_string())]]
+    );
+}
+both_states!(restore_refuses_while_a_worker_removes_the_copy);

@@ -350,13 +350,42 @@ fn cloudinary_restore_never_renames_over_an_existing_asset() {
     let app = app("");
     app.ok(&["scan", "--all"]);
     app.ok(&["purge", "--confirm"]);
-    // An upload lands at the key after restore's check: the rename itself refuses.
     let trash = app
         .ids()
         .into_iter()
         .find(|id| id.starts_with("image/assetgc-trash/") && id.ends_with("/tmp/o1"))
         .expect("copy");
+    let copy = trash.trim_start_matches("image/").to_string();
     app.emulator.add(Resource::image("tmp/o1", days_ago(0)));
+    // An upload that lands at the key after restore's check: the rename itself must refuse.
+    // The store's move is called as restore calls it, past any check.
+    let cfg = assetgc::config::load(Some(&app.config))
+        .expect("config")
+        .expect("a config");
+    let moved = common::block_on(async move {
+        let app = assetgc::app::App::open(cfg).await.expect("app");
+        let store = app.store("media").expect("store");
+        store
+            .move_many(
+                assetgc::key::ResourceType::Image,
+                &[(copy, "tmp/o1".to_string())],
+                assetgc::store::MoveOptions { replace: false },
+            )
+            .await
+            .expect("the call")
+    });
+    assert!(
+        matches!(
+            moved.as_slice(),
+            [Err(e)] if e.kind == assetgc::store::KeyFailure::AlreadyExists
+        ),
+        "{moved:?}"
+    );
+    assert!(
+        app.ids().contains(&trash),
+        "the copy was not renamed over the new upload"
+    );
+    assert!(app.ids().contains("image/tmp/o1"));
     let r = assetgc(
         &app.config,
         &["restore", "tmp/o1", "--resource-type", "image"],
@@ -367,6 +396,7 @@ fn cloudinary_restore_never_renames_over_an_existing_asset() {
         r.stdout, r.stderr
     );
     assert!(r.stderr.contains("--overwrite"), "{}", r.stderr);
+    // --overwrite moves the new upload to the trash first (recorded), then brings the copy back.
     let out = app.ok(&[
         "restore",
         "tmp/o1",
@@ -375,7 +405,16 @@ fn cloudinary_restore_never_renames_over_an_existing_asset() {
         "--overwrite",
     ]);
     assert!(out.contains("Restored"), "{out}");
-    assert!(!app.ids().contains(&trash));
+    let ids = app.ids();
+    assert!(!ids.contains(&trash));
+    assert!(ids.contains("image/tmp/o1"));
+    assert_eq!(
+        ids.iter()
+            .filter(|id| id.starts_with("image/assetgc-trash/") && id.ends_with("/tmp/o1"))
+            .count(),
+        1,
+        "what was replaced is in the trash: {ids:?}"
+    );
 }
 
 #[test]

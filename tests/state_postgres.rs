@@ -187,6 +187,86 @@ async fn sqlite_two_workers_never_take_the_same_entry() {
     );
 }
 
+/// Many claimers at once over one queue, through the state layer itself: every entry is
+/// claimed exactly once. (`FOR UPDATE SKIP LOCKED` is what keeps their claims apart on
+/// PostgreSQL; the story tests above cannot tell, since a second claimer's move finds nothing.)
+async fn many_claimers_take_disjoint_entries(state_url: &str, dir: &Path) {
+    use assetgc::state::QueueStore as _;
+    let n = 2000;
+    let config = app(dir, state_url, 0);
+    let keys: Vec<String> = (0..n).map(|i| format!("f/{i:05}.jpg")).collect();
+    let added = assert_cmd::Command::cargo_bin("assetgc")
+        .expect("bin")
+        .arg("--config")
+        .arg(&config)
+        .args(["queue", "add", "--store", "media", "-"])
+        .write_stdin(keys.join("\n"))
+        .output()
+        .expect("queue add");
+    assert_eq!(added.status.code(), Some(0), "{added:?}");
+    let cfg = assetgc::config::load(Some(&config))
+        .expect("config")
+        .expect("a config");
+    let app = assetgc::app::App::open(cfg).await.expect("app");
+    let claimers: Vec<_> = (0..8)
+        .map(|w| {
+            let app = std::sync::Arc::clone(&app);
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let (batch, _) = app
+                        .state
+                        .claim(&format!("claimer-{w}"), 25)
+                        .await
+                        .expect("claim");
+                    if batch.is_empty() {
+                        break mine;
+                    }
+                    mine.extend(batch.into_iter().map(|e| e.id));
+                }
+            })
+        })
+        .collect();
+    let mut seen: BTreeMap<i64, u32> = BTreeMap::new();
+    let mut per_claimer = Vec::new();
+    for c in claimers {
+        let ids = c.await.expect("claimer");
+        per_claimer.push(ids.len());
+        for id in ids {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    let twice: Vec<i64> = seen
+        .iter()
+        .filter(|&(_, &c)| c > 1)
+        .map(|(&id, _)| id)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "claimed more than once: {} entries, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+    assert_eq!(seen.len(), n, "every entry claimed ({per_claimer:?})");
+    app.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_many_claimers_never_take_the_same_entry() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(db) = TestDb::create(Backend::Postgres, tmp.path()).await else {
+        return;
+    };
+    many_claimers_take_disjoint_entries(&db.url, tmp.path()).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_many_claimers_never_take_the_same_entry() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    many_claimers_take_disjoint_entries("sqlite://state.db", tmp.path()).await;
+}
+
 #[test]
 fn an_unreachable_postgres_state_is_exit_1_without_the_password() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -344,9 +344,13 @@ async fn list(app: &App, a: &QueueListArgs) -> Result<Exit> {
             crate::time::rfc3339(e.next_attempt_at),
             e.reason.to_string(),
             e.object.key,
-            e.last_error
+            e.quarantine_key
                 .as_ref()
-                .map_or_else(String::new, |m| format!("  ({m})"))
+                .filter(|_| !e.is_copy_removal())
+                .map_or_else(String::new, |q| format!("  [trash: {q}]"))
+                + &e.last_error
+                    .as_ref()
+                    .map_or_else(String::new, |m| format!("  ({m})"))
         );
     }
     Ok(Exit::Ok)
@@ -374,6 +378,12 @@ async fn change(app: &App, a: &QueueSelectArgs, retry: bool) -> Result<Exit> {
         if retry { "Retried" } else { "Dropped" },
         if n == 1 { "y" } else { "ies" }
     );
+    if !retry && count(Changed::Refused) > 0 {
+        println!(
+            "Left {} whose object may be in the trash from an interrupted attempt: `assetgc queue retry` lets the worker find that copy and record it, or move it back.",
+            count(Changed::Refused)
+        );
+    }
     if retry && count(Changed::Dropped) > 0 {
         println!(
             "Dropped {} whose object is queued again (the newer entry stays).",

@@ -98,11 +98,18 @@ pub struct Entry {
     pub actor: String,
     #[serde(skip)]
     pub original_key: Option<String>,
-    #[serde(skip)]
+    /// Where a move of this entry went or was going: set right before its first move (the time
+    /// of that move), kept until the copy's fate is known. `queue list` shows it.
+    #[serde(rename = "trash_key", skip_serializing_if = "Option::is_none")]
     pub quarantine_key: Option<String>,
-    /// Claimed before (its worker stopped or its claim timed out): its move may have happened.
+    /// A store call for it started and its outcome was never recorded (its worker stopped, its
+    /// claim was taken over, or the call failed): whatever the call did must be looked at.
     #[serde(skip)]
     pub reclaimed: bool,
+    /// The fencing token of the claim that returned it: every write of the worker names it, so a
+    /// claim taken over meanwhile writes nothing.
+    #[serde(skip)]
+    pub claim_token: i64,
 }
 
 fn as_rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -133,6 +140,49 @@ impl Entry {
     pub fn is_copy_removal(&self) -> bool {
         self.reason == Reason::Quarantine
     }
+
+    /// Held by `min_age` at claim (invariant 2): entries that come from a scan or a policy (a
+    /// copy's removal waits for `keep` instead).
+    pub fn held_by_min_age(&self) -> bool {
+        !self.is_copy_removal() && (self.reason == Reason::Purge || self.scan_id.is_some())
+    }
+
+    /// An earlier attempt may have moved the object to `quarantine_key`: its copy must be found
+    /// (and recorded, or moved back) before the entry may leave the queue.
+    pub fn may_have_moved(&self) -> bool {
+        !self.is_copy_removal() && self.quarantine_key.is_some()
+    }
+}
+
+/// Where a quarantine move goes: `<folder>/<key>`, the folder being `<prefix><time of the move>`.
+/// When that key is taken already (a copy of the same key moved within the same second), the
+/// state database picks `<folder>-2/<key>`, `<folder>-3/<key>`, …
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrashSpot {
+    pub folder: String,
+    pub key: String,
+}
+
+impl TrashSpot {
+    /// The `n`th candidate (from 1).
+    pub fn candidate(&self, n: u32) -> String {
+        if n <= 1 {
+            format!("{}/{}", self.folder, self.key)
+        } else {
+            format!("{}-{n}/{}", self.folder, self.key)
+        }
+    }
+}
+
+/// One claim a worker renews right before (or during) a store call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub id: i64,
+    pub token: i64,
+    /// Mark the entry in flight: a store call for it starts now.
+    pub start: bool,
+    /// Where its move goes if it has no quarantine key yet.
+    pub spot: Option<TrashSpot>,
 }
 
 /// How one claimed entry ended this time, as the worker observed it.
@@ -158,6 +208,25 @@ pub enum Outcome {
     Deferred,
     /// Dropped without a store call, with why (an `ignore` glob matches the key).
     Dropped(String),
+    /// Gone by the hand of an earlier attempt whose outcome was never recorded (a stopped
+    /// worker, a lost claim): audited `deleted`, with this note.
+    DeletedBefore(String),
+    /// Held by `min_age` (invariant 2, evaluated at claim): back to `pending` until then, no
+    /// attempt counted.
+    Held(DateTime<Utc>),
+    /// Dropped as too recent (its upload time is unknown, so it counts as too recent).
+    TooRecent(String),
+    /// A copy this entry's earlier move left at `quarantine_key` stays there, recorded `kept`
+    /// (its key is taken again, or the object was found at both places); `then` is what
+    /// becomes of the entry itself, whose next move goes elsewhere.
+    Kept {
+        quarantine_key: String,
+        why: String,
+        then: Box<Outcome>,
+    },
+    /// Nothing moved: its quarantine key is taken by an object that is not its own. Due again
+    /// shortly with another key, no attempt counted.
+    Retarget,
 }
 
 /// What becomes of a queue row.
@@ -172,15 +241,19 @@ pub struct EntryUpdate {
     pub outcome: Option<String>,
     /// Set `finished_at` (the entry left the queue for good).
     pub finished: bool,
+    /// The copy at the entry's quarantine key is accounted for: its next move picks a new key.
+    pub forget_quarantine_key: bool,
 }
 
 /// What happens to quarantine records along with an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuarantineChange {
     /// A new record of a move; its removal entry's id is filled in by the state database.
+    /// `state`: `held` (its removal is queued) or `kept`.
     Record {
         quarantine_key: String,
         moved_at: DateTime<Utc>,
+        state: QuarantineState,
     },
     /// The records whose removal this entry is take this state (`removed`, `kept`).
     SetState(QuarantineState),
@@ -224,11 +297,14 @@ pub struct AuditEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
     pub id: i64,
+    /// The claim's fencing token: nothing is written unless the entry is still claimed with it.
+    pub token: i64,
     pub update: EntryUpdate,
     /// The follow-up removal of a quarantined copy.
     pub removal: Option<NewEntry>,
     pub quarantine: Option<QuarantineChange>,
-    pub audit: Option<AuditEntry>,
+    /// The audit rows, the entry's own first.
+    pub audit: Vec<AuditEntry>,
 }
 
 /// One line of the audit log.
@@ -286,6 +362,9 @@ pub enum Changed {
     Retried,
     /// Dropped (by `drop`, or by `retry` because its object is queued again).
     Dropped,
+    /// Not dropped by `drop --all-failed`: an earlier attempt may have moved its object to the
+    /// trash, and the worker must find that copy first (`queue retry` lets it).
+    Refused,
 }
 
 /// What `queue retry` does to one entry (a failed one, or one that waits); decided by

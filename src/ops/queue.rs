@@ -68,7 +68,8 @@ pub async fn retry(app: &App, sel: &Selection, actor: &str) -> Result<Vec<Change
     app.state.queue_retry(sel, actor, &decide).await
 }
 
-/// `queue drop`: pending or failed entries are dropped, never deleted.
+/// `queue drop`: pending or failed entries are dropped, never deleted; never one whose object
+/// may be in the trash from an interrupted move (the worker must find that copy first).
 pub async fn drop(app: &App, sel: &Selection, actor: &str) -> Result<Vec<Changed>> {
     app.state.queue_drop(sel, actor).await
 }

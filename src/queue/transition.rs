@@ -12,7 +12,22 @@ use crate::domain::queue::{
     AuditEntry, Completion, Entry, EntryUpdate, NewEntry, Outcome, QuarantineChange,
     QuarantineState, QueueState, Reason, Retry,
 };
-use crate::time::{after, rfc3339};
+use crate::time::rfc3339;
+
+/// `t + d`, saturating at the last time the state database can order: its times are RFC 3339
+/// text, compared as text, and a year past 9999 would be written `+10000-…` and sort first
+/// (due at once, for ever).
+pub fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    crate::time::after(t, d).min(last_time())
+}
+
+/// 9999-12-31T23:59:59Z.
+pub fn last_time() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The wait before an entry whose quarantine key was taken tries another (a new second).
+const RETARGET_SECS: u64 = 2;
 
 /// What decides an entry's fate besides what happened to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +57,20 @@ fn finished(state: QueueState, attempts: u32, outcome: &str) -> EntryUpdate {
         next_attempt_at: None,
         outcome: Some(outcome.to_string()),
         finished: true,
+        forget_quarantine_key: false,
+    }
+}
+
+/// Back to `pending`, due at `at` (unchanged when `None`), with `attempts`.
+fn waiting(attempts: u32, at: Option<DateTime<Utc>>) -> EntryUpdate {
+    EntryUpdate {
+        state: QueueState::Pending,
+        attempts,
+        last_error: None,
+        next_attempt_at: at,
+        outcome: None,
+        finished: false,
+        forget_quarantine_key: false,
     }
 }
 
@@ -57,68 +86,43 @@ fn audit(e: &Entry, outcome: impl Into<String>, detail: Option<String>) -> Audit
 pub fn complete(e: &Entry, outcome: &Outcome, s: &Settings, now: DateTime<Utc>) -> Completion {
     let mut c = Completion {
         id: e.id,
+        token: e.claim_token,
         update: finished(QueueState::Done, e.attempts, ""),
         removal: None,
         quarantine: None,
-        audit: None,
+        audit: Vec::new(),
     };
     match outcome {
-        Outcome::Deleted | Outcome::AlreadyGone => {
-            let word = if *outcome == Outcome::Deleted {
-                "deleted"
-            } else {
-                "already_gone"
+        Outcome::Deleted | Outcome::AlreadyGone | Outcome::DeletedBefore(_) => {
+            let (word, note) = match outcome {
+                Outcome::AlreadyGone => ("already_gone", None),
+                Outcome::DeletedBefore(note) => ("deleted", Some(note.clone())),
+                _ => ("deleted", None),
             };
             c.update = finished(QueueState::Done, e.attempts, word);
             if e.is_copy_removal() {
                 c.quarantine = Some(QuarantineChange::SetState(QuarantineState::Removed));
             }
-            c.audit = Some(audit(e, word, None));
+            c.audit.push(audit(e, word, note));
         }
         Outcome::Quarantined {
             quarantine_key,
             moved_at,
-        } => {
-            // With quarantine off by now (a move left by an earlier run), the copy has no
-            // reason to stay: its removal is due at once.
-            let remove_at = s.keep.map_or(*moved_at, |keep| after(*moved_at, keep));
-            c.update = finished(QueueState::Done, e.attempts, "quarantined");
-            c.removal = Some(NewEntry {
-                object: ObjectId::new(
-                    e.object.store.clone(),
-                    e.object.resource_type,
-                    quarantine_key.clone(),
-                ),
-                reason: Reason::Quarantine,
-                client_id: String::new(),
-                scan_id: e.scan_id,
-                uploaded_at: None,
-                next_attempt_at: remove_at,
-                original_key: Some(e.object.key.clone()),
-            });
-            c.quarantine = Some(QuarantineChange::Record {
-                quarantine_key: quarantine_key.clone(),
-                moved_at: *moved_at,
-            });
-            c.audit = Some(audit(
-                e,
-                "quarantined",
-                Some(format!(
-                    "moved to {quarantine_key}; removed for good after {}",
-                    rfc3339(remove_at)
-                )),
-            ));
-        }
+        } => quarantined(&mut c, e, quarantine_key, *moved_at, s),
         Outcome::Referenced(detail) => {
             c.update = finished(QueueState::Dropped, e.attempts, "referenced");
             if e.is_copy_removal() {
                 c.quarantine = Some(QuarantineChange::SetState(QuarantineState::Kept));
             }
-            c.audit = Some(audit(e, "referenced", Some(detail.clone())));
+            c.audit.push(audit(e, "referenced", Some(detail.clone())));
         }
         Outcome::Dropped(detail) => {
             c.update = finished(QueueState::Dropped, e.attempts, "dropped");
-            c.audit = Some(audit(e, "dropped", Some(detail.clone())));
+            c.audit.push(audit(e, "dropped", Some(detail.clone())));
+        }
+        Outcome::TooRecent(detail) => {
+            c.update = finished(QueueState::Dropped, e.attempts, "too_recent");
+            c.audit.push(audit(e, "too_recent", Some(detail.clone())));
         }
         Outcome::Failed { error, permanent } => {
             let attempts = e.attempts.saturating_add(1);
@@ -130,32 +134,115 @@ pub fn complete(e: &Entry, outcome: &Outcome, s: &Settings, now: DateTime<Utc>) 
                 }
             } else {
                 EntryUpdate {
-                    state: QueueState::Pending,
-                    attempts,
                     last_error: Some(error.clone()),
-                    next_attempt_at: Some(after(now, backoff(s, e.attempts))),
-                    outcome: None,
-                    finished: false,
+                    ..waiting(attempts, Some(after(now, backoff(s, e.attempts))))
                 }
             };
             let mut detail = format!("attempt {attempts} of {}", s.max_attempts);
             if *permanent {
                 detail.push_str("; permanent: not retried");
             }
-            c.audit = Some(audit(e, format!("failed: {error}"), Some(detail)));
+            c.audit
+                .push(audit(e, format!("failed: {error}"), Some(detail)));
         }
-        Outcome::Deferred => {
+        Outcome::Deferred => c.update = waiting(e.attempts, None),
+        Outcome::Held(until) => c.update = waiting(e.attempts, Some(*until)),
+        Outcome::Retarget => {
             c.update = EntryUpdate {
-                state: QueueState::Pending,
-                attempts: e.attempts,
-                last_error: None,
-                next_attempt_at: None,
-                outcome: None,
-                finished: false,
+                forget_quarantine_key: true,
+                ..waiting(
+                    e.attempts,
+                    Some(after(now, Duration::from_secs(RETARGET_SECS))),
+                )
             };
+        }
+        Outcome::Kept {
+            quarantine_key,
+            why,
+            then,
+        } => {
+            c = complete(e, then, s, now);
+            c.update.forget_quarantine_key = true;
+            c.quarantine = Some(QuarantineChange::Record {
+                quarantine_key: quarantine_key.clone(),
+                moved_at: now,
+                state: QuarantineState::Kept,
+            });
+            c.audit.insert(
+                0,
+                audit(
+                    e,
+                    "kept",
+                    Some(format!("its copy {quarantine_key} is kept: {why}")),
+                ),
+            );
         }
     }
     c
+}
+
+/// A move to the trash: recorded, and the copy's removal queued `keep` after the move.
+fn quarantined(
+    c: &mut Completion,
+    e: &Entry,
+    quarantine_key: &str,
+    moved_at: DateTime<Utc>,
+    s: &Settings,
+) {
+    // With quarantine off by now (a move left by an earlier run), the copy has no
+    // reason to stay: its removal is due at once.
+    let remove_at = s.keep.map_or(moved_at, |keep| after(moved_at, keep));
+    c.update = finished(QueueState::Done, e.attempts, "quarantined");
+    c.removal = Some(NewEntry {
+        object: ObjectId::new(
+            e.object.store.clone(),
+            e.object.resource_type,
+            quarantine_key.to_string(),
+        ),
+        reason: Reason::Quarantine,
+        client_id: String::new(),
+        scan_id: e.scan_id,
+        uploaded_at: None,
+        next_attempt_at: remove_at,
+        original_key: Some(e.object.key.clone()),
+    });
+    c.quarantine = Some(QuarantineChange::Record {
+        quarantine_key: quarantine_key.to_string(),
+        moved_at,
+        state: QuarantineState::Held,
+    });
+    c.audit.push(audit(
+        e,
+        "quarantined",
+        Some(format!(
+            "moved to {quarantine_key}; removed for good after {}",
+            rfc3339(remove_at)
+        )),
+    ));
+}
+
+/// When an entry from a scan or a policy may be deleted (invariant 2, evaluated at claim with
+/// the store's `min_age` of that moment): `None` when now; `Some(Ok(t))` held until `t`;
+/// `Some(Err(why))` never from this entry (its upload time is unknown, so it counts as too
+/// recent; a later scan that knows it queues the object again).
+pub fn min_age_hold(
+    e: &Entry,
+    min_age: Duration,
+    now: DateTime<Utc>,
+) -> Option<std::result::Result<DateTime<Utc>, String>> {
+    if !e.held_by_min_age() || min_age.is_zero() {
+        return None;
+    }
+    match e.uploaded_at {
+        None => Some(Err(format!(
+            "its upload time is unknown, so it counts as younger than min_age ({})",
+            humantime::format_duration(min_age)
+        ))),
+        Some(t) => {
+            let until = after(t, min_age);
+            (until > now).then_some(Ok(until))
+        }
+    }
 }
 
 /// `queue retry`: due now, or — for an entry from a scan — not before `min_age` after its upload
@@ -170,10 +257,11 @@ pub fn retry(
         return Retry::DropForNewer { other };
     }
     let mut due = now;
-    if e.scan_id.is_some()
-        && let (Some(t), Some(age)) = (e.uploaded_at, min_age)
+    if e.held_by_min_age()
+        && let Some(age) = min_age
     {
-        due = due.max(after(t, age));
+        // An unknown upload time counts as too recent: never due before `min_age` from now.
+        due = due.max(after(e.uploaded_at.unwrap_or(now), age));
     }
     Retry::Due(due)
 }
@@ -214,6 +302,7 @@ mod tests {
             original_key: (reason == Reason::Quarantine).then(|| "tmp/a.jpg".to_string()),
             quarantine_key: None,
             reclaimed: false,
+            claim_token: 3,
         }
     }
 
@@ -286,6 +375,7 @@ mod tests {
                 removal: false,
                 quarantine: None,
             },
+            other => panic!("{other:?} has its own test"),
         }
     }
 
@@ -297,9 +387,11 @@ mod tests {
         let finished = want.state != QueueState::Pending;
         assert_eq!(c.update.finished, finished, "{case}");
         assert_eq!(c.update.outcome.as_deref(), want.row_outcome, "{case}");
-        let audit = c.audit.as_ref().map(|a| a.outcome.as_str());
+        assert!(c.audit.len() <= 1, "{case}");
+        assert_eq!(c.token, e.claim_token, "{case}");
+        let audit = c.audit.first().map(|a| a.outcome.as_str());
         assert_eq!(audit, want.audit, "{case}");
-        if let Some(a) = &c.audit {
+        if let Some(a) = c.audit.first() {
             assert_eq!(a.object, e.object, "{case}");
         }
         // A retry is due after the backoff; nothing else moves the due time.
@@ -370,6 +462,125 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_left_by_an_earlier_move_is_recorded_kept_and_its_key_forgotten() {
+        let now = Utc::now();
+        let e = entry(1, Reason::Purge);
+        let o = Outcome::Kept {
+            quarantine_key: ".assetgc-trash/20260101T000000Z/tmp/a.jpg".into(),
+            why: "`tmp/a.jpg` exists again".into(),
+            then: Box::new(Outcome::Referenced("referenced by `posts`".into())),
+        };
+        let c = complete(&e, &o, &settings(true), now);
+        assert_eq!(c.update.state, QueueState::Dropped);
+        assert!(c.update.forget_quarantine_key);
+        assert!(c.removal.is_none(), "a kept copy is never removed");
+        assert!(matches!(
+            c.quarantine,
+            Some(QuarantineChange::Record { state: QuarantineState::Kept, ref quarantine_key, .. })
+                if quarantine_key.ends_with("/tmp/a.jpg")
+        ));
+        let words: Vec<&str> = c.audit.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(words, ["kept", "referenced"]);
+        // Found at both places: the copy is kept, the entry waits for its next move.
+        let o = Outcome::Kept {
+            quarantine_key: "q".into(),
+            why: "both".into(),
+            then: Box::new(Outcome::Deferred),
+        };
+        let c = complete(&e, &o, &settings(true), now);
+        assert_eq!(c.update.state, QueueState::Pending);
+        assert_eq!(c.update.attempts, 1);
+        assert!(c.update.forget_quarantine_key);
+    }
+
+    #[test]
+    fn min_age_holds_at_claim_and_an_unknown_upload_time_is_too_recent() {
+        let now = Utc::now();
+        let mut e = entry(0, Reason::Purge);
+        e.uploaded_at = Some(now - chrono::TimeDelta::minutes(10));
+        let held = min_age_hold(&e, HOUR, now);
+        assert_eq!(held, Some(Ok(after(e.uploaded_at.expect("t"), HOUR))));
+        let c = complete(&e, &Outcome::Held(after(now, HOUR)), &settings(false), now);
+        assert_eq!(
+            (c.update.state, c.update.attempts, c.audit.len()),
+            (QueueState::Pending, 0, 0),
+            "a hold counts no attempt"
+        );
+        assert_eq!(min_age_hold(&e, Duration::from_mins(5), now), None);
+        e.uploaded_at = None;
+        assert!(matches!(min_age_hold(&e, HOUR, now), Some(Err(_))));
+        let c = complete(
+            &e,
+            &Outcome::TooRecent("unknown".into()),
+            &settings(false),
+            now,
+        );
+        assert_eq!(c.update.state, QueueState::Dropped);
+        assert_eq!(c.audit[0].outcome, "too_recent");
+        // Queued by hand: no hold.
+        e.reason = Reason::Add;
+        e.scan_id = None;
+        assert_eq!(min_age_hold(&e, HOUR, now), None);
+        // `queue retry` of a scan entry without an upload time is not due at once.
+        let mut e = entry(3, Reason::Purge);
+        e.uploaded_at = None;
+        assert_eq!(
+            retry(&e, None, Some(HOUR), now),
+            Retry::Due(after(now, HOUR))
+        );
+    }
+
+    #[test]
+    fn a_delete_by_a_stopped_worker_is_audited_deleted_with_its_note() {
+        let now = Utc::now();
+        let e = entry(0, Reason::Purge);
+        let o = Outcome::DeletedBefore("deleted by a stopped worker".into());
+        let c = complete(&e, &o, &settings(false), now);
+        assert_eq!(c.update.outcome.as_deref(), Some("deleted"));
+        assert_eq!(c.audit[0].outcome, "deleted");
+        assert_eq!(
+            c.audit[0].detail.as_deref(),
+            Some("deleted by a stopped worker")
+        );
+    }
+
+    #[test]
+    fn huge_keep_and_backoff_saturate_instead_of_panicking() {
+        let now = Utc::now();
+        let s = Settings {
+            max_attempts: 3,
+            backoff: Duration::from_secs(u64::MAX / 4),
+            backoff_max: Duration::from_secs(u64::MAX / 2),
+            keep: Some(Duration::from_secs(u64::MAX / 2)),
+        };
+        let e = entry(0, Reason::Purge);
+        let q = Outcome::Quarantined {
+            quarantine_key: "q/tmp/a.jpg".into(),
+            moved_at: now,
+        };
+        let c = complete(&e, &q, &s, now);
+        let due = c.removal.map(|r| r.next_attempt_at).expect("removal");
+        assert_eq!(due, last_time());
+        // Written as the state database orders its times: after now, never before.
+        assert!(rfc3339(due) > rfc3339(now), "{}", rfc3339(due));
+        let c = complete(&e, &failed_eio(), &s, now);
+        assert_eq!(c.update.next_attempt_at, Some(last_time()));
+        let mut e = entry(0, Reason::Purge);
+        e.uploaded_at = Some(now);
+        assert_eq!(
+            min_age_hold(&e, Duration::from_secs(u64::MAX / 2), now),
+            Some(Ok(last_time()))
+        );
+    }
+
+    fn failed_eio() -> Outcome {
+        Outcome::Failed {
+            error: "EIO".into(),
+            permanent: false,
+        }
+    }
+
+    #[test]
     fn backoff_doubles_per_attempt_up_to_the_cap() {
         let s = settings(false);
         assert_eq!(backoff(&s, 0), Duration::from_mins(1));
@@ -392,6 +603,7 @@ mod tests {
         assert_eq!(retry(&e, None, Some(Duration::ZERO), now), Retry::Due(now));
         // Queued by hand: no hold.
         e.scan_id = None;
+        e.reason = Reason::Add;
         assert_eq!(retry(&e, None, Some(HOUR), now), Retry::Due(now));
         assert_eq!(
             retry(&e, Some(9), Some(HOUR), now),

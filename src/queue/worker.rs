@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::recheck::{Cost, Recheck};
 use super::transition::{self, Settings};
@@ -16,11 +16,11 @@ use crate::app::App;
 use crate::config::{Config, StoreConfig};
 use crate::domain::ResourceType;
 use crate::domain::event::Event;
-use crate::domain::queue::{Completion, Entry, Outcome, QueueState};
+use crate::domain::queue::{Completion, Entry, Hold, Outcome, QueueState, TrashSpot};
 use crate::error::{Error, Result};
 use crate::state::QueueStore as _;
 use crate::store::{
-    Gone, KeyError, KeyFailure, MoveOptions, Moved, Store, StoreError, quarantine_key,
+    Gone, KeyError, KeyFailure, MoveOptions, Moved, Store, StoreError, trash_prefix,
 };
 
 #[derive(Debug, Clone)]
@@ -92,7 +92,8 @@ pub struct Totals {
 impl Totals {
     fn count(&mut self, e: &Entry, o: &Outcome, c: &Completion) {
         match o {
-            Outcome::Deleted => self.deleted += 1,
+            Outcome::Deleted | Outcome::DeletedBefore(_) => self.deleted += 1,
+            Outcome::Kept { then, .. } => self.count(e, then, c),
             Outcome::AlreadyGone => self.already_gone += 1,
             Outcome::Quarantined { .. } => self.quarantined += 1,
             Outcome::Referenced(_) => self.referenced += 1,
@@ -107,8 +108,8 @@ impl Totals {
                         .push(format!("{} {}: {error}", e.object.store, e.object.key));
                 }
             }
-            Outcome::Deferred => self.deferred += 1,
-            Outcome::Dropped(_) => self.dropped += 1,
+            Outcome::Deferred | Outcome::Held(_) | Outcome::Retarget => self.deferred += 1,
+            Outcome::Dropped(_) | Outcome::TooRecent(_) => self.dropped += 1,
         }
     }
 
@@ -118,9 +119,19 @@ impl Totals {
     }
 }
 
-/// This process, as a claim holder: `host:pid`.
+/// This process, as a claim holder: `host:pid:boot id:PID namespace:start time`. A host name
+/// alone does not tell a process: containers share one, and a PID means something only in its
+/// namespace, on one boot, while the process that had it runs.
 pub fn worker_id() -> String {
-    format!("{}:{}", host(), std::process::id())
+    let me = Identity::of_self();
+    format!(
+        "{}:{}:{}:{}:{}",
+        host(),
+        std::process::id(),
+        me.boot,
+        me.pid_ns,
+        me.start
+    )
 }
 
 fn host() -> String {
@@ -130,30 +141,88 @@ fn host() -> String {
         .into_owned()
 }
 
-/// Whether a claim holder is a process of this host that no longer runs.
-fn is_dead(holder: &str) -> bool {
-    let Some((h, pid)) = holder.rsplit_once(':') else {
-        return false;
-    };
-    let Ok(pid) = pid.parse::<i32>() else {
-        return false;
-    };
-    if h != host() || pid == i32::try_from(std::process::id()).unwrap_or(-1) {
-        return false;
-    }
-    match rustix::process::Pid::from_raw(pid) {
-        Some(p) => matches!(
-            rustix::process::test_kill_process(p),
-            Err(rustix::io::Errno::SRCH)
-        ),
-        None => false,
+/// What tells a process apart from any other that ever ran, as far as this machine can say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    boot: String,
+    pid_ns: String,
+    start: String,
+}
+
+impl Identity {
+    fn of_self() -> Identity {
+        Identity {
+            boot: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map_or_else(|_| "?".into(), |s| s.trim().to_string()),
+            // `pid:[4026531836]`: the namespace's inode number.
+            pid_ns: std::fs::read_link("/proc/self/ns/pid").map_or_else(
+                |_| "?".into(),
+                |p| {
+                    p.to_string_lossy()
+                        .trim_start_matches("pid:[")
+                        .trim_end_matches(']')
+                        .to_string()
+                },
+            ),
+            start: start_time("self").unwrap_or_else(|| "?".into()),
+        }
     }
 }
+
+/// A process's start time, in clock ticks since boot (`/proc/<pid>/stat`, field 22).
+fn start_time(pid: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// Whether a claim holder is a process that no longer runs: one of this boot and PID namespace
+/// (else nothing here can tell) whose PID is free or belongs to a process started later.
+/// Holders written another way (an older version's `host:pid`) are never dead: their claims
+/// wait for the claim timeout.
+fn is_dead(holder: &str) -> bool {
+    let mut parts = holder.rsplitn(5, ':');
+    let (Some(start), Some(ns), Some(boot), Some(pid), Some(_host)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let me = Identity::of_self();
+    if me.boot == "?" || me.pid_ns == "?" || boot != me.boot || ns != me.pid_ns {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return start != me.start;
+    }
+    match start_time(&pid.to_string()) {
+        Some(now) => now != start,
+        None => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    }
+}
+
+/// How often the batch's claims are renewed while a store call runs.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// The longest one store call may run before it is abandoned: well below the claim timeout,
+/// so that a claim renewed right before the call cannot run out while it runs.
+const CALL_BOUND: Duration = Duration::from_mins(4);
 
 struct Worker<'a> {
     app: &'a App,
     opts: &'a RunOptions,
     me: String,
+    /// The batch's claims (id, fencing token), renewed while a store call runs.
+    claims: Vec<(i64, i64)>,
+    /// The database's time at the batch's claim.
+    claimed_at: DateTime<Utc>,
     recheck: Recheck,
     /// The stores this run used, with the calls each had made before (the process shares them).
     stores: Vec<(Arc<dyn Store>, u64)>,
@@ -168,11 +237,25 @@ struct Group<'e> {
     out: Vec<Option<Outcome>>,
     /// The reference that points at each entry's key now, when one does.
     by: Vec<Option<String>>,
+    /// Where each entry's move goes this time (set when its claim is held), and when that
+    /// destination was chosen: the time of the move.
+    trash: Vec<Option<String>>,
+    move_time: DateTime<Utc>,
 }
 
 impl Group<'_> {
     fn open(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.entries.len()).filter(|&i| self.out[i].is_none())
+    }
+
+    /// Entries not to be deleted that would need a look at the store get none this time: they
+    /// wait (their copy's fate is not known yet).
+    fn spare_nothing(&mut self) {
+        for (i, e) in self.entries.iter().enumerate() {
+            if needs_look(e, self.out[i].as_ref()) {
+                self.out[i] = Some(Outcome::Deferred);
+            }
+        }
     }
 
     /// Every entry still open gets `f`'s outcome.
@@ -232,12 +315,61 @@ impl Worker<'_> {
         }
     }
 
+    /// Runs one store call for `acting` entries while the batch's claims are renewed every
+    /// [`RENEW_EVERY`]. The call is abandoned (dropped, so nothing more of it is sent) when a
+    /// renewal fails, when one of `acting` was taken over, or past [`CALL_BOUND`]; `Err` says
+    /// why. What an abandoned call did is looked at by whoever claims the entries next: they
+    /// are in flight.
+    async fn guarded<T>(
+        &self,
+        acting: &[i64],
+        call: impl Future<Output = T>,
+    ) -> std::result::Result<T, String> {
+        let mut call = std::pin::pin!(call);
+        let bound = tokio::time::sleep(CALL_BOUND);
+        let mut bound = std::pin::pin!(bound);
+        let start = tokio::time::Instant::now() + RENEW_EVERY;
+        let mut renew = tokio::time::interval_at(start, RENEW_EVERY);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                out = &mut call => return Ok(out),
+                () = &mut bound => {
+                    return Err(format!(
+                        "the store call ran longer than {}; abandoned",
+                        humantime::format_duration(CALL_BOUND)
+                    ));
+                }
+                _ = renew.tick() => {
+                    let holds: Vec<Hold> = self
+                        .claims
+                        .iter()
+                        .map(|&(id, token)| Hold { id, token, start: false, spot: None })
+                        .collect();
+                    match self.app.state.hold_claims(&self.me, &holds).await {
+                        Ok(held) => {
+                            let held: HashSet<i64> = held.into_iter().map(|(id, _)| id).collect();
+                            if acting.iter().any(|id| !held.contains(id)) {
+                                return Err("its claim was taken over during the store call, which was abandoned".into());
+                            }
+                        }
+                        Err(e) => {
+                            return Err(format!("its claim could not be renewed during the store call, which was abandoned ({e})"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The outcomes of one group, in its order.
     async fn group(&mut self, entries: Vec<&Entry>) -> Vec<Outcome> {
         let first = entries[0];
         let mut g = Group {
             out: vec![None; entries.len()],
             by: vec![None; entries.len()],
+            trash: entries.iter().map(|e| e.quarantine_key.clone()).collect(),
+            move_time: Utc::now(),
             entries,
         };
         let Some(si) = self
@@ -273,8 +405,10 @@ impl Worker<'_> {
                 .push((Arc::clone(&store), store.usage().api_calls));
         }
         self.refuse_guarded(si, &mut g).await;
+        // `store_cfg` carries the largest `min_age` of the overlapping stores.
+        self.hold_min_age(&store_cfg, &mut g);
         Self::drop_ignored(&crate::overlap::rules(self.cfg(), si), &mut g);
-        if self.recheck_and_hold(si, &mut g).await {
+        if self.recheck_and_hold(si, &store_cfg, &mut g).await {
             self.act(&store_cfg, store.as_ref(), &mut g).await;
         }
         g.out
@@ -283,7 +417,22 @@ impl Worker<'_> {
             .collect()
     }
 
-    /// `ignore` globs: never deleted, whoever queued the key.
+    /// Invariant 2 at claim: an entry from a scan or a policy waits until its upload time plus
+    /// the store's `min_age` of now (a raised `min_age` holds entries queued before); one whose
+    /// upload time is unknown counts as too recent.
+    fn hold_min_age(&self, store: &StoreConfig, g: &mut Group<'_>) {
+        for (i, e) in g.entries.iter().enumerate() {
+            match transition::min_age_hold(e, store.min_age, self.claimed_at) {
+                None => {}
+                Some(Ok(until)) => g.out[i] = Some(Outcome::Held(until)),
+                Some(Err(why)) => g.out[i] = Some(Outcome::TooRecent(why)),
+            }
+        }
+    }
+
+    /// `ignore` globs of the store and of every store overlapping it: never deleted, whoever
+    /// queued the key. (An entry whose earlier move may have left a copy has that copy settled
+    /// first, in [`Self::settle_spared`].)
     fn drop_ignored(rules: &crate::overlap::Rules, g: &mut Group<'_>) {
         for (i, e) in g.entries.iter().enumerate() {
             if g.out[i].is_none()
@@ -332,9 +481,15 @@ impl Worker<'_> {
     }
 
     /// Invariant 1: the references, asked right before the store call; then the claims are
-    /// renewed, and entries whose claim was taken over meanwhile are left alone. `false` when
-    /// nothing may be done to the group.
-    async fn recheck_and_hold(&mut self, si: usize, g: &mut Group<'_>) -> bool {
+    /// renewed under their tokens, the entries about to be acted on are marked in flight and
+    /// get their quarantine keys (chosen now: the time of the move), and entries whose claim was
+    /// taken over meanwhile are left alone. `false` when nothing may be done to the group.
+    async fn recheck_and_hold(
+        &mut self,
+        si: usize,
+        store: &StoreConfig,
+        g: &mut Group<'_>,
+    ) -> bool {
         let asked: Vec<usize> = g.open().collect();
         let keys: Vec<(ResourceType, String)> = asked
             .iter()
@@ -345,32 +500,21 @@ impl Worker<'_> {
                 )
             })
             .collect();
-        let referenced = match self.recheck.referenced(si, &keys).await {
-            Ok(refs) => refs,
-            Err(why) => {
-                g.settle_rest(|_| failed(why.clone()));
-                return false;
+        let referenced = if keys.is_empty() {
+            Vec::new()
+        } else {
+            match self.recheck.referenced(si, &keys).await {
+                Ok(refs) => refs,
+                Err(why) => {
+                    g.settle_rest(|_| failed(why.clone()));
+                    g.spare_nothing();
+                    return false;
+                }
             }
         };
-        let ids: Vec<i64> = g.entries.iter().map(|e| e.id).collect();
-        let Ok(held) = self
-            .app
-            .state
-            .hold_claims(&self.me, &ids)
-            .await
-            .map(|h| h.into_iter().collect::<HashSet<i64>>())
-        else {
-            g.settle_rest(|_| Outcome::Deferred);
-            return false;
-        };
-        for (i, e) in g.entries.iter().enumerate() {
-            if !held.contains(&e.id) {
-                g.out[i] = Some(Outcome::Deferred);
-            }
-        }
         for (&i, name) in asked.iter().zip(referenced) {
             g.by[i].clone_from(&name);
-            if let (None, Some(name)) = (&g.out[i], name) {
+            if let Some(name) = name {
                 let e = g.entries[i];
                 g.out[i] = Some(Outcome::Referenced(if e.is_copy_removal() {
                     format!(
@@ -383,16 +527,56 @@ impl Worker<'_> {
                 }));
             }
         }
+        g.move_time = Utc::now();
+        let folder =
+            trash_prefix(store).map(|p| format!("{p}{}", g.move_time.format("%Y%m%dT%H%M%SZ")));
+        let holds: Vec<Hold> = g
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let acts = g.out[i].is_none() || needs_look(e, g.out[i].as_ref());
+                Hold {
+                    id: e.id,
+                    token: e.claim_token,
+                    start: acts,
+                    spot: folder
+                        .as_ref()
+                        .filter(|_| acts && g.out[i].is_none() && !e.is_copy_removal())
+                        .map(|f| TrashSpot {
+                            folder: f.clone(),
+                            key: e.object.key.clone(),
+                        }),
+                }
+            })
+            .collect();
+        let Ok(held) = self.app.state.hold_claims(&self.me, &holds).await else {
+            for (i, e) in g.entries.iter().enumerate() {
+                // Not in flight: nothing was marked, nothing is done; the claim's timeout
+                // returns it.
+                if g.out[i].is_none() || needs_look(e, g.out[i].as_ref()) {
+                    g.out[i] = Some(Outcome::Deferred);
+                }
+            }
+            return false;
+        };
+        let held: std::collections::HashMap<i64, Option<String>> = held.into_iter().collect();
+        for (i, e) in g.entries.iter().enumerate() {
+            match held.get(&e.id) {
+                None => g.out[i] = Some(Outcome::Deferred),
+                Some(q) => g.trash[i].clone_from(q),
+            }
+        }
         true
     }
 
-    /// Moves, deletes and moves back what the group's outcomes so far leave to do.
+    /// Moves, deletes and looks at what the group's outcomes so far leave to do.
     async fn act(&mut self, store_cfg: &StoreConfig, store: &dyn Store, g: &mut Group<'_>) {
-        self.move_back_referenced(store, g).await;
+        self.settle_spared(store, g).await;
         let (mut deletes, mut moves) = (Vec::new(), Vec::new());
         for i in g.open().collect::<Vec<_>>() {
             let e = g.entries[i];
-            match (&store_cfg.quarantine, &e.quarantine_key) {
+            match (&store_cfg.quarantine, &g.trash[i]) {
                 (Some(_), Some(q)) if !e.is_copy_removal() => moves.push((i, q.clone())),
                 _ => deletes.push(i),
             }
@@ -405,40 +589,91 @@ impl Worker<'_> {
         }
     }
 
-    /// A referenced entry that an earlier attempt moved before it stopped (reclaimed, its copy
-    /// there): moved back.
-    async fn move_back_referenced(&self, store: &dyn Store, g: &mut Group<'_>) {
+    /// Entries that are not to be deleted (referenced, ignored, too recent) but whose earlier
+    /// attempt may have acted: a copy left in the trash is moved back — never over an object
+    /// at the key again, where it is kept and recorded instead — and a key a stopped worker
+    /// deleted is recorded as deleted. A look that fails is a failed attempt: the entry waits,
+    /// never dropped with its copy unseen.
+    async fn settle_spared(&self, store: &dyn Store, g: &mut Group<'_>) {
         for i in 0..g.entries.len() {
             let e = g.entries[i];
-            let (Some(Outcome::Referenced(_)), Some(name)) = (&g.out[i], &g.by[i]) else {
+            let Some(spared) = g.out[i].clone() else {
                 continue;
             };
-            if !e.reclaimed || e.is_copy_removal() {
+            if !needs_look(e, Some(&spared)) {
                 continue;
             }
-            let Some(q) = &e.quarantine_key else {
-                continue;
-            };
             let rt = e.resource_type();
-            let there = store.lookup_many(rt, std::slice::from_ref(q)).await;
-            if !matches!(there.as_deref(), Ok([Some(_)])) {
-                continue;
-            }
-            let back = store
-                .move_many(
-                    rt,
-                    &[(q.clone(), e.object.key.clone())],
-                    MoveOptions { replace: true },
-                )
+            let look = e
+                .quarantine_key
+                .clone()
+                .unwrap_or_else(|| e.object.key.clone());
+            let there = self
+                .guarded(&[e.id], store.lookup_many(rt, std::slice::from_ref(&look)))
                 .await;
-            g.out[i] = Some(match back.as_deref() {
-                Ok([Ok(_)]) => Outcome::Referenced(format!(
-                    "referenced by `{name}`; moved back from {q}, where a stopped run had put it"
+            let found = match there {
+                Ok(Ok(found)) => found.into_iter().next().flatten().is_some(),
+                Ok(Err(err)) => {
+                    g.out[i] = Some(failed(format!(
+                        "cannot tell whether {look} is there: {err}"
+                    )));
+                    continue;
+                }
+                Err(why) => {
+                    g.out[i] = Some(failed(why));
+                    continue;
+                }
+            };
+            g.out[i] = Some(match (e.may_have_moved(), found) {
+                // Quarantine off: the key is there (never deleted), or a stopped worker deleted it.
+                (false, true) | (true, false) => spared,
+                (false, false) => Outcome::DeletedBefore(format!(
+                    "deleted by a stopped worker before it could record it; now: {}",
+                    describe(&spared)
                 )),
-                _ => failed(format!(
-                    "referenced by `{name}`, but its copy {q} could not be moved back"
-                )),
+                (true, true) => self.move_back(store, e, &look, spared).await,
             });
+        }
+    }
+
+    /// Brings a copy left by an earlier move back to its key, without replacing anything.
+    async fn move_back(&self, store: &dyn Store, e: &Entry, q: &str, spared: Outcome) -> Outcome {
+        let back = self
+            .guarded(
+                &[e.id],
+                store.move_many(
+                    e.resource_type(),
+                    &[(q.to_string(), e.object.key.clone())],
+                    MoveOptions { replace: false },
+                ),
+            )
+            .await;
+        match back {
+            Ok(Ok(r)) => match r.into_iter().next() {
+                Some(Ok(Moved::Moved)) => with_note(
+                    spared,
+                    &format!("moved back from {q}, where a stopped run had put it"),
+                ),
+                Some(Err(err)) if err.kind == KeyFailure::AlreadyExists => Outcome::Kept {
+                    quarantine_key: q.to_string(),
+                    why: format!(
+                        "`{}` exists again, and is not replaced ({})",
+                        e.object.key,
+                        describe(&spared)
+                    ),
+                    then: Box::new(spared),
+                },
+                Some(Ok(Moved::SourceGone)) => {
+                    failed(format!("its copy {q} went away while it was moved back"))
+                }
+                Some(Err(err)) => failed(format!(
+                    "its copy {q} could not be moved back: {}",
+                    err.message
+                )),
+                None => failed(format!("its copy {q} could not be moved back: no answer")),
+            },
+            Ok(Err(err)) => failed(format!("its copy {q} could not be moved back: {err}")),
+            Err(why) => failed(why),
         }
     }
 
@@ -458,26 +693,43 @@ impl Worker<'_> {
             let e = g.entries[i];
             keys.push(e.object.key.clone());
             owner.push(i);
-            if e.reclaimed
-                && !e.is_copy_removal()
+            if e.may_have_moved()
                 && let Some(q) = &e.quarantine_key
             {
                 keys.push(q.clone());
                 owner.push(i);
             }
         }
-        let answer = store.delete_many(rt, &keys).await;
+        let ids: Vec<i64> = deletes.iter().map(|&i| g.entries[i].id).collect();
+        let answer = match self.guarded(&ids, store.delete_many(rt, &keys)).await {
+            Ok(a) => a,
+            Err(why) => {
+                for &i in deletes {
+                    g.out[i] = Some(failed(why.clone()));
+                }
+                return;
+            }
+        };
         self.note(&store_cfg.name, &answer);
         match answer {
             Ok(results) => {
                 for (&i, r) in owner.iter().zip(results) {
+                    let e = g.entries[i];
                     let outcome = match r {
                         Ok(Gone::Deleted) => Outcome::Deleted,
+                        // In flight before: the earlier attempt's call went through.
+                        Ok(Gone::AlreadyGone) if e.reclaimed => Outcome::DeletedBefore(
+                            "deleted by a stopped worker before it could record it".into(),
+                        ),
                         Ok(Gone::AlreadyGone) => Outcome::AlreadyGone,
                         Err(why) => key_failed(why),
                     };
-                    // Of an entry's two keys, a failure wins.
-                    if !matches!(g.out[i], Some(Outcome::Failed { .. } | Outcome::Deferred)) {
+                    // Of an entry's two keys, a failure wins, then a deletion.
+                    let keep = matches!(
+                        g.out[i],
+                        Some(Outcome::Failed { .. } | Outcome::Deferred | Outcome::Deleted)
+                    );
+                    if !keep {
                         g.out[i] = Some(outcome);
                     }
                 }
@@ -490,8 +742,9 @@ impl Worker<'_> {
         }
     }
 
-    /// Quarantine moves. Nothing at a key: deleted by someone else, or moved by an earlier
-    /// attempt that stopped before recording it — the copy tells which.
+    /// Quarantine moves, never over an existing object. Nothing at a key: deleted by someone
+    /// else, or moved by an earlier attempt that stopped before recording it — the copy tells
+    /// which.
     async fn quarantine(
         &mut self,
         store_cfg: &StoreConfig,
@@ -504,9 +757,22 @@ impl Worker<'_> {
             .iter()
             .map(|(i, to)| (g.entries[*i].object.key.clone(), to.clone()))
             .collect();
-        let answer = store
-            .move_many(rt, &pairs, MoveOptions { replace: true })
-            .await;
+        let ids: Vec<i64> = moves.iter().map(|(i, _)| g.entries[*i].id).collect();
+        let answer = match self
+            .guarded(
+                &ids,
+                store.move_many(rt, &pairs, MoveOptions { replace: false }),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(why) => {
+                for (i, _) in moves {
+                    g.out[*i] = Some(failed(why.clone()));
+                }
+                return;
+            }
+        };
         self.note(&store_cfg.name, &answer);
         let results = match answer {
             Ok(r) => r,
@@ -517,39 +783,100 @@ impl Worker<'_> {
                 return;
             }
         };
-        let now = Utc::now();
-        let into_trash = |to: &str| Outcome::Quarantined {
-            quarantine_key: to.to_string(),
-            moved_at: now,
-        };
+        let (fresh, now) = (g.move_time, Utc::now());
         let mut gone = Vec::new();
         for ((i, to), r) in moves.iter().zip(results) {
-            match r {
-                Ok(Moved::Moved) => g.out[*i] = Some(into_trash(to)),
-                Ok(Moved::SourceGone) => gone.push((*i, to.clone())),
-                Err(why) => g.out[*i] = Some(key_failed(why)),
-            }
+            let e = g.entries[*i];
+            // A key chosen for this attempt carries the move's time; an earlier one is reused.
+            let moved_at = if e.quarantine_key.is_some() {
+                now
+            } else {
+                fresh
+            };
+            g.out[*i] = Some(match r {
+                Ok(Moved::Moved) => into_trash(to, moved_at),
+                Ok(Moved::SourceGone) if e.reclaimed || e.may_have_moved() => {
+                    gone.push((*i, to.clone()));
+                    continue;
+                }
+                Ok(Moved::SourceGone) => Outcome::AlreadyGone,
+                // Both there: an earlier move copied and stopped before it deleted. That copy
+                // stays, recorded; the object moves again, elsewhere.
+                Err(err) if err.kind == KeyFailure::AlreadyExists && e.may_have_moved() => {
+                    Outcome::Kept {
+                        quarantine_key: to.clone(),
+                        why: format!(
+                            "an earlier move copied `{}` there and stopped before it removed it; the object is moved again",
+                            e.object.key
+                        ),
+                        then: Box::new(Outcome::Deferred),
+                    }
+                }
+                Err(err) if err.kind == KeyFailure::AlreadyExists => Outcome::Retarget,
+                Err(why) => key_failed(why),
+            });
         }
         if gone.is_empty() {
             return;
         }
         let copies: Vec<String> = gone.iter().map(|(_, q)| q.clone()).collect();
-        match store.lookup_many(rt, &copies).await {
-            Ok(found) => {
+        let ids: Vec<i64> = gone.iter().map(|(i, _)| g.entries[*i].id).collect();
+        match self.guarded(&ids, store.lookup_many(rt, &copies)).await {
+            Ok(Ok(found)) => {
                 for ((i, to), f) in gone.into_iter().zip(found) {
                     g.out[i] = Some(if f.is_some() {
-                        into_trash(&to)
+                        into_trash(&to, now)
                     } else {
                         Outcome::AlreadyGone
                     });
                 }
             }
-            Err(err) => {
+            Ok(Err(err)) => {
                 for (i, _) in gone {
                     g.out[i] = Some(Self::call_failed(&err));
                 }
             }
+            Err(why) => {
+                for (i, _) in gone {
+                    g.out[i] = Some(failed(why.clone()));
+                }
+            }
         }
+    }
+}
+
+fn into_trash(to: &str, moved_at: DateTime<Utc>) -> Outcome {
+    Outcome::Quarantined {
+        quarantine_key: to.to_string(),
+        moved_at,
+    }
+}
+
+/// Whether an entry that is not to be deleted must first be looked at in the store: an earlier
+/// attempt may have moved it to the trash, or (quarantine off) deleted it.
+fn needs_look(e: &Entry, decided: Option<&Outcome>) -> bool {
+    matches!(
+        decided,
+        Some(Outcome::Referenced(_) | Outcome::Dropped(_) | Outcome::TooRecent(_))
+    ) && !e.is_copy_removal()
+        && (e.may_have_moved() || e.reclaimed)
+}
+
+/// What an outcome says, for a note.
+fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Referenced(d) | Outcome::Dropped(d) | Outcome::TooRecent(d) => d.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The same outcome with a note added to what it says.
+fn with_note(o: Outcome, note: &str) -> Outcome {
+    match o {
+        Outcome::Referenced(d) => Outcome::Referenced(format!("{d}; {note}")),
+        Outcome::Dropped(d) => Outcome::Dropped(format!("{d}; {note}")),
+        Outcome::TooRecent(d) => Outcome::TooRecent(format!("{d}; {note}")),
+        other => other,
     }
 }
 
@@ -579,6 +906,8 @@ pub async fn run(
         app,
         opts,
         me: worker_id(),
+        claims: Vec::new(),
+        claimed_at: Utc::now(),
         recheck: Recheck::new(Arc::clone(&app.cfg)),
         stores: Vec::new(),
         reached: BTreeSet::new(),
@@ -636,27 +965,16 @@ async fn batch(w: &mut Worker<'_>, totals: &mut Totals) -> Result<bool> {
     if room == 0 {
         return Ok(false);
     }
-    let now = Utc::now();
     let cfg = &app.cfg;
-    let quarantine = |e: &Entry| {
-        if e.is_copy_removal() {
-            return None;
-        }
-        crate::overlap::index(cfg, &e.object.store).and_then(|i| {
-            quarantine_key(&crate::overlap::effective_store(cfg, i), &e.object.key, now)
-        })
-    };
-    let batch = app
+    let (batch, claimed_at) = app
         .state
-        .claim(
-            &w.me,
-            usize::try_from(room).unwrap_or(usize::MAX),
-            &quarantine,
-        )
+        .claim(&w.me, usize::try_from(room).unwrap_or(usize::MAX))
         .await?;
     if batch.is_empty() {
         return Ok(false);
     }
+    w.claims = batch.iter().map(|e| (e.id, e.claim_token)).collect();
+    w.claimed_at = claimed_at;
     totals.claimed += batch.len() as u64;
     totals.batches += 1;
     let mut results: Vec<(&Entry, Outcome)> = Vec::with_capacity(batch.len());
@@ -695,5 +1013,32 @@ mod tests {
         assert!(!is_dead(&worker_id()));
         assert!(!is_dead("elsewhere.example:1"));
         assert!(!is_dead("garbage"));
+    }
+
+    /// Two containers share a host name; their PIDs mean nothing to each other.
+    #[test]
+    fn a_worker_of_another_pid_namespace_or_boot_is_never_dead() {
+        let me = Identity::of_self();
+        assert_ne!(me.boot, "?", "this test needs /proc");
+        // A PID that runs nowhere here, on this host, in another namespace: not ours to judge.
+        let free = 4_194_000;
+        assert!(!std::path::Path::new(&format!("/proc/{free}")).exists());
+        let h = host();
+        assert!(!is_dead(&format!("{h}:{free}:{}:1:{}", me.boot, me.start)));
+        assert!(!is_dead(&format!(
+            "{h}:{free}:another-boot:{}:1",
+            me.pid_ns
+        )));
+        // The old form `host:pid` says too little: never dead.
+        assert!(!is_dead(&format!("{h}:{free}")));
+        // Same boot and namespace, PID free: dead.
+        assert!(is_dead(&format!("{h}:{free}:{}:{}:1", me.boot, me.pid_ns)));
+        // Our own PID with another start time: an earlier process that had it, dead.
+        let pid = std::process::id();
+        assert!(is_dead(&format!("{h}:{pid}:{}:{}:0", me.boot, me.pid_ns)));
+        // PID 1 runs, started when it did: alive.
+        let one = start_time("1").expect("pid 1");
+        assert!(!is_dead(&format!("{h}:1:{}:{}:{one}", me.boot, me.pid_ns)));
+        assert!(is_dead(&format!("{h}:1:{}:{}:{one}9", me.boot, me.pid_ns)));
     }
 }

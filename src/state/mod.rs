@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use crate::config::StateUrl;
 use crate::domain::ObjectId;
 use crate::domain::queue::{
-    AuditRow, Changed, Completion, Entry, NewEntry, QuarantineRecord, Retry, Selection, Stats,
+    AuditRow, Changed, Completion, Entry, Hold, NewEntry, QuarantineRecord, Retry, Selection, Stats,
 };
 use crate::domain::scan::{Findings, ScanMode, Window};
 use crate::error::{Error, Result};
@@ -171,6 +171,18 @@ impl Dialect {
         }
     }
 
+    /// The database's clock as our times are written (RFC 3339 UTC, whole seconds). Claims
+    /// compare with it, so that workers on hosts whose clocks differ agree on what is due and
+    /// which claims are stale.
+    pub fn now_sql(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "SELECT strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+            Dialect::Postgres => {
+                "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+            }
+        }
+    }
+
     /// Appended to a `SELECT` whose rows the transaction then changes.
     pub fn for_update(self) -> &'static str {
         match self {
@@ -298,19 +310,18 @@ pub trait QueueStore: Send + Sync {
         &self,
         is_dead: &(dyn for<'x> Fn(&'x str) -> bool + Sync),
     ) -> Result<u64>;
-    /// Claims up to `n` due entries for `worker`, atomically. `quarantine` gives the key an
-    /// entry's move goes to, fixed at its first claim so that a retry after a crash moves to the
-    /// same place.
-    async fn claim(
-        &self,
-        worker: &str,
-        n: usize,
-        quarantine: &(dyn for<'x> Fn(&'x Entry) -> Option<String> + Sync),
-    ) -> Result<Vec<Entry>>;
-    /// Renews `worker`'s claims on `ids` and returns those it still holds.
-    async fn hold_claims(&self, worker: &str, ids: &[i64]) -> Result<Vec<i64>>;
+    /// Claims up to `n` due entries for `worker`, atomically, each with a new fencing token
+    /// ([`Entry::claim_token`]); due and stale are judged by the database's clock, which is
+    /// returned with them.
+    async fn claim(&self, worker: &str, n: usize) -> Result<(Vec<Entry>, DateTime<Utc>)>;
+    /// Renews `worker`'s claims, each under its token; those marked `start` are in flight from
+    /// now on and get their quarantine key when they have none (a free one, near the `spot`
+    /// asked for). Returns the ids still held, with their quarantine keys.
+    async fn hold_claims(&self, worker: &str, holds: &[Hold])
+    -> Result<Vec<(i64, Option<String>)>>;
     /// Applies a batch's completions with their audit rows, quarantine records and removal
-    /// entries, in one transaction; only entries still claimed by `worker` are written.
+    /// entries, in one transaction; only entries still claimed by `worker` under the
+    /// completion's token are written.
     async fn finish(&self, worker: &str, actor: &str, done: &[Completion]) -> Result<()>;
     async fn queue_stats(&self) -> Result<Stats>;
     /// Live entries (`pending`, `claimed`), or the `failed` ones, oldest first.
@@ -324,7 +335,10 @@ pub trait QueueStore: Send + Sync {
         actor: &str,
         decide: &(dyn for<'x> Fn(&'x Entry, Option<i64>) -> Retry + Sync),
     ) -> Result<Vec<Changed>>;
-    /// `queue drop`: pending or failed entries are dropped, never deleted.
+    /// `queue drop`: pending or failed entries are dropped, never deleted. An entry whose
+    /// earlier move may have left its object in the trash (it has a quarantine key) is not: by
+    /// id it is a usage error naming `queue retry`, with `--all-failed` it is left and counted
+    /// as [`Changed::Refused`].
     async fn queue_drop(&self, sel: &Selection, actor: &str) -> Result<Vec<Changed>>;
 }
 

@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use chrono::Utc;
 
-use super::{Arg, Mode, QueueStore, Row, State, Tx, context, int, placeholders};
+use super::{Mode, QueueStore, Row, State, Tx, context, int};
 use crate::domain::queue::{
-    Changed, Completion, Entry, NewEntry, QuarantineChange, QueueState, Reason, Retry, Selection,
-    Stats,
+    Changed, Completion, Entry, Hold, NewEntry, QuarantineChange, QueueState, Reason, Retry,
+    Selection, Stats,
 };
 use crate::domain::{ObjectId, ResourceType, Spelling};
 use crate::error::{Error, Result};
@@ -17,10 +17,7 @@ use crate::time::rfc3339;
 /// A claim older than this returns to `pending` (SPEC §6).
 pub const CLAIM_TIMEOUT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
-pub(crate) const ENTRY_COLUMNS: &str = "id, store, resource_type, key, reason, rule, row_id, client_id, scan_id, queued_at, uploaded_at, attempts, last_error, next_attempt_at, state, actor, original_key, quarantine_key";
-
-/// Ids one statement's `IN (…)` list carries.
-const IN_LIST: usize = 500;
+pub(crate) const ENTRY_COLUMNS: &str = "id, store, resource_type, key, reason, rule, row_id, client_id, scan_id, queued_at, uploaded_at, attempts, last_error, next_attempt_at, state, actor, original_key, quarantine_key, claim_token, in_flight";
 
 fn entry(mut r: Row) -> Result<Entry> {
     let rt = r.text(2)?;
@@ -45,8 +42,36 @@ fn entry(mut r: Row) -> Result<Entry> {
         actor: r.text(15)?,
         original_key: r.opt_text(16)?,
         quarantine_key: r.opt_text(17)?,
-        reclaimed: false,
+        claim_token: r.int(18)?,
+        reclaimed: r.int(19)? != 0,
     })
+}
+
+/// The database's clock, as our times are written.
+pub(super) async fn db_now(tx: &mut dyn Tx, dialect: super::Dialect) -> Result<String> {
+    let mut rows = tx.query(dialect.now_sql(), &[]).await?;
+    match rows.pop() {
+        Some(mut r) => r.text(0),
+        None => Err(Error::State("the database did not tell its time".into())),
+    }
+}
+
+fn parse_time(t: &str) -> Result<chrono::DateTime<Utc>> {
+    crate::time::parse_rfc3339(t)
+        .ok_or_else(|| Error::State(format!("`{t}` from the state database is not a time")))
+}
+
+/// Whether a quarantine key is taken in the store already: by a recorded copy, a copy's
+/// removal, or another entry's move.
+async fn spot_taken(tx: &mut dyn Tx, store: &str, rt: &str, q: &str, id: i64) -> Result<bool> {
+    let rows = tx
+        .query(
+            "SELECT 1 FROM quarantine WHERE store = $1 AND resource_type = $2 AND quarantine_key = $3
+             UNION ALL SELECT 1 FROM queue WHERE store = $1 AND resource_type = $2 AND (key = $3 OR quarantine_key = $3) AND id <> $4",
+            &[store.into(), rt.into(), q.into(), id.into()],
+        )
+        .await?;
+    Ok(!rows.is_empty())
 }
 
 /// One audit row, in the caller's transaction.
@@ -120,11 +145,16 @@ async fn live_entry(tx: &mut dyn Tx, object: &ObjectId, except: i64) -> Result<O
 
 /// Applies one completion: the entry's row, the removal of its quarantined copy, the quarantine
 /// record and the audit row.
-async fn apply(tx: &mut dyn Tx, actor: &str, now: &str, c: &Completion) -> Result<()> {
+/// Whether it was still the worker's to write (claimed under the completion's token).
+async fn apply(tx: &mut dyn Tx, actor: &str, now: &str, c: &Completion) -> Result<bool> {
     let u = &c.update;
     let due = u.next_attempt_at.map(rfc3339);
-    tx.execute(
-        "UPDATE queue SET state = $1, attempts = $2, last_error = COALESCE($3, last_error), next_attempt_at = COALESCE($4, next_attempt_at), outcome = COALESCE($5, outcome), finished_at = COALESCE($6, finished_at), claimed_by = NULL, claimed_at = NULL WHERE id = $7",
+    // A finished entry is no longer in flight; one back to `pending` stays so when it was:
+    // the next attempt looks at what this one may have done.
+    let changed = tx.execute(
+        "UPDATE queue SET state = $1, attempts = $2, last_error = COALESCE($3, last_error), next_attempt_at = COALESCE($4, next_attempt_at), outcome = COALESCE($5, outcome), finished_at = COALESCE($6, finished_at), claimed_by = NULL, claimed_at = NULL,
+           in_flight = CASE WHEN $6 IS NULL THEN in_flight ELSE 0 END, quarantine_key = CASE WHEN $8 = 1 THEN NULL ELSE quarantine_key END
+         WHERE id = $7 AND state = 'claimed' AND claim_token = $9",
         &[
             u.state.as_str().into(),
             i64::from(u.attempts).into(),
@@ -133,9 +163,14 @@ async fn apply(tx: &mut dyn Tx, actor: &str, now: &str, c: &Completion) -> Resul
             u.outcome.as_deref().into(),
             u.finished.then_some(now).into(),
             c.id.into(),
+            i64::from(u.forget_quarantine_key).into(),
+            c.token.into(),
         ],
     )
     .await?;
+    if changed == 0 {
+        return Ok(false);
+    }
     let removal = match &c.removal {
         None => None,
         // Added now, or queued already (by hand): the live entry removes the copy.
@@ -149,13 +184,14 @@ async fn apply(tx: &mut dyn Tx, actor: &str, now: &str, c: &Completion) -> Resul
         Some(QuarantineChange::Record {
             quarantine_key,
             moved_at,
+            state,
         }) => {
-            let Some(audit) = &c.audit else {
+            let Some(audit) = c.audit.first() else {
                 return Err(Error::State("a quarantine move without its object".into()));
             };
             let moved = rfc3339(*moved_at);
             tx.execute(
-                "INSERT INTO quarantine (store, resource_type, key, quarantine_key, moved_at, queue_id) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO quarantine (store, resource_type, key, quarantine_key, moved_at, queue_id, state) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     audit.object.store.as_str().into(),
                     audit.object.resource_type.as_str().into(),
@@ -163,19 +199,21 @@ async fn apply(tx: &mut dyn Tx, actor: &str, now: &str, c: &Completion) -> Resul
                     quarantine_key.as_str().into(),
                     moved.as_str().into(),
                     removal.into(),
+                    state.as_str().into(),
                 ],
             )
             .await?;
         }
+        // A restored copy stays restored, whatever its removal's worker saw.
         Some(QuarantineChange::SetState(s)) => {
             tx.execute(
-                "UPDATE quarantine SET state = $1 WHERE queue_id = $2",
+                "UPDATE quarantine SET state = $1 WHERE queue_id = $2 AND state <> 'restored'",
                 &[s.as_str().into(), c.id.into()],
             )
             .await?;
         }
     }
-    if let Some(a) = &c.audit {
+    for a in &c.audit {
         audit(
             tx,
             now,
@@ -187,7 +225,17 @@ async fn apply(tx: &mut dyn Tx, actor: &str, now: &str, c: &Completion) -> Resul
         )
         .await?;
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Why `queue drop` leaves an entry whose object an earlier attempt may have moved to the trash:
+/// dropped, that copy would be nobody's (no record, left out of every listing). The worker
+/// settles it — records the copy, or moves it back — when the entry is retried; an entry of a
+/// store taken out of the configuration waits until the store is back.
+fn refused_drop(id: i64, q: &str, store: &str) -> String {
+    format!(
+        "queue entry {id} may have moved its object to {q} in store `{store}` before it stopped; it is not dropped until that copy is found and recorded: `assetgc queue retry {id}` lets the worker settle it (with store `{store}` in the configuration)"
+    )
 }
 
 impl State {
@@ -197,7 +245,7 @@ impl State {
         for &id in ids {
             let mut rows = tx
                 .query(
-                    "SELECT state, reason, next_attempt_at FROM queue WHERE id = $1",
+                    "SELECT state, reason, next_attempt_at, quarantine_key, store FROM queue WHERE id = $1",
                     &[id.into()],
                 )
                 .await?;
@@ -207,6 +255,9 @@ impl State {
                 )),
                 Some(mut r) => {
                     let (state, reason, at) = (r.text(0)?, r.text(1)?, r.text(2)?);
+                    let trash = r
+                        .opt_text(3)?
+                        .filter(|_| reason != Reason::Quarantine.as_str());
                     if state != "failed" && state != "pending" {
                         Some(format!(
                             "queue entry {id} is {state}; only failed or pending entries can be {}",
@@ -216,6 +267,8 @@ impl State {
                         Some(format!(
                             "queue entry {id} removes a quarantined copy when `keep` is over ({at}); it is not brought forward"
                         ))
+                    } else if let (false, Some(q)) = (retry, trash) {
+                        Some(refused_drop(id, &q, &r.text(4)?))
                     } else {
                         None
                     }
@@ -273,8 +326,9 @@ impl QueueStore for State {
         is_dead: &(dyn for<'x> Fn(&'x str) -> bool + Sync),
     ) -> Result<u64> {
         let e = context("cannot release stale claims");
-        let cutoff = rfc3339(Utc::now() - CLAIM_TIMEOUT);
         let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
+        let now = parse_time(&db_now(tx.as_mut(), self.dialect()).await.map_err(&e)?)?;
+        let cutoff = rfc3339(now.checked_sub_signed(CLAIM_TIMEOUT).unwrap_or(now));
         let holders = tx
             .query(
                 "SELECT DISTINCT claimed_by FROM queue WHERE state = 'claimed'",
@@ -304,15 +358,10 @@ impl QueueStore for State {
         Ok(released)
     }
 
-    async fn claim(
-        &self,
-        worker: &str,
-        n: usize,
-        quarantine: &(dyn for<'x> Fn(&'x Entry) -> Option<String> + Sync),
-    ) -> Result<Vec<Entry>> {
+    async fn claim(&self, worker: &str, n: usize) -> Result<(Vec<Entry>, chrono::DateTime<Utc>)> {
         let e = context("cannot claim queue entries");
-        let now = rfc3339(Utc::now());
         let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
+        let now = db_now(tx.as_mut(), self.dialect()).await.map_err(&e)?;
         let rows = tx
             .query(
                 &format!(
@@ -325,17 +374,14 @@ impl QueueStore for State {
             .map_err(&e)?;
         let mut entries = rows.into_iter().map(entry).collect::<Result<Vec<_>>>()?;
         for en in &mut entries {
-            en.reclaimed = en.quarantine_key.is_some();
-            if en.quarantine_key.is_none() {
-                en.quarantine_key = quarantine(en);
-            }
             en.state = QueueState::Claimed;
+            en.claim_token += 1;
             tx.execute(
-                "UPDATE queue SET state = 'claimed', claimed_by = $1, claimed_at = $2, quarantine_key = $3 WHERE id = $4",
+                "UPDATE queue SET state = 'claimed', claimed_by = $1, claimed_at = $2, claim_token = $3 WHERE id = $4",
                 &[
                     worker.into(),
                     now.as_str().into(),
-                    en.quarantine_key.as_deref().into(),
+                    en.claim_token.into(),
                     en.id.into(),
                 ],
             )
@@ -343,24 +389,59 @@ impl QueueStore for State {
             .map_err(&e)?;
         }
         tx.commit().await.map_err(&e)?;
-        Ok(entries)
+        Ok((entries, parse_time(&now)?))
     }
 
-    async fn hold_claims(&self, worker: &str, ids: &[i64]) -> Result<Vec<i64>> {
+    async fn hold_claims(
+        &self,
+        worker: &str,
+        holds: &[Hold],
+    ) -> Result<Vec<(i64, Option<String>)>> {
         let e = context("cannot renew claims");
-        let now = rfc3339(Utc::now());
         let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
-        let mut held = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(IN_LIST) {
-            let sql = format!(
-                "UPDATE queue SET claimed_at = $1 WHERE state = 'claimed' AND claimed_by = $2 AND id IN ({}) RETURNING id",
-                placeholders(3, chunk.len())
-            );
-            let mut args: Vec<Arg<'_>> = vec![now.as_str().into(), worker.into()];
-            args.extend(chunk.iter().map(|&id| Arg::from(id)));
-            for r in tx.query(&sql, &args).await.map_err(&e)? {
-                held.push(r.int(0)?);
+        let now = db_now(tx.as_mut(), self.dialect()).await.map_err(&e)?;
+        let mut held = Vec::with_capacity(holds.len());
+        for h in holds {
+            let Some(mut r) = tx
+                .query(
+                    "UPDATE queue SET claimed_at = $1, in_flight = CASE WHEN $4 = 1 THEN 1 ELSE in_flight END
+                     WHERE id = $2 AND state = 'claimed' AND claimed_by = $3 AND claim_token = $5
+                     RETURNING quarantine_key, store, resource_type",
+                    &[
+                        now.as_str().into(),
+                        h.id.into(),
+                        worker.into(),
+                        i64::from(h.start).into(),
+                        h.token.into(),
+                    ],
+                )
+                .await
+                .map_err(&e)?
+                .pop()
+            else {
+                continue;
+            };
+            let mut q = r.opt_text(0)?;
+            if let (None, Some(spot), true) = (&q, &h.spot, h.start) {
+                let (store, rt) = (r.text(1)?, r.text(2)?);
+                let mut n = 1;
+                let mut key = spot.candidate(n);
+                while spot_taken(tx.as_mut(), &store, &rt, &key, h.id)
+                    .await
+                    .map_err(&e)?
+                {
+                    n += 1;
+                    key = spot.candidate(n);
+                }
+                tx.execute(
+                    "UPDATE queue SET quarantine_key = $1 WHERE id = $2",
+                    &[key.as_str().into(), h.id.into()],
+                )
+                .await
+                .map_err(&e)?;
+                q = Some(key);
             }
+            held.push((h.id, q));
         }
         tx.commit().await.map_err(&e)?;
         Ok(held)
@@ -370,13 +451,15 @@ impl QueueStore for State {
         let e = context("cannot record deletion outcomes");
         let now = rfc3339(Utc::now());
         let mine_sql = format!(
-            "SELECT 1 FROM queue WHERE id = $1 AND state = 'claimed' AND claimed_by = $2{}",
+            "SELECT 1 FROM queue WHERE id = $1 AND state = 'claimed' AND claimed_by = $2 AND claim_token = $3{}",
             self.dialect().for_update()
         );
         let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
         for c in done {
+            // A claim taken over meanwhile writes nothing: not its row, not its audit rows,
+            // records or removals.
             let mine = !tx
-                .query(&mine_sql, &[c.id.into(), worker.into()])
+                .query(&mine_sql, &[c.id.into(), worker.into(), c.token.into()])
                 .await
                 .map_err(&e)?
                 .is_empty();
@@ -522,7 +605,7 @@ impl QueueStore for State {
             if n == 1 {
                 let word = match what {
                     Changed::Retried => "retried",
-                    Changed::Dropped => "dropped",
+                    Changed::Dropped | Changed::Refused => "dropped",
                 };
                 audit(
                     tx.as_mut(),
@@ -555,13 +638,14 @@ impl QueueStore for State {
         for id in self.selected(tx.as_mut(), sel).await.map_err(&e)? {
             let Some(mut r) = tx
                 .query(
-                    "UPDATE queue SET state = 'dropped', outcome = 'dropped', finished_at = $1 WHERE id = $2 AND state IN ('failed', 'pending') RETURNING store, resource_type, key",
-                    &[now.as_str().into(), id.into()],
+                    "UPDATE queue SET state = 'dropped', outcome = 'dropped', finished_at = $1 WHERE id = $2 AND state IN ('failed', 'pending') AND (quarantine_key IS NULL OR reason = $3) RETURNING store, resource_type, key",
+                    &[now.as_str().into(), id.into(), Reason::Quarantine.as_str().into()],
                 )
                 .await
                 .map_err(&e)?
                 .pop()
             else {
+                changed.push(Changed::Refused);
                 continue;
             };
             let rt = r.text(1)?;
@@ -583,5 +667,138 @@ impl QueueStore for State {
         }
         tx.commit().await.map_err(&e)?;
         Ok(changed)
+    }
+}
+
+/// `restore`'s hold on a quarantined copy's removal (SPEC §6 invariant 4): cancelled before the
+/// copy moves, so that no worker removes the copy or marks its record `removed` meanwhile.
+impl State {
+    /// Cancels the pending (or failed) removal `id` of a copy that `restore` is about to move.
+    /// `Err(Usage)` when a worker holds it right now; `Ok(false)` when there is none to cancel.
+    pub async fn cancel_removal(&self, id: i64) -> Result<bool> {
+        let e = context("cannot hold the copy's removal");
+        let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
+        let now = db_now(tx.as_mut(), self.dialect()).await.map_err(&e)?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT state, key FROM queue WHERE id = $1{}",
+                    self.dialect().for_update()
+                ),
+                &[id.into()],
+            )
+            .await
+            .map_err(&e)?;
+        let Some(mut r) = rows.into_iter().next() else {
+            return Ok(false);
+        };
+        let (state, key) = (r.text(0)?, r.text(1)?);
+        if state == "claimed" {
+            return Err(Error::Usage(format!(
+                "the removal of {key} (queue entry {id}) is running now; try again in a minute"
+            )));
+        }
+        let n = tx
+            .execute(
+                "UPDATE queue SET state = 'dropped', outcome = 'restored', finished_at = $1 WHERE id = $2 AND state IN ('pending', 'failed')",
+                &[now.as_str().into(), id.into()],
+            )
+            .await
+            .map_err(&e)?;
+        tx.commit().await.map_err(&e)?;
+        Ok(n == 1)
+    }
+
+    /// The restore did not happen: the cancelled removal `id` waits again.
+    pub async fn reinstate_removal(&self, id: i64) -> Result<()> {
+        let e = context("cannot put the copy's removal back");
+        let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
+        tx.execute(
+            "UPDATE queue SET state = 'pending', outcome = NULL, finished_at = NULL WHERE id = $1 AND state = 'dropped' AND outcome = 'restored'",
+            &[id.into()],
+        )
+        .await
+        .map_err(&e)?;
+        tx.commit().await.map_err(&e)
+    }
+
+    /// A move to the trash made outside the worker (`restore --overwrite` moving aside what it
+    /// replaces): the record, the copy's removal due at `remove_at`, and the audit row.
+    pub async fn record_move(
+        &self,
+        actor: &str,
+        object: &ObjectId,
+        quarantine_key: &str,
+        moved_at: chrono::DateTime<Utc>,
+        remove_at: chrono::DateTime<Utc>,
+        why: &str,
+    ) -> Result<()> {
+        let e = context("cannot record the move");
+        let now = rfc3339(Utc::now());
+        let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
+        let removal = NewEntry {
+            object: ObjectId::new(
+                object.store.clone(),
+                object.resource_type,
+                quarantine_key.to_string(),
+            ),
+            reason: Reason::Quarantine,
+            client_id: String::new(),
+            scan_id: None,
+            uploaded_at: None,
+            next_attempt_at: remove_at,
+            original_key: Some(object.key.clone()),
+        };
+        insert_entry(tx.as_mut(), actor, &now, &removal)
+            .await
+            .map_err(&e)?;
+        let queue_id = live_entry(tx.as_mut(), &removal.object, 0)
+            .await
+            .map_err(&e)?;
+        let moved = rfc3339(moved_at);
+        tx.execute(
+            "INSERT INTO quarantine (store, resource_type, key, quarantine_key, moved_at, queue_id) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                object.store.as_str().into(),
+                object.resource_type.as_str().into(),
+                object.key.as_str().into(),
+                quarantine_key.into(),
+                moved.as_str().into(),
+                queue_id.into(),
+            ],
+        )
+        .await
+        .map_err(&e)?;
+        let detail = format!(
+            "moved to {quarantine_key} ({why}); removed for good after {}",
+            rfc3339(remove_at)
+        );
+        audit(
+            tx.as_mut(),
+            &now,
+            actor,
+            object,
+            "quarantined",
+            Some(&detail),
+            queue_id,
+        )
+        .await
+        .map_err(&e)?;
+        tx.commit().await.map_err(&e)
+    }
+
+    /// Whether a quarantine key is free of records and entries.
+    pub async fn trash_key_free(&self, object: &ObjectId, quarantine_key: &str) -> Result<bool> {
+        let mut tx = self.begin(Mode::Read).await?;
+        let taken = spot_taken(
+            tx.as_mut(),
+            &object.store,
+            object.resource_type.as_str(),
+            quarantine_key,
+            0,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(!taken)
     }
 }
