@@ -143,16 +143,40 @@ async fn two_workers(config: &Path, n: usize) -> BTreeMap<String, u64> {
     );
     assert_eq!(a.status.code(), Some(0), "{}", text(&a));
     assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    // What each worker claimed: a claim that overwrote the other's (the fencing token then keeps
+    // the loser from acting, so the audit alone cannot tell) still counts twice here.
+    let claimed = |o: &std::process::Output| -> usize {
+        let out = text(o);
+        let first = out.lines().next().unwrap_or_default();
+        first
+            .strip_prefix("Processed ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no `Processed N` line in {out}"))
+    };
+    assert_eq!(
+        claimed(&a) + claimed(&b),
+        n,
+        "the two workers claimed {} and {} of {n} entries: some entry was claimed by both",
+        claimed(&a),
+        claimed(&b)
+    );
     let audit: Value = serde_json::from_str(&ok(config, &["audit", "--json", "--limit", "100000"]))
         .expect("audit");
+    // Every audit row of the run counts, whatever its outcome: an entry taken by both workers
+    // shows as a second row for its key (`already_gone` after the other's move, or a move of
+    // its own), and a worker's `quarantined` or `referenced` is the only first word there is.
     let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
     for row in audit.as_array().expect("array") {
         let outcome = row["outcome"].as_str().expect("outcome");
-        if outcome == "quarantined" || outcome == "referenced" {
-            *per_key
-                .entry(row["key"].as_str().expect("key").to_string())
-                .or_default() += 1;
-        }
+        assert!(
+            outcome == "quarantined" || outcome == "referenced",
+            "every file was there and each entry had one worker, yet {} ended `{outcome}`",
+            row["key"]
+        );
+        *per_key
+            .entry(row["key"].as_str().expect("key").to_string())
+            .or_default() += 1;
     }
     per_key
 }
