@@ -52,10 +52,18 @@ pub fn delta(d: std::time::Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
-/// `t + d`, saturating at the end of time instead of panicking.
+/// `t + d`, saturating at [`last_time`] instead of panicking: times are kept as RFC 3339 text
+/// and compared as text, and a year past 9999 would be written `+10000-…` and sort first (due at
+/// once, for ever).
 pub fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
     t.checked_add_signed(delta(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .min(last_time())
+}
+
+/// 9999-12-31T23:59:59Z: the last time whose RFC 3339 text sorts after every earlier one.
+pub fn last_time() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Minutes since the Unix epoch: the unit the API budget counts calls in.
@@ -66,6 +74,23 @@ pub fn minute_of(t: DateTime<Utc>) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_saturates_where_the_text_still_sorts_last() {
+        let now = Utc::now();
+        for d in [
+            std::time::Duration::MAX,
+            std::time::Duration::from_secs(u64::MAX / 2),
+        ] {
+            let t = after(now, d);
+            assert_eq!(rfc3339(t), "9999-12-31T23:59:59Z");
+            assert!(rfc3339(t) > rfc3339(now));
+        }
+        assert_eq!(
+            after(now, std::time::Duration::from_mins(1)),
+            now + TimeDelta::seconds(60)
+        );
+    }
 
     #[test]
     fn times_in_every_database_format() {
@@ -105,10 +130,7 @@ mod tests {
     #[test]
     fn durations_past_the_end_of_time_saturate() {
         let now = Utc::now();
-        assert_eq!(
-            after(now, std::time::Duration::MAX),
-            DateTime::<Utc>::MAX_UTC
-        );
+        assert_eq!(after(now, std::time::Duration::MAX), last_time());
         assert_eq!(delta(std::time::Duration::MAX), TimeDelta::MAX);
         assert_eq!(minute_of(DateTime::from_timestamp(125, 0).expect("t")), 2);
     }

@@ -14,17 +14,7 @@ use crate::domain::queue::{
 };
 use crate::time::rfc3339;
 
-/// `t + d`, saturating at the last time the state database can order: its times are RFC 3339
-/// text, compared as text, and a year past 9999 would be written `+10000-…` and sort first
-/// (due at once, for ever).
-pub fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    crate::time::after(t, d).min(last_time())
-}
-
-/// 9999-12-31T23:59:59Z.
-pub fn last_time() -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
+pub use crate::time::{after, last_time};
 
 /// The wait before an entry whose quarantine key was taken tries another (a new second).
 const RETARGET_SECS: u64 = 2;
