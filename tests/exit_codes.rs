@@ -24,6 +24,10 @@ const FORWARD: u8 = 0;
 const DENY_DELETES: u8 = 1;
 /// The proxy stops listening: its port refuses connections.
 const GONE: u8 = 2;
+/// CopyObject is refused with S3's 403 `AccessDenied`; the rest goes to moto.
+const DENY_COPIES: u8 = 3;
+/// Every request is refused as S3 refuses an unknown access key.
+const REFUSE_CREDENTIALS: u8 = 4;
 
 /// An HTTP/1.1 proxy in front of moto, one connection per request.
 struct Proxy {
@@ -105,11 +109,25 @@ fn serve(mut conn: TcpStream, upstream: &str, mode: &AtomicU8) {
         return;
     };
     let request_line = head.lines().next().unwrap_or_default();
+    if mode.load(Ordering::SeqCst) == REFUSE_CREDENTIALS {
+        let _ = conn.write_all(&refusal(
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+        ));
+        return;
+    }
     if mode.load(Ordering::SeqCst) == DENY_DELETES
         && request_line.starts_with("POST ")
         && request_line.contains("?delete")
     {
         let _ = conn.write_all(&denied(&String::from_utf8_lossy(&body)));
+        return;
+    }
+    if mode.load(Ordering::SeqCst) == DENY_COPIES
+        && request_line.starts_with("PUT ")
+        && head.to_ascii_lowercase().contains("\r\nx-amz-copy-source:")
+    {
+        let _ = conn.write_all(&refusal("AccessDenied", "Access Denied"));
         return;
     }
     // Passed on with `Connection: close`, so that the answer ends where moto's connection does.
@@ -133,6 +151,20 @@ fn serve(mut conn: TcpStream, upstream: &str, mode: &AtomicU8) {
     {
         let _ = conn.write_all(&answer);
     }
+}
+
+/// S3's 403 with its code (a HEAD's answer carries the body too; clients ignore it).
+fn refusal(code: &str, message: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// S3's answer to a DeleteObjects call that refuses every key it names.
@@ -160,8 +192,8 @@ const KEPT: &str = "app/uploads/keep-1.jpg";
 const ORPHANS: [&str; 3] = ["app/tmp/o1.jpg", "app/tmp/o2.jpg", "app/tmp/o3.jpg"];
 
 /// A bucket with one referenced object and three orphans, a config whose store goes through
-/// `proxy` with quarantine off, and a complete scan of it.
-fn scanned(dir: &Path, bucket: &Bucket, proxy: &Proxy) -> PathBuf {
+/// `proxy` (quarantine on or off), a complete scan of it, and its orphans queued.
+fn scanned(dir: &Path, bucket: &Bucket, proxy: &Proxy, quarantine: bool) -> PathBuf {
     block_on(async {
         for k in ORPHANS.iter().chain([&KEPT]) {
             bucket.put(k, k.as_bytes()).await;
@@ -183,7 +215,7 @@ endpoint = "{}"
 access_key_id = "testing"
 secret_access_key = "testing"
 min_age = "0s"
-quarantine = false
+quarantine = {quarantine}
 
 [databases.app]
 url = "sqlite://app.db"
@@ -240,7 +272,7 @@ fn deletes_refused_key_by_key_fail_the_entries_and_exit_4() {
     let proxy = Proxy::start(&endpoint);
     let tmp = tempfile::tempdir().expect("tmp");
     let state = StateDb::create(StateBackend::Sqlite, tmp.path());
-    let config = scanned(tmp.path(), &bucket, &proxy);
+    let config = scanned(tmp.path(), &bucket, &proxy, false);
 
     proxy.set(DENY_DELETES);
     let r = assetgc(&config, &["queue", "run"]);
@@ -263,7 +295,7 @@ fn deletes_refused_key_by_key_fail_the_entries_and_exit_4() {
 }
 
 #[test]
-fn a_store_that_does_not_answer_still_exits_1() {
+fn quarantine_copies_refused_by_an_answering_store_fail_the_entries_and_exit_4() {
     let Some(endpoint) = require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
         return;
     };
@@ -271,17 +303,62 @@ fn a_store_that_does_not_answer_still_exits_1() {
     let proxy = Proxy::start(&endpoint);
     let tmp = tempfile::tempdir().expect("tmp");
     let state = StateDb::create(StateBackend::Sqlite, tmp.path());
-    let config = scanned(tmp.path(), &bucket, &proxy);
+    let config = scanned(tmp.path(), &bucket, &proxy, true);
 
-    proxy.set(GONE);
+    proxy.set(DENY_COPIES);
     let r = assetgc(&config, &["queue", "run"]);
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert_eq!(
-        state.count("SELECT COUNT(*) FROM queue WHERE state = 'failed'", &[]),
-        0
+        r.code, 4,
+        "a store that answered and refused every copy is not unreachable:\n{}{}",
+        r.stdout, r.stderr
     );
+    let rows = state.query("SELECT key, state, last_error FROM queue ORDER BY key", &[]);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row[1].as_deref(), Some("failed"), "{rows:?}");
+        let why = row[2].as_deref().unwrap_or_default();
+        assert!(why.contains("AccessDenied"), "{rows:?}");
+    }
     let left = objects(&bucket);
+    assert!(
+        !left.iter().any(|k| k.contains(".assetgc-trash")),
+        "{left:?}"
+    );
     for k in ORPHANS.iter().chain([&KEPT]) {
         assert!(left.contains(*k), "{k} is gone: {left:?}");
+    }
+}
+
+#[test]
+fn a_store_not_reached_or_refusing_the_credentials_still_exits_1() {
+    let Some(endpoint) = require_service("moto S3", "ASSETGC_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    // Deleting and quarantining alike.
+    for (mode, quarantine) in [
+        (GONE, false),
+        (GONE, true),
+        (REFUSE_CREDENTIALS, false),
+        (REFUSE_CREDENTIALS, true),
+    ] {
+        let bucket = block_on(Bucket::create(&endpoint));
+        let proxy = Proxy::start(&endpoint);
+        let tmp = tempfile::tempdir().expect("tmp");
+        let state = StateDb::create(StateBackend::Sqlite, tmp.path());
+        let config = scanned(tmp.path(), &bucket, &proxy, quarantine);
+
+        proxy.set(mode);
+        let r = assetgc(&config, &["queue", "run"]);
+        let case = format!("mode {mode}, quarantine = {quarantine}");
+        assert_eq!(r.code, 1, "{case}: {}{}", r.stdout, r.stderr);
+        assert_eq!(
+            state.count("SELECT COUNT(*) FROM queue WHERE state = 'failed'", &[]),
+            0,
+            "{case}"
+        );
+        let left = objects(&bucket);
+        for k in ORPHANS.iter().chain([&KEPT]) {
+            assert!(left.contains(*k), "{k} is gone: {left:?}");
+        }
     }
 }

@@ -574,6 +574,22 @@ pub(super) async fn delete_many<S: ObjectStore>(
     Ok(out)
 }
 
+/// Whether the store answers a listing (one page under its prefix) with these credentials: it
+/// tells a store that refused every copy by name from one that refuses the credentials, which
+/// an S3 HEAD's 403 without a body cannot.
+async fn answers<S: ObjectStore>(d: &Deletes<'_, S>) -> bool {
+    let prefix = match d.prefix.strip_suffix('/') {
+        Some(p) => match Path::parse(p) {
+            Ok(p) => Some(p),
+            Err(_) => return false,
+        },
+        None => None,
+    };
+    d.calls.fetch_add(1, Ordering::Relaxed);
+    let first = d.store.list(prefix.as_ref()).next().await;
+    !matches!(first, Some(Err(_)))
+}
+
 /// How one server-side copy ended.
 pub(super) enum Copied {
     Done,
@@ -628,6 +644,7 @@ where
     let mut sources = Vec::new();
     let mut moved_from = Vec::new();
     let mut landed = 0;
+    let mut refused = false;
     let mut last_failure = String::new();
     for (i, result) in copies {
         match result {
@@ -648,12 +665,15 @@ where
                 )));
             }
             Copied::Failed(e) => {
+                refused |= e.kind == KeyFailure::Permanent;
                 last_failure.clone_from(&e.message);
                 out[i] = Err(e);
             }
         }
     }
-    if landed == 0 && !last_failure.is_empty() {
+    // No copy landed: the store is not answering, or refuses the credentials — unless it
+    // refused copies by name and still answers a listing, when those keys fail, each.
+    if landed == 0 && !last_failure.is_empty() && !(refused && answers(d).await) {
         return Err(StoreError::unreachable(format!(
             "{}: {last_failure}",
             d.what
