@@ -140,6 +140,13 @@ pub(super) fn lookup_failed(message: String, e: object_store::Error) -> StoreErr
     .with_source(e)
 }
 
+/// Whether a key's failure is the store's answer about that key — S3's DeleteObjects lists an
+/// `<Error>` with its code per refused key, an Azure batch a status per part — rather than a
+/// request that got no answer or was refused as a whole (refused credentials, no such bucket).
+fn answered_for_key(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. }) && s3_code(&e.to_string()).is_some()
+}
+
 /// The S3 error code at the end of an `object_store` DeleteObjects message, `… (code: X)`.
 fn s3_code(msg: &str) -> Option<&str> {
     let start = msg.rfind("(code: ")? + "(code: ".len();
@@ -467,7 +474,8 @@ fn reason(e: &dyn std::error::Error) -> String {
 
 /// Bulk delete through `object_store`: unusable keys are refused here, the rest are sent
 /// `per_call` to a request (each request counted), `at_once` requests at a time. A request that
-/// fails as a whole fails each of its keys; when no key sent is gone afterwards, the call fails.
+/// fails as a whole fails each of its keys; when no key sent got an answer of its own (gone, or
+/// refused by the store by name), the call fails.
 pub(super) async fn delete_many<S: ObjectStore>(
     d: Deletes<'_, S>,
     keys: &[String],
@@ -518,7 +526,7 @@ pub(super) async fn delete_many<S: ObjectStore>(
         .buffer_unordered(d.at_once.max(1))
         .collect()
         .await;
-    let mut gone = 0;
+    let mut answered = 0;
     let mut last_failure = String::new();
     for (indices, answer) in answers {
         match answer {
@@ -529,13 +537,18 @@ pub(super) async fn delete_many<S: ObjectStore>(
                         Err(object_store::Error::NotFound { .. }) if d.not_found_is_gone => {
                             Ok(Gone::AlreadyGone)
                         }
-                        Err(e) => Err(KeyError {
-                            kind: key_failure(&e),
-                            message: format!("delete failed: {}", reason(&e)),
-                        }),
+                        Err(e) => {
+                            if answered_for_key(&e) {
+                                answered += 1;
+                            }
+                            Err(KeyError {
+                                kind: key_failure(&e),
+                                message: format!("delete failed: {}", reason(&e)),
+                            })
+                        }
                     };
                     match &out[i] {
-                        Ok(_) => gone += 1,
+                        Ok(_) => answered += 1,
                         Err(e) => last_failure.clone_from(&e.message),
                     }
                 }
@@ -549,15 +562,32 @@ pub(super) async fn delete_many<S: ObjectStore>(
             }
         }
     }
-    // Nothing sent went: the store is not answering, or refuses this store's credentials.
-    // (A request of one key that cannot be sent looks like that key's failure.)
-    if !sendable_is_empty && gone == 0 {
+    // No key got an answer of its own: the store is not answering, or refuses this store's
+    // credentials. (A request of one key that cannot be sent looks like that key's failure.) A
+    // store that answered and refused every key reached the store: those keys fail, each.
+    if !sendable_is_empty && answered == 0 {
         return Err(StoreError::unreachable(format!(
             "{}: {last_failure}",
             d.what
         )));
     }
     Ok(out)
+}
+
+/// Whether the store answers a listing (one page under its prefix) with these credentials: it
+/// tells a store that refused every copy by name from one that refuses the credentials, which
+/// an S3 HEAD's 403 without a body cannot.
+async fn answers<S: ObjectStore>(d: &Deletes<'_, S>) -> bool {
+    let prefix = match d.prefix.strip_suffix('/') {
+        Some(p) => match Path::parse(p) {
+            Ok(p) => Some(p),
+            Err(_) => return false,
+        },
+        None => None,
+    };
+    d.calls.fetch_add(1, Ordering::Relaxed);
+    let first = d.store.list(prefix.as_ref()).next().await;
+    !matches!(first, Some(Err(_)))
 }
 
 /// How one server-side copy ended.
@@ -614,6 +644,7 @@ where
     let mut sources = Vec::new();
     let mut moved_from = Vec::new();
     let mut landed = 0;
+    let mut refused = false;
     let mut last_failure = String::new();
     for (i, result) in copies {
         match result {
@@ -634,12 +665,15 @@ where
                 )));
             }
             Copied::Failed(e) => {
+                refused |= e.kind == KeyFailure::Permanent;
                 last_failure.clone_from(&e.message);
                 out[i] = Err(e);
             }
         }
     }
-    if landed == 0 && !last_failure.is_empty() {
+    // No copy landed: the store is not answering, or refuses the credentials — unless it
+    // refused copies by name and still answers a listing, when those keys fail, each.
+    if landed == 0 && !last_failure.is_empty() && !(refused && answers(d).await) {
         return Err(StoreError::unreachable(format!(
             "{}: {last_failure}",
             d.what
@@ -741,6 +775,10 @@ mod tests {
         };
         assert_eq!(key_failure(&cut), KeyFailure::Transient);
         assert_eq!(s3_code("x (code: )"), None);
+        // A code per key is the store's answer; a refused or cut request is not.
+        assert!(answered_for_key(&failed("AccessDenied")));
+        assert!(!answered_for_key(&refused));
+        assert!(!answered_for_key(&cut));
     }
 
     #[test]
