@@ -66,8 +66,13 @@ fn parse_time(t: &str) -> Result<chrono::DateTime<Utc>> {
 async fn spot_taken(tx: &mut dyn Tx, store: &str, rt: &str, q: &str, id: i64) -> Result<bool> {
     let rows = tx
         .query(
-            "SELECT 1 FROM quarantine WHERE store = $1 AND resource_type = $2 AND quarantine_key = $3
-             UNION ALL SELECT 1 FROM queue WHERE store = $1 AND resource_type = $2 AND (key = $3 OR quarantine_key = $3) AND id <> $4",
+            // Three index look-ups: `quarantine_spot`, `queue_object`, `queue_spot`. The copies
+            // are asked by key alone (a copy of that name in another store also counts as taken,
+            // which only moves this one to the next folder), so that no planner, even one without
+            // statistics yet, answers them by scanning every row of the store.
+            "SELECT 1 FROM quarantine WHERE quarantine_key = $3
+             UNION ALL SELECT 1 FROM queue WHERE store = $1 AND resource_type = $2 AND key = $3 AND id <> $4
+             UNION ALL SELECT 1 FROM queue WHERE quarantine_key = $3 AND id <> $4",
             &[store.into(), rt.into(), q.into(), id.into()],
         )
         .await?;
