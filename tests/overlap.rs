@@ -152,6 +152,37 @@ fn identical_folder_roots_are_one_place(state: StateBackend) {
 both_states!(identical_folder_roots_are_one_place);
 
 #[test]
+fn a_failed_query_of_an_overlapping_store_leaves_the_scanned_store_without_orphans() {
+    // `clips` lies inside `media`; its reference query fails. A scan of `media` alone counts
+    // `clips`' references, so its reference set is partial: no orphans (the unread rows may name
+    // any of them), a warning, exit 4 — and purge refuses.
+    let d = Dir::new(StateBackend::Sqlite);
+    d.sql(
+        "CREATE TABLE a (id integer PRIMARY KEY, key text);
+         INSERT INTO a VALUES (1, 'posts/p.jpg');",
+    );
+    for f in ["media/posts/p.jpg", "media/clips/c.mp4", "media/tmp/o.jpg"] {
+        d.file(f, 3);
+    }
+    d.config(&format!(
+        "[stores.media]\nurl = \"./media\"\nmin_age = \"1h\"\n[stores.clips]\nurl = \"./media/clips\"\nmin_age = \"1h\"\n{}{}",
+        reference("a rows", "media", "a"),
+        reference("clip rows", "clips", "no_such_table")
+    ));
+    let r = d.run(&["scan", "--all", "--json", "--store", "media"]);
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    let scan: Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(scan["scan"]["complete"], false, "{scan}");
+    assert!(orphans(&scan).is_empty(), "{scan}");
+    assert_eq!(scan["summary"]["orphans"], 0, "{scan}");
+    let warnings = scan["scan"]["warnings"].to_string();
+    assert!(warnings.contains("undecided"), "{warnings}");
+    let r = d.run(&["purge", "--confirm", "--store", "media"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(d.exists("media/clips/c.mp4") && d.exists("media/tmp/o.jpg"));
+}
+
+#[test]
 fn deleting_through_a_store_applies_every_overlapping_stores_rules() {
     // `media` has quarantine off, min_age 1h and no ignore; `clips` (inside it) has quarantine
     // on, min_age 5d and ignore `keep/**`. Deleting through `media` applies all three of
