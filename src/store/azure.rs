@@ -315,14 +315,21 @@ impl Inner {
         url
     }
 
-    /// One List Blobs call, signed with the store's credential. Counts the call.
-    async fn list_once(&self, q: &PageQuery<'_>) -> Result<EnumerationResults, CallError> {
-        let url = self.list_url(q);
-        let mut req = http::Request::builder()
-            .method(http::Method::GET)
-            .uri(&url)
+    /// A request signed with the store's credential, ready to send. A SAS credential goes into
+    /// the query, so the URL is sent as signed.
+    async fn signed_request(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<reqwest::RequestBuilder, CallError> {
+        let mut builder = http::Request::builder().method(method.clone()).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, value);
+        }
+        let mut req = builder
             .body(object_store::client::HttpRequestBody::empty())
-            .map_err(|e| CallError::fatal(format!("bad request URL: {e}")))?;
+            .map_err(|e| CallError::fatal(format!("bad request: {e}")))?;
         let credential = self
             .heads
             .credentials()
@@ -334,11 +341,18 @@ impl Inner {
         AzureAuthorizer::new(&credential, &self.account)
             .try_authorize(&mut req)
             .map_err(|e| CallError::fatal(format!("cannot sign the request: {}", one_line(&e))))?;
-        // A SAS credential goes into the query: send the URL as signed.
-        let mut builder = self.http.get(req.uri().to_string());
+        let mut out = self.http.request(method, req.uri().to_string());
         for (name, value) in req.headers() {
-            builder = builder.header(name, value);
+            out = out.header(name, value);
         }
+        Ok(out)
+    }
+
+    /// One List Blobs call, signed with the store's credential. Counts the call.
+    async fn list_once(&self, q: &PageQuery<'_>) -> Result<EnumerationResults, CallError> {
+        let builder = self
+            .signed_request(http::Method::GET, &self.list_url(q), &[])
+            .await?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let resp = builder.send().await.map_err(|e| CallError::request(&e))?;
         let status = resp.status();

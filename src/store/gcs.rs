@@ -262,9 +262,10 @@ impl Inner {
         url
     }
 
-    /// One objects.list call, with a bearer token unless anonymous. Counts the call.
-    async fn list_once(&self, q: &PageQuery<'_>) -> Result<Objects, CallError> {
-        let mut req = self.http.get(self.list_url(q));
+    /// One JSON API GET, with a bearer token unless anonymous: the answer's status and body.
+    /// Counts the call.
+    async fn get_json(&self, url: &str) -> Result<(reqwest::StatusCode, Vec<u8>), CallError> {
+        let mut req = self.http.get(url);
         if self.signed {
             let credential = self
                 .heads
@@ -279,11 +280,17 @@ impl Inner {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let resp = req.send().await.map_err(|e| CallError::request(&e))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| CallError {
+        let body = resp.bytes().await.map(Vec::from).map_err(|e| CallError {
             msg: format!("reading the answer failed: {}", cloud::error_chain(&e)),
             status: None,
             retry: true,
         })?;
+        Ok((status, body))
+    }
+
+    /// One objects.list call, with a bearer token unless anonymous. Counts the call.
+    async fn list_once(&self, q: &PageQuery<'_>) -> Result<Objects, CallError> {
+        let (status, body) = self.get_json(&self.list_url(q)).await?;
         if status.is_success() {
             return serde_json::from_slice(&body)
                 .map_err(|e| CallError::fatal(format!("unreadable answer: {e}")));
@@ -438,26 +445,7 @@ impl Inner {
             self.objects_url,
             utf8_percent_encode(full, URL_PART)
         );
-        let mut req = self.http.get(url);
-        if self.signed {
-            let credential = self
-                .heads
-                .credentials()
-                .get_credential()
-                .await
-                .map_err(|e| {
-                    CallError::fatal(format!("no credential for the bucket: {}", one_line(&e)))
-                })?;
-            req = req.bearer_auth(&credential.bearer);
-        }
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let resp = req.send().await.map_err(|e| CallError::request(&e))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| CallError {
-            msg: format!("reading the answer failed: {}", cloud::error_chain(&e)),
-            status: None,
-            retry: true,
-        })?;
+        let (status, body) = self.get_json(&url).await?;
         if status.is_success() {
             let item: Item = serde_json::from_slice(&body)
                 .map_err(|e| CallError::fatal(format!("unreadable answer: {e}")))?;

@@ -9,10 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{HeaderMap, Method};
-use object_store::azure::AzureAuthorizer;
 use percent_encoding::utf8_percent_encode;
 
-use super::{Inner, KEY_PATH, one_line};
+use super::{Inner, KEY_PATH};
 use crate::store::KeyError;
 use crate::store::cloud::{self, CallError, Copied};
 
@@ -49,28 +48,7 @@ impl Inner {
         url: &str,
         headers: &[(&str, String)],
     ) -> Result<(u16, HeaderMap), CallError> {
-        let mut builder = http::Request::builder().method(method.clone()).uri(url);
-        for (name, value) in headers {
-            builder = builder.header(*name, value);
-        }
-        let mut req = builder
-            .body(object_store::client::HttpRequestBody::empty())
-            .map_err(|e| CallError::fatal(format!("bad request: {e}")))?;
-        let credential = self
-            .heads
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(|e| {
-                CallError::fatal(format!("no credential for the account: {}", one_line(&e)))
-            })?;
-        AzureAuthorizer::new(&credential, &self.account)
-            .try_authorize(&mut req)
-            .map_err(|e| CallError::fatal(format!("cannot sign the request: {}", one_line(&e))))?;
-        let mut out = self.http.request(method, req.uri().to_string());
-        for (name, value) in req.headers() {
-            out = out.header(name, value);
-        }
+        let out = self.signed_request(method, url, headers).await?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let resp = out.send().await.map_err(|e| CallError::request(&e))?;
         let status = resp.status();
