@@ -163,12 +163,8 @@ pub fn trash_prefixes(cfg: &Config, s: usize) -> Vec<String> {
     out
 }
 
-/// Why `key` of store `s` may not be deleted as an object: it lies in a quarantine.
-pub fn in_trash(cfg: &Config, s: usize, key: &str) -> Option<String> {
-    trash_reason(&cfg.stores[s].name, &trash_prefixes(cfg, s), key)
-}
-
-/// [`in_trash`] against prefixes computed once (`trash_prefixes`), for many keys of one store.
+/// Why `key` of store `store` may not be deleted as an object: it lies in one of `prefixes`, the
+/// store's [`trash_prefixes`] (computed once for many keys: they ask the filesystem).
 pub fn trash_reason(store: &str, prefixes: &[String], key: &str) -> Option<String> {
     prefixes
         .iter()
@@ -380,7 +376,8 @@ mod tests {
             vec![".assetgc-trash/".to_string(), "bin/".into()],
             "identical roots exclude each other's trash"
         );
-        assert!(in_trash(&same, 0, "bin/20260101T000000Z/a.jpg").is_some());
+        let in_trash = |s: usize, key: &str| trash_reason("s", &trash_prefixes(&same, s), key);
+        assert!(in_trash(0, "bin/20260101T000000Z/a.jpg").is_some());
     }
 
     #[test]

@@ -157,7 +157,12 @@ pub async fn plan(app: &App, req: &PurgeRequest) -> Result<PurgePlan> {
             )
         }
     };
-    candidates.retain(|(_, o)| wanted(cfg, req, o, planned_at));
+    // Every store's trash and its overlapping stores', once per store (they ask the filesystem
+    // about folder roots): nothing there is a candidate.
+    let trash: Vec<Vec<String>> = (0..cfg.stores.len())
+        .map(|s| crate::overlap::trash_prefixes(cfg, s))
+        .collect();
+    candidates.retain(|(_, o)| wanted(cfg, &trash, req, o, planned_at));
     let mut per_store: BTreeMap<String, StoreTotal> = BTreeMap::new();
     let mut scan_of: BTreeMap<String, i64> = BTreeMap::new();
     for (scan, o) in &candidates {
@@ -167,14 +172,18 @@ pub async fn plan(app: &App, req: &PurgeRequest) -> Result<PurgePlan> {
         scan_of.entry(o.store.clone()).or_insert(*scan);
     }
     let refusals = guard_all(app, &scan_of, &complete).await?;
+    // The largest min_age of the stores that overlap each store (invariant 1), once per store:
+    // the rules ask the filesystem about folder roots.
+    let min_ages: Vec<Duration> = (0..cfg.stores.len())
+        .map(|s| crate::overlap::rules(cfg, s).min_age)
+        .collect();
     let candidates = candidates
         .into_iter()
         .map(|(scan, orphan)| {
             // Invariant 2: held until min_age after the upload time from the listing; an
-            // unknown upload time counts from now. The largest min_age of the stores that
-            // overlap this one applies (invariant 1).
-            let min_age = crate::overlap::index(cfg, &orphan.store)
-                .map_or(Duration::ZERO, |s| crate::overlap::rules(cfg, s).min_age);
+            // unknown upload time counts from now.
+            let min_age =
+                crate::overlap::index(cfg, &orphan.store).map_or(Duration::ZERO, |s| min_ages[s]);
             let ready_at = after(orphan.uploaded_at.unwrap_or(planned_at), min_age);
             Candidate {
                 scan,
@@ -193,14 +202,20 @@ pub async fn plan(app: &App, req: &PurgeRequest) -> Result<PurgePlan> {
     })
 }
 
-fn wanted(cfg: &Config, req: &PurgeRequest, o: &Orphan, now: DateTime<Utc>) -> bool {
+fn wanted(
+    cfg: &Config,
+    trash: &[Vec<String>],
+    req: &PurgeRequest,
+    o: &Orphan,
+    now: DateTime<Utc>,
+) -> bool {
     (req.stores.is_empty() || req.stores.contains(&o.store))
         && req.prefix.as_deref().is_none_or(|p| o.key.starts_with(p))
         && req
             .older_than
             .is_none_or(|d| o.uploaded_at.is_some_and(|t| now - t > delta(d)))
         && crate::overlap::index(cfg, &o.store)
-            .is_some_and(|s| crate::overlap::in_trash(cfg, s, &o.key).is_none())
+            .is_some_and(|s| !trash[s].iter().any(|p| o.key.starts_with(p.as_str())))
 }
 
 async fn given_scan(app: &App, id: i64) -> Result<ScanRecord> {

@@ -26,14 +26,15 @@ pub async fn add(
         return Err(Error::Usage("no keys given (stdin was empty)".into()));
     }
     let now = Utc::now();
+    // Only a quarantine record removes a copy: no key in any overlapping store's trash.
+    let trash = crate::overlap::index(&app.cfg, &store.name)
+        .map(|s| crate::overlap::trash_prefixes(&app.cfg, s))
+        .unwrap_or_default();
     let entries = keys
         .iter()
         .map(|k| {
             let (rt, key) = crate::store::typed_key(store, resource_type, k)?;
-            // Only a quarantine record removes a copy: no key in any overlapping store's trash.
-            if let Some(why) = crate::overlap::index(&app.cfg, &store.name)
-                .and_then(|s| crate::overlap::in_trash(&app.cfg, s, &key))
-            {
+            if let Some(why) = crate::overlap::trash_reason(&store.name, &trash, &key) {
                 return Err(Error::Refused(why));
             }
             Ok(NewEntry {
@@ -59,10 +60,12 @@ pub async fn add(
 pub async fn retry(app: &App, sel: &Selection, actor: &str) -> Result<Vec<Changed>> {
     let now = Utc::now();
     let cfg = &app.cfg;
+    // The largest min_age of the stores overlapping each store (invariant 1), once per store.
+    let min_ages: Vec<std::time::Duration> = (0..cfg.stores.len())
+        .map(|s| crate::overlap::rules(cfg, s).min_age)
+        .collect();
     let decide = |e: &crate::domain::queue::Entry, other: Option<i64>| {
-        // The largest min_age of the stores overlapping the entry's (invariant 1).
-        let min_age = crate::overlap::index(cfg, &e.object.store)
-            .map(|s| crate::overlap::rules(cfg, s).min_age);
+        let min_age = crate::overlap::index(cfg, &e.object.store).map(|s| min_ages[s]);
         transition::retry(e, other, min_age, now)
     };
     app.state.queue_retry(sel, actor, &decide).await

@@ -4,7 +4,7 @@
 //! database applies with their audit rows. `queue run`, `purge --confirm` and (later) `serve`
 //! all drain the queue through [`run`].
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -984,10 +984,16 @@ async fn batch(w: &mut Worker<'_>, totals: &mut Totals) -> Result<bool> {
     }
     let now = Utc::now();
     let mut done = Vec::with_capacity(results.len());
+    // Once per store of the batch: the overlapping stores' rules ask the filesystem about
+    // folder roots.
+    let mut settings: HashMap<&str, Settings> = HashMap::new();
     for (e, o) in &results {
-        let store = crate::overlap::index(cfg, &e.object.store)
-            .map(|i| crate::overlap::effective_store(cfg, i));
-        let c = transition::complete(e, o, &opts.settings(store.as_ref()), now);
+        let s = *settings.entry(e.object.store.as_str()).or_insert_with(|| {
+            let store = crate::overlap::index(cfg, &e.object.store)
+                .map(|i| crate::overlap::effective_store(cfg, i));
+            opts.settings(store.as_ref())
+        });
+        let c = transition::complete(e, o, &s, now);
         totals.count(e, o, &c);
         if let Outcome::Failed { error, .. } = o {
             app.publish(Event::DeletionFailed {
