@@ -15,6 +15,9 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 use crate::key::{KeyContext, KeyFormat, ResourceType};
 
+mod rules;
+pub use rules::{ExpiryConfig, KeepQuery, PolicyConfig, Track, bind_parameters};
+
 type Text = Spanned<String>;
 
 pub const DEFAULT_MIN_AGE: Duration = Duration::from_hours(24);
@@ -35,9 +38,11 @@ struct RawConfig {
     databases: IndexMap<String, Spanned<RawDatabase>>,
     #[serde(default)]
     references: Vec<Spanned<RawReference>>,
+    #[serde(default)]
+    policies: Vec<Spanned<rules::RawPolicy>>,
+    #[serde(default)]
+    expiry: Vec<Spanned<rules::RawExpiry>>,
     // Sections that later work fills in: rejected by name, never silently ignored.
-    policies: Option<Spanned<toml::Value>>,
-    expiry: Option<Spanned<toml::Value>>,
     jobs: Option<Spanned<toml::Value>>,
     queue: Option<Spanned<RawQueue>>,
     notify: Option<Spanned<toml::Value>>,
@@ -236,7 +241,7 @@ struct RawReference {
     key_format: Option<Spanned<RawKeyFormat>>,
     key_prefix: Option<Text>,
     link: Option<Text>,
-    track: Option<Spanned<toml::Value>>,
+    track: Option<Spanned<rules::RawTrack>>,
 }
 
 /// `key_format = "path" | … | { regex = '...' }`, with errors that name what is allowed.
@@ -319,6 +324,10 @@ pub struct Config {
     pub stores: Vec<StoreConfig>,
     pub databases: Vec<DatabaseConfig>,
     pub references: Vec<ReferenceConfig>,
+    /// `[[policies]]`: retention by age (`clean`).
+    pub policies: Vec<PolicyConfig>,
+    /// `[[expiry]]`: soft-deleted rows past their retention (`expire`).
+    pub expiry: Vec<ExpiryConfig>,
     pub queue: QueueSettings,
     pub safety: Safety,
 }
@@ -982,6 +991,8 @@ pub struct ReferenceConfig {
     pub key_format: KeyFormat,
     pub key_prefix: String,
     pub link: Option<LinkTemplate>,
+    /// For `assetgc triggers`: the column whose old values are queued when it changes.
+    pub track: Option<Track>,
 }
 
 /// `link = "https://example.com/prompt/{slug}/"`: literal text and column names; `{{`/`}}` are braces.
@@ -1140,6 +1151,8 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>> 
         stores,
         databases,
         references: Vec::new(),
+        policies: Vec::new(),
+        expiry: Vec::new(),
         queue: QueueSettings::default(),
         safety: Safety::default(),
     }))
@@ -1240,8 +1253,6 @@ impl Cx<'_> {
     }
 
     fn build(&self, raw: &RawConfig) -> Result<Config> {
-        self.unsupported(raw.policies.as_ref(), "[[policies]]")?;
-        self.unsupported(raw.expiry.as_ref(), "[[expiry]]")?;
         self.unsupported(raw.jobs.as_ref(), "[[jobs]]")?;
         self.unsupported(raw.notify.as_ref(), "[notify]")?;
         self.unsupported(raw.server.as_ref(), "[server]")?;
@@ -1311,6 +1322,8 @@ impl Cx<'_> {
             }
             references.push(reference);
         }
+        let policies = self.policies(&raw.policies, &stores, &databases, &references)?;
+        let expiry = self.expiries(&raw.expiry, &stores, &databases, &references)?;
         Ok(Config {
             path: None,
             base_dir: self.base_dir.to_path_buf(),
@@ -1320,6 +1333,8 @@ impl Cx<'_> {
             stores,
             databases,
             references,
+            policies,
+            expiry,
             queue,
             safety,
         })
@@ -1891,7 +1906,7 @@ impl Cx<'_> {
     /// The store or database a reference names, or the only one there is.
     fn pick<T>(
         &self,
-        reference: &str,
+        owner: &str,
         what: &str,
         value: Option<&Text>,
         names: &[&str],
@@ -1904,7 +1919,7 @@ impl Cx<'_> {
                     self.err_at(
                         t,
                         format!(
-                            "reference `{reference}`: unknown {what} `{wanted}`; known {what}s: {}",
+                            "{owner}: unknown {what} `{wanted}`; known {what}s: {}",
                             list_names(names.iter().copied())
                         ),
                     )
@@ -1914,7 +1929,7 @@ impl Cx<'_> {
             None => Err(self.err_at(
                 at,
                 format!(
-                    "reference `{reference}` needs `{what} = \"...\"` (there are {} {what}s)",
+                    "{owner} needs `{what} = \"...\"` (there are {} {what}s)",
                     names.len()
                 ),
             )),
@@ -1923,15 +1938,15 @@ impl Cx<'_> {
 
     /// A reference's `key_format`, checked against its store: `cloudinary` only on Cloudinary
     /// stores (and its default there), `url` only with a `public_url` to strip.
-    fn key_format(
+    fn key_format<T>(
         &self,
         name: &str,
-        spanned: &Spanned<RawReference>,
+        raw_format: Option<&Spanned<RawKeyFormat>>,
+        spanned: &Spanned<T>,
         store: &StoreConfig,
     ) -> Result<KeyFormat> {
-        let raw = spanned.get_ref();
         let cloudinary = store.location.cloudinary().is_some();
-        let key_format = match &raw.key_format {
+        let key_format = match raw_format {
             None if cloudinary => KeyFormat::Cloudinary,
             None => KeyFormat::Path,
             Some(kf) => match kf.get_ref() {
@@ -1946,7 +1961,7 @@ impl Cx<'_> {
                         return Err(self.err_at(
                             kf,
                             format!(
-                                "reference `{name}`: key_format `{other}` is not one of path, url, cloudinary, {{ regex = '...' }}"
+                                "{name}: key_format `{other}` is not one of path, url, cloudinary, {{ regex = '...' }}"
                             ),
                         ));
                     }
@@ -1955,20 +1970,16 @@ impl Cx<'_> {
                     let pattern =
                         expand_vars(&r.regex, self.env).map_err(|m| self.err_at(kf, m))?;
                     KeyFormat::regex(&pattern)
-                        .map_err(|m| self.err_at(kf, format!("reference `{name}`: {m}")))?
+                        .map_err(|m| self.err_at(kf, format!("{name}: {m}")))?
                 }
             },
         };
-        let format_line = self.line_of(
-            raw.key_format
-                .as_ref()
-                .map_or(spanned.span().start, |k| k.span().start),
-        );
+        let format_line = self.line_of(raw_format.map_or(spanned.span().start, |k| k.span().start));
         if matches!(key_format, KeyFormat::Cloudinary) && !cloudinary {
             return Err(self.err(
                 Some(format_line),
                 format!(
-                    "reference `{name}`: key_format \"cloudinary\" reads Cloudinary public_ids, but store `{}` is not a Cloudinary store; use path or url",
+                    "{name}: key_format \"cloudinary\" reads Cloudinary public_ids, but store `{}` is not a Cloudinary store; use path or url",
                     store.name
                 ),
             ));
@@ -1977,7 +1988,7 @@ impl Cx<'_> {
             return Err(self.err(
                 Some(format_line),
                 format!(
-                    "reference `{name}`: store `{}` is a Cloudinary store, whose keys are public_ids; use key_format = \"cloudinary\" (it reads CloudinaryField values, delivery URLs and bare public_ids)",
+                    "{name}: store `{}` is a Cloudinary store, whose keys are public_ids; use key_format = \"cloudinary\" (it reads CloudinaryField values, delivery URLs and bare public_ids)",
                     store.name
                 ),
             ));
@@ -1987,14 +1998,11 @@ impl Cx<'_> {
             && store.public_url.is_none()
             && !matches!(store.location, StoreLocation::S3(_))
         {
-            let line = match &raw.key_format {
-                Some(kf) => self.line_of(kf.span().start),
-                None => self.line_of(spanned.span().start),
-            };
+            let line = format_line;
             return Err(self.err(
                 Some(line),
                 format!(
-                    "reference `{name}` reads URLs, but store `{}` has no public_url to strip; set [stores.{}] public_url",
+                    "{name} reads URLs, but store `{}` has no public_url to strip; set [stores.{}] public_url",
                     store.name, store.name
                 ),
             ));
@@ -2011,10 +2019,6 @@ impl Cx<'_> {
     ) -> Result<ReferenceConfig> {
         let raw = spanned.get_ref();
         let n = index + 1;
-        self.unsupported(
-            raw.track.as_ref(),
-            "`track` (database triggers) in [[references]]",
-        )?;
         let name = match &raw.name {
             Some(t) => {
                 let s = self.expand(t)?;
@@ -2031,9 +2035,16 @@ impl Cx<'_> {
             }
         };
         let store_names: Vec<&str> = stores.iter().map(|s| s.name.as_str()).collect();
-        let store = self.pick(&name, "store", raw.store.as_ref(), &store_names, spanned)?;
+        let owner = format!("reference `{name}`");
+        let store = self.pick(&owner, "store", raw.store.as_ref(), &store_names, spanned)?;
         let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
-        let database = self.pick(&name, "database", raw.database.as_ref(), &db_names, spanned)?;
+        let database = self.pick(
+            &owner,
+            "database",
+            raw.database.as_ref(),
+            &db_names,
+            spanned,
+        )?;
         let query = match &raw.query {
             Some(t) => {
                 let q = self.expand(t)?;
@@ -2050,7 +2061,12 @@ impl Cx<'_> {
                 ));
             }
         };
-        let key_format = self.key_format(&name, spanned, &stores[store])?;
+        let key_format = self.key_format(
+            &format!("reference `{name}`"),
+            raw.key_format.as_ref(),
+            spanned,
+            &stores[store],
+        )?;
         let key_prefix = match &raw.key_prefix {
             Some(t) => self.expand(t)?,
             None => String::new(),
@@ -2065,6 +2081,10 @@ impl Cx<'_> {
             }
             None => None,
         };
+        let track = match &raw.track {
+            Some(t) => Some(self.track(&name, t)?),
+            None => None,
+        };
         Ok(ReferenceConfig {
             name,
             database,
@@ -2073,6 +2093,7 @@ impl Cx<'_> {
             key_format,
             key_prefix,
             link,
+            track,
         })
     }
 }

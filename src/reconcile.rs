@@ -1792,6 +1792,7 @@ mod tests {
             key_format: KeyFormat::Path,
             key_prefix: String::new(),
             link: None,
+            track: None,
         }
     }
 

@@ -276,6 +276,63 @@ impl Db {
         Ok(out)
     }
 
+    /// Like [`Db::matching_keys`], with the `id` of each row as text (`None` when NULL):
+    /// `SELECT assetgc_q.key, CAST(assetgc_q.id AS …) FROM (<sql>) AS assetgc_q WHERE … IN (…)`.
+    /// `Err(Query)` also when the query returns no `id` (the caller runs it whole, and rows
+    /// without an id protect their keys).
+    pub async fn matching_rows(
+        &self,
+        sql: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, DbError> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(IN_LIST) {
+            macro_rules! run {
+                ($pool:expr, $sql:expr, $placeholder:expr, $col:expr, $text:expr) => {{
+                    let marks: Vec<String> = (1..=chunk.len()).map($placeholder).collect();
+                    let wrapped = format!(
+                        "SELECT assetgc_q.{col}, CAST(assetgc_q.id AS {text}) FROM ({sql}) AS assetgc_q WHERE assetgc_q.{col} IN ({})",
+                        marks.join(", "),
+                        col = $col,
+                        sql = $sql,
+                        text = $text,
+                    );
+                    let mut q = sqlx::query(AssertSqlSafe(wrapped));
+                    for v in chunk {
+                        q = q.bind(v.as_str());
+                    }
+                    let rows = q
+                        .fetch_all($pool)
+                        .await
+                        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+                    for row in rows {
+                        let k: Option<String> = row
+                            .try_get(0)
+                            .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+                        let id: Option<String> = row
+                            .try_get(1)
+                            .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+                        if let Some(k) = k {
+                            out.push((k, id));
+                        }
+                    }
+                }};
+            }
+            match self {
+                Db::Sqlite(p, _) => run!(p, sql, |_| "?".to_string(), "key", "TEXT"),
+                Db::Postgres(p) => run!(p, sql, |i| format!("${i}"), "key", "TEXT"),
+                Db::MySql(p) => run!(
+                    p,
+                    mysql_key_alias(sql),
+                    |_| "?".to_string(),
+                    "`key`",
+                    "CHAR"
+                ),
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Sqlite(p, _) => p.close().await,

@@ -240,7 +240,7 @@ async fn many_claimers_take_disjoint_entries(state_url: &str, dir: &Path) {
                 loop {
                     let (batch, _) = app
                         .state
-                        .claim(&format!("claimer-{w}"), 25)
+                        .claim(&format!("claimer-{w}"), 25, None)
                         .await
                         .expect("claim");
                     if batch.is_empty() {

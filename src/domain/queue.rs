@@ -47,25 +47,48 @@ pub enum Reason {
     Add,
     /// The removal of a quarantined copy, due `keep` after the move.
     Quarantine,
+    /// A retention policy (`clean`): held by `min_age` like a purge.
+    Clean,
+    /// An expiry rule (`expire`): its `rule` and `row_id` name the expiring row.
+    Expire,
+    /// An old value a database trigger (or the app itself) put into the outbox.
+    Trigger,
 }
 
 impl Spelling for Reason {
-    const ALL: &'static [Self] = &[Self::Purge, Self::Add, Self::Quarantine];
+    const ALL: &'static [Self] = &[
+        Self::Purge,
+        Self::Add,
+        Self::Quarantine,
+        Self::Clean,
+        Self::Expire,
+        Self::Trigger,
+    ];
     fn as_str(self) -> &'static str {
         match self {
             Self::Purge => "purge",
             Self::Add => "queue add",
             Self::Quarantine => "quarantine",
+            Self::Clean => "clean",
+            Self::Expire => "expire",
+            Self::Trigger => "trigger",
         }
     }
 }
-spelled!(Reason, "queue reason (purge, queue add, quarantine)");
+spelled!(
+    Reason,
+    "queue reason (purge, queue add, quarantine, clean, expire, trigger)"
+);
 
 /// An entry to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {
     pub object: ObjectId,
     pub reason: Reason,
+    /// The policy or expiry rule that queued it (empty otherwise): its releases apply.
+    pub rule: String,
+    /// The expiring row's id, as text, for an expiry rule.
+    pub row_id: String,
     pub client_id: String,
     pub scan_id: Option<i64>,
     pub uploaded_at: Option<DateTime<Utc>>,
@@ -144,7 +167,8 @@ impl Entry {
     /// Held by `min_age` at claim (invariant 2): entries that come from a scan or a policy (a
     /// copy's removal waits for `keep` instead).
     pub fn held_by_min_age(&self) -> bool {
-        !self.is_copy_removal() && (self.reason == Reason::Purge || self.scan_id.is_some())
+        !self.is_copy_removal()
+            && (matches!(self.reason, Reason::Purge | Reason::Clean) || self.scan_id.is_some())
     }
 
     /// An earlier attempt may have moved the object to `quarantine_key`: its copy must be found

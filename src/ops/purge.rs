@@ -400,6 +400,8 @@ pub async fn enqueue(
                 c.orphan.key.clone(),
             ),
             reason: Reason::Purge,
+            rule: String::new(),
+            row_id: String::new(),
             client_id: String::new(),
             scan_id: Some(c.scan),
             uploaded_at: c.orphan.uploaded_at,

@@ -40,6 +40,8 @@ pub async fn add(
             Ok(NewEntry {
                 object: ObjectId::new(store.name.clone(), rt, key),
                 reason: Reason::Add,
+                rule: String::new(),
+                row_id: String::new(),
                 client_id: client_id.to_string(),
                 scan_id: None,
                 uploaded_at: None,

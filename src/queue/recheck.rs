@@ -23,10 +23,64 @@ use crate::refs::{Db, DbError, RowSink};
 pub const FULL_QUERY_TTL: Duration = Duration::from_mins(1);
 
 type KeySet = HashSet<(Option<ResourceType>, String)>;
+/// Keys of a whole query with the ids of the rows that yield them.
+type RowSet = HashMap<(Option<ResourceType>, String), Vec<Option<String>>>;
 /// How a key of one store reads in another (`None`: not under it).
 type View<'v> = Box<dyn Fn(&str) -> Option<String> + 'v>;
 /// Keys of a batch as one reference reads them: (batch index, type, key).
 type Translated = Vec<(usize, ResourceType, String)>;
+
+/// Which rows do not protect one entry's key (SPEC §6 invariant 1): only those the entry's rule
+/// releases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// Every row of every reference protects.
+    Nothing,
+    /// A policy with `keep_referenced = false`: these references do not protect.
+    References(Vec<usize>),
+    /// An expiry rule (index into `[[expiry]]`): the row of a reference in its `releases` whose
+    /// `id` is `row_id` does not protect, while the rule's `select` still returns it.
+    Row { rule: usize, row_id: String },
+}
+
+impl Release {
+    /// What an entry's `rule` releases, by the configuration of now: a rule no longer
+    /// configured releases nothing.
+    pub fn of(cfg: &Config, e: &crate::domain::queue::Entry) -> Release {
+        use crate::domain::queue::Reason;
+        if e.rule.is_empty() {
+            return Release::Nothing;
+        }
+        match e.reason {
+            Reason::Clean => cfg
+                .policies
+                .iter()
+                .find(|p| p.name == e.rule && !p.keep_referenced)
+                .map_or(Release::Nothing, |p| {
+                    Release::References(p.releases.clone())
+                }),
+            Reason::Expire => {
+                cfg.expiry
+                    .iter()
+                    .position(|x| x.name == e.rule)
+                    .map_or(Release::Nothing, |rule| Release::Row {
+                        rule,
+                        row_id: e.row_id.clone(),
+                    })
+            }
+            _ => Release::Nothing,
+        }
+    }
+
+    /// Whether reference `r`'s rows are asked about with their ids (this rule releases some).
+    fn by_row(&self, cfg: &Config, r: usize) -> bool {
+        matches!(self, Release::Row { rule, .. } if cfg.expiry[*rule].releases.contains(&r))
+    }
+
+    fn skips(&self, r: usize) -> bool {
+        matches!(self, Release::References(refs) if refs.contains(&r))
+    }
+}
 
 /// What the re-checks of a run cost.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,6 +97,7 @@ pub struct Recheck {
     cfg: Arc<Config>,
     dbs: HashMap<usize, Db>,
     full: HashMap<usize, (Instant, Arc<KeySet>)>,
+    full_rows: HashMap<usize, (Instant, Arc<RowSet>)>,
     /// References whose query could not be wrapped: run whole from then on.
     unwrappable: HashSet<usize>,
     pub cost: Cost,
@@ -50,18 +105,19 @@ pub struct Recheck {
     pub db_unreachable: bool,
 }
 
-/// Collects `key` and `media_type` of every row of a whole query.
+/// Collects `key`, `media_type` and (when asked) `id` of every row of a whole query.
 #[derive(Default)]
-struct Collect(Vec<(String, Option<String>)>);
+struct Collect(Vec<(String, Option<String>, Option<String>)>);
 
 impl RowSink for Collect {
-    type Batch = Vec<(String, Option<String>)>;
+    type Batch = Vec<(String, Option<String>, Option<String>)>;
 
     fn row(&mut self, cols: &[Option<&str>]) -> Option<Self::Batch> {
         if let Some(key) = cols.first().copied().flatten().filter(|k| !k.is_empty()) {
             self.0.push((
                 key.to_string(),
                 cols.get(1).copied().flatten().map(str::to_string),
+                cols.get(2).copied().flatten().map(str::to_string),
             ));
         }
         (self.0.len() >= 4096).then(|| std::mem::take(&mut self.0))
@@ -111,6 +167,7 @@ impl Recheck {
             cfg,
             dbs: HashMap::new(),
             full: HashMap::new(),
+            full_rows: HashMap::new(),
             unwrappable: HashSet::new(),
             cost: Cost::default(),
             db_unreachable: false,
@@ -148,47 +205,229 @@ impl Recheck {
     }
 
     /// For each `(resource type, key)` of store `s`: the name of a reference that points at
-    /// it now, or `None`. `Err` when a reference query fails: then nothing may be deleted.
+    /// it now, or `None`. `releases[i]` says which rows do not protect `keys[i]` (missing:
+    /// none). `Err` when a reference query (or a rule's `select`) fails: then nothing may be
+    /// deleted.
     pub async fn referenced(
         &mut self,
         s: usize,
         keys: &[(ResourceType, String)],
+        releases: &[Release],
     ) -> Result<Vec<Option<String>>, String> {
         let started = Instant::now();
         self.cost.batches += 1;
         let mut out: Vec<Option<String>> = vec![None; keys.len()];
         let views = self.views(s);
         let cfg = Arc::clone(&self.cfg);
-        // (reference index, translated keys with their batch index)
-        let mut asks: Vec<(usize, Translated)> = Vec::new();
+        let nothing = Release::Nothing;
+        let release = |i: usize| releases.get(i).unwrap_or(&nothing);
+        // (reference index, translated keys with their batch index, of which those asked with
+        // their rows' ids)
+        let mut asks: Vec<(usize, Translated, Translated)> = Vec::new();
         for (t, view) in &views {
             for (r, rc) in cfg.references.iter().enumerate() {
                 if rc.store != *t {
                     continue;
                 }
-                let translated: Vec<(usize, ResourceType, String)> = keys
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, (rt, k))| view(k).map(|k| (i, *rt, k)))
-                    .collect();
-                if !translated.is_empty() {
-                    asks.push((r, translated));
+                let (mut plain, mut by_row) = (Vec::new(), Vec::new());
+                for (i, (rt, k)) in keys.iter().enumerate() {
+                    let rel = release(i);
+                    if rel.skips(r) {
+                        continue;
+                    }
+                    if let Some(k) = view(k) {
+                        if rel.by_row(&cfg, r) {
+                            by_row.push((i, *rt, k));
+                        } else {
+                            plain.push((i, *rt, k));
+                        }
+                    }
+                }
+                if !plain.is_empty() || !by_row.is_empty() {
+                    asks.push((r, plain, by_row));
                 }
             }
         }
         drop(views);
-        for (r, translated) in asks {
+        // The ids each expiry rule of the batch still selects, asked once per batch.
+        let mut selected: HashMap<usize, HashSet<String>> = HashMap::new();
+        for (r, plain, by_row) in asks {
             let rc = &cfg.references[r];
-            let hits = self
-                .ask(r, rc, &translated)
-                .await
-                .map_err(|e| format!("re-check of reference `{}` failed: {e}", rc.name))?;
-            for i in hits {
-                out[i].get_or_insert_with(|| rc.name.clone());
+            let failed = |e: String| format!("re-check of reference `{}` failed: {e}", rc.name);
+            if !plain.is_empty() {
+                for i in self.ask(r, rc, &plain).await.map_err(failed)? {
+                    out[i].get_or_insert_with(|| rc.name.clone());
+                }
+            }
+            if by_row.is_empty() {
+                continue;
+            }
+            let rows = self.ask_rows(r, rc, &by_row).await.map_err(failed)?;
+            for (i, ids) in rows {
+                let Release::Row { rule, row_id } = release(i) else {
+                    continue;
+                };
+                // Another row (or a row without an id) protects; the expiring row itself only
+                // while its rule no longer selects it.
+                let mut protects = ids.iter().any(|id| id.as_deref() != Some(row_id.as_str()));
+                if !protects && !ids.is_empty() {
+                    if !selected.contains_key(rule) {
+                        let ids = self.selected_ids(*rule).await.map_err(|e| {
+                            format!(
+                                "re-check of expiry rule `{}` failed: {e}",
+                                cfg.expiry[*rule].name
+                            )
+                        })?;
+                        selected.insert(*rule, ids);
+                    }
+                    protects = !selected[rule].contains(row_id);
+                }
+                if protects {
+                    out[i].get_or_insert_with(|| rc.name.clone());
+                }
             }
         }
         self.cost.time += started.elapsed();
         Ok(out)
+    }
+
+    /// The ids (as text) that expiry rule `rule`'s `select` returns now.
+    async fn selected_ids(&mut self, rule: usize) -> Result<HashSet<String>, String> {
+        let x = self.cfg.expiry[rule].clone();
+        let db = self.db(x.database).await?;
+        let (tx, mut rx) = mpsc::channel::<Vec<(String, Option<String>, Option<String>)>>(8);
+        let gather = tokio::spawn(async move {
+            let mut ids = HashSet::new();
+            while let Some(batch) = rx.recv().await {
+                ids.extend(batch.into_iter().map(|(id, _, _)| id));
+            }
+            ids
+        });
+        let (_, result) = db.feed(&x.select, &["id"], Collect::default(), &tx).await;
+        drop(tx);
+        let ids = gather.await.map_err(|e| e.to_string())?;
+        result.map_err(|e| e.to_string())?;
+        self.cost.full_queries += 1;
+        Ok(ids)
+    }
+
+    /// For each of `translated` that reference `r` points at: its batch index and the ids of
+    /// the rows that name it.
+    async fn ask_rows(
+        &mut self,
+        r: usize,
+        rc: &ReferenceConfig,
+        translated: &[(usize, ResourceType, String)],
+    ) -> Result<Vec<(usize, Vec<Option<String>>)>, String> {
+        let db = self.db(rc.database).await?;
+        if matches!(rc.key_format, KeyFormat::Path) && !self.unwrappable.contains(&r) {
+            let forms: Vec<String> = {
+                let mut seen = HashSet::new();
+                translated
+                    .iter()
+                    .flat_map(|(_, _, k)| unicode_forms(k))
+                    .flat_map(|k| path_forms(&k, &rc.key_prefix))
+                    .filter(|f| seen.insert(f.clone()))
+                    .collect()
+            };
+            match db.matching_rows(&rc.query, &forms).await {
+                Ok(rows) => {
+                    self.cost.queries += forms.len().div_ceil(crate::refs::IN_LIST) as u64;
+                    let mut by_key: HashMap<String, Vec<Option<String>>> = HashMap::new();
+                    for (v, id) in rows {
+                        if let Ok(Some(k)) = path_key(&v, &rc.key_prefix) {
+                            by_key.entry(k.nfc().collect()).or_default().push(id);
+                        }
+                    }
+                    return Ok(translated
+                        .iter()
+                        .filter_map(|(i, _, k)| {
+                            by_key
+                                .get(&k.nfc().collect::<String>())
+                                .map(|ids| (*i, ids.clone()))
+                        })
+                        .collect());
+                }
+                Err(DbError::Unreachable(e)) => {
+                    self.db_unreachable = true;
+                    return Err(e);
+                }
+                Err(DbError::Query(e)) => {
+                    tracing::warn!(
+                        reference = %rc.name,
+                        "the query cannot be wrapped for batched look-ups ({e}); it runs whole instead"
+                    );
+                    self.unwrappable.insert(r);
+                }
+            }
+        }
+        let rows = self.full_rows(r, rc, &db).await?;
+        Ok(translated
+            .iter()
+            .filter_map(|(i, rt, k)| {
+                let norm: String = k.nfc().collect();
+                let mut ids: Vec<Option<String>> = Vec::new();
+                for k in [k.clone(), norm] {
+                    for t in [Some(*rt), None] {
+                        if let Some(found) = rows.get(&(t, k.clone())) {
+                            ids.extend(found.iter().cloned());
+                        }
+                    }
+                }
+                (!ids.is_empty()).then_some((*i, ids))
+            })
+            .collect())
+    }
+
+    /// Every key reference `r` yields with the ids of its rows; reused for 60 s.
+    async fn full_rows(
+        &mut self,
+        r: usize,
+        rc: &ReferenceConfig,
+        db: &Db,
+    ) -> Result<Arc<RowSet>, String> {
+        if let Some((at, set)) = self.full_rows.get(&r)
+            && at.elapsed() < FULL_QUERY_TTL
+        {
+            return Ok(Arc::clone(set));
+        }
+        self.cost.full_queries += 1;
+        let at = Instant::now();
+        let ctx = context(&self.cfg, rc);
+        let (tx, mut rx) = mpsc::channel::<Vec<(String, Option<String>, Option<String>)>>(8);
+        let format = rc.key_format.clone();
+        let gather = tokio::spawn(async move {
+            let mut set = RowSet::new();
+            while let Some(batch) = rx.recv().await {
+                for (value, media_type, id) in batch {
+                    for k in format.parse(&value, media_type.as_deref(), &ctx).keys {
+                        if !k.key.is_ascii() {
+                            set.entry((k.resource_type, k.key.nfc().collect()))
+                                .or_default()
+                                .push(id.clone());
+                        }
+                        set.entry((k.resource_type, k.key))
+                            .or_default()
+                            .push(id.clone());
+                    }
+                }
+            }
+            set
+        });
+        let (_, result) = db
+            .feed(
+                &rc.query,
+                &["key", "media_type", "id"],
+                Collect::default(),
+                &tx,
+            )
+            .await;
+        drop(tx);
+        let set = gather.await.map_err(|e| e.to_string())?;
+        result.map_err(|e| e.to_string())?;
+        let set = Arc::new(set);
+        self.full_rows.insert(r, (at, Arc::clone(&set)));
+        Ok(set)
     }
 
     /// Batch indices of `translated` that reference `r` points at.
@@ -267,12 +506,12 @@ impl Recheck {
         self.cost.full_queries += 1;
         let at = Instant::now();
         let ctx = context(&self.cfg, rc);
-        let (tx, mut rx) = mpsc::channel::<Vec<(String, Option<String>)>>(8);
+        let (tx, mut rx) = mpsc::channel::<Vec<(String, Option<String>, Option<String>)>>(8);
         let format = rc.key_format.clone();
         let gather = tokio::spawn(async move {
             let mut set = KeySet::new();
             while let Some(batch) = rx.recv().await {
-                for (value, media_type) in batch {
+                for (value, media_type, _) in batch {
                     for k in format.parse(&value, media_type.as_deref(), &ctx).keys {
                         if !k.key.is_ascii() {
                             set.insert((k.resource_type, k.key.nfc().collect()));

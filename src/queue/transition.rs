@@ -16,6 +16,10 @@ use crate::time::rfc3339;
 
 pub use crate::time::{after, last_time};
 
+/// The audit outcome (and the queue's `outcome`) of an expiry entry whose file another row
+/// still references.
+pub const KEPT_SHARED: &str = "kept: shared";
+
 /// The wait before an entry whose quarantine key was taken tries another (a new second).
 const RETARGET_SECS: u64 = 2;
 
@@ -100,11 +104,18 @@ pub fn complete(e: &Entry, outcome: &Outcome, s: &Settings, now: DateTime<Utc>) 
             moved_at,
         } => quarantined(&mut c, e, quarantine_key, *moved_at, s),
         Outcome::Referenced(detail) => {
-            c.update = finished(QueueState::Dropped, e.attempts, "referenced");
+            // An expiring row's file that another row still names stays with that row: the
+            // expiring row may go (SPEC §2, expiry).
+            let word = if e.reason == Reason::Expire {
+                KEPT_SHARED
+            } else {
+                "referenced"
+            };
+            c.update = finished(QueueState::Dropped, e.attempts, word);
             if e.is_copy_removal() {
                 c.quarantine = Some(QuarantineChange::SetState(QuarantineState::Kept));
             }
-            c.audit.push(audit(e, "referenced", Some(detail.clone())));
+            c.audit.push(audit(e, word, Some(detail.clone())));
         }
         Outcome::Dropped(detail) => {
             c.update = finished(QueueState::Dropped, e.attempts, "dropped");
@@ -190,6 +201,8 @@ fn quarantined(
             quarantine_key.to_string(),
         ),
         reason: Reason::Quarantine,
+        rule: String::new(),
+        row_id: String::new(),
         client_id: String::new(),
         scan_id: e.scan_id,
         uploaded_at: None,

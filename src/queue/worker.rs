@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::recheck::{Cost, Recheck};
+use super::recheck::{Cost, Recheck, Release};
 use super::transition::{self, Settings};
 use crate::app::App;
 use crate::config::{Config, StoreConfig};
 use crate::domain::ResourceType;
 use crate::domain::event::Event;
-use crate::domain::queue::{Completion, Entry, Hold, Outcome, QueueState, TrashSpot};
+use crate::domain::queue::{Completion, Entry, Hold, Outcome, QueueState, Reason, TrashSpot};
 use crate::error::{Error, Result};
 use crate::state::QueueStore as _;
 use crate::store::{
@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub limit: Option<u64>,
     /// Who asked, for the audit log (`queue run`, `purge`, a token name).
     pub actor: String,
+    /// Claim only the entries this rule queued (`expire` works its own entries).
+    pub only_rule: Option<(Reason, String)>,
 }
 
 impl RunOptions {
@@ -44,6 +46,7 @@ impl RunOptions {
             backoff_max: cfg.queue.backoff_max,
             limit: None,
             actor: actor.to_string(),
+            only_rule: None,
         }
     }
 
@@ -500,10 +503,14 @@ impl Worker<'_> {
                 )
             })
             .collect();
+        let releases: Vec<Release> = asked
+            .iter()
+            .map(|&i| Release::of(self.cfg(), g.entries[i]))
+            .collect();
         let referenced = if keys.is_empty() {
             Vec::new()
         } else {
-            match self.recheck.referenced(si, &keys).await {
+            match self.recheck.referenced(si, &keys, &releases).await {
                 Ok(refs) => refs,
                 Err(why) => {
                     g.settle_rest(|_| failed(why.clone()));
@@ -968,7 +975,11 @@ async fn batch(w: &mut Worker<'_>, totals: &mut Totals) -> Result<bool> {
     let cfg = &app.cfg;
     let (batch, claimed_at) = app
         .state
-        .claim(&w.me, usize::try_from(room).unwrap_or(usize::MAX))
+        .claim(
+            &w.me,
+            usize::try_from(room).unwrap_or(usize::MAX),
+            opts.only_rule.as_ref().map(|(r, n)| (*r, n.as_str())),
+        )
         .await?;
     if batch.is_empty() {
         return Ok(false);

@@ -313,7 +313,12 @@ pub trait QueueStore: Send + Sync {
     /// Claims up to `n` due entries for `worker`, atomically, each with a new fencing token
     /// ([`Entry::claim_token`]); due and stale are judged by the database's clock, which is
     /// returned with them.
-    async fn claim(&self, worker: &str, n: usize) -> Result<(Vec<Entry>, DateTime<Utc>)>;
+    async fn claim(
+        &self,
+        worker: &str,
+        n: usize,
+        only_rule: Option<(crate::domain::queue::Reason, &str)>,
+    ) -> Result<(Vec<Entry>, DateTime<Utc>)>;
     /// Renews `worker`'s claims, each under its token; those marked `start` are in flight from
     /// now on and get their quarantine key when they have none (a free one, near the `spot`
     /// asked for). Returns the ids still held, with their quarantine keys.

@@ -112,8 +112,8 @@ async fn insert_entry(tx: &mut dyn Tx, actor: &str, now: &str, e: &NewEntry) -> 
     let due = rfc3339(e.next_attempt_at);
     let added = tx
         .execute(
-            "INSERT INTO queue (store, resource_type, key, reason, client_id, scan_id, queued_at, uploaded_at, next_attempt_at, actor, original_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+            "INSERT INTO queue (store, resource_type, key, reason, client_id, scan_id, queued_at, uploaded_at, next_attempt_at, actor, original_key, rule, row_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
             &[
                 e.object.store.as_str().into(),
                 e.object.resource_type.as_str().into(),
@@ -126,6 +126,8 @@ async fn insert_entry(tx: &mut dyn Tx, actor: &str, now: &str, e: &NewEntry) -> 
                 due.as_str().into(),
                 actor.into(),
                 e.original_key.as_deref().into(),
+                e.rule.as_str().into(),
+                e.row_id.as_str().into(),
             ],
         )
         .await?;
@@ -363,17 +365,23 @@ impl QueueStore for State {
         Ok(released)
     }
 
-    async fn claim(&self, worker: &str, n: usize) -> Result<(Vec<Entry>, chrono::DateTime<Utc>)> {
+    async fn claim(
+        &self,
+        worker: &str,
+        n: usize,
+        only_rule: Option<(Reason, &str)>,
+    ) -> Result<(Vec<Entry>, chrono::DateTime<Utc>)> {
         let e = context("cannot claim queue entries");
         let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
         let now = db_now(tx.as_mut(), self.dialect()).await.map_err(&e)?;
+        let (reason, rule) = only_rule.map_or(("", ""), |(r, n)| (r.as_str(), n));
         let rows = tx
             .query(
                 &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM queue WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2{}",
+                    "SELECT {ENTRY_COLUMNS} FROM queue WHERE state = 'pending' AND next_attempt_at <= $1 AND ($3 = '' OR (reason = $3 AND rule = $4)) ORDER BY next_attempt_at, id LIMIT $2{}",
                     self.dialect().skip_locked()
                 ),
-                &[now.as_str().into(), int(n as u64)],
+                &[now.as_str().into(), int(n as u64), reason.into(), rule.into()],
             )
             .await
             .map_err(&e)?;
@@ -748,6 +756,8 @@ impl State {
                 quarantine_key.to_string(),
             ),
             reason: Reason::Quarantine,
+            rule: String::new(),
+            row_id: String::new(),
             client_id: String::new(),
             scan_id: None,
             uploaded_at: None,
