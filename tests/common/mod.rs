@@ -589,3 +589,18 @@ fn parse_section(text: &str, title: &str, header: &[&str]) -> Vec<CsvRow> {
         })
         .collect()
 }
+
+/// The TOML block of the README that follows `<!-- example: NAME -->`: worked examples are
+/// tested as the README writes them.
+pub fn readme_example(name: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let marker = format!("<!-- example: {name} -->");
+    let at = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README has no `{marker}`"));
+    let rest = &readme[at + marker.len()..];
+    let open = rest.find("```toml\n").expect("a ```toml block after the marker") + 8;
+    let close = rest[open..].find("\n```").expect("the block's end");
+    rest[open..open + close + 1].to_string()
+}
