@@ -69,6 +69,24 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Read the audit log, newest first
     Audit(AuditArgs),
+    /// Run expiry rules: soft-deleted rows past their retention lose their files, then the rows
+    Expire(ExpireArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    /// Only this expiry rule [default: every rule]
+    #[arg(long, value_name = "NAME")]
+    pub rule: Option<String>,
+    /// Run only each rule's `select` and say what would go; nothing is queued, deleted or written
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Send notifications as configured in [notify]
+    #[arg(long)]
+    pub notify: bool,
+    /// The run's summary as JSON on stdout, and nothing else there
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

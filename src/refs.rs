@@ -333,6 +333,105 @@ impl Db {
         Ok(out)
     }
 
+    /// How an expiry rule's `delete` takes a row's id: the type its parameter has, found by
+    /// preparing it (PostgreSQL compares no text parameter with an integer or UUID column), or on
+    /// MySQL/MariaDB and SQLite, whose parameters carry no type, from the type of `select`'s `id`
+    /// column. Nothing runs.
+    pub async fn id_binding(&self, select: &str, delete: &str) -> Result<IdBinding, DbError> {
+        let q = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
+        match self {
+            Db::Postgres(p) => {
+                let stmt = p
+                    .prepare(AssertSqlSafe(delete.to_string()).into_sql_str())
+                    .await
+                    .map_err(q)?;
+                let name = match stmt.parameters() {
+                    Some(sqlx::Either::Left(types)) => types
+                        .first()
+                        .map(|t| sqlx::TypeInfo::name(t).to_ascii_uppercase()),
+                    _ => None,
+                };
+                Ok(match name.as_deref() {
+                    Some("INT2") => IdBinding::I16,
+                    Some("INT4") => IdBinding::I32,
+                    Some("INT8") => IdBinding::I64,
+                    Some("UUID") => IdBinding::Uuid,
+                    _ => IdBinding::Text,
+                })
+            }
+            Db::MySql(p) => integer_id(p, &mysql_key_alias(select)).await,
+            Db::Sqlite(p, _) => integer_id(p, select).await,
+        }
+    }
+
+    /// Runs `delete` with `id` bound as `binding` says, in a transaction of its own; how many
+    /// rows it removed. A statement that removes more than one row is rolled back: it was meant
+    /// to remove the one row with that id.
+    pub async fn delete_row(
+        &self,
+        delete: &str,
+        id: &str,
+        binding: IdBinding,
+    ) -> Result<u64, DbError> {
+        let q = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
+        let bad = |what: &str| DbError::Query(format!("id `{id}` is not {what}"));
+        macro_rules! run {
+            ($pool:expr, $value:expr) => {{
+                let mut tx = $pool.begin().await.map_err(q)?;
+                let n = sqlx::query(AssertSqlSafe(delete.to_string()))
+                    .bind($value)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q)?
+                    .rows_affected();
+                if n > 1 {
+                    tx.rollback().await.map_err(q)?;
+                    return Err(DbError::Query(format!(
+                        "`delete` removed {n} rows for id `{id}` and was rolled back: it must remove only the row with that id"
+                    )));
+                }
+                tx.commit().await.map_err(q)?;
+                Ok(n)
+            }};
+        }
+        let int = id.trim().parse::<i64>().ok();
+        match self {
+            Db::Postgres(p) => match binding {
+                IdBinding::I16 => {
+                    let v: i16 = id.trim().parse().map_err(|_| bad("a smallint"))?;
+                    run!(p, v)
+                }
+                IdBinding::I32 => {
+                    let v: i32 = id.trim().parse().map_err(|_| bad("an integer"))?;
+                    run!(p, v)
+                }
+                IdBinding::I64 => {
+                    let v = int.ok_or_else(|| bad("a bigint"))?;
+                    run!(p, v)
+                }
+                IdBinding::Uuid => {
+                    let v = uuid::Uuid::parse_str(id.trim()).map_err(|_| bad("a UUID"))?;
+                    run!(p, v)
+                }
+                IdBinding::Text | IdBinding::IntegerWhenNumeric => {
+                    run!(p, id.to_string())
+                }
+            },
+            Db::MySql(p) => match (binding, int) {
+                (IdBinding::IntegerWhenNumeric, Some(v)) => {
+                    run!(p, v)
+                }
+                _ => run!(p, id.to_string()),
+            },
+            Db::Sqlite(p, _) => match (binding, int) {
+                (IdBinding::IntegerWhenNumeric, Some(v)) => {
+                    run!(p, v)
+                }
+                _ => run!(p, id.to_string()),
+            },
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Sqlite(p, _) => p.close().await,
@@ -340,6 +439,42 @@ impl Db {
             Db::MySql(p) => p.close().await,
         }
     }
+}
+
+/// How a row's id (read as text) is bound to an expiry rule's `delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdBinding {
+    I16,
+    I32,
+    I64,
+    Uuid,
+    Text,
+    /// MySQL/MariaDB and SQLite with an integer `id` column: an integer when the id reads as
+    /// one, else text.
+    IntegerWhenNumeric,
+}
+
+/// [`IdBinding::IntegerWhenNumeric`] when `select`'s `id` column is of an integer type.
+async fn integer_id<DB>(pool: &sqlx::Pool<DB>, select: &str) -> Result<IdBinding, DbError>
+where
+    DB: Database,
+    for<'e> &'e sqlx::Pool<DB>: Executor<'e, Database = DB>,
+{
+    use sqlx::TypeInfo as _;
+    let stmt = pool
+        .prepare(AssertSqlSafe(select.to_string()).into_sql_str())
+        .await
+        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+    let integer = stmt
+        .columns()
+        .iter()
+        .find(|c| c.name().eq_ignore_ascii_case("id"))
+        .is_some_and(|c| c.type_info().name().to_ascii_uppercase().contains("INT"));
+    Ok(if integer {
+        IdBinding::IntegerWhenNumeric
+    } else {
+        IdBinding::Text
+    })
 }
 
 /// One connection attempt before a pool is built: a pool retries a refused connection until its

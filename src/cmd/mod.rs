@@ -11,6 +11,7 @@ use crate::error::{Error, Exit, Result};
 pub mod audit;
 pub mod check;
 pub mod demo;
+pub mod expire;
 pub mod history;
 pub mod init;
 pub mod purge;

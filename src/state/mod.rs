@@ -345,6 +345,14 @@ pub trait QueueStore: Send + Sync {
     /// id it is a usage error naming `queue retry`, with `--all-failed` it is left and counted
     /// as [`Changed::Refused`].
     async fn queue_drop(&self, sel: &Selection, actor: &str) -> Result<Vec<Changed>>;
+    /// Of the entries `rule` queued with `reason` for the rows `row_ids`: the newest of each
+    /// (row, object), with its `outcome` — what became of an expiring row's files so far.
+    async fn rule_row_entries(
+        &self,
+        reason: crate::domain::queue::Reason,
+        rule: &str,
+        row_ids: &[String],
+    ) -> Result<Vec<(Entry, Option<String>)>>;
 }
 
 /// The audit log of deletions, quarantines, drops, retries and overrides.
