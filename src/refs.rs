@@ -336,7 +336,8 @@ impl Db {
     /// How an expiry rule's `delete` takes a row's id: the type its parameter has, found by
     /// preparing it (PostgreSQL compares no text parameter with an integer or UUID column), or on
     /// MySQL/MariaDB and SQLite, whose parameters carry no type, from the type of `select`'s `id`
-    /// column. Nothing runs.
+    /// column. `delete` is prepared on every database, so a statement that cannot run is known
+    /// before any file goes. Nothing runs.
     pub async fn id_binding(&self, select: &str, delete: &str) -> Result<IdBinding, DbError> {
         let q = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
         match self {
@@ -359,8 +360,14 @@ impl Db {
                     _ => IdBinding::Text,
                 })
             }
-            Db::MySql(p) => integer_id(p, &mysql_key_alias(select)).await,
-            Db::Sqlite(p, _) => integer_id(p, select).await,
+            Db::MySql(p) => {
+                prepare_columns(p, delete).await?;
+                integer_id(p, &mysql_key_alias(select)).await
+            }
+            Db::Sqlite(p, _) => {
+                prepare_columns(p, delete).await?;
+                integer_id(p, select).await
+            }
         }
     }
 

@@ -103,8 +103,9 @@ const fn p(
 }
 
 /// Free authors keep their trash 5 days, premium ones 30: 2, 3, 4, 8 and 10 expire. Prompt 3's
-/// image is also the image of live prompt 9; prompt 10's image cannot be moved at first.
-const PROMPTS: [Prompt; 10] = [
+/// image is also the image of live prompt 9; prompt 10's image cannot be moved at first; prompt
+/// 11's image is a bare public_id with no type, never enough to delete: it stays, and its row.
+const PROMPTS: [Prompt; 11] = [
     p(
         1,
         false,
@@ -145,11 +146,15 @@ const PROMPTS: [Prompt; 10] = [
     ),
     p(9, false, None, "prompts/shared", Some("prompts/live")),
     p(10, false, Some(40), "prompts/stuck", None),
+    p(11, false, Some(40), "prompts/bare", None),
 ];
 
 const EXPIRED: [u32; 5] = [2, 3, 4, 8, 10];
 
 fn image_field(id: &str) -> String {
+    if id == "prompts/bare" {
+        return id.to_string();
+    }
     format!("image/upload/v1699999999/{id}.jpg")
 }
 
@@ -364,7 +369,14 @@ async fn trash_expiry_story(backend: Backend) {
     let report = json(&dry);
     assert_eq!(report["dry_run"], true);
     let rule = &report["rules"][0];
+    assert_eq!(group(rule, "free")["rows_selected"], 5, "{name}: {rule}");
     assert_eq!(group(rule, "free")["rows_expired"], 4, "{name}: {rule}");
+    assert_eq!(group(rule, "free")["rows_left"], 1, "{name}: {rule}");
+    assert!(
+        dry.stderr.contains("bare public_id"),
+        "{name}: {}",
+        dry.stderr
+    );
     // free: 2 (image, video), 3 (image), 4 (image, video), 10 (image); premium: 8 (both).
     assert_eq!(group(rule, "free")["files"], 6, "{name}: {rule}");
     assert_eq!(group(rule, "premium")["rows_expired"], 1, "{name}: {rule}");
@@ -385,20 +397,26 @@ async fn trash_expiry_story(backend: Backend) {
     let report = json(&first);
     let rule = &report["rules"][0];
     let free = group(rule, "free");
-    assert_eq!(free["rows_selected"], 4, "{name}: {rule}");
+    assert_eq!(free["rows_selected"], 5, "{name}: {rule}");
     assert_eq!(free["rows_expired"], 3, "{name}: {rule}");
     assert_eq!(free["files_deleted"], 4, "{name}: {rule}");
     assert_eq!(free["kept_shared"], 1, "{name}: {rule}");
     assert_eq!(free["failures"], 1, "{name}: {rule}");
-    assert_eq!(free["rows_left"], 1, "{name}: {rule}");
+    assert_eq!(free["rows_left"], 2, "{name}: {rule}");
     let premium = group(rule, "premium");
     assert_eq!(premium["rows_expired"], 1, "{name}: {rule}");
     assert_eq!(premium["files_deleted"], 2, "{name}: {rule}");
-    assert_eq!(rule["left"][0]["id"], "10", "{name}: {rule}");
+    let left: BTreeSet<&str> = rule["left"]
+        .as_array()
+        .expect("left")
+        .iter()
+        .filter_map(|l| l["id"].as_str())
+        .collect();
+    assert_eq!(left, BTreeSet::from(["10", "11"]), "{name}: {rule}");
     assert_eq!(
         s.rows().await,
-        [1, 5, 6, 7, 9, 10],
-        "{name}: rows 2, 3, 4, 8 expired; 10 waits for its file"
+        [1, 5, 6, 7, 9, 10, 11],
+        "{name}: rows 2, 3, 4, 8 expired; 10 waits for its file, 11's file is not known"
     );
     let mut expect = files0.clone();
     for pr in PROMPTS
@@ -419,6 +437,7 @@ async fn trash_expiry_story(backend: Backend) {
     );
     assert!(s.emulator.exists("image", "prompts/shared"));
     assert!(s.emulator.exists("image", "prompts/stuck"));
+    assert!(s.emulator.exists("image", "prompts/bare"));
     let shared: Vec<_> = s
         .audit()
         .into_iter()
@@ -454,7 +473,8 @@ async fn trash_expiry_story(backend: Backend) {
     assert_eq!(group(rule, "free")["files_deleted"], 1, "{name}: {rule}");
     assert!(!s.row_exists(10).await, "{name}");
     assert!(!s.emulator.exists("image", "prompts/stuck"), "{name}");
-    assert_eq!(s.rows().await, [1, 5, 6, 7, 9], "{name}");
+    assert_eq!(s.rows().await, [1, 5, 6, 7, 9, 11], "{name}");
+    assert!(s.emulator.exists("image", "prompts/bare"), "{name}");
 
     // Nothing twice: one `quarantined` per file that went.
     let moved = s.state.query(
@@ -469,7 +489,7 @@ async fn trash_expiry_story(backend: Backend) {
     // A run with nothing to do.
     let idle = s.run(&["expire"]);
     assert_eq!(idle.code, 0, "{name}: {}{}", idle.stdout, idle.stderr);
-    assert_eq!(s.rows().await, [1, 5, 6, 7, 9], "{name}");
+    assert_eq!(s.rows().await, [1, 5, 6, 7, 9, 11], "{name}");
     s.db.drop_db().await;
 }
 
@@ -832,4 +852,31 @@ releases = ["uu"]
         c.close().await.expect("close");
         db.drop_db().await;
     });
+}
+
+/// A `delete` that cannot run is found by preparing it before any file goes: the rule stops
+/// (exit 4), nothing is queued or deleted. An app database out of reach is exit 1.
+#[test]
+fn a_delete_that_cannot_run_deletes_nothing_and_an_unreachable_database_is_exit_1() {
+    let f = Folder::new(
+        3,
+        &FOLDER_RULE.replace("DELETE FROM prompts", "DELETE FROM no_such_table"),
+        "",
+    );
+    let run = common::assetgc(&f.config, &["expire"]);
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("`delete` cannot be prepared"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(f.count("SELECT COUNT(*) FROM prompts"), 6);
+    assert!(f.exists("covers/c00001.jpg") && f.exists("clips/v00003.mp4"));
+    assert_eq!(f.state.count("SELECT COUNT(*) FROM queue", &[]), 0);
+
+    let f = Folder::new(1, FOLDER_RULE, "");
+    std::fs::remove_file(&f.app_db).expect("remove the app database");
+    let run = common::assetgc(&f.config, &["expire"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(f.exists("covers/c00001.jpg"));
 }

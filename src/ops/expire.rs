@@ -31,7 +31,7 @@ use crate::domain::{ObjectId, ResourceType};
 use crate::error::{Error, Result};
 use crate::queue::transition::KEPT_SHARED;
 use crate::queue::{self, RunOptions, Totals};
-use crate::refs::{Db, DbError, RowSink};
+use crate::refs::{Db, DbError, IdBinding, RowSink};
 use crate::state::QueueStore as _;
 
 /// The actor of the audit rows `expire` writes.
@@ -195,6 +195,14 @@ impl RuleReport {
             self.error = Some(why);
         }
     }
+}
+
+/// A rule whose queries passed validation.
+struct Prepared {
+    db: Db,
+    columns: Vec<String>,
+    layout: Layout,
+    binding: IdBinding,
 }
 
 /// One row of `select`, its files read in the rule's key format.
@@ -508,7 +516,7 @@ pub async fn run(app: &App, req: &Request) -> Result<Report> {
     let rules = selected_rules(&cfg, req.rule.as_deref())?;
     let mut dbs: HashMap<usize, std::result::Result<Db, String>> = HashMap::new();
     let mut reports: Vec<RuleReport> = Vec::new();
-    let mut prepared: Vec<Option<(Db, Vec<String>, Layout)>> = Vec::new();
+    let mut prepared: Vec<Option<Prepared>> = Vec::new();
     for &r in &rules {
         let x = &cfg.expiry[r];
         let mut report = RuleReport::new(x, &cfg);
@@ -520,7 +528,12 @@ pub async fn run(app: &App, req: &Request) -> Result<Report> {
                 None
             }
             Ok(db) => match validate(&cfg, &mut dbs, x, &db).await? {
-                Ok((columns, layout)) => Some((db, columns, layout)),
+                Ok((columns, layout, binding)) => Some(Prepared {
+                    db,
+                    columns,
+                    layout,
+                    binding,
+                }),
                 Err(why) => {
                     report.stop(why);
                     None
@@ -531,13 +544,13 @@ pub async fn run(app: &App, req: &Request) -> Result<Report> {
         prepared.push(ready);
     }
     for (report, ready) in reports.iter_mut().zip(prepared) {
-        let Some((db, columns, layout)) = ready else {
+        let Some(p) = ready else {
             continue;
         };
         let Some(x) = cfg.expiry.iter().find(|x| x.name == report.name) else {
             continue;
         };
-        run_rule(app, x, &db, &columns, &layout, req.dry_run, report).await?;
+        run_rule(app, x, &p, req.dry_run, report).await?;
     }
     for db in dbs.values().flatten() {
         db.close().await;
@@ -605,7 +618,7 @@ async fn validate(
     dbs: &mut HashMap<usize, std::result::Result<Db, String>>,
     x: &ExpiryConfig,
     db: &Db,
-) -> Result<std::result::Result<(Vec<String>, Layout), String>> {
+) -> Result<std::result::Result<(Vec<String>, Layout, IdBinding), String>> {
     let probe = match db.probe(&x.select).await {
         Ok(p) => p,
         Err(e) => {
@@ -643,21 +656,30 @@ async fn validate(
             ));
         }
     }
-    Ok(Ok((probe.columns, layout)))
+    // Prepared before any file goes: a row whose `delete` cannot run would lose its files and stay.
+    let binding = match db.id_binding(&x.select, &x.delete).await {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(Err(format!(
+                "expiry rule `{}`: `delete` cannot be prepared: {e}",
+                x.name
+            )));
+        }
+    };
+    Ok(Ok((probe.columns, layout, binding)))
 }
 
 async fn run_rule(
     app: &App,
     x: &ExpiryConfig,
-    db: &Db,
-    columns: &[String],
-    layout: &Layout,
+    p: &Prepared,
     dry_run: bool,
     report: &mut RuleReport,
 ) -> Result<()> {
     let cfg = std::sync::Arc::clone(&app.cfg);
     let mut warnings = Vec::new();
-    let rows = match select_rows(db, x, &cfg, columns, layout, &mut warnings).await {
+    let db = &p.db;
+    let rows = match select_rows(db, x, &cfg, &p.columns, &p.layout, &mut warnings).await {
         Ok(r) => r,
         Err(e) => {
             report.warnings = warnings;
@@ -700,7 +722,17 @@ async fn run_rule(
     let before = newest(app, &x.name, &ids).await?;
     process_files(app, x, &ready, &before, report).await?;
     let after = newest(app, &x.name, &ids).await?;
-    remove_rows(db, x, &ready, &before, &after, &mut groups, report).await;
+    remove_rows(
+        db,
+        x,
+        p.binding,
+        &ready,
+        &before,
+        &after,
+        &mut groups,
+        report,
+    )
+    .await;
     finish(report, groups);
     Ok(())
 }
@@ -796,9 +828,11 @@ async fn process_files(
 
 /// Removes each row whose files are all settled and that `select` still returns, each in a
 /// transaction of its own; says why of every other.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn remove_rows(
     db: &Db,
     x: &ExpiryConfig,
+    binding: IdBinding,
     ready: &[&RowPlan],
     before: &Newest,
     after: &Newest,
@@ -816,16 +850,6 @@ async fn remove_rows(
             None
         }
     };
-    let binding = match db.id_binding(&x.select, &x.delete).await {
-        Ok(b) => Some(b),
-        Err(e) => {
-            report.stop(format!(
-                "expiry rule `{}`: `delete` cannot be prepared: {e}; no row was removed",
-                x.name
-            ));
-            None
-        }
-    };
     for row in ready {
         let g = groups.entry(row.grp.clone()).or_default();
         let why_not = file_figures(g, row, before, after);
@@ -833,7 +857,7 @@ async fn remove_rows(
             leave_counted(report, g, row, why);
             continue;
         }
-        let (Some(still), Some(binding)) = (&still, binding) else {
+        let Some(still) = &still else {
             leave_counted(
                 report,
                 g,
