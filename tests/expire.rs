@@ -769,6 +769,17 @@ fn bad_expiry_rules_are_refused_before_anything_is_done() {
         run.stderr
     );
     assert_eq!(f.count("SELECT COUNT(*) FROM prompts"), 2);
+    // A usage error outranks an unreachable state (2 > 1).
+    let f = Folder::new(
+        1,
+        FOLDER_RULE,
+        "\n[state]\nurl = \"postgres://nobody@127.0.0.1:9/none\"\n",
+    );
+    let run = common::assetgc(&f.config, &["expire", "--rule", "nope"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    let run = common::assetgc(&f.config, &["expire"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(f.exists("covers/c00001.jpg"));
 }
 
 impl Folder {

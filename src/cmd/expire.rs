@@ -10,6 +10,8 @@ use crate::ops::expire::{self, Figures, Report, Request, RuleReport};
 
 pub async fn run(g: &Global, args: &ExpireArgs, ui: Ui) -> Result<Exit> {
     let cfg = super::require_config(g)?;
+    // A wrong name is a usage error (2) even when the state database is out of reach (1).
+    expire::selected_rules(&cfg, args.rule.as_deref())?;
     let req = Request {
         rule: args.rule.clone(),
         dry_run: args.dry_run,

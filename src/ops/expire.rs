@@ -562,7 +562,9 @@ pub async fn run(app: &App, req: &Request) -> Result<Report> {
     })
 }
 
-fn selected_rules(cfg: &Config, name: Option<&str>) -> Result<Vec<usize>> {
+/// The indices of the rules a run covers: `name`'s alone, or all; a usage error when there is
+/// none of that name, or no rule at all.
+pub fn selected_rules(cfg: &Config, name: Option<&str>) -> Result<Vec<usize>> {
     if cfg.expiry.is_empty() {
         return Err(Error::Usage(
             "the config has no [[expiry]] rule; add one (name, store, select, delete, releases) to expire soft-deleted rows".into(),
