@@ -760,6 +760,14 @@ fn bad_expiry_rules_are_refused_before_anything_is_done() {
             );
         }
     }
+    // A read-only app database cannot lose rows: refused before any file goes.
+    let f = Folder::new(2, FOLDER_RULE, "");
+    let text = std::fs::read_to_string(&f.config).expect("config");
+    std::fs::write(&f.config, text.replace("app.db\"", "app.db?mode=ro\"")).expect("config");
+    let run = common::assetgc(&f.config, &["expire"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("read-only"), "{}", run.stderr);
+    assert!(f.exists("covers/c00001.jpg") && f.exists("clips/v00002.mp4"));
     let f = Folder::new(1, FOLDER_RULE, "");
     let run = common::assetgc(&f.config, &["expire", "--rule", "nope"]);
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);

@@ -621,6 +621,16 @@ async fn validate(
     x: &ExpiryConfig,
     db: &Db,
 ) -> Result<std::result::Result<(Vec<String>, Layout, IdBinding), String>> {
+    let database = &cfg.databases[x.database];
+    if database.sqlite_read_only {
+        return Err(config_error(
+            cfg,
+            format!(
+                "expiry rule `{}`: database {} is opened read-only (mode=ro), and `expire` removes rows; use a URL without mode=ro for it",
+                x.name, database.name
+            ),
+        ));
+    }
     let probe = match db.probe(&x.select).await {
         Ok(p) => p,
         Err(e) => {
