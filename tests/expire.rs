@@ -893,6 +893,17 @@ fn a_delete_that_cannot_run_deletes_nothing_and_an_unreachable_database_is_exit_
     assert!(f.exists("covers/c00001.jpg") && f.exists("clips/v00003.mp4"));
     assert_eq!(f.state.count("SELECT COUNT(*) FROM queue", &[]), 0);
 
+    // Mended, the same rows go; without a `grp` column they are counted under `(none)`.
+    let text = std::fs::read_to_string(&f.config).expect("config");
+    std::fs::write(&f.config, text.replace("no_such_table", "prompts")).expect("config");
+    let run = common::assetgc(&f.config, &["expire", "--json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    let none = group(&report["rules"][0], "(none)");
+    assert_eq!(none["rows_expired"], 3, "{report}");
+    assert_eq!(none["files_deleted"], 6, "{report}");
+    assert_eq!(f.count("SELECT COUNT(*) FROM prompts"), 3);
+
     let f = Folder::new(1, FOLDER_RULE, "");
     std::fs::remove_file(&f.app_db).expect("remove the app database");
     let run = common::assetgc(&f.config, &["expire"]);
