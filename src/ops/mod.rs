@@ -3,6 +3,7 @@
 //! `expire` call the same operations.
 
 pub mod check;
+pub mod clean;
 pub mod purge;
 pub mod queue;
 pub mod restore;
