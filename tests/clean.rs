@@ -496,3 +496,38 @@ fn bad_policies_are_refused_with_one_line() {
     );
     assert!(media.join("clips/a.mp4").exists());
 }
+
+/// Invariant 2: a policy whose keep query fails (or whose reference fails) queues nothing and
+/// exits 4; nothing is deleted.
+#[test]
+fn a_failing_query_makes_the_policy_incomplete_and_deletes_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let media = dir.path().join("media");
+    write_file(&media, "clips/a.mp4", b"clip", days_ago(30));
+    let db = block_on(TestDb::create(Backend::Sqlite, dir.path())).expect("sqlite");
+    block_on(db.execute(&["CREATE TABLE clips (id INTEGER PRIMARY KEY, path TEXT)"]));
+    let head = format!(
+        "[stores.media]\nurl = \"{}\"\nmin_age = \"0s\"\nquarantine = false\n\n[databases.app]\nurl = \"{}\"\n\n",
+        media.display(),
+        db.url
+    );
+    for (rest, failing) in [
+        (
+            "[[policies]]\nname = \"clips\"\nstore = \"media\"\nolder_than = \"1d\"\nkeep_query = { sql = \"SELECT path AS key FROM no_such_table WHERE created_at >= ?\" }\n",
+            "keep_query",
+        ),
+        (
+            "[[references]]\nname = \"clip rows\"\nquery = \"SELECT path AS key FROM no_such_table\"\n\n[[policies]]\nname = \"clips\"\nstore = \"media\"\nolder_than = \"1d\"\n",
+            "clip rows",
+        ),
+    ] {
+        let config = write_config(dir.path(), &format!("{head}{rest}"));
+        let r = run(&config, &["clean", "--json"], &[]);
+        assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+        assert_eq!(j["complete"], false);
+        assert_eq!(j["deleted_count"], 0);
+        assert!(j.to_string().contains(failing), "{j}");
+        assert!(media.join("clips/a.mp4").exists());
+    }
+}
