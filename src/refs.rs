@@ -189,6 +189,104 @@ impl Db {
         (sink, Ok(()))
     }
 
+    /// Like [`Db::feed`] for a query that takes one bind parameter, a time: a policy's
+    /// `keep_query` and its cutoff (SPEC §2). The time is bound as the parameter's own type on
+    /// PostgreSQL (`timestamptz`, `timestamp` as UTC, `date`, or text), as a UTC date-time on
+    /// MySQL/MariaDB (sqlx's sessions run in UTC), and as `YYYY-MM-DD HH:MM:SS` text on SQLite
+    /// (the form Django and SQLAlchemy store there). Values are read as text; integers are
+    /// written out.
+    pub async fn feed_bound<S: RowSink + Default>(
+        &self,
+        sql: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        wanted: &[&str],
+        mut sink: S,
+        tx: &mpsc::Sender<S::Batch>,
+    ) -> (S, Result<(), DbError>) {
+        let wanted: Vec<String> = wanted.iter().map(|w| w.to_ascii_lowercase()).collect();
+        let q = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
+        macro_rules! pump {
+            ($rows:expr) => {{
+                let mut rows = $rows;
+                let mut index: Option<Vec<Option<usize>>> = None;
+                while let Some(row) = rows.next().await {
+                    let row = match row {
+                        Ok(r) => r,
+                        Err(e) => return (sink, Err(q(e))),
+                    };
+                    let idx = match &index {
+                        Some(i) => i,
+                        None => {
+                            let cols: Vec<String> = row
+                                .columns()
+                                .iter()
+                                .map(|c| c.name().to_ascii_lowercase())
+                                .collect();
+                            let found: Vec<Option<usize>> = wanted
+                                .iter()
+                                .map(|w| cols.iter().position(|c| c == w))
+                                .collect();
+                            if found.first().copied().flatten().is_none() {
+                                return (sink, Err(missing_key_column(&wanted, &cols)));
+                            }
+                            index.insert(found)
+                        }
+                    };
+                    let values: Vec<Option<String>> =
+                        idx.iter()
+                            .map(|i| {
+                                i.and_then(|i| {
+                                    row.try_get::<Option<String>, _>(i).ok().flatten().or_else(
+                                        || {
+                                            row.try_get::<Option<i64>, _>(i)
+                                                .ok()
+                                                .flatten()
+                                                .map(|n| n.to_string())
+                                        },
+                                    )
+                                })
+                            })
+                            .collect();
+                    let cols: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+                    if let Some(batch) = sink.row(&cols)
+                        && tx.send(batch).await.is_err()
+                    {
+                        return (sink, Ok(()));
+                    }
+                }
+            }};
+        }
+        match self {
+            Db::Postgres(p) => {
+                let query = match pg_time_query(p, sql, at).await {
+                    Ok(q) => q,
+                    Err(e) => return (sink, Err(e)),
+                };
+                pump!(query.fetch(p));
+            }
+            Db::MySql(p) => {
+                let sql = mysql_key_alias(sql);
+                pump!(
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(at.naive_utc())
+                        .fetch(p)
+                );
+            }
+            Db::Sqlite(p, _) => {
+                let text = at.format("%Y-%m-%d %H:%M:%S").to_string();
+                pump!(
+                    sqlx::query(AssertSqlSafe(sql.to_string()))
+                        .bind(text)
+                        .fetch(p)
+                );
+            }
+        }
+        if let Some(batch) = sink.flush() {
+            let _ = tx.send(batch).await;
+        }
+        (sink, Ok(()))
+    }
+
     /// Runs a query wrapped in `LIMIT 1` and returns the column names it yields (from the
     /// prepared statement, so a query without rows still shows its columns). A query that runs
     /// but cannot be wrapped (MariaDB refuses a derived table with two columns of one name) is
@@ -228,6 +326,56 @@ impl Db {
             columns,
             unwrapped: None,
         })
+    }
+
+    /// Prepares a statement without running it (an expiry rule's `delete`, for `check`).
+    pub async fn prepare_only(&self, sql: &str) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(p, _) => prepare_columns(p, sql).await.map(drop),
+            Db::Postgres(p) => prepare_columns(p, sql).await.map(drop),
+            Db::MySql(p) => prepare_columns(p, sql).await.map(drop),
+        }
+    }
+
+    /// Runs a policy's keep query wrapped in `LIMIT 1`, its cutoff bound when it takes one;
+    /// fails when it returns no `key` column.
+    pub async fn probe_keep(
+        &self,
+        sql: &str,
+        cutoff: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), DbError> {
+        #[derive(Default)]
+        struct Nothing;
+        impl RowSink for Nothing {
+            type Batch = ();
+            fn row(&mut self, _: &[Option<&str>]) -> Option<()> {
+                None
+            }
+            fn flush(&mut self) -> Option<()> {
+                None
+            }
+        }
+        let Some(at) = cutoff else {
+            let probe = self.probe(sql).await?;
+            return if probe.columns.iter().any(|c| c.eq_ignore_ascii_case("key")) {
+                Ok(())
+            } else {
+                Err(missing_key_column(&["key".to_string()], &probe.columns))
+            };
+        };
+        let wrapped = format!("SELECT * FROM ({sql}) AS assetgc_q LIMIT 1");
+        let (tx, _rx) = mpsc::channel(1);
+        let columns = match self {
+            Db::Sqlite(p, _) => prepare_columns(p, &wrapped).await?,
+            Db::Postgres(p) => prepare_columns(p, &wrapped).await?,
+            Db::MySql(p) => prepare_columns(p, &mysql_key_alias(&wrapped)).await?,
+        };
+        if !columns.iter().any(|c| c.eq_ignore_ascii_case("key")) {
+            return Err(missing_key_column(&["key".to_string()], &columns));
+        }
+        self.feed_bound(&wrapped, at, &["key"], Nothing, &tx)
+            .await
+            .1
     }
 
     /// The `key` values of `sql`'s rows whose `key` is one of `values`: the query wrapped as
@@ -481,6 +629,33 @@ where
         IdBinding::IntegerWhenNumeric
     } else {
         IdBinding::Text
+    })
+}
+
+/// `sql` with `at` bound as its first parameter's own type (found by preparing it).
+async fn pg_time_query<'q>(
+    pool: &sqlx::PgPool,
+    sql: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, DbError> {
+    use sqlx::TypeInfo as _;
+    let stmt = pool
+        .prepare(AssertSqlSafe(sql.to_string()).into_sql_str())
+        .await
+        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+    let kind = stmt
+        .parameters()
+        .and_then(|p| {
+            p.left()
+                .and_then(|t| t.first().map(|t| t.name().to_string()))
+        })
+        .unwrap_or_default();
+    let query = sqlx::query(AssertSqlSafe(sql.to_string()));
+    Ok(match kind.as_str() {
+        "TIMESTAMP" => query.bind(at.naive_utc()),
+        "DATE" => query.bind(at.date_naive()),
+        "TEXT" | "VARCHAR" | "BPCHAR" => query.bind(crate::time::rfc3339(at)),
+        _ => query.bind(at),
     })
 }
 

@@ -10,6 +10,7 @@ use crate::error::{Error, Exit, Result};
 
 pub mod audit;
 pub mod check;
+pub mod clean;
 pub mod demo;
 pub mod expire;
 pub mod history;

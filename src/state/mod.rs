@@ -12,6 +12,7 @@
 
 mod audit;
 mod budget;
+mod cleanups;
 mod postgres;
 mod queue;
 mod scans;
@@ -33,6 +34,7 @@ use crate::domain::scan::{Findings, ScanMode, Window};
 use crate::error::{Error, Result};
 
 pub use crate::domain::budget::BudgetLog;
+pub use cleanups::CleanupRecord;
 pub use queue::CLAIM_TIMEOUT;
 pub use scans::ScanRecord;
 
