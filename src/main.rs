@@ -70,6 +70,7 @@ fn main() -> ExitCode {
             Command::Queue(c) => cmd::queue::run(&cli.global, c, ui).await,
             Command::Restore(a) => cmd::restore::run(&cli.global, a).await,
             Command::Audit(a) => cmd::audit::run(&cli.global, a).await,
+            Command::Triggers(c) => cmd::triggers::run(&cli.global, c).await,
         }
     });
     // Tasks still blocked on a file walk must not hold the process open.

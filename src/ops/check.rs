@@ -136,6 +136,7 @@ pub async fn check(app: &App) -> CheckReport {
         })
         .collect();
     let references = check_references(app, &dbs, &mut warnings).await;
+    warnings.extend(crate::triggers::cascade_warnings(cfg, &dbs).await);
     for (_, db) in &dbs {
         if let Ok(db) = db {
             db.close().await;
