@@ -328,7 +328,8 @@ fn due(kind: DbKind, n: usize) -> String {
 }
 
 /// The next rows of one reference after id `$2` (by id), due ones only when `only_due` (the
-/// delay is `$3`): `id, pk, old_value, age in µs`, all as text.
+/// delay is `$3`): `id, pk, old_value, age in µs`, all as text. The output columns have names of
+/// their own: PostgreSQL names `CAST(id AS TEXT)` `id`, and `ORDER BY id` would then sort text.
 pub fn read_rows(kind: DbKind, home: &str, only_due: bool, limit: usize) -> String {
     let text = if kind == DbKind::MySql {
         "CHAR"
@@ -341,7 +342,7 @@ pub fn read_rows(kind: DbKind, home: &str, only_due: bool, limit: usize) -> Stri
         String::new()
     };
     format!(
-        "SELECT CAST(id AS {text}), CAST(pk AS {text}), CAST(old_value AS {text}), {age} FROM {ob} WHERE reference = {p1} AND id > {p2}{due} ORDER BY id LIMIT {limit}",
+        "SELECT CAST(id AS {text}) AS row_id, CAST(pk AS {text}) AS row_pk, CAST(old_value AS {text}) AS row_value, {age} AS row_age FROM {ob} WHERE reference = {p1} AND id > {p2}{due} ORDER BY id LIMIT {limit}",
         age = age_us(kind),
         ob = outbox(kind, home),
         p1 = param(kind, 1),
