@@ -582,3 +582,126 @@ async fn rolled_back(backend: Backend, url: &str) {
         Backend::MariaDb => go!(sqlx::MySqlConnection),
     }
 }
+
+/// `check` on MariaDB: a tracked table that is the child of an `ON DELETE CASCADE` key loses
+/// rows without firing its triggers, and says so.
+#[tokio::test]
+async fn check_warns_when_a_tracked_table_is_a_cascading_child() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let Some(db) = TestDb::create(Backend::MariaDb, dir).await else {
+        return;
+    };
+    db.execute(&[
+        "CREATE TABLE users (id INT PRIMARY KEY) ENGINE=InnoDB",
+        "CREATE TABLE profiles (id INT PRIMARY KEY, user_id INT, avatar VARCHAR(200), CONSTRAINT profiles_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE) ENGINE=InnoDB",
+    ])
+    .await;
+    std::fs::create_dir_all(dir.join("media")).expect("media");
+    std::fs::write(dir.join("assetgc.toml"), readme_example("profile-pictures")).expect("config");
+    let r = run(dir, &db.url, DELAY, &["check"]);
+    ok(&r, "check");
+    assert!(
+        r.stdout.contains(
+            "warning: reference profile pictures: table profiles of database app is the child of foreign key profiles_user ON DELETE CASCADE (parent users)"
+        ),
+        "{}",
+        r.stdout
+    );
+    db.execute(&["ALTER TABLE profiles DROP FOREIGN KEY profiles_user"])
+        .await;
+    let r = run(dir, &db.url, DELAY, &["check"]);
+    ok(&r, "check");
+    assert!(!r.stdout.contains("CASCADE"), "{}", r.stdout);
+    db.drop_db().await;
+}
+
+/// `uninstall --reference NAME` removes that reference's triggers and queues its rows; the
+/// other reference's triggers and the outbox stay.
+#[tokio::test]
+async fn uninstall_of_one_reference_leaves_the_others() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let db = TestDb::create(Backend::Sqlite, dir)
+        .await
+        .expect("SQLite needs no server");
+    db.execute(&[
+        "CREATE TABLE profiles (id INTEGER PRIMARY KEY, avatar TEXT, banner TEXT)",
+        "INSERT INTO profiles (avatar, banner) VALUES ('a/1.jpg', 'b/1.jpg')",
+    ])
+    .await;
+    std::fs::create_dir_all(dir.join("media")).expect("media");
+    let config = format!(
+        "{}\n[[references]]\nname = \"banners\"\nstore = \"media\"\nquery = \"SELECT id, banner AS key FROM profiles\"\ntrack = {{ table = \"profiles\", column = \"banner\", pk = \"id\", delay = \"1h\" }}\n",
+        readme_example("profile-pictures")
+    );
+    std::fs::write(dir.join("assetgc.toml"), config).expect("config");
+    ok(
+        &run(dir, &db.url, LONG_DELAY, &["triggers", "install"]),
+        "install",
+    );
+    db.execute(&["UPDATE profiles SET avatar = 'a/2.jpg', banner = 'b/2.jpg'"])
+        .await;
+    let r = run(
+        dir,
+        &db.url,
+        LONG_DELAY,
+        &["triggers", "uninstall", "--reference", "banners"],
+    );
+    ok(&r, "uninstall --reference banners");
+    assert!(
+        r.stdout
+            .contains("moved 1 pending outbox row(s) into the queue"),
+        "{}",
+        r.stdout
+    );
+    let triggers = strings(
+        &db,
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY 1",
+    )
+    .await;
+    assert_eq!(triggers.len(), 2, "{triggers:?}");
+    assert!(
+        triggers
+            .iter()
+            .all(|t| t.starts_with("assetgc_t_profile_pictures_"))
+    );
+    let outbox = strings(&db, "SELECT old_value FROM assetgc_outbox").await;
+    assert_eq!(outbox, ["a/1.jpg"]);
+    let q = queue(dir).await;
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!((q[0].0.as_str(), q[0].2.as_str()), ("b/1.jpg", "pending"));
+    let s = run(dir, &db.url, LONG_DELAY, &["triggers", "status"]);
+    ok(&s, "status");
+    assert!(
+        s.stdout
+            .contains("reference banners (database app): NOT installed"),
+        "{}",
+        s.stdout
+    );
+    assert!(
+        s.stdout.contains(
+            "reference profile pictures (database app): installed; outbox: 1 pending, 0 due"
+        ),
+        "{}",
+        s.stdout
+    );
+}
+
+/// A tracked database out of reach is a warning for `queue run`, which goes on.
+#[test]
+fn queue_run_goes_on_when_a_tracked_database_is_out_of_reach() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("media")).expect("media");
+    std::fs::write(dir.join("assetgc.toml"), readme_example("profile-pictures")).expect("config");
+    let missing = format!("sqlite://{}", dir.join("gone.db").display());
+    let r = run(dir, &missing, DELAY, &["queue", "run"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("triggers: outbox not read"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("Processed 0 entries"), "{}", r.stdout);
+}

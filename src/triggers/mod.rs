@@ -1335,3 +1335,75 @@ pub async fn cascade_warnings(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ResourceType;
+
+    fn config(resource_types: &str, key_format: &str) -> Config {
+        let text = format!(
+            "[stores.media]\nurl = \"cloudinary://k:s@demo\"\n{resource_types}\n[databases.app]\nurl = \"sqlite://app.db\"\n[[references]]\nname = \"pictures\"\nquery = \"SELECT id, image AS key FROM p\"\nkey_format = \"{key_format}\"\ntrack = {{ table = \"p\", column = \"image\", pk = \"id\" }}\n"
+        );
+        crate::config::parse(&text, "t.toml", std::path::Path::new("/x"), &|_| None)
+            .expect("a valid config")
+    }
+
+    fn keys(cfg: &Config, value: &str) -> (Vec<(ResourceType, String)>, Vec<String>) {
+        let r = &cfg.references[0];
+        let ctx = cfg.stores[r.store].key_context(&r.key_prefix);
+        let at = Outbox {
+            database: "app",
+            id: 7,
+            pk: "1",
+            value,
+        };
+        let mut warnings = Vec::new();
+        let keys = keys_of(cfg, r, &ctx, &[], &at, &mut warnings);
+        (keys, warnings)
+    }
+
+    #[test]
+    fn a_bare_public_id_is_never_enough_to_delete() {
+        let cfg = config("", "cloudinary");
+        let (found, warnings) = keys(&cfg, "avatars/abc");
+        assert!(found.is_empty());
+        assert!(warnings[0].contains("bare public_id"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("outbox row 7 of database app"),
+            "{warnings:?}"
+        );
+
+        let (found, warnings) = keys(&cfg, "image/upload/v1699999999/avatars/abc.jpg");
+        assert_eq!(found, [(ResourceType::Image, "avatars/abc".to_string())]);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn a_store_of_one_resource_type_gives_a_bare_public_id_its_type() {
+        let cfg = config("resource_types = [\"video\"]", "cloudinary");
+        let (found, _) = keys(&cfg, "clips/abc");
+        assert_eq!(found, [(ResourceType::Video, "clips/abc".to_string())]);
+        // A type the store does not list is not its to delete.
+        let (found, warnings) = keys(&cfg, "image/upload/v1/clips/abc.jpg");
+        assert!(found.is_empty());
+        assert!(warnings[0].contains("does not list"), "{warnings:?}");
+    }
+
+    #[test]
+    fn values_that_name_nothing_deletable_are_warned_about() {
+        let cfg = config("", "cloudinary");
+        let (found, warnings) = keys(
+            &cfg,
+            "https://res.cloudinary.com/other/image/upload/v1/a.jpg",
+        );
+        assert!(found.is_empty());
+        assert!(
+            warnings[0].contains("not a key of store media"),
+            "{warnings:?}"
+        );
+        let (found, warnings) = keys(&cfg, "private/upload/v1/a.jpg");
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+}
