@@ -770,6 +770,7 @@ async fn move_rows(
     let delay = delay_of(r);
     let text = sql::read_rows(s.kind, &s.home, only_due, BATCH);
     let mut last = 0i64;
+    let mut stamp = false;
     loop {
         let mut args = vec![Arg::Text(r.name.clone()), Arg::Int(last)];
         if only_due {
@@ -777,6 +778,13 @@ async fn move_rows(
         }
         let rows = s.rows(&text, &args).await?;
         if rows.is_empty() {
+            // Once per reference, not per batch: the stamp visits every live entry of the store.
+            if stamp {
+                app.state
+                    .stamp_fingerprint(&store.name, &crate::overlap::fingerprint(store))
+                    .await
+                    .map_err(|e| format!("cannot queue the outbox rows: {e}"))?;
+            }
             return Ok(());
         }
         let now = Utc::now();
@@ -825,10 +833,7 @@ async fn move_rows(
                 .enqueue(ACTOR, &entries)
                 .await
                 .map_err(|e| format!("cannot queue the outbox rows: {e}"))?;
-            app.state
-                .stamp_fingerprint(&store.name, &crate::overlap::fingerprint(store))
-                .await
-                .map_err(|e| format!("cannot queue the outbox rows: {e}"))?;
+            stamp = true;
             moved.queued += added;
         }
         for chunk in ids.chunks(DELETE_CHUNK) {
