@@ -62,6 +62,8 @@ pub enum Command {
     History(HistoryArgs),
     /// Delete the orphans of a recorded scan (a dry run unless --confirm)
     Purge(PurgeArgs),
+    /// Run retention policies: delete what [[policies]] match once it is old enough
+    Clean(CleanArgs),
     /// The durable deletion queue: add, run, stats, list, retry, drop
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -72,6 +74,24 @@ pub enum Command {
     /// Database triggers that queue replaced and deleted files: install, uninstall, status
     #[command(subcommand)]
     Triggers(TriggersCommand),
+    /// Run expiry rules: soft-deleted rows past their retention lose their files, then the rows
+    Expire(ExpireArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    /// Only this expiry rule [default: every rule]
+    #[arg(long, value_name = "NAME")]
+    pub rule: Option<String>,
+    /// Run only each rule's `select` and say what would go; nothing is queued, deleted or written
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Send notifications as configured in [notify]
+    #[arg(long)]
+    pub notify: bool,
+    /// The run's summary as JSON on stdout, and nothing else there
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +123,25 @@ pub struct PurgeArgs {
     /// How many keys the dry run lists
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit_list: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Only this policy [default: every policy]
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// Replace older_than of every selected policy with N days
+    #[arg(long, value_name = "N")]
+    pub retention_days: Option<u64>,
+    /// Say what would be deleted, delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Send notifications as configured in [notify]
+    #[arg(long)]
+    pub notify: bool,
+    /// The run's summary as JSON on stdout (the fields of POST /api/cleanup/bulk's answer)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -67,9 +67,11 @@ fn main() -> ExitCode {
             Command::Scan(a) => cmd::scan::run(&cli.global, a, ui).await,
             Command::History(a) => cmd::history::run(&cli.global, a).await,
             Command::Purge(a) => cmd::purge::run(&cli.global, a, ui).await,
+            Command::Clean(a) => cmd::clean::run(&cli.global, a, ui).await,
             Command::Queue(c) => cmd::queue::run(&cli.global, c, ui).await,
             Command::Restore(a) => cmd::restore::run(&cli.global, a).await,
             Command::Audit(a) => cmd::audit::run(&cli.global, a).await,
+            Command::Expire(a) => cmd::expire::run(&cli.global, a, ui).await,
             Command::Triggers(c) => cmd::triggers::run(&cli.global, c).await,
         }
     });

@@ -43,6 +43,25 @@ pub struct StoreJob {
     /// against look-ups on metered stores.
     pub list_cost: Option<u64>,
     pub progress: Option<Progress>,
+    /// A retention policy's join: only its objects count, and the candidates are those older
+    /// than its cutoff (not those in a scan's window).
+    pub policy: Option<PolicyScope>,
+}
+
+/// What a retention policy (`clean`) looks at: the objects under `prefix`, minus `exclude`,
+/// and of those the ones uploaded before `before` are candidates. Objects outside the scope
+/// are neither counted nor candidates; an object whose upload time cannot be learnt is kept.
+#[derive(Clone, Debug)]
+pub struct PolicyScope {
+    pub prefix: String,
+    pub exclude: crate::config::Ignore,
+    pub before: DateTime<Utc>,
+}
+
+impl PolicyScope {
+    fn covers(&self, key: &str) -> bool {
+        key.starts_with(&self.prefix) && !self.exclude.matches(key)
+    }
 }
 
 impl StoreJob {
@@ -50,7 +69,7 @@ impl StoreJob {
     /// it where the store can do that.
     pub fn list_options(&self, store: &dyn Store) -> ListOptions {
         ListOptions {
-            with_meta: self.cutoff.is_some(),
+            with_meta: self.cutoff.is_some() || self.policy.is_some(),
             exclude_prefixes: self.exclude.clone(),
             since: self.cutoff.filter(|_| store.capabilities().lists_since),
         }
@@ -940,6 +959,7 @@ impl Pending {
 struct Classifier<'a> {
     cfg: &'a StoreConfig,
     cutoff: Option<DateTime<Utc>>,
+    policy: Option<&'a PolicyScope>,
     now: DateTime<Utc>,
     stats: StoreStats,
     orphans: Vec<Orphan>,
@@ -979,8 +999,11 @@ impl Classifier<'_> {
         size: Option<u64>,
         modified: Option<DateTime<Utc>>,
     ) {
-        self.stats.listed += 1;
         let k = key.as_ref();
+        if self.policy.is_some_and(|p| !p.covers(k)) {
+            return;
+        }
+        self.stats.listed += 1;
         let exact = set.mark(k);
         let by_nfc = set.mark_nfc(k, k, exact);
         if !self.orphans_wanted {
@@ -995,6 +1018,9 @@ impl Classifier<'_> {
 
     /// A Cloudinary object: referenced under its own type or by a reference without a type.
     fn typed_object(&mut self, set: &mut RefSet, o: Object) {
+        if self.policy.is_some_and(|p| !p.covers(&o.key)) {
+            return;
+        }
         self.stats.listed += 1;
         let referenced = set.mark_typed(o.resource_type, &o.key);
         if !self.orphans_wanted {
@@ -1010,9 +1036,12 @@ impl Classifier<'_> {
     /// Counts an object that is out of the window, referenced or ignored; else says what the
     /// candidate still needs.
     fn sort(&mut self, referenced: bool, key: &str, modified: Option<DateTime<Utc>>) -> Sorted {
-        let in_window = match (self.cutoff, modified) {
-            (Some(c), Some(t)) => t >= c,
-            _ => true,
+        let in_window = match (self.policy, self.cutoff, modified) {
+            // A policy's candidates are the objects older than its cutoff; an object whose
+            // time is not listed is looked up first.
+            (Some(p), _, Some(t)) => t < p.before,
+            (None, Some(c), Some(t)) => t >= c,
+            (Some(_), _, None) | (None, _, _) => true,
         };
         if !in_window {
             return Sorted::Done;
@@ -1033,6 +1062,13 @@ impl Classifier<'_> {
     }
 
     fn candidate(&mut self, o: Object) {
+        // A policy keeps what it cannot tell is old enough (the look-up gave no time, or a
+        // later one).
+        if let Some(p) = self.policy
+            && o.modified.is_none_or(|t| t >= p.before)
+        {
+            return;
+        }
         self.stats.objects_scanned += 1;
         let young = o.modified.is_some_and(|t| {
             self.now
@@ -1327,6 +1363,7 @@ pub async fn reconcile_store(
     let mut c = Classifier {
         cfg,
         cutoff: job.cutoff,
+        policy: job.policy.as_ref(),
         now: job.now,
         stats: StoreStats {
             name: cfg.name.clone(),
@@ -1805,6 +1842,7 @@ mod tests {
             exclude: Vec::new(),
             list_cost: None,
             progress: None,
+            policy: None,
         }
     }
 

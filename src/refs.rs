@@ -189,6 +189,104 @@ impl Db {
         (sink, Ok(()))
     }
 
+    /// Like [`Db::feed`] for a query that takes one bind parameter, a time: a policy's
+    /// `keep_query` and its cutoff (SPEC §2). The time is bound as the parameter's own type on
+    /// PostgreSQL (`timestamptz`, `timestamp` as UTC, `date`, or text), as a UTC date-time on
+    /// MySQL/MariaDB (sqlx's sessions run in UTC), and as `YYYY-MM-DD HH:MM:SS` text on SQLite
+    /// (the form Django and SQLAlchemy store there). Values are read as text; integers are
+    /// written out.
+    pub async fn feed_bound<S: RowSink + Default>(
+        &self,
+        sql: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        wanted: &[&str],
+        mut sink: S,
+        tx: &mpsc::Sender<S::Batch>,
+    ) -> (S, Result<(), DbError>) {
+        let wanted: Vec<String> = wanted.iter().map(|w| w.to_ascii_lowercase()).collect();
+        let q = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
+        macro_rules! pump {
+            ($rows:expr) => {{
+                let mut rows = $rows;
+                let mut index: Option<Vec<Option<usize>>> = None;
+                while let Some(row) = rows.next().await {
+                    let row = match row {
+                        Ok(r) => r,
+                        Err(e) => return (sink, Err(q(e))),
+                    };
+                    let idx = match &index {
+                        Some(i) => i,
+                        None => {
+                            let cols: Vec<String> = row
+                                .columns()
+                                .iter()
+                                .map(|c| c.name().to_ascii_lowercase())
+                                .collect();
+                            let found: Vec<Option<usize>> = wanted
+                                .iter()
+                                .map(|w| cols.iter().position(|c| c == w))
+                                .collect();
+                            if found.first().copied().flatten().is_none() {
+                                return (sink, Err(missing_key_column(&wanted, &cols)));
+                            }
+                            index.insert(found)
+                        }
+                    };
+                    let values: Vec<Option<String>> =
+                        idx.iter()
+                            .map(|i| {
+                                i.and_then(|i| {
+                                    row.try_get::<Option<String>, _>(i).ok().flatten().or_else(
+                                        || {
+                                            row.try_get::<Option<i64>, _>(i)
+                                                .ok()
+                                                .flatten()
+                                                .map(|n| n.to_string())
+                                        },
+                                    )
+                                })
+                            })
+                            .collect();
+                    let cols: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+                    if let Some(batch) = sink.row(&cols)
+                        && tx.send(batch).await.is_err()
+                    {
+                        return (sink, Ok(()));
+                    }
+                }
+            }};
+        }
+        match self {
+            Db::Postgres(p) => {
+                let query = match pg_time_query(p, sql, at).await {
+                    Ok(q) => q,
+                    Err(e) => return (sink, Err(e)),
+                };
+                pump!(query.fetch(p));
+            }
+            Db::MySql(p) => {
+                let sql = mysql_key_alias(sql);
+                pump!(
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(at.naive_utc())
+                        .fetch(p)
+                );
+            }
+            Db::Sqlite(p, _) => {
+                let text = at.format("%Y-%m-%d %H:%M:%S").to_string();
+                pump!(
+                    sqlx::query(AssertSqlSafe(sql.to_string()))
+                        .bind(text)
+                        .fetch(p)
+                );
+            }
+        }
+        if let Some(batch) = sink.flush() {
+            let _ = tx.send(batch).await;
+        }
+        (sink, Ok(()))
+    }
+
     /// Runs a query wrapped in `LIMIT 1` and returns the column names it yields (from the
     /// prepared statement, so a query without rows still shows its columns). A query that runs
     /// but cannot be wrapped (MariaDB refuses a derived table with two columns of one name) is
@@ -228,6 +326,56 @@ impl Db {
             columns,
             unwrapped: None,
         })
+    }
+
+    /// Prepares a statement without running it (an expiry rule's `delete`, for `check`).
+    pub async fn prepare_only(&self, sql: &str) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(p, _) => prepare_columns(p, sql).await.map(drop),
+            Db::Postgres(p) => prepare_columns(p, sql).await.map(drop),
+            Db::MySql(p) => prepare_columns(p, sql).await.map(drop),
+        }
+    }
+
+    /// Runs a policy's keep query wrapped in `LIMIT 1`, its cutoff bound when it takes one;
+    /// fails when it returns no `key` column.
+    pub async fn probe_keep(
+        &self,
+        sql: &str,
+        cutoff: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), DbError> {
+        #[derive(Default)]
+        struct Nothing;
+        impl RowSink for Nothing {
+            type Batch = ();
+            fn row(&mut self, _: &[Option<&str>]) -> Option<()> {
+                None
+            }
+            fn flush(&mut self) -> Option<()> {
+                None
+            }
+        }
+        let Some(at) = cutoff else {
+            let probe = self.probe(sql).await?;
+            return if probe.columns.iter().any(|c| c.eq_ignore_ascii_case("key")) {
+                Ok(())
+            } else {
+                Err(missing_key_column(&["key".to_string()], &probe.columns))
+            };
+        };
+        let wrapped = format!("SELECT * FROM ({sql}) AS assetgc_q LIMIT 1");
+        let (tx, _rx) = mpsc::channel(1);
+        let columns = match self {
+            Db::Sqlite(p, _) => prepare_columns(p, &wrapped).await?,
+            Db::Postgres(p) => prepare_columns(p, &wrapped).await?,
+            Db::MySql(p) => prepare_columns(p, &mysql_key_alias(&wrapped)).await?,
+        };
+        if !columns.iter().any(|c| c.eq_ignore_ascii_case("key")) {
+            return Err(missing_key_column(&["key".to_string()], &columns));
+        }
+        self.feed_bound(&wrapped, at, &["key"], Nothing, &tx)
+            .await
+            .1
     }
 
     /// The `key` values of `sql`'s rows whose `key` is one of `values`: the query wrapped as
@@ -333,6 +481,112 @@ impl Db {
         Ok(out)
     }
 
+    /// How an expiry rule's `delete` takes a row's id: the type its parameter has, found by
+    /// preparing it (PostgreSQL compares no text parameter with an integer or UUID column), or on
+    /// MySQL/MariaDB and SQLite, whose parameters carry no type, from the type of `select`'s `id`
+    /// column. `delete` is prepared on every database, so a statement that cannot run is known
+    /// before any file goes. Nothing runs.
+    pub async fn id_binding(&self, select: &str, delete: &str) -> Result<IdBinding, DbError> {
+        let q = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
+        match self {
+            Db::Postgres(p) => {
+                let stmt = p
+                    .prepare(AssertSqlSafe(delete.to_string()).into_sql_str())
+                    .await
+                    .map_err(q)?;
+                let name = match stmt.parameters() {
+                    Some(sqlx::Either::Left(types)) => types
+                        .first()
+                        .map(|t| sqlx::TypeInfo::name(t).to_ascii_uppercase()),
+                    _ => None,
+                };
+                Ok(match name.as_deref() {
+                    Some("INT2") => IdBinding::I16,
+                    Some("INT4") => IdBinding::I32,
+                    Some("INT8") => IdBinding::I64,
+                    Some("UUID") => IdBinding::Uuid,
+                    _ => IdBinding::Text,
+                })
+            }
+            Db::MySql(p) => {
+                prepare_columns(p, delete).await?;
+                integer_id(p, &mysql_key_alias(select)).await
+            }
+            Db::Sqlite(p, _) => {
+                prepare_columns(p, delete).await?;
+                integer_id(p, select).await
+            }
+        }
+    }
+
+    /// Runs `delete` with `id` bound as `binding` says, in a transaction of its own; how many
+    /// rows it removed. A statement that removes more than one row is rolled back: it was meant
+    /// to remove the one row with that id.
+    pub async fn delete_row(
+        &self,
+        delete: &str,
+        id: &str,
+        binding: IdBinding,
+    ) -> Result<u64, DbError> {
+        let q = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
+        let bad = |what: &str| DbError::Query(format!("id `{id}` is not {what}"));
+        macro_rules! run {
+            ($pool:expr, $value:expr) => {{
+                let mut tx = $pool.begin().await.map_err(q)?;
+                let n = sqlx::query(AssertSqlSafe(delete.to_string()))
+                    .bind($value)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q)?
+                    .rows_affected();
+                if n > 1 {
+                    tx.rollback().await.map_err(q)?;
+                    return Err(DbError::Query(format!(
+                        "`delete` removed {n} rows for id `{id}` and was rolled back: it must remove only the row with that id"
+                    )));
+                }
+                tx.commit().await.map_err(q)?;
+                Ok(n)
+            }};
+        }
+        let int = id.trim().parse::<i64>().ok();
+        match self {
+            Db::Postgres(p) => match binding {
+                IdBinding::I16 => {
+                    let v: i16 = id.trim().parse().map_err(|_| bad("a smallint"))?;
+                    run!(p, v)
+                }
+                IdBinding::I32 => {
+                    let v: i32 = id.trim().parse().map_err(|_| bad("an integer"))?;
+                    run!(p, v)
+                }
+                IdBinding::I64 => {
+                    let v = int.ok_or_else(|| bad("a bigint"))?;
+                    run!(p, v)
+                }
+                IdBinding::Uuid => {
+                    let v = uuid::Uuid::parse_str(id.trim()).map_err(|_| bad("a UUID"))?;
+                    run!(p, v)
+                }
+                IdBinding::Text | IdBinding::IntegerWhenNumeric => {
+                    run!(p, id.to_string())
+                }
+            },
+            Db::MySql(p) => match (binding, int) {
+                (IdBinding::IntegerWhenNumeric, Some(v)) => {
+                    run!(p, v)
+                }
+                _ => run!(p, id.to_string()),
+            },
+            Db::Sqlite(p, _) => match (binding, int) {
+                (IdBinding::IntegerWhenNumeric, Some(v)) => {
+                    run!(p, v)
+                }
+                _ => run!(p, id.to_string()),
+            },
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Sqlite(p, _) => p.close().await,
@@ -340,6 +594,69 @@ impl Db {
             Db::MySql(p) => p.close().await,
         }
     }
+}
+
+/// How a row's id (read as text) is bound to an expiry rule's `delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdBinding {
+    I16,
+    I32,
+    I64,
+    Uuid,
+    Text,
+    /// MySQL/MariaDB and SQLite with an integer `id` column: an integer when the id reads as
+    /// one, else text.
+    IntegerWhenNumeric,
+}
+
+/// [`IdBinding::IntegerWhenNumeric`] when `select`'s `id` column is of an integer type.
+async fn integer_id<DB>(pool: &sqlx::Pool<DB>, select: &str) -> Result<IdBinding, DbError>
+where
+    DB: Database,
+    for<'e> &'e sqlx::Pool<DB>: Executor<'e, Database = DB>,
+{
+    use sqlx::TypeInfo as _;
+    let stmt = pool
+        .prepare(AssertSqlSafe(select.to_string()).into_sql_str())
+        .await
+        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+    let integer = stmt
+        .columns()
+        .iter()
+        .find(|c| c.name().eq_ignore_ascii_case("id"))
+        .is_some_and(|c| c.type_info().name().to_ascii_uppercase().contains("INT"));
+    Ok(if integer {
+        IdBinding::IntegerWhenNumeric
+    } else {
+        IdBinding::Text
+    })
+}
+
+/// `sql` with `at` bound as its first parameter's own type (found by preparing it).
+async fn pg_time_query<'q>(
+    pool: &sqlx::PgPool,
+    sql: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, DbError> {
+    use sqlx::TypeInfo as _;
+    let stmt = pool
+        .prepare(AssertSqlSafe(sql.to_string()).into_sql_str())
+        .await
+        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+    let kind = stmt
+        .parameters()
+        .and_then(|p| {
+            p.left()
+                .and_then(|t| t.first().map(|t| t.name().to_string()))
+        })
+        .unwrap_or_default();
+    let query = sqlx::query(AssertSqlSafe(sql.to_string()));
+    Ok(match kind.as_str() {
+        "TIMESTAMP" => query.bind(at.naive_utc()),
+        "DATE" => query.bind(at.date_naive()),
+        "TEXT" | "VARCHAR" | "BPCHAR" => query.bind(crate::time::rfc3339(at)),
+        _ => query.bind(at),
+    })
 }
 
 /// One connection attempt before a pool is built: a pool retries a refused connection until its

@@ -43,8 +43,9 @@ pub fn size_mb(bytes: u64) -> String {
     format!("{:.2}", bytes as f64 / MIB)
 }
 
+/// Bytes as a JSON "MB" number, rounded to two decimals.
 #[allow(clippy::cast_precision_loss)]
-fn size_mb_number(bytes: u64) -> f64 {
+pub fn size_mb_number(bytes: u64) -> f64 {
     (bytes as f64 / MIB * 100.0).round() / 100.0
 }
 

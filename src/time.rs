@@ -61,6 +61,13 @@ pub fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
         .min(last_time())
 }
 
+/// `t - d`, saturating at the earliest time chrono holds instead of panicking (a policy's
+/// `older_than` of a thousand years reaches back before any upload).
+pub fn before(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    t.checked_sub_signed(delta(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// 9999-12-31T23:59:59Z: the last time whose RFC 3339 text sorts after every earlier one.
 pub fn last_time() -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)

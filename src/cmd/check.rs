@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::Ui;
 use crate::cli::Global;
 use crate::error::{Exit, Result, sanitize};
-use crate::ops::check::{self, CheckReport, ReferenceCheck};
+use crate::ops::check::{self, CheckReport, ReferenceCheck, RuleCheck};
 use crate::report::Style;
 
 pub async fn run(g: &Global, ui: Ui) -> Result<Exit> {
@@ -91,6 +91,21 @@ fn render(r: &CheckReport, st: Style) -> String {
                 out,
                 "reference {name}: skipped (database {database} unreachable)"
             ),
+        };
+    }
+    for (name, c) in &r.rules {
+        let _ = match c {
+            RuleCheck::Ok(what) => writeln!(out, "{name}: {ok} ({what})"),
+            RuleCheck::Failed(e) => {
+                writeln!(
+                    out,
+                    "{name}: {}",
+                    st.bad(&format!("FAILED: {}", sanitize(e)))
+                )
+            }
+            RuleCheck::Skipped { database } => {
+                writeln!(out, "{name}: skipped (database {database} unreachable)")
+            }
         };
     }
     for w in &r.warnings {

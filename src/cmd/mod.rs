@@ -10,7 +10,9 @@ use crate::error::{Error, Exit, Result};
 
 pub mod audit;
 pub mod check;
+pub mod clean;
 pub mod demo;
+pub mod expire;
 pub mod history;
 pub mod init;
 pub mod purge;

@@ -45,10 +45,20 @@ pub enum ReferenceCheck {
     },
 }
 
+/// How a statement of a policy or expiry rule answered: `Ok` with what was done to it.
+pub enum RuleCheck {
+    Ok(String),
+    Failed(String),
+    Skipped { database: String },
+}
+
 pub struct CheckReport {
     pub stores: Vec<StoreCheck>,
     pub databases: Vec<DatabaseCheck>,
     pub references: Vec<(String, ReferenceCheck)>,
+    /// Keep queries (run with `LIMIT 1`), expiry selects (run with `LIMIT 1`) and deletes
+    /// (prepared, never run), each with what it belongs to.
+    pub rules: Vec<(String, RuleCheck)>,
     pub warnings: Vec<String>,
 }
 
@@ -65,6 +75,10 @@ impl CheckReport {
             .references
             .iter()
             .any(|(_, r)| matches!(r, ReferenceCheck::NoKey { .. } | ReferenceCheck::Failed(_)))
+            || self
+                .rules
+                .iter()
+                .any(|(_, r)| matches!(r, RuleCheck::Failed(_)))
         {
             exit = exit.max(Exit::Incomplete);
         }
@@ -136,6 +150,7 @@ pub async fn check(app: &App) -> CheckReport {
         })
         .collect();
     let references = check_references(app, &dbs, &mut warnings).await;
+    let rules = check_rules(app, &dbs, &mut warnings).await;
     warnings.extend(crate::triggers::cascade_warnings(cfg, &dbs).await);
     for (_, db) in &dbs {
         if let Ok(db) = db {
@@ -147,8 +162,95 @@ pub async fn check(app: &App) -> CheckReport {
         stores,
         databases,
         references,
+        rules,
         warnings,
     }
+}
+
+type Connected<'a> = [(
+    &'a crate::config::DatabaseConfig,
+    Result<Db, crate::refs::DbError>,
+)];
+
+/// Every policy's keep query with `LIMIT 1` (its cutoff bound), every expiry rule's `select`
+/// with `LIMIT 1` and its `delete` prepared, never run; and the warnings the rules call for.
+async fn check_rules(
+    app: &App,
+    dbs: &Connected<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<(String, RuleCheck)> {
+    let cfg = &app.cfg;
+    let mut out = Vec::new();
+    let skipped = |d: usize| RuleCheck::Skipped {
+        database: cfg.databases[d].name.clone(),
+    };
+    for (i, p) in cfg.policies.iter().enumerate() {
+        let min_age = crate::overlap::effective_store(cfg, p.store).min_age;
+        if p.older_than < min_age {
+            warnings.push(format!(
+                "policy {}: older_than ({}) is below the min_age of store {} ({}): objects younger than min_age are never deleted, they count as retained",
+                p.name,
+                humantime::format_duration(p.older_than),
+                cfg.stores[p.store].name,
+                humantime::format_duration(min_age)
+            ));
+        }
+        let Some(kq) = &p.keep_query else { continue };
+        let label = format!("policy {} keep_query", p.name);
+        let outcome = match &dbs[kq.database].1 {
+            Err(_) => skipped(kq.database),
+            Ok(db) => {
+                let cutoff = crate::time::before(
+                    chrono::Utc::now(),
+                    crate::ops::clean::older_than(&cfg.policies[i], None),
+                );
+                match db
+                    .probe_keep(&kq.sql, kq.takes_cutoff.then_some(cutoff))
+                    .await
+                {
+                    Ok(()) => RuleCheck::Ok("ran with LIMIT 1".into()),
+                    Err(e) => RuleCheck::Failed(e.to_string()),
+                }
+            }
+        };
+        out.push((label, outcome));
+    }
+    for x in &cfg.expiry {
+        let (select, delete) = match &dbs[x.database].1 {
+            Err(_) => (skipped(x.database), skipped(x.database)),
+            Ok(db) => (
+                match db.probe(&x.select).await {
+                    Ok(probe) => {
+                        let lower: Vec<String> = probe
+                            .columns
+                            .iter()
+                            .map(|c| c.to_ascii_lowercase())
+                            .collect();
+                        let keys = lower.iter().any(|c| c == "key" || c.starts_with("key_"));
+                        if lower.iter().any(|c| c == "id") && keys {
+                            RuleCheck::Ok(format!(
+                                "ran with LIMIT 1 (columns: {})",
+                                probe.columns.join(", ")
+                            ))
+                        } else {
+                            RuleCheck::Failed(format!(
+                                "select must return `id` and a key column (`key` or `key_*`); it returns: {}",
+                                probe.columns.join(", ")
+                            ))
+                        }
+                    }
+                    Err(e) => RuleCheck::Failed(e.to_string()),
+                },
+                match db.prepare_only(&x.delete).await {
+                    Ok(()) => RuleCheck::Ok("prepared, not run".into()),
+                    Err(e) => RuleCheck::Failed(e.to_string()),
+                },
+            ),
+        };
+        out.push((format!("expiry {} select", x.name), select));
+        out.push((format!("expiry {} delete", x.name), delete));
+    }
+    out
 }
 
 /// Every reference query, wrapped in `LIMIT 1`, on the databases that answered.

@@ -3,6 +3,8 @@
 //! `expire` call the same operations.
 
 pub mod check;
+pub mod clean;
+pub mod expire;
 pub mod purge;
 pub mod queue;
 pub mod restore;

@@ -159,7 +159,7 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
 }
 
 /// Databases by index, reached at once; the errors of those that did not answer.
-async fn connect_databases(
+pub(crate) async fn connect_databases(
     cfg: &Config,
     refs: &[usize],
 ) -> (HashMap<usize, Db>, Vec<String>, bool) {
@@ -195,7 +195,7 @@ async fn connect_databases(
 
 /// The selected stores, opened and checked at once: (index, store) of those that answered, and
 /// a warning for each that did not.
-async fn reach_stores(
+pub(crate) async fn reach_stores(
     app: &App,
     selected: &[usize],
 ) -> (Vec<(usize, Arc<dyn Store>)>, Vec<Warning>) {
@@ -223,7 +223,7 @@ async fn reach_stores(
     (reached, errors)
 }
 
-fn unreachable(warnings: &[Warning]) -> Error {
+pub(crate) fn unreachable(warnings: &[Warning]) -> Error {
     Error::Unreachable(
         warnings
             .iter()
@@ -343,6 +343,7 @@ async fn join_all_stores(
             exclude: reconcile::quarantine_prefixes(cfg, s),
             list_cost: list_costs.get(&cfg.stores[s].name).copied(),
             progress: req.progress.clone(),
+            policy: None,
         };
         store_tasks.push(tokio::spawn(reconcile_one(job, store, rx)));
     }
@@ -386,7 +387,7 @@ async fn join_all_stores(
 }
 
 /// One store's join, on its own task.
-async fn reconcile_one(
+pub(crate) async fn reconcile_one(
     job: StoreJob,
     store: Arc<dyn Store>,
     rx: mpsc::Receiver<RefBatch>,
@@ -412,7 +413,7 @@ async fn reconcile_one(
 }
 
 /// A store's join a reference feeds, and how its keys read there (`None`: its own store).
-type Target = (mpsc::Sender<RefBatch>, Option<crate::overlap::View>);
+pub(crate) type Target = (mpsc::Sender<RefBatch>, Option<crate::overlap::View>);
 
 /// Sends each batch to every target, translated where the target is another store.
 async fn fan_out(mut rx: mpsc::Receiver<RefBatch>, targets: Vec<Target>) {
@@ -431,7 +432,7 @@ async fn fan_out(mut rx: mpsc::Receiver<RefBatch>, targets: Vec<Target>) {
 }
 
 /// Streams one reference query into its store's join and those of the stores overlapping it.
-fn spawn_reference(
+pub(crate) fn spawn_reference(
     cfg: &Config,
     r: usize,
     db: Option<&Db>,

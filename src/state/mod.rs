@@ -12,6 +12,7 @@
 
 mod audit;
 mod budget;
+mod cleanups;
 mod postgres;
 mod queue;
 mod scans;
@@ -33,6 +34,7 @@ use crate::domain::scan::{Findings, ScanMode, Window};
 use crate::error::{Error, Result};
 
 pub use crate::domain::budget::BudgetLog;
+pub use cleanups::CleanupRecord;
 pub use queue::CLAIM_TIMEOUT;
 pub use scans::ScanRecord;
 
@@ -345,6 +347,14 @@ pub trait QueueStore: Send + Sync {
     /// id it is a usage error naming `queue retry`, with `--all-failed` it is left and counted
     /// as [`Changed::Refused`].
     async fn queue_drop(&self, sel: &Selection, actor: &str) -> Result<Vec<Changed>>;
+    /// Of the entries `rule` queued with `reason` for the rows `row_ids`: the newest of each
+    /// (row, object), with its `outcome` — what became of an expiring row's files so far.
+    async fn rule_row_entries(
+        &self,
+        reason: crate::domain::queue::Reason,
+        rule: &str,
+        row_ids: &[String],
+    ) -> Result<Vec<(Entry, Option<String>)>>;
 }
 
 /// The audit log of deletions, quarantines, drops, retries and overrides.

@@ -17,6 +17,9 @@ use crate::time::rfc3339;
 /// A claim older than this returns to `pending` (SPEC §6).
 pub const CLAIM_TIMEOUT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
+/// Row ids bound in one `IN (…)` list: far below both databases' parameter limits.
+const ROW_IDS_PER_QUERY: usize = 500;
+
 pub(crate) const ENTRY_COLUMNS: &str = "id, store, resource_type, key, reason, rule, row_id, client_id, scan_id, queued_at, uploaded_at, attempts, last_error, next_attempt_at, state, actor, original_key, quarantine_key, claim_token, in_flight";
 
 fn entry(mut r: Row) -> Result<Entry> {
@@ -636,6 +639,36 @@ impl QueueStore for State {
         }
         tx.commit().await.map_err(&e)?;
         Ok(changed)
+    }
+
+    async fn rule_row_entries(
+        &self,
+        reason: Reason,
+        rule: &str,
+        row_ids: &[String],
+    ) -> Result<Vec<(Entry, Option<String>)>> {
+        let e = context("cannot read the rule's queue entries");
+        let mut newest: std::collections::HashMap<(String, ObjectId), (Entry, Option<String>)> =
+            std::collections::HashMap::new();
+        let mut tx = self.begin(Mode::Read).await.map_err(&e)?;
+        for chunk in row_ids.chunks(ROW_IDS_PER_QUERY) {
+            let sql = format!(
+                "SELECT {ENTRY_COLUMNS}, outcome FROM queue WHERE reason = $1 AND rule = $2 AND row_id IN ({}) ORDER BY id",
+                super::placeholders(3, chunk.len())
+            );
+            let mut args: Vec<super::Arg<'_>> = vec![reason.as_str().into(), rule.into()];
+            args.extend(chunk.iter().map(|id| super::Arg::from(id.as_str())));
+            for mut r in tx.query(&sql, &args).await.map_err(&e)? {
+                let outcome = r.opt_text(20)?;
+                let en = entry(r)?;
+                // Ascending ids: a later entry of the same (row, object) replaces the earlier.
+                newest.insert((en.row_id.clone(), en.object.clone()), (en, outcome));
+            }
+        }
+        tx.commit().await.map_err(&e)?;
+        let mut out: Vec<(Entry, Option<String>)> = newest.into_values().collect();
+        out.sort_by_key(|(en, _)| en.id);
+        Ok(out)
     }
 
     async fn queue_drop(&self, sel: &Selection, actor: &str) -> Result<Vec<Changed>> {

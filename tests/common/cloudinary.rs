@@ -419,6 +419,15 @@ impl Emulator {
             .insert(public_id.to_owned());
     }
 
+    /// Deletes and renames fail no more: undoes [`Emulator::fail_deletes_of`] and
+    /// [`Emulator::fail_renames_of`].
+    #[allow(dead_code)] // tests/cloudinary_emulator.rs compiles this file alone and needs no heal
+    pub fn heal(&self) {
+        let mut faults = lock(&self.shared.faults);
+        faults.fail_deletes.clear();
+        faults.fail_renames.clear();
+    }
+
     /// A rename whose `from_public_id` is one of these answers 500 and moves nothing, once its
     /// signature has been accepted and whether or not the asset exists.
     pub fn fail_renames_of(&self, public_ids: &[&str]) {

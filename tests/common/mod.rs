@@ -600,7 +600,10 @@ pub fn readme_example(name: &str) -> String {
         .find(&marker)
         .unwrap_or_else(|| panic!("README has no `{marker}`"));
     let rest = &readme[at + marker.len()..];
-    let open = rest.find("```toml\n").expect("a ```toml block after the marker") + 8;
+    let open = rest
+        .find("```toml\n")
+        .expect("a ```toml block after the marker")
+        + 8;
     let close = rest[open..].find("\n```").expect("the block's end");
     rest[open..open + close + 1].to_string()
 }
