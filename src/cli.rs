@@ -71,6 +71,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Read the audit log, newest first
     Audit(AuditArgs),
+    /// Database triggers that queue replaced and deleted files: install, uninstall, status
+    #[command(subcommand)]
+    Triggers(TriggersCommand),
     /// Run expiry rules: soft-deleted rows past their retention lose their files, then the rows
     Expire(ExpireArgs),
 }
@@ -234,6 +237,33 @@ pub struct RestoreArgs {
     /// Replace an object that exists at KEY
     #[arg(long)]
     pub overwrite: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggersCommand {
+    /// Create the outbox and the triggers of every reference with `track` (again: harmless)
+    Install(TriggersArgs),
+    /// Remove what install created; pending outbox rows are queued first
+    Uninstall(TriggersUninstallArgs),
+    /// Per reference: installed or not, outbox rows pending and due
+    Status(TriggersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TriggersArgs {
+    /// Only this reference (it must have `track`)
+    #[arg(long, value_name = "NAME")]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggersUninstallArgs {
+    /// Drop pending outbox rows instead of queueing them (their files are never deleted)
+    #[arg(long)]
+    pub discard_pending: bool,
+    /// Only this reference's triggers and outbox rows (the outbox itself stays)
+    #[arg(long, value_name = "NAME")]
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -37,5 +37,6 @@ pub mod report;
 pub mod state;
 pub mod store;
 pub mod time;
+pub mod triggers;
 
 pub use error::{Error, Exit, Result};

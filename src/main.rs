@@ -72,6 +72,7 @@ fn main() -> ExitCode {
             Command::Restore(a) => cmd::restore::run(&cli.global, a).await,
             Command::Audit(a) => cmd::audit::run(&cli.global, a).await,
             Command::Expire(a) => cmd::expire::run(&cli.global, a, ui).await,
+            Command::Triggers(c) => cmd::triggers::run(&cli.global, c).await,
         }
     });
     // Tasks still blocked on a file walk must not hold the process open.

@@ -19,6 +19,7 @@ pub mod purge;
 pub mod queue;
 pub mod restore;
 pub mod scan;
+pub mod triggers;
 
 /// How output should look, decided once from the flags and the terminal.
 #[derive(Debug, Clone, Copy)]

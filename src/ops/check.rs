@@ -151,6 +151,7 @@ pub async fn check(app: &App) -> CheckReport {
         .collect();
     let references = check_references(app, &dbs, &mut warnings).await;
     let rules = check_rules(app, &dbs, &mut warnings).await;
+    warnings.extend(crate::triggers::cascade_warnings(cfg, &dbs).await);
     for (_, db) in &dbs {
         if let Ok(db) = db {
             db.close().await;

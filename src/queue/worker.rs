@@ -920,6 +920,7 @@ pub async fn run(
         reached: BTreeSet::new(),
         unreachable: BTreeSet::new(),
     };
+    crate::triggers::drain(app, opts).await;
     let mut totals = Totals {
         released: app.state.release_stale_claims(&is_dead).await?,
         ..Totals::default()
