@@ -1,5 +1,6 @@
 //! `assetgc queue add|run|stats|list|retry|drop` (SPEC §6).
 
+use std::fmt::Write as _;
 use std::io::{BufRead as _, IsTerminal as _};
 
 use super::Ui;
@@ -119,43 +120,51 @@ pub async fn drain(app: &App, opts: &RunOptions, ui: Ui) -> Result<Totals> {
 /// The summary of a worker run; the exit code it means (4 when an entry became `failed` or
 /// the budget stopped the run).
 /// The run's figures one a line, the re-check's cost, errors, and the queue after.
-fn print_verbose(t: &Totals, queue: &crate::domain::queue::Stats) {
-    println!(
+fn verbose(t: &Totals, queue: &crate::domain::queue::Stats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "Processed {} entr{} in {} batch{}:",
         t.claimed,
         if t.claimed == 1 { "y" } else { "ies" },
         t.batches,
         if t.batches == 1 { "" } else { "es" }
     );
-    println!("  deleted:       {}", t.deleted);
-    println!("  quarantined:   {}", t.quarantined);
-    println!("  already gone:  {}", t.already_gone);
-    println!(
+    let _ = writeln!(out, "  deleted:       {}", t.deleted);
+    let _ = writeln!(out, "  quarantined:   {}", t.quarantined);
+    let _ = writeln!(out, "  already gone:  {}", t.already_gone);
+    let _ = writeln!(
+        out,
         "  referenced:    {} (dropped: referenced again, not deleted)",
         t.referenced
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  retrying:      {} (failed this time; retried after backoff)",
         t.retrying
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  failed:        {} (attempts used up; `assetgc queue retry --all-failed`)",
         t.failed
     );
     if t.dropped > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "  dropped:       {} (an ignore glob matches: never deleted)",
             t.dropped
         );
     }
     if t.deferred > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "  deferred:      {} (left pending: the API budget stopped the run)",
             t.deferred
         );
     }
     if t.released > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "  reclaimed:     {} (claims of a stopped worker, back to pending)",
             t.released
         );
@@ -166,7 +175,8 @@ fn print_verbose(t: &Totals, queue: &crate::domain::queue::Stats) {
     } else {
         0.0
     };
-    println!(
+    let _ = writeln!(
+        out,
         "Re-check of references: {} batch{}, {} look-up quer{}, {} whole quer{}, {:.1} ms ({per:.2} ms a batch)",
         r.batches,
         if r.batches == 1 { "" } else { "es" },
@@ -176,14 +186,15 @@ fn print_verbose(t: &Totals, queue: &crate::domain::queue::Stats) {
         if r.full_queries == 1 { "y" } else { "ies" },
         r.time.as_secs_f64() * 1000.0
     );
-    println!("Store calls: {}", t.store_calls);
+    let _ = writeln!(out, "Store calls: {}", t.store_calls);
     for e in &t.errors {
-        println!("  error: {e}");
+        let _ = writeln!(out, "  error: {e}");
     }
     if let Some(why) = &t.budget_stop {
-        println!("Stopped: {why}");
+        let _ = writeln!(out, "Stopped: {why}");
     }
-    println!(
+    let _ = writeln!(
+        out,
         "Queue: {} pending ({} due now{}), {} failed",
         queue.total_pending,
         queue.due_now,
@@ -194,13 +205,14 @@ fn print_verbose(t: &Totals, queue: &crate::domain::queue::Stats) {
             .map_or_else(String::new, |t| format!(", next due {t}")),
         queue.total_failed
     );
+    out
 }
 
 pub async fn print_totals(app: &App, t: &Totals, quiet: bool) -> Result<Exit> {
     let queue = app.state.queue_stats().await?;
     if quiet {
-        println!(
-            "{} processed: {} deleted, {} quarantined, {} already gone, {} referenced, {} retrying, {} failed; {} pending",
+        super::print(&format!(
+            "{} processed: {} deleted, {} quarantined, {} already gone, {} referenced, {} retrying, {} failed; {} pending\n",
             t.claimed,
             t.deleted,
             t.quarantined,
@@ -209,9 +221,9 @@ pub async fn print_totals(app: &App, t: &Totals, quiet: bool) -> Result<Exit> {
             t.retrying,
             t.failed,
             queue.total_pending
-        );
+        ))?;
     } else {
-        print_verbose(t, &queue);
+        super::print(&verbose(t, &queue))?;
     }
     if t.nothing_reached() {
         let mut names: Vec<String> = t.unreachable.iter().map(|s| format!("store {s}")).collect();
