@@ -531,3 +531,57 @@ fn a_failing_query_makes_the_policy_incomplete_and_deletes_nothing() {
         assert!(media.join("clips/a.mp4").exists());
     }
 }
+
+/// Invariant 1: a policy on a store counts the references and `ignore` globs of every store
+/// that overlaps it.
+#[test]
+fn overlapping_stores_references_and_ignores_keep_their_objects() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let media = dir.path().join("media");
+    for k in ["uploads/a.bin", "uploads/keep/b.bin", "uploads/c.bin", "d.bin"] {
+        write_file(&media, k, b"old", days_ago(10));
+    }
+    let db = block_on(TestDb::create(Backend::Sqlite, dir.path())).expect("sqlite");
+    block_on(db.execute(&[
+        "CREATE TABLE files (id INTEGER PRIMARY KEY, path TEXT)",
+        "INSERT INTO files (path) VALUES ('a.bin')",
+    ]));
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"[stores.media]
+url = "{root}"
+min_age = "0s"
+quarantine = false
+
+[stores.uploads]
+url = "{root}/uploads"
+min_age = "0s"
+quarantine = false
+ignore = ["keep/**"]
+
+[databases.app]
+url = "{db}"
+
+[[references]]
+name = "files"
+store = "uploads"
+query = "SELECT id, path AS key FROM files"
+
+[[policies]]
+name = "all"
+store = "media"
+older_than = "1d"
+"#,
+            root = media.display(),
+            db = db.url
+        ),
+    );
+    let r = json(&run(&config, &["clean", "--json"], &[]));
+    assert_eq!(r["deleted_count"], 2, "{r}");
+    assert_eq!(r["failed"], 0);
+    assert!(media.join("uploads/a.bin").exists(), "referenced through uploads");
+    assert!(media.join("uploads/keep/b.bin").exists(), "ignored by uploads");
+    assert!(!media.join("uploads/c.bin").exists());
+    assert!(!media.join("d.bin").exists());
+}

@@ -432,15 +432,24 @@ async fn plan(app: &Arc<App>, i: usize, req: &CleanRequest) -> Result<(PolicyRun
         warnings,
         ..PolicyRun::default()
     };
-    Ok(summarise(head, outcome))
+    Ok(summarise(head, outcome, &crate::overlap::rules(cfg, s)))
 }
 
 /// A policy's figures from its join: what it would queue, and the rest retained. An
 /// incomplete join queues nothing.
-fn summarise(mut run: PolicyRun, outcome: reconcile::StoreOutcome) -> (PolicyRun, Vec<Orphan>) {
+/// An `ignore` glob of a store overlapping this one keeps its objects too (the join applied
+/// the store's own).
+fn summarise(
+    mut run: PolicyRun,
+    outcome: reconcile::StoreOutcome,
+    rules: &crate::overlap::Rules,
+) -> (PolicyRun, Vec<Orphan>) {
     let stats = &outcome.stats;
     let complete = stats.complete && stats.reachable;
     let mut candidates = outcome.orphans;
+    let before = candidates.len();
+    candidates.retain(|o| rules.ignored(&o.key).is_none());
+    let ignored_elsewhere = (before - candidates.len()) as u64;
     candidates.sort_by(|a, b| {
         (a.resource_type.as_str(), &a.key).cmp(&(b.resource_type.as_str(), &b.key))
     });
@@ -459,7 +468,7 @@ fn summarise(mut run: PolicyRun, outcome: reconcile::StoreOutcome) -> (PolicyRun
         .collect();
     run.too_recent = stats.too_recent;
     run.referenced = stats.valid;
-    run.ignored = stats.ignored;
+    run.ignored = stats.ignored + ignored_elsewhere;
     run.complete = complete;
     (run, candidates)
 }
