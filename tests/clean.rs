@@ -538,7 +538,12 @@ fn a_failing_query_makes_the_policy_incomplete_and_deletes_nothing() {
 fn overlapping_stores_references_and_ignores_keep_their_objects() {
     let dir = tempfile::tempdir().expect("tmp");
     let media = dir.path().join("media");
-    for k in ["uploads/a.bin", "uploads/keep/b.bin", "uploads/c.bin", "d.bin"] {
+    for k in [
+        "uploads/a.bin",
+        "uploads/keep/b.bin",
+        "uploads/c.bin",
+        "d.bin",
+    ] {
         write_file(&media, k, b"old", days_ago(10));
     }
     let db = block_on(TestDb::create(Backend::Sqlite, dir.path())).expect("sqlite");
@@ -580,8 +585,14 @@ older_than = "1d"
     let r = json(&run(&config, &["clean", "--json"], &[]));
     assert_eq!(r["deleted_count"], 2, "{r}");
     assert_eq!(r["failed"], 0);
-    assert!(media.join("uploads/a.bin").exists(), "referenced through uploads");
-    assert!(media.join("uploads/keep/b.bin").exists(), "ignored by uploads");
+    assert!(
+        media.join("uploads/a.bin").exists(),
+        "referenced through uploads"
+    );
+    assert!(
+        media.join("uploads/keep/b.bin").exists(),
+        "ignored by uploads"
+    );
     assert!(!media.join("uploads/c.bin").exists());
     assert!(!media.join("d.bin").exists());
 }

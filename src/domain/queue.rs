@@ -221,6 +221,9 @@ pub enum Outcome {
     },
     /// Referenced again: dropped, never deleted (a quarantined copy is kept).
     Referenced(String),
+    /// An expiring row's file that another row still references: dropped, never deleted, and
+    /// settled for the expiring row (audit `kept: shared`).
+    KeptShared(String),
     /// The store call failed. `permanent`: trying again cannot help (a 403, a key the store
     /// cannot hold), so the entry fails at once instead of spending its attempts.
     Failed {

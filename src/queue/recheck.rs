@@ -82,6 +82,16 @@ impl Release {
     }
 }
 
+/// What protects a key now: the reference whose row names it, and whether that row is another
+/// row than the entry's own expiring row (for expiry entries: kept because the file is shared).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protector {
+    pub reference: String,
+    /// `false` only when the sole protecting row is the expiring row itself, which its rule no
+    /// longer selects (the row was restored): the file is not shared, it is the row's again.
+    pub other_row: bool,
+}
+
 /// What the re-checks of a run cost.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cost {
@@ -213,10 +223,20 @@ impl Recheck {
         s: usize,
         keys: &[(ResourceType, String)],
         releases: &[Release],
-    ) -> Result<Vec<Option<String>>, String> {
+    ) -> Result<Vec<Option<Protector>>, String> {
         let started = Instant::now();
         self.cost.batches += 1;
-        let mut out: Vec<Option<String>> = vec![None; keys.len()];
+        let mut out: Vec<Option<Protector>> = vec![None; keys.len()];
+        // A protecting row that is another row wins over the expiring row itself.
+        let mark = |slot: &mut Option<Protector>, name: &str, other_row: bool| match slot {
+            Some(p) if p.other_row || !other_row => {}
+            _ => {
+                *slot = Some(Protector {
+                    reference: name.to_string(),
+                    other_row,
+                });
+            }
+        };
         let views = self.views(s);
         let cfg = Arc::clone(&self.cfg);
         let nothing = Release::Nothing;
@@ -256,7 +276,7 @@ impl Recheck {
             let failed = |e: String| format!("re-check of reference `{}` failed: {e}", rc.name);
             if !plain.is_empty() {
                 for i in self.ask(r, rc, &plain).await.map_err(failed)? {
-                    out[i].get_or_insert_with(|| rc.name.clone());
+                    mark(&mut out[i], &rc.name, true);
                 }
             }
             if by_row.is_empty() {
@@ -269,8 +289,10 @@ impl Recheck {
                 };
                 // Another row (or a row without an id) protects; the expiring row itself only
                 // while its rule no longer selects it.
-                let mut protects = ids.iter().any(|id| id.as_deref() != Some(row_id.as_str()));
-                if !protects && !ids.is_empty() {
+                let other = ids.iter().any(|id| id.as_deref() != Some(row_id.as_str()));
+                if other {
+                    mark(&mut out[i], &rc.name, true);
+                } else if !ids.is_empty() {
                     if !selected.contains_key(rule) {
                         let ids = self.selected_ids(*rule).await.map_err(|e| {
                             format!(
@@ -280,10 +302,9 @@ impl Recheck {
                         })?;
                         selected.insert(*rule, ids);
                     }
-                    protects = !selected[rule].contains(row_id);
-                }
-                if protects {
-                    out[i].get_or_insert_with(|| rc.name.clone());
+                    if !selected[rule].contains(row_id) {
+                        mark(&mut out[i], &rc.name, false);
+                    }
                 }
             }
         }

@@ -103,10 +103,11 @@ pub fn complete(e: &Entry, outcome: &Outcome, s: &Settings, now: DateTime<Utc>) 
             quarantine_key,
             moved_at,
         } => quarantined(&mut c, e, quarantine_key, *moved_at, s),
-        Outcome::Referenced(detail) => {
+        Outcome::Referenced(detail) | Outcome::KeptShared(detail) => {
             // An expiring row's file that another row still names stays with that row: the
-            // expiring row may go (SPEC §2, expiry).
-            let word = if e.reason == Reason::Expire {
+            // expiring row may go (SPEC §2, expiry). Kept by the row itself (restored since),
+            // it is only referenced.
+            let word = if matches!(outcome, Outcome::KeptShared(_)) && e.reason == Reason::Expire {
                 KEPT_SHARED
             } else {
                 "referenced"

@@ -99,7 +99,7 @@ impl Totals {
             Outcome::Kept { then, .. } => self.count(e, then, c),
             Outcome::AlreadyGone => self.already_gone += 1,
             Outcome::Quarantined { .. } => self.quarantined += 1,
-            Outcome::Referenced(_) => self.referenced += 1,
+            Outcome::Referenced(_) | Outcome::KeptShared(_) => self.referenced += 1,
             Outcome::Failed { error, .. } => {
                 if c.update.state == QueueState::Failed {
                     self.failed += 1;
@@ -519,19 +519,23 @@ impl Worker<'_> {
                 }
             }
         };
-        for (&i, name) in asked.iter().zip(referenced) {
-            g.by[i].clone_from(&name);
-            if let Some(name) = name {
-                let e = g.entries[i];
-                g.out[i] = Some(Outcome::Referenced(if e.is_copy_removal() {
-                    format!(
+        for (&i, by) in asked.iter().zip(referenced) {
+            g.by[i] = by.as_ref().map(|p| p.reference.clone());
+            if let Some(p) = by {
+                let (e, name) = (g.entries[i], &p.reference);
+                g.out[i] = Some(if e.is_copy_removal() {
+                    Outcome::Referenced(format!(
                         "`{}` is referenced again by `{name}`: its quarantined copy {} is kept",
                         e.checked_key(),
                         e.object.key
-                    )
+                    ))
+                } else if p.other_row {
+                    Outcome::KeptShared(format!("referenced by `{name}`"))
                 } else {
-                    format!("referenced by `{name}`")
-                }));
+                    Outcome::Referenced(format!(
+                        "referenced by `{name}`: its own row, which its rule no longer selects"
+                    ))
+                });
             }
         }
         g.move_time = Utc::now();
@@ -864,7 +868,12 @@ fn into_trash(to: &str, moved_at: DateTime<Utc>) -> Outcome {
 fn needs_look(e: &Entry, decided: Option<&Outcome>) -> bool {
     matches!(
         decided,
-        Some(Outcome::Referenced(_) | Outcome::Dropped(_) | Outcome::TooRecent(_))
+        Some(
+            Outcome::Referenced(_)
+                | Outcome::KeptShared(_)
+                | Outcome::Dropped(_)
+                | Outcome::TooRecent(_)
+        )
     ) && !e.is_copy_removal()
         && (e.may_have_moved() || e.reclaimed)
 }
@@ -872,7 +881,10 @@ fn needs_look(e: &Entry, decided: Option<&Outcome>) -> bool {
 /// What an outcome says, for a note.
 fn describe(o: &Outcome) -> String {
     match o {
-        Outcome::Referenced(d) | Outcome::Dropped(d) | Outcome::TooRecent(d) => d.clone(),
+        Outcome::Referenced(d)
+        | Outcome::KeptShared(d)
+        | Outcome::Dropped(d)
+        | Outcome::TooRecent(d) => d.clone(),
         other => format!("{other:?}"),
     }
 }
@@ -881,6 +893,7 @@ fn describe(o: &Outcome) -> String {
 fn with_note(o: Outcome, note: &str) -> Outcome {
     match o {
         Outcome::Referenced(d) => Outcome::Referenced(format!("{d}; {note}")),
+        Outcome::KeptShared(d) => Outcome::KeptShared(format!("{d}; {note}")),
         Outcome::Dropped(d) => Outcome::Dropped(format!("{d}; {note}")),
         Outcome::TooRecent(d) => Outcome::TooRecent(format!("{d}; {note}")),
         other => other,
