@@ -474,6 +474,10 @@ fn bad_policies_are_refused_with_one_line() {
             "[[policies]]\nname = \"clips\"\nstore = \"media\"\nolder_than = \"5d\"\nkeep_query = { sql = \"SELECT path AS key FROM clips WHERE a > ? AND b > ?\" }\n",
             "at most one parameter",
         ),
+        (
+            "[[policies]]\nname = \"clips\"\nstore = \"media\"\nolder_than = \"5d\"\nprefix = \"../\"\n",
+            "is not a key prefix inside the store",
+        ),
     ];
     for (policy, says) in cases {
         let config = write_config(dir.path(), &format!("{base}{policy}"));
@@ -595,4 +599,25 @@ older_than = "1d"
     );
     assert!(!media.join("uploads/c.bin").exists());
     assert!(!media.join("d.bin").exists());
+}
+
+/// SPEC §3 exit 1: every database a policy needs is out of reach; nothing is deleted and the
+/// password is not shown.
+#[test]
+fn clean_with_every_database_out_of_reach_is_exit_1() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let media = dir.path().join("media");
+    write_file(&media, "clips/a.mp4", b"clip", days_ago(30));
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[stores.media]\nurl = \"{}\"\nquarantine = false\n\n[databases.app]\nurl = \"postgres://app:s3cr3t@127.0.0.1:1/app\"\n\n[[references]]\nname = \"clip rows\"\nquery = \"SELECT path AS key FROM clips\"\n\n[[policies]]\nname = \"clips\"\nstore = \"media\"\nolder_than = \"1d\"\n",
+            media.display()
+        ),
+    );
+    let r = common::assetgc(&config, &["clean"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stderr.contains("s3cr3t") && !r.stdout.contains("s3cr3t"));
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(media.join("clips/a.mp4").exists());
 }

@@ -113,3 +113,33 @@ releases = ["prompt images"]
     assert_eq!(outcome("shared.jpg"), "kept: shared");
     assert_eq!(outcome("no-rule.jpg"), "referenced");
 }
+
+/// SPEC §2: a reference an expiry rule releases must return `id`; `check` says so as a config
+/// error (exit 2), as `expire` does.
+#[test]
+fn check_refuses_a_released_reference_without_id() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let media = dir.path().join("media");
+    std::fs::create_dir_all(&media).expect("media");
+    let db = block_on(TestDb::create(Backend::Sqlite, dir.path())).expect("sqlite");
+    block_on(
+        db.execute(&["CREATE TABLE prompts (id INTEGER PRIMARY KEY, img TEXT, deleted INTEGER)"]),
+    );
+    let config = dir.path().join("assetgc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[stores.media]\nurl = \"{}\"\n\n[databases.app]\nurl = \"{}\"\n\n[[references]]\nname = \"prompt images\"\nquery = \"SELECT img AS key FROM prompts\"\n\n[[expiry]]\nname = \"trash\"\nstore = \"media\"\nselect = \"SELECT id, img AS key FROM prompts WHERE deleted = 1\"\ndelete = \"DELETE FROM prompts WHERE id = ?\"\nreleases = [\"prompt images\"]\n",
+            media.display(),
+            db.url
+        ),
+    )
+    .expect("config");
+    let r = common::assetgc(&config, &["check"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("its query returns no `id`"),
+        "{}",
+        r.stdout
+    );
+}

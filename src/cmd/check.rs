@@ -96,7 +96,7 @@ fn render(r: &CheckReport, st: Style) -> String {
     for (name, c) in &r.rules {
         let _ = match c {
             RuleCheck::Ok(what) => writeln!(out, "{name}: {ok} ({what})"),
-            RuleCheck::Failed(e) => {
+            RuleCheck::Failed(e) | RuleCheck::Invalid(e) => {
                 writeln!(
                     out,
                     "{name}: {}",

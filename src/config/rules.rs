@@ -256,6 +256,24 @@ impl Cx<'_> {
         Ok(name)
     }
 
+    /// A policy's `prefix`: keys of the store, relative to its root.
+    fn policy_prefix(&self, t: &Text, owner: &str) -> Result<String> {
+        let s = self.expand(t)?;
+        let s = s
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .to_string();
+        // `..` or `.` segments (or control characters) name no key, and a policy over them
+        // would match nothing.
+        if s.split('/').any(|seg| seg == ".." || seg == ".") || s.chars().any(char::is_control) {
+            return Err(self.err_at(
+                t,
+                format!("{owner}: prefix `{s}` is not a key prefix inside the store (no `.` or `..` segments); write it relative to the store root, e.g. prefix = \"clips/\""),
+            ));
+        }
+        Ok(s)
+    }
+
     pub(super) fn policies(
         &self,
         raw: &[Spanned<RawPolicy>],
@@ -282,12 +300,7 @@ impl Cx<'_> {
                 }
             };
             let prefix = match &p.prefix {
-                Some(t) => {
-                    let s = self.expand(t)?;
-                    s.trim_start_matches("./")
-                        .trim_start_matches('/')
-                        .to_string()
-                }
+                Some(t) => self.policy_prefix(t, &owner)?,
                 None => String::new(),
             };
             let mut patterns = Vec::new();

@@ -49,7 +49,11 @@ pub enum ReferenceCheck {
 pub enum RuleCheck {
     Ok(String),
     Failed(String),
-    Skipped { database: String },
+    /// A configuration error only the database could reveal (exit 2).
+    Invalid(String),
+    Skipped {
+        database: String,
+    },
 }
 
 pub struct CheckReport {
@@ -66,6 +70,13 @@ impl CheckReport {
     /// SPEC §3: 1 when anything is unreachable, 4 when a query fails.
     pub fn exit(&self) -> Exit {
         let mut exit = Exit::Ok;
+        if self
+            .rules
+            .iter()
+            .any(|(_, r)| matches!(r, RuleCheck::Invalid(_)))
+        {
+            exit = exit.max(Exit::Usage);
+        }
         if self.stores.iter().any(|s| s.result.is_err())
             || self.databases.iter().any(|d| d.result.is_err())
         {
@@ -150,7 +161,8 @@ pub async fn check(app: &App) -> CheckReport {
         })
         .collect();
     let references = check_references(app, &dbs, &mut warnings).await;
-    let rules = check_rules(app, &dbs, &mut warnings).await;
+    let mut rules = check_rules(app, &dbs, &mut warnings).await;
+    rules.extend(released_ids(cfg, &references));
     warnings.extend(crate::triggers::cascade_warnings(cfg, &dbs).await);
     for (_, db) in &dbs {
         if let Ok(db) = db {
@@ -165,6 +177,39 @@ pub async fn check(app: &App) -> CheckReport {
         rules,
         warnings,
     }
+}
+
+/// SPEC §2: a reference an expiry rule releases must return `id` (else a config error).
+fn released_ids(
+    cfg: &crate::config::Config,
+    references: &[(String, ReferenceCheck)],
+) -> Vec<(String, RuleCheck)> {
+    let mut out = Vec::new();
+    for x in &cfg.expiry {
+        for &r in &x.releases {
+            let Some(
+                ReferenceCheck::Ok { columns, .. } | ReferenceCheck::Unwrapped { columns, .. },
+            ) = references.get(r).map(|(_, c)| c)
+            else {
+                continue;
+            };
+            let label = format!("expiry {} releases {}", x.name, cfg.references[r].name);
+            out.push((
+                label,
+                if columns.iter().any(|c| c.eq_ignore_ascii_case("id")) {
+                    RuleCheck::Ok("returns `id`".into())
+                } else {
+                    RuleCheck::Invalid(format!(
+                        "reference `{}` is in the releases of expiry rule `{}`, but its query returns no `id` (it returns: {}); add the row's id as `id`",
+                        cfg.references[r].name,
+                        x.name,
+                        columns.join(", ")
+                    ))
+                },
+            ));
+        }
+    }
+    out
 }
 
 type Connected<'a> = [(

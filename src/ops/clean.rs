@@ -363,6 +363,17 @@ async fn plan(app: &Arc<App>, i: usize, req: &CleanRequest) -> Result<(PolicyRun
         },
         None => None,
     };
+    // SPEC §3 exit 1: every database the policy needs is out of reach.
+    let wanted_dbs = !refs.is_empty() || keep_db.is_some();
+    if wanted_dbs && dbs.is_empty() && !matches!(keep_db, Some(Ok(_))) {
+        let mut why = db_errors.clone();
+        if let Some(Err(e)) = &keep_db
+            && !why.contains(e)
+        {
+            why.push(e.clone());
+        }
+        return Err(Error::Unreachable(why.join("; ")));
+    }
     let (reached, store_errors) = crate::ops::scan::reach_stores(app, &[p.store]).await;
     let Some((s, store)) = reached.into_iter().next() else {
         return Err(crate::ops::scan::unreachable(&store_errors));
