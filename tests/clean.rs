@@ -621,3 +621,47 @@ fn clean_with_every_database_out_of_reach_is_exit_1() {
     assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
     assert!(media.join("clips/a.mp4").exists());
 }
+
+/// A keep query whose values do not read as keys of the store keeps nothing it meant to: the
+/// policy is incomplete and deletes nothing. Its `key_format` and `key_prefix` read them as a
+/// reference's would.
+#[test]
+fn keep_query_values_are_read_in_its_key_format_or_nothing_is_deleted() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let media = dir.path().join("media");
+    for k in ["clips/keep.mp4", "clips/go.mp4"] {
+        write_file(&media, k, b"clip", days_ago(10));
+    }
+    let db = block_on(TestDb::create(Backend::Sqlite, dir.path())).expect("sqlite");
+    block_on(db.execute(&[
+        "CREATE TABLE kept (url TEXT, abs TEXT)",
+        "INSERT INTO kept VALUES ('https://cdn.example.com/media/clips/keep.mp4', 'cube/clips/keep.mp4')",
+    ]));
+    let config_with = |keep: &str| {
+        write_config(
+            dir.path(),
+            &format!(
+                "[stores.media]\nurl = \"{}\"\nmin_age = \"0s\"\nquarantine = false\npublic_url = \"https://cdn.example.com/media\"\n\n[databases.app]\nurl = \"{}\"\n\n[[policies]]\nname = \"clips\"\nstore = \"media\"\nolder_than = \"1d\"\nkeep_query = {keep}\n",
+                media.display(),
+                db.url
+            ),
+        )
+    };
+    // URLs read as paths: unreadable, so nothing is deleted (exit 4).
+    let config = config_with("{ sql = \"SELECT url AS key FROM kept\" }");
+    let r = run(&config, &["clean", "--dry-run", "--json"], &[]);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(j["deleted_count"], 0);
+    assert!(j.to_string().contains("could not be read as keys"), "{j}");
+    // Read as URLs, or as bucket-absolute keys with their prefix: the kept clip stays.
+    for keep in [
+        "{ sql = \"SELECT url AS key FROM kept\", key_format = \"url\" }",
+        "{ sql = \"SELECT abs AS key FROM kept\", key_prefix = \"cube/\" }",
+    ] {
+        let config = config_with(keep);
+        let j = json(&run(&config, &["clean", "--dry-run", "--json"], &[]));
+        assert_eq!(j["deleted_count"], 1, "{keep}: {j}");
+        assert_eq!(j["deleted_files_sample"][0], "clips/go.mp4", "{keep}");
+    }
+}

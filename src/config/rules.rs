@@ -32,6 +32,9 @@ pub(super) struct RawPolicy {
 pub(super) struct RawKeepQuery {
     database: Option<Text>,
     sql: Option<Text>,
+    // Beyond SPEC's `{ database, sql }`: how the keep query's values read, as a reference's do.
+    key_format: Option<Spanned<RawKeyFormat>>,
+    key_prefix: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +82,9 @@ pub struct KeepQuery {
     pub sql: String,
     /// Whether `sql` takes the cutoff as its one parameter.
     pub takes_cutoff: bool,
+    /// How its values read (default: the store's format, as a reference's).
+    pub key_format: KeyFormat,
+    pub key_prefix: String,
 }
 
 /// An expiry rule: the rows `select` returns lose their files, then `delete` removes each row.
@@ -355,10 +361,28 @@ impl Cx<'_> {
                             format!("{owner}: keep_query takes at most one parameter, the cutoff time ({}); it has {params}", placeholder(kind)),
                         ));
                     }
+                    let key_format = match &raw_kq.key_format {
+                        Some(kf) => self.key_format(
+                            &format!("{owner}: keep_query"),
+                            Some(kf),
+                            kq,
+                            &stores[store],
+                        )?,
+                        None if stores[store].location.cloudinary().is_some() => {
+                            KeyFormat::Cloudinary
+                        }
+                        None => KeyFormat::Path,
+                    };
+                    let key_prefix = match &raw_kq.key_prefix {
+                        Some(t) => self.expand(t)?,
+                        None => String::new(),
+                    };
                     Some(KeepQuery {
                         database,
                         sql,
                         takes_cutoff: params == 1,
+                        key_format,
+                        key_prefix,
                     })
                 }
             };

@@ -324,20 +324,16 @@ fn protecting(cfg: &Config, p: &PolicyConfig) -> Vec<usize> {
         .collect()
 }
 
-/// The keep query as a reference of the policy's store, read in the store's key format.
-fn keep_reference(cfg: &Config, p: &PolicyConfig, sql: &str, database: usize) -> ReferenceConfig {
-    let cloudinary = cfg.stores[p.store].location.cloudinary().is_some();
+/// The keep query as a reference of the policy's store, read in its `key_format` (default:
+/// the store's) with its `key_prefix`.
+fn keep_reference(p: &PolicyConfig, kq: &crate::config::KeepQuery) -> ReferenceConfig {
     ReferenceConfig {
         name: format!("keep_query of policy {}", p.name),
-        database,
+        database: kq.database,
         store: p.store,
-        query: sql.to_string(),
-        key_format: if cloudinary {
-            crate::key::KeyFormat::Cloudinary
-        } else {
-            crate::key::KeyFormat::Path
-        },
-        key_prefix: String::new(),
+        query: kq.sql.clone(),
+        key_format: kq.key_format.clone(),
+        key_prefix: kq.key_prefix.clone(),
         link: None,
         track: None,
     }
@@ -399,9 +395,9 @@ async fn plan(app: &Arc<App>, i: usize, req: &CleanRequest) -> Result<(PolicyRun
     let feeds = feed_references(cfg, s, &refs, &dbs, &tx);
     let keep = match (&p.keep_query, keep_db) {
         (Some(kq), Some(db)) => {
-            let rc = keep_reference(cfg, p, &kq.sql, kq.database);
+            let rc = keep_reference(p, kq);
             Some(tokio::spawn(feed_keep(
-                cfg.stores[p.store].key_context(""),
+                cfg.stores[p.store].key_context(&kq.key_prefix),
                 rc,
                 cfg.references.len(),
                 db,
@@ -545,7 +541,20 @@ async fn feed_keep(
         None => db.feed(&rc.query, &wanted, parser, &tx).await,
     };
     match result {
-        Ok(()) => None,
+        Ok(()) => {
+            // A value that reads as no key of the store keeps nothing it may have meant to:
+            // when in doubt, the policy deletes nothing.
+            let unparsed = parser.into_stats().unparsed;
+            if unparsed == 0 {
+                return None;
+            }
+            let e = format!(
+                "{unparsed} of its values could not be read as keys of the store in its key format ({}); set keep_query's key_format (and key_prefix) to match what it returns",
+                rc.key_format.name()
+            );
+            let _ = tx.send(RefBatch::failed(index, &rc.name, &e)).await;
+            Some(e)
+        }
         Err(DbError::Query(e) | DbError::Unreachable(e)) => {
             if let Some(rows) = crate::refs::RowSink::flush(&mut parser) {
                 let _ = tx.send(rows).await;
