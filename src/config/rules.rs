@@ -262,6 +262,50 @@ impl Cx<'_> {
         Ok(name)
     }
 
+    /// A policy's `keep_query = { database, sql, key_format, key_prefix }`.
+    fn keep_query(
+        &self,
+        owner: &str,
+        kq: &Spanned<RawKeepQuery>,
+        store: &StoreConfig,
+        databases: &[DatabaseConfig],
+        db_names: &[&str],
+    ) -> Result<KeepQuery> {
+        let raw_kq = kq.get_ref();
+        let database = self.pick(owner, "database", raw_kq.database.as_ref(), db_names, kq)?;
+        let Some(sql_text) = &raw_kq.sql else {
+            return Err(self.err_at(
+                kq,
+                format!("{owner}: keep_query has no `sql`; give the SELECT that returns the `key` column of the objects to keep"),
+            ));
+        };
+        let sql = self.sql(sql_text, owner, "keep_query.sql")?;
+        let kind = databases[database].kind;
+        let params = bind_parameters(&sql, kind);
+        if params > 1 {
+            return Err(self.err_at(
+                sql_text,
+                format!("{owner}: keep_query takes at most one parameter, the cutoff time ({}); it has {params}", placeholder(kind)),
+            ));
+        }
+        let key_format = match &raw_kq.key_format {
+            Some(kf) => self.key_format(&format!("{owner}: keep_query"), Some(kf), kq, store)?,
+            None if store.location.cloudinary().is_some() => KeyFormat::Cloudinary,
+            None => KeyFormat::Path,
+        };
+        let key_prefix = match &raw_kq.key_prefix {
+            Some(t) => self.expand(t)?,
+            None => String::new(),
+        };
+        Ok(KeepQuery {
+            database,
+            sql,
+            takes_cutoff: params == 1,
+            key_format,
+            key_prefix,
+        })
+    }
+
     /// A policy's `prefix`: keys of the store, relative to its root.
     fn policy_prefix(&self, t: &Text, owner: &str) -> Result<String> {
         let s = self.expand(t)?;
@@ -343,47 +387,7 @@ impl Cx<'_> {
             let keep_query = match &p.keep_query {
                 None => None,
                 Some(kq) => {
-                    let raw_kq = kq.get_ref();
-                    let database =
-                        self.pick(&owner, "database", raw_kq.database.as_ref(), &db_names, kq)?;
-                    let Some(sql_text) = &raw_kq.sql else {
-                        return Err(self.err_at(
-                            kq,
-                            format!("{owner}: keep_query has no `sql`; give the SELECT that returns the `key` column of the objects to keep"),
-                        ));
-                    };
-                    let sql = self.sql(sql_text, &owner, "keep_query.sql")?;
-                    let kind = databases[database].kind;
-                    let params = bind_parameters(&sql, kind);
-                    if params > 1 {
-                        return Err(self.err_at(
-                            sql_text,
-                            format!("{owner}: keep_query takes at most one parameter, the cutoff time ({}); it has {params}", placeholder(kind)),
-                        ));
-                    }
-                    let key_format = match &raw_kq.key_format {
-                        Some(kf) => self.key_format(
-                            &format!("{owner}: keep_query"),
-                            Some(kf),
-                            kq,
-                            &stores[store],
-                        )?,
-                        None if stores[store].location.cloudinary().is_some() => {
-                            KeyFormat::Cloudinary
-                        }
-                        None => KeyFormat::Path,
-                    };
-                    let key_prefix = match &raw_kq.key_prefix {
-                        Some(t) => self.expand(t)?,
-                        None => String::new(),
-                    };
-                    Some(KeepQuery {
-                        database,
-                        sql,
-                        takes_cutoff: params == 1,
-                        key_format,
-                        key_prefix,
-                    })
+                    Some(self.keep_query(&owner, kq, &stores[store], databases, &db_names)?)
                 }
             };
             out.push(PolicyConfig {
