@@ -968,3 +968,68 @@ async fn installing_twice_on_mariadb_leaves_a_backslash_name_alone() {
     assert!(strings(&db, triggers).await.is_empty());
     db.drop_db().await;
 }
+
+/// MariaDB: two installs on one server, one per database (the same config shape, so the same
+/// trigger names): installing the second leaves the first alone, and uninstalling one leaves the
+/// other's triggers and outbox in place.
+#[tokio::test]
+async fn uninstall_in_one_mariadb_database_leaves_the_other_install() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let Some(db_a) = TestDb::create(Backend::MariaDb, tmp.path()).await else {
+        return;
+    };
+    let db_b = TestDb::create(Backend::MariaDb, tmp.path())
+        .await
+        .expect("the same server");
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for (db, d) in [(&db_a, &dir_a), (&db_b, &dir_b)] {
+        db.execute(&[
+            "CREATE TABLE profiles (id INT PRIMARY KEY, avatar VARCHAR(200))",
+            "INSERT INTO profiles VALUES (1, 'x/1.jpg')",
+        ])
+        .await;
+        std::fs::create_dir_all(d.join("media")).expect("media");
+        std::fs::write(d.join("assetgc.toml"), readme_example("profile-pictures")).expect("config");
+    }
+    let triggers = "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() ORDER BY 1";
+    ok(
+        &run(&dir_a, &db_a.url, LONG_DELAY, &["triggers", "install"]),
+        "install a",
+    );
+    ok(
+        &run(&dir_b, &db_b.url, LONG_DELAY, &["triggers", "install"]),
+        "install b",
+    );
+    assert_eq!(strings(&db_a, triggers).await.len(), 2);
+    let in_b = strings(&db_b, triggers).await;
+    assert_eq!(in_b.len(), 2, "{in_b:?}");
+    let s = run(&dir_a, &db_a.url, LONG_DELAY, &["triggers", "status"]);
+    ok(&s, "status a");
+    assert!(!s.stdout.contains("belongs to no tracked"), "{}", s.stdout);
+
+    let r = run(&dir_a, &db_a.url, LONG_DELAY, &["triggers", "uninstall"]);
+    ok(&r, "uninstall a");
+    assert!(r.stdout.contains("removed 2 trigger(s)"), "{}", r.stdout);
+    assert!(strings(&db_a, triggers).await.is_empty());
+    assert_eq!(strings(&db_b, triggers).await, in_b);
+    db_b.execute(&["UPDATE profiles SET avatar = 'x/2.jpg' WHERE id = 1"])
+        .await;
+    assert_eq!(
+        strings(&db_b, "SELECT old_value FROM assetgc_outbox").await,
+        ["x/1.jpg"]
+    );
+    let s = run(&dir_b, &db_b.url, LONG_DELAY, &["triggers", "status"]);
+    assert!(
+        s.stdout
+            .contains("reference profile pictures (database app): installed;"),
+        "{}",
+        s.stdout
+    );
+    ok(
+        &run(&dir_b, &db_b.url, LONG_DELAY, &["triggers", "uninstall"]),
+        "uninstall b",
+    );
+    assert!(strings(&db_b, triggers).await.is_empty());
+    db_a.drop_db().await;
+    db_b.drop_db().await;
+}
