@@ -705,3 +705,331 @@ fn queue_run_goes_on_when_a_tracked_database_is_out_of_reach() {
     );
     assert!(r.stdout.contains("Processed 0 entries"), "{}", r.stdout);
 }
+
+/// A PostgreSQL URL whose connections create in (and first read from) `schema`, quoted as given.
+fn in_schema(url: &str, schema: &str) -> String {
+    format!("{url}?options=-csearch_path%3D%22{schema}%22")
+}
+
+/// The names of our objects anywhere in a PostgreSQL database: `class schema.name`, `trigger
+/// name table`, `function schema.name`.
+async fn pg_ours(db: &TestDb) -> Vec<String> {
+    let mut out = strings(
+        db,
+        "SELECT 'class ' || n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname LIKE 'assetgc%' AND c.relkind = 'r' ORDER BY 1",
+    )
+    .await;
+    out.extend(
+        strings(
+            db,
+            "SELECT 'trigger ' || n.nspname || '.' || c.relname || ' ' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname LIKE 'assetgc%' ORDER BY 1",
+        )
+        .await,
+    );
+    out.extend(
+        strings(
+            db,
+            "SELECT 'function ' || n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname LIKE 'assetgc%' ORDER BY 1",
+        )
+        .await,
+    );
+    out
+}
+
+/// A current schema whose name has capitals (`"App"`), beside a schema `app`: the outbox, the
+/// functions and the triggers go where the connection creates (`"App"`), `status` finds them,
+/// `queue run` moves their rows, and `uninstall` leaves nothing in either schema. The config's
+/// `track` names are read as the app's unquoted SQL reads them (`Profiles` is `profiles`).
+#[tokio::test]
+async fn a_mixed_case_postgres_schema_holds_the_whole_install() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let Some(db) = TestDb::create(Backend::Postgres, dir).await else {
+        return;
+    };
+    db.execute(&[
+        "CREATE SCHEMA \"App\"",
+        "CREATE SCHEMA app",
+        "CREATE TABLE \"App\".profiles (id INT PRIMARY KEY, avatar TEXT)",
+        "INSERT INTO \"App\".profiles VALUES (1, 'a/1.jpg'), (2, 'a/2.jpg')",
+    ])
+    .await;
+    let url = in_schema(&db.url, "App");
+    std::fs::create_dir_all(dir.join("media")).expect("media");
+    let config = readme_example("profile-pictures").replace(
+        "track = { table = \"profiles\", column = \"avatar\", pk = \"id\"",
+        "track = { table = \"Profiles\", column = \"Avatar\", pk = \"ID\"",
+    );
+    assert!(config.contains("\"Profiles\""), "{config}");
+    std::fs::write(dir.join("assetgc.toml"), config).expect("config");
+
+    let r = run(dir, &url, DELAY, &["triggers", "install"]);
+    ok(&r, "install");
+    assert!(
+        r.stdout.contains("outbox App.assetgc_outbox created"),
+        "{}",
+        r.stdout
+    );
+    let ours = pg_ours(&db).await;
+    assert_eq!(ours.len(), 4, "{ours:?}");
+    assert!(ours[0] == "class App.assetgc_outbox", "{ours:?}");
+    assert!(ours[1].starts_with("trigger App.profiles assetgc_t_profile_pictures_"));
+    assert!(ours[2].starts_with("trigger App.profiles assetgc_t_profile_pictures_"));
+    assert!(ours[3].starts_with("function App.assetgc_t_profile_pictures_"));
+    let s = run(dir, &url, DELAY, &["triggers", "status"]);
+    ok(&s, "status");
+    assert!(
+        s.stdout
+            .contains("reference profile pictures (database app): installed;"),
+        "{}",
+        s.stdout
+    );
+
+    exec(
+        Backend::Postgres,
+        &url,
+        &["UPDATE profiles SET avatar = 'a/1b.jpg' WHERE id = 1"],
+    )
+    .await;
+    drain(dir, &url);
+    let q = queue(dir).await;
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!((q[0].0.as_str(), q[0].1.as_str()), ("a/1.jpg", "trigger"));
+
+    exec(
+        Backend::Postgres,
+        &url,
+        &["DELETE FROM profiles WHERE id = 2"],
+    )
+    .await;
+    let r = run(dir, &url, DELAY, &["triggers", "uninstall"]);
+    ok(&r, "uninstall");
+    assert!(
+        r.stdout
+            .contains("moved 1 pending outbox row(s) into the queue"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(pg_ours(&db).await, Vec::<String>::new());
+    let q = queue(dir).await;
+    assert!(q.iter().any(|e| e.0 == "a/2.jpg"), "{q:?}");
+    db.drop_db().await;
+}
+
+/// Two installs in one PostgreSQL database, one per schema (two configs with the same
+/// reference name): installing the second leaves the first alone, `status` of one does not
+/// report the other's triggers, and uninstalling one leaves the other whole and working.
+#[tokio::test]
+async fn uninstall_in_one_postgres_schema_leaves_the_other_install() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let Some(db) = TestDb::create(Backend::Postgres, tmp.path()).await else {
+        return;
+    };
+    let mut setup = Vec::new();
+    for schema in ["a", "b"] {
+        setup.push(format!("CREATE SCHEMA {schema}"));
+        setup.push(format!(
+            "CREATE TABLE {schema}.profiles (id INT PRIMARY KEY, avatar TEXT)"
+        ));
+        setup.push(format!(
+            "INSERT INTO {schema}.profiles VALUES (1, '{schema}/1.jpg')"
+        ));
+    }
+    db.execute(&setup).await;
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for d in [&dir_a, &dir_b] {
+        std::fs::create_dir_all(d.join("media")).expect("media");
+        std::fs::write(d.join("assetgc.toml"), readme_example("profile-pictures")).expect("config");
+    }
+    let (url_a, url_b) = (in_schema(&db.url, "a"), in_schema(&db.url, "b"));
+    ok(
+        &run(&dir_a, &url_a, LONG_DELAY, &["triggers", "install"]),
+        "install a",
+    );
+    ok(
+        &run(&dir_b, &url_b, LONG_DELAY, &["triggers", "install"]),
+        "install b",
+    );
+    let ours = pg_ours(&db).await;
+    let in_b: Vec<&String> = ours.iter().filter(|o| o.contains(" b.")).collect();
+    assert_eq!(ours.len(), 8, "{ours:?}");
+    assert_eq!(in_b.len(), 4, "{ours:?}");
+    for (d, u) in [(&dir_a, &url_a), (&dir_b, &url_b)] {
+        let s = run(d, u, LONG_DELAY, &["triggers", "status"]);
+        ok(&s, "status");
+        assert!(
+            s.stdout
+                .contains("reference profile pictures (database app): installed;"),
+            "{}",
+            s.stdout
+        );
+        assert!(!s.stdout.contains("belongs to no tracked"), "{}", s.stdout);
+    }
+
+    let r = run(&dir_a, &url_a, LONG_DELAY, &["triggers", "uninstall"]);
+    ok(&r, "uninstall a");
+    assert!(
+        r.stdout.contains("removed 2 trigger(s), 1 function(s)"),
+        "{}",
+        r.stdout
+    );
+    let left = pg_ours(&db).await;
+    assert_eq!(
+        left.iter().collect::<Vec<_>>(),
+        in_b,
+        "uninstall of schema a touched schema b"
+    );
+    let s = run(&dir_b, &url_b, LONG_DELAY, &["triggers", "status"]);
+    ok(&s, "status b");
+    assert!(
+        s.stdout
+            .contains("reference profile pictures (database app): installed;"),
+        "{}",
+        s.stdout
+    );
+    exec(
+        Backend::Postgres,
+        &url_b,
+        &["UPDATE profiles SET avatar = 'b/2.jpg' WHERE id = 1"],
+    )
+    .await;
+    assert_eq!(
+        strings(&db, "SELECT old_value FROM b.assetgc_outbox").await,
+        ["b/1.jpg"]
+    );
+    ok(
+        &run(&dir_b, &url_b, LONG_DELAY, &["triggers", "uninstall"]),
+        "uninstall b",
+    );
+    assert_eq!(pg_ours(&db).await, Vec::<String>::new());
+    db.drop_db().await;
+}
+
+/// MariaDB: a reference whose name holds a backslash (and a quote) is installed twice and the
+/// second time leaves both triggers as they were; the triggers write the name exactly.
+#[tokio::test]
+async fn installing_twice_on_mariadb_leaves_a_backslash_name_alone() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let Some(db) = TestDb::create(Backend::MariaDb, dir).await else {
+        return;
+    };
+    db.execute(&[
+        "CREATE TABLE profiles (id INT PRIMARY KEY, avatar VARCHAR(200))",
+        "INSERT INTO profiles VALUES (1, 'a/1.jpg')",
+    ])
+    .await;
+    std::fs::create_dir_all(dir.join("media")).expect("media");
+    let name = r"pictures\raw 'v2'";
+    let config = readme_example("profile-pictures").replace(
+        "name = \"profile pictures\"",
+        &format!("name = \"{}\"", name.replace('\\', "\\\\")),
+    );
+    assert!(
+        config.contains(r#"name = "pictures\\raw 'v2'""#),
+        "{config}"
+    );
+    std::fs::write(dir.join("assetgc.toml"), config).expect("config");
+    let triggers = "SELECT CONCAT(TRIGGER_NAME, ' ', CAST(CREATED AS CHAR)) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() ORDER BY 1";
+
+    ok(
+        &run(dir, &db.url, LONG_DELAY, &["triggers", "install"]),
+        "install",
+    );
+    let first = strings(&db, triggers).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    // CREATED counts hundredths of a second: a trigger made again would show a later time.
+    std::thread::sleep(Duration::from_millis(50));
+    let r = run(dir, &db.url, LONG_DELAY, &["triggers", "install"]);
+    ok(&r, "install again");
+    assert!(
+        r.stdout
+            .contains(&format!("reference {name}: already installed on profiles"))
+            && r.stdout.contains("left as it was"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(strings(&db, triggers).await, first);
+
+    db.execute(&["UPDATE profiles SET avatar = 'a/2.jpg' WHERE id = 1"])
+        .await;
+    assert_eq!(
+        strings(&db, "SELECT reference FROM assetgc_outbox").await,
+        [name]
+    );
+    let r = run(dir, &db.url, LONG_DELAY, &["triggers", "uninstall"]);
+    ok(&r, "uninstall");
+    assert!(
+        r.stdout
+            .contains("moved 1 pending outbox row(s) into the queue"),
+        "{}",
+        r.stdout
+    );
+    assert!(strings(&db, triggers).await.is_empty());
+    db.drop_db().await;
+}
+
+/// MariaDB: two installs on one server, one per database (the same config shape, so the same
+/// trigger names): installing the second leaves the first alone, and uninstalling one leaves the
+/// other's triggers and outbox in place.
+#[tokio::test]
+async fn uninstall_in_one_mariadb_database_leaves_the_other_install() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let Some(db_a) = TestDb::create(Backend::MariaDb, tmp.path()).await else {
+        return;
+    };
+    let db_b = TestDb::create(Backend::MariaDb, tmp.path())
+        .await
+        .expect("the same server");
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for (db, d) in [(&db_a, &dir_a), (&db_b, &dir_b)] {
+        db.execute(&[
+            "CREATE TABLE profiles (id INT PRIMARY KEY, avatar VARCHAR(200))",
+            "INSERT INTO profiles VALUES (1, 'x/1.jpg')",
+        ])
+        .await;
+        std::fs::create_dir_all(d.join("media")).expect("media");
+        std::fs::write(d.join("assetgc.toml"), readme_example("profile-pictures")).expect("config");
+    }
+    let triggers = "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() ORDER BY 1";
+    ok(
+        &run(&dir_a, &db_a.url, LONG_DELAY, &["triggers", "install"]),
+        "install a",
+    );
+    ok(
+        &run(&dir_b, &db_b.url, LONG_DELAY, &["triggers", "install"]),
+        "install b",
+    );
+    assert_eq!(strings(&db_a, triggers).await.len(), 2);
+    let in_b = strings(&db_b, triggers).await;
+    assert_eq!(in_b.len(), 2, "{in_b:?}");
+    let s = run(&dir_a, &db_a.url, LONG_DELAY, &["triggers", "status"]);
+    ok(&s, "status a");
+    assert!(!s.stdout.contains("belongs to no tracked"), "{}", s.stdout);
+
+    let r = run(&dir_a, &db_a.url, LONG_DELAY, &["triggers", "uninstall"]);
+    ok(&r, "uninstall a");
+    assert!(r.stdout.contains("removed 2 trigger(s)"), "{}", r.stdout);
+    assert!(strings(&db_a, triggers).await.is_empty());
+    assert_eq!(strings(&db_b, triggers).await, in_b);
+    db_b.execute(&["UPDATE profiles SET avatar = 'x/2.jpg' WHERE id = 1"])
+        .await;
+    assert_eq!(
+        strings(&db_b, "SELECT old_value FROM assetgc_outbox").await,
+        ["x/1.jpg"]
+    );
+    let s = run(&dir_b, &db_b.url, LONG_DELAY, &["triggers", "status"]);
+    assert!(
+        s.stdout
+            .contains("reference profile pictures (database app): installed;"),
+        "{}",
+        s.stdout
+    );
+    ok(
+        &run(&dir_b, &db_b.url, LONG_DELAY, &["triggers", "uninstall"]),
+        "uninstall b",
+    );
+    assert!(strings(&db_b, triggers).await.is_empty());
+    db_a.drop_db().await;
+    db_b.drop_db().await;
+}

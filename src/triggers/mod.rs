@@ -298,9 +298,13 @@ impl Session {
     }
 
     /// Our triggers: `(name, table, extra)` (MySQL: the action statement; PostgreSQL: whether
-    /// enabled).
+    /// enabled). On MySQL/MariaDB the catalogue shows the triggers of every database the role
+    /// sees: only those writing into this database's outbox are this install's (another config's
+    /// install in another database is not ours to replace or remove).
     async fn triggers(&mut self) -> std::result::Result<Vec<Installed>, String> {
         let rows = self.rows(&sql::list_triggers(self.kind), &[]).await?;
+        let writes_ours = format!("INSERT INTO {} ", sql::outbox(self.kind, &self.home));
+        let kind = self.kind;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -312,6 +316,7 @@ impl Session {
                     schema: it.next().unwrap_or_default(),
                 }
             })
+            .filter(|i| kind != DbKind::MySql || i.extra.starts_with(&writes_ours))
             .collect())
     }
 

@@ -1,10 +1,12 @@
 //! The SQL of `assetgc triggers`, per database: the outbox, the triggers that fill it, the
 //! catalogue queries that find them again, and the outbox reads of the worker.
 //!
-//! Identifiers come from `track` and are plain names (checked when the config is read), so they
-//! are quoted, never escaped. PostgreSQL folds an unquoted name to lower case: its names are
-//! quoted in lower case, which is what the app's own unquoted SQL means. The reference name is
-//! the only free text, and goes in as a literal (PostgreSQL: a trigger argument).
+//! Names read from the catalogue (the current schema, a trigger's table or schema) are quoted
+//! exactly as they are: a schema `"App"` is not `app`. Names from `track` are plain names
+//! (checked when the config is read) and mean what the app's own unquoted SQL means: on
+//! PostgreSQL, which folds an unquoted name to lower case, `track.table = "Prompts"` is the
+//! table `prompts` ([`config_ident`]). The reference name is the only free text, and goes in as
+//! a literal (PostgreSQL: a trigger argument).
 
 use sha1::Digest as _;
 
@@ -48,21 +50,31 @@ impl Names {
     }
 }
 
-/// `'text'` for a SQL literal; MySQL also reads backslashes as escapes unless told otherwise.
+/// `'text'` for a SQL literal. MySQL reads a backslash as an escape unless its `sql_mode` has
+/// `NO_BACKSLASH_ESCAPES`, and MariaDB keeps a trigger body with its literals rewritten
+/// (`'a\\b'` becomes `'a\b'`), so install could not recognise its own trigger: text with a
+/// backslash goes in as hex, which means the same bytes in every mode and is kept as written.
 pub fn literal(kind: DbKind, s: &str) -> String {
-    let mut out = s.replace('\'', "''");
-    if kind == DbKind::MySql {
-        out = out.replace('\\', "\\\\");
+    if kind == DbKind::MySql && s.contains('\\') {
+        return format!("X'{}'", hex::encode(s.as_bytes()));
     }
-    format!("'{out}'")
+    format!("'{}'", s.replace('\'', "''"))
 }
 
-/// A quoted identifier (a plain name).
+/// A name quoted exactly (the quote character doubled inside), for names from the catalogue.
 pub fn ident(kind: DbKind, name: &str) -> String {
     match kind {
-        DbKind::Postgres => format!("\"{}\"", name.to_ascii_lowercase()),
-        DbKind::MySql => format!("`{name}`"),
-        DbKind::Sqlite => format!("\"{name}\""),
+        DbKind::Postgres | DbKind::Sqlite => format!("\"{}\"", name.replace('"', "\"\"")),
+        DbKind::MySql => format!("`{}`", name.replace('`', "``")),
+    }
+}
+
+/// A name from `track`, quoted as the app's unquoted SQL reads it: PostgreSQL folds it to lower
+/// case; MySQL and SQLite do not fold (their case rules are the same quoted or not).
+pub fn config_ident(kind: DbKind, name: &str) -> String {
+    match kind {
+        DbKind::Postgres => ident(kind, &name.to_ascii_lowercase()),
+        DbKind::MySql | DbKind::Sqlite => ident(kind, name),
     }
 }
 
@@ -85,8 +97,12 @@ pub fn split_table(table: &str) -> (Option<&str>, &str) {
 /// The tracked table as SQL text.
 pub fn table(kind: DbKind, table: &str) -> String {
     match split_table(table) {
-        (Some(schema), name) => format!("{}.{}", ident(kind, schema), ident(kind, name)),
-        (None, name) => ident(kind, name),
+        (Some(schema), name) => format!(
+            "{}.{}",
+            config_ident(kind, schema),
+            config_ident(kind, name)
+        ),
+        (None, name) => config_ident(kind, name),
     }
 }
 
@@ -141,8 +157,8 @@ pub fn probe_columns(kind: DbKind, t: &Track) -> String {
         ),
         _ => format!(
             "SELECT {}, {} FROM {} WHERE 1 = 0",
-            ident(kind, &t.pk),
-            ident(kind, &t.column),
+            config_ident(kind, &t.pk),
+            config_ident(kind, &t.column),
             table(kind, &t.table)
         ),
     }
@@ -153,8 +169,8 @@ pub fn probe_columns(kind: DbKind, t: &Track) -> String {
 pub fn create_triggers(kind: DbKind, home: &str, reference: &str, t: &Track) -> Vec<String> {
     let n = Names::of(reference);
     let (col, pk, tbl, ob) = (
-        ident(kind, &t.column),
-        ident(kind, &t.pk),
+        config_ident(kind, &t.column),
+        config_ident(kind, &t.pk),
         table(kind, &t.table),
         outbox(kind, home),
     );
@@ -222,7 +238,7 @@ pub fn mysql_trigger(t: &Track, name: &str) -> String {
     match split_table(&t.table).0 {
         Some(schema) => format!(
             "{}.{}",
-            ident(DbKind::MySql, schema),
+            config_ident(DbKind::MySql, schema),
             ident(DbKind::MySql, name)
         ),
         None => ident(DbKind::MySql, name),
@@ -236,8 +252,8 @@ pub fn mysql_trigger(t: &Track, name: &str) -> String {
 pub fn mysql_bodies(reference: &str, t: &Track, home: &str) -> (String, String) {
     let k = DbKind::MySql;
     let (col, pk, ob, name) = (
-        ident(k, &t.column),
-        ident(k, &t.pk),
+        config_ident(k, &t.column),
+        config_ident(k, &t.pk),
         outbox(k, home),
         literal(k, reference),
     );
@@ -251,11 +267,13 @@ pub fn mysql_bodies(reference: &str, t: &Track, home: &str) -> (String, String) 
 }
 
 /// Our triggers in the database, `(name, table as SQL text or name)`; PostgreSQL and MySQL give
-/// the table's schema too.
+/// the table's schema too. On PostgreSQL only those that call a function of the current schema
+/// (where this install put its outbox and functions): another install in another schema of the
+/// same database, with its own outbox, is not ours to list or remove.
 pub fn list_triggers(kind: DbKind) -> String {
     match kind {
         DbKind::Postgres => format!(
-            "SELECT t.tgname::text, t.tgrelid::regclass::text, t.tgenabled::text FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgname LIKE '{}%' ORDER BY 1",
+            "SELECT t.tgname::text, t.tgrelid::regclass::text, t.tgenabled::text FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace WHERE NOT t.tgisinternal AND t.tgname LIKE '{}%' AND n.nspname = current_schema() ORDER BY 1",
             PREFIX.replace('_', "\\_")
         ),
         DbKind::MySql => format!(
@@ -269,11 +287,11 @@ pub fn list_triggers(kind: DbKind) -> String {
     }
 }
 
-/// PostgreSQL: our trigger functions, with what `status` checks: SECURITY DEFINER, the pinned
-/// search_path and the owner.
+/// PostgreSQL: our trigger functions in the current schema (the outbox's), with what `status`
+/// checks: SECURITY DEFINER, the pinned search_path and the owner.
 pub fn pg_list_functions() -> String {
     format!(
-        "SELECT p.oid::regprocedure::text, p.proname::text, p.prosecdef::text, COALESCE(array_to_string(p.proconfig, ';'), ''), pg_get_userbyid(p.proowner)::text FROM pg_proc p WHERE p.proname LIKE '{}%' ORDER BY 2",
+        "SELECT p.oid::regprocedure::text, p.proname::text, p.prosecdef::text, COALESCE(array_to_string(p.proconfig, ';'), ''), pg_get_userbyid(p.proowner)::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname LIKE '{}%' AND n.nspname = current_schema() ORDER BY 2",
         PREFIX.replace('_', "\\_")
     )
 }
@@ -417,8 +435,11 @@ mod tests {
     #[test]
     fn literals_are_escaped_per_database() {
         assert_eq!(literal(DbKind::Postgres, "it's"), "'it''s'");
-        assert_eq!(literal(DbKind::MySql, "a\\'b"), "'a\\\\''b'");
-        assert_eq!(ident(DbKind::Postgres, "Prompts"), "\"prompts\"");
+        assert_eq!(literal(DbKind::MySql, "it's"), "'it''s'");
+        assert_eq!(literal(DbKind::MySql, "a\\'b"), "X'615c2762'");
+        assert_eq!(config_ident(DbKind::Postgres, "Prompts"), "\"prompts\"");
+        assert_eq!(ident(DbKind::Postgres, "A\"pp"), "\"A\"\"pp\"");
+        assert_eq!(ident(DbKind::MySql, "a`b"), "`a``b`");
         assert_eq!(table(DbKind::MySql, "app.prompts"), "`app`.`prompts`");
     }
 }
