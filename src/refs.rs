@@ -482,11 +482,16 @@ impl Db {
     }
 
     /// How an expiry rule's `delete` takes a row's id: the type its parameter has, found by
-    /// preparing it (PostgreSQL compares no text parameter with an integer or UUID column), or on
-    /// MySQL/MariaDB and SQLite, whose parameters carry no type, from the type of `select`'s `id`
-    /// column. `delete` is prepared on every database, so a statement that cannot run is known
-    /// before any file goes. Nothing runs.
-    pub async fn id_binding(&self, select: &str, delete: &str) -> Result<IdBinding, DbError> {
+    /// preparing it (PostgreSQL compares no text parameter with an integer, numeric or UUID
+    /// column), or on MySQL/MariaDB and SQLite, whose parameters carry no type, from the type of
+    /// `select`'s `id` column. `delete` is prepared on every database, so a statement that cannot
+    /// run is known before any file goes. Nothing runs. `Ok(Err(why))`: a PostgreSQL parameter
+    /// of a type no id is bound as, which would fail only once the row's files are gone.
+    pub async fn id_binding(
+        &self,
+        select: &str,
+        delete: &str,
+    ) -> Result<Result<IdBinding, String>, DbError> {
         let q = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
         match self {
             Db::Postgres(p) => {
@@ -500,21 +505,36 @@ impl Db {
                         .map(|t| sqlx::TypeInfo::name(t).to_ascii_uppercase()),
                     _ => None,
                 };
-                Ok(match name.as_deref() {
-                    Some("INT2") => IdBinding::I16,
-                    Some("INT4") => IdBinding::I32,
-                    Some("INT8") => IdBinding::I64,
-                    Some("UUID") => IdBinding::Uuid,
-                    _ => IdBinding::Text,
-                })
+                let Some(name) = name else {
+                    return Ok(Err(
+                        "`delete` takes no parameter; compare the id column with $1".into(),
+                    ));
+                };
+                Ok(Ok(match name.as_str() {
+                    "INT2" => IdBinding::I16,
+                    "INT4" => IdBinding::I32,
+                    "INT8" => IdBinding::I64,
+                    "NUMERIC" => IdBinding::Decimal,
+                    "UUID" => IdBinding::Uuid,
+                    "TEXT" | "VARCHAR" | "NAME" => IdBinding::Text,
+                    "CHAR" => IdBinding::Bpchar,
+                    other => {
+                        // The id is read as the column's text output, so a text parameter cast
+                        // to the column's type finds the same row.
+                        let ty = other.to_ascii_lowercase();
+                        return Ok(Err(format!(
+                            "`delete`'s parameter $1 is of type {ty}, which assetgc cannot bind an id as (it binds smallint, integer, bigint, numeric, uuid, text, varchar, char, name); cast it from text, e.g. `WHERE id = $1::text::{ty}`, or use an id of a supported type"
+                        )));
+                    }
+                }))
             }
             Db::MySql(p) => {
                 prepare_columns(p, delete).await?;
-                integer_id(p, &mysql_key_alias(select)).await
+                integer_id(p, &mysql_key_alias(select)).await.map(Ok)
             }
             Db::Sqlite(p, _) => {
                 prepare_columns(p, delete).await?;
-                integer_id(p, select).await
+                integer_id(p, select).await.map(Ok)
             }
         }
     }
@@ -564,10 +584,15 @@ impl Db {
                     let v = int.ok_or_else(|| bad("a bigint"))?;
                     run!(p, v)
                 }
+                IdBinding::Decimal => {
+                    let v = decimal(id).ok_or_else(|| bad("a number of at most 28 digits"))?;
+                    run!(p, v)
+                }
                 IdBinding::Uuid => {
                     let v = uuid::Uuid::parse_str(id.trim()).map_err(|_| bad("a UUID"))?;
                     run!(p, v)
                 }
+                IdBinding::Bpchar => run!(p, id.trim_end().to_string()),
                 IdBinding::Text | IdBinding::IntegerWhenNumeric => {
                     run!(p, id.to_string())
                 }
@@ -602,11 +627,58 @@ pub enum IdBinding {
     I16,
     I32,
     I64,
+    /// PostgreSQL `numeric`.
+    Decimal,
     Uuid,
     Text,
+    /// PostgreSQL `char(n)`: bound as text without the padding its text output carries, which a
+    /// comparison with text would not ignore.
+    Bpchar,
     /// MySQL/MariaDB and SQLite with an integer `id` column: an integer when the id reads as
     /// one, else text.
     IntegerWhenNumeric,
+}
+
+impl IdBinding {
+    /// `Err(why)` when `id` cannot be bound this way: its row's `delete` could not run, so its
+    /// files must not go.
+    pub fn check(self, id: &str) -> Result<(), String> {
+        let t = id.trim();
+        let fits = match self {
+            IdBinding::I16 => t.parse::<i16>().is_ok(),
+            IdBinding::I32 => t.parse::<i32>().is_ok(),
+            IdBinding::I64 => t.parse::<i64>().is_ok(),
+            IdBinding::Decimal => decimal(id).is_some(),
+            IdBinding::Uuid => uuid::Uuid::parse_str(t).is_ok(),
+            IdBinding::Text | IdBinding::Bpchar | IdBinding::IntegerWhenNumeric => true,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(format!(
+                "its id `{id}` does not fit `delete`'s {} parameter",
+                self.sql_type()
+            ))
+        }
+    }
+
+    fn sql_type(self) -> &'static str {
+        match self {
+            IdBinding::I16 => "smallint",
+            IdBinding::I32 | IdBinding::IntegerWhenNumeric => "integer",
+            IdBinding::I64 => "bigint",
+            IdBinding::Decimal => "numeric",
+            IdBinding::Uuid => "uuid",
+            IdBinding::Text => "text",
+            IdBinding::Bpchar => "char",
+        }
+    }
+}
+
+/// A PostgreSQL `numeric` id read as text; `None` for `NaN` and for a value a `Decimal` (a 96-bit
+/// mantissa, 28 or 29 digits) cannot hold exactly.
+fn decimal(id: &str) -> Option<sqlx::types::Decimal> {
+    sqlx::types::Decimal::from_str_exact(id.trim()).ok()
 }
 
 /// [`IdBinding::IntegerWhenNumeric`] when `select`'s `id` column is of an integer type.

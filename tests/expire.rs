@@ -910,3 +910,217 @@ fn a_delete_that_cannot_run_deletes_nothing_and_an_unreachable_database_is_exit_
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(f.exists("covers/c00001.jpg"));
 }
+
+/// `files` in a folder store, 90 days old, and a config whose rule expires the PostgreSQL
+/// `items` rows marked `gone` and removes them with `delete`. `releases`: the reference of every
+/// row is released; without it, the reference reads the live rows alone.
+fn pg_items(
+    dir: &Path,
+    db_url: &str,
+    files: &[&str],
+    delete: &str,
+    releases: bool,
+) -> (PathBuf, PathBuf) {
+    let (reference, releases) = if releases {
+        ("SELECT id, f AS key FROM items", r#"["items"]"#)
+    } else {
+        ("SELECT id, f AS key FROM items WHERE NOT gone", "[]")
+    };
+    let media = dir.join("media");
+    let old = SystemTime::now() - Duration::from_secs(90 * 86_400);
+    for f in files {
+        write_file(&media, f, b"1", old);
+    }
+    let config = dir.join("assetgc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[stores.media]
+url = "{}"
+quarantine = false
+
+[databases.app]
+url = "{db_url}"
+
+[[references]]
+name = "items"
+query = "{reference}"
+
+[[expiry]]
+name = "items"
+store = "media"
+select = "SELECT id, f AS key FROM items WHERE gone"
+delete = "{delete}"
+releases = {releases}
+"#,
+            media.display(),
+        ),
+    )
+    .expect("config");
+    (config, media)
+}
+
+/// The files of the `items` rows left.
+async fn pg_rows(url: &str) -> Vec<String> {
+    use sqlx::Connection as _;
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+    let ids: Vec<String> = sqlx::query_scalar("SELECT f FROM items ORDER BY f")
+        .fetch_all(&mut c)
+        .await
+        .expect("ids");
+    c.close().await.expect("close");
+    ids
+}
+
+/// A `numeric` id is bound as a number: its row goes with its files. An id too long for the
+/// binding keeps its row and its file (its `delete` could not run).
+#[test]
+fn postgres_numeric_ids_are_deleted_with_their_files() {
+    block_on(async {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let Some(db) = TestDb::create(Backend::Postgres, &dir).await else {
+            return;
+        };
+        db.execute(&[
+            "CREATE TABLE items (id numeric PRIMARY KEY, f text, gone boolean)",
+            "INSERT INTO items VALUES (7, 'a/1.jpg', true), (12.50, 'a/2.jpg', true), \
+             (123456789012345678901234567890123456, 'a/3.jpg', true), (8, 'a/4.jpg', false)",
+        ])
+        .await;
+        let files = ["a/1.jpg", "a/2.jpg", "a/3.jpg", "a/4.jpg"];
+        let (config, media) = pg_items(
+            &dir,
+            &db.url,
+            &files,
+            "DELETE FROM items WHERE id = $1",
+            true,
+        );
+        let run = common::assetgc(&config, &["expire", "--json"]);
+        let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+        let totals = &report["rules"][0];
+        assert_eq!(totals["rows_expired"], 2, "{report}{}", run.stderr);
+        assert_eq!(totals["files_deleted"], 2, "{report}");
+        assert_eq!(totals["rows_left"], 1, "{report}");
+        assert!(!media.join("a/1.jpg").exists() && !media.join("a/2.jpg").exists());
+        assert!(
+            media.join("a/3.jpg").exists(),
+            "an id whose delete cannot run keeps its file"
+        );
+        assert!(media.join("a/4.jpg").exists());
+        assert_eq!(pg_rows(&db.url).await, ["a/3.jpg", "a/4.jpg"]);
+        db.drop_db().await;
+    });
+}
+
+/// A `delete` parameter of a type no id is bound as (`date`) is refused before anything is
+/// queued: exit 2, one line naming the type and the cast; the cast it names then works.
+#[test]
+fn postgres_delete_parameter_of_an_unbindable_type_is_refused() {
+    block_on(async {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let Some(db) = TestDb::create(Backend::Postgres, &dir).await else {
+            return;
+        };
+        db.execute(&[
+            "CREATE TABLE items (id date PRIMARY KEY, f text, gone boolean)",
+            "INSERT INTO items VALUES ('2020-01-01', 'a/1.jpg', true), ('2020-01-02', 'a/2.jpg', false)",
+        ])
+        .await;
+        let files = ["a/1.jpg", "a/2.jpg"];
+        let (config, media) = pg_items(
+            &dir,
+            &db.url,
+            &files,
+            "DELETE FROM items WHERE id = $1",
+            true,
+        );
+        for args in [&["expire"][..], &["expire", "--dry-run"][..]] {
+            let run = common::assetgc(&config, args);
+            assert_eq!(run.code, 2, "{args:?}: {}{}", run.stdout, run.stderr);
+            assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+            assert!(
+                run.stderr.contains("type date") && run.stderr.contains("$1::text::date"),
+                "{}",
+                run.stderr
+            );
+        }
+        assert!(media.join("a/1.jpg").exists() && media.join("a/2.jpg").exists());
+        assert_eq!(pg_rows(&db.url).await, files);
+
+        let (config, media) = pg_items(
+            &dir,
+            &db.url,
+            &files,
+            "DELETE FROM items WHERE id = $1::text::date",
+            true,
+        );
+        let run = common::assetgc(&config, &["expire"]);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert!(
+            !media.join("a/1.jpg").exists() && media.join("a/2.jpg").exists(),
+            "{}{}",
+            run.stdout,
+            run.stderr
+        );
+        assert_eq!(pg_rows(&db.url).await, ["a/2.jpg"]);
+        db.drop_db().await;
+    });
+}
+
+/// A dry run runs only `select`, so a read-only (mode=ro) app database serves it; the real run
+/// is still refused.
+#[test]
+fn a_dry_run_reads_a_read_only_database() {
+    let f = Folder::new(3, FOLDER_RULE, "");
+    let text = std::fs::read_to_string(&f.config).expect("config");
+    std::fs::write(&f.config, text.replace("app.db\"", "app.db?mode=ro\"")).expect("config");
+    let before = std::fs::read(&f.app_db).expect("app db");
+    let run = common::assetgc(&f.config, &["expire", "--dry-run", "--json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    let totals = &report["rules"][0];
+    assert_eq!(totals["rows_expired"], 3, "{report}");
+    assert_eq!(totals["files"], 6, "{report}");
+    assert_eq!(std::fs::read(&f.app_db).expect("app db"), before);
+    assert!(f.exists("covers/c00001.jpg") && f.exists("clips/v00003.mp4"));
+    assert_eq!(f.state.count("SELECT COUNT(*) FROM queue", &[]), 0);
+    let run = common::assetgc(&f.config, &["expire"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("read-only"), "{}", run.stderr);
+    assert_eq!(f.count("SELECT COUNT(*) FROM prompts"), 6);
+}
+
+/// A `char(n)` id, read with its padding, is bound without it: its row goes with its file.
+#[test]
+fn postgres_char_ids_are_deleted_with_their_files() {
+    block_on(async {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let Some(db) = TestDb::create(Backend::Postgres, &dir).await else {
+            return;
+        };
+        db.execute(&[
+            "CREATE TABLE items (id char(8) PRIMARY KEY, f text, gone boolean)",
+            "INSERT INTO items VALUES ('ab', 'a/1.jpg', true), ('cd', 'a/2.jpg', false)",
+        ])
+        .await;
+        let files = ["a/1.jpg", "a/2.jpg"];
+        let (config, media) = pg_items(
+            &dir,
+            &db.url,
+            &files,
+            "DELETE FROM items WHERE id = $1",
+            false,
+        );
+        let run = common::assetgc(&config, &["expire", "--json"]);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        let report: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+        assert_eq!(report["rules"][0]["rows_expired"], 1, "{report}");
+        assert_eq!(report["rules"][0]["files_deleted"], 1, "{report}");
+        assert!(!media.join("a/1.jpg").exists() && media.join("a/2.jpg").exists());
+        assert_eq!(pg_rows(&db.url).await, ["a/2.jpg"]);
+        db.drop_db().await;
+    });
+}

@@ -211,7 +211,8 @@ struct RowPlan {
     id: String,
     grp: String,
     files: Vec<ObjectId>,
-    /// Why its files are not all known: the row is not expired this run.
+    /// Why the row is not expired this run: its files are not all known, or its id cannot be
+    /// bound to `delete`.
     problem: Option<String>,
 }
 
@@ -527,7 +528,7 @@ pub async fn run(app: &App, req: &Request) -> Result<Report> {
                 report.stop(why);
                 None
             }
-            Ok(db) => match validate(&cfg, &mut dbs, x, &db).await? {
+            Ok(db) => match validate(&cfg, &mut dbs, x, &db, req.dry_run).await? {
                 Ok((columns, layout, binding)) => Some(Prepared {
                     db,
                     columns,
@@ -620,9 +621,12 @@ async fn validate(
     dbs: &mut HashMap<usize, std::result::Result<Db, String>>,
     x: &ExpiryConfig,
     db: &Db,
+    dry_run: bool,
 ) -> Result<std::result::Result<(Vec<String>, Layout, IdBinding), String>> {
     let database = &cfg.databases[x.database];
-    if database.sqlite_read_only {
+    // A dry run runs only `select`; what else it asks of the database reads (LIMIT 1 probes,
+    // prepared statements), so a read-only database serves it.
+    if database.sqlite_read_only && !dry_run {
         return Err(config_error(
             cfg,
             format!(
@@ -670,7 +674,13 @@ async fn validate(
     }
     // Prepared before any file goes: a row whose `delete` cannot run would lose its files and stay.
     let binding = match db.id_binding(&x.select, &x.delete).await {
-        Ok(b) => b,
+        Ok(Ok(b)) => b,
+        Ok(Err(why)) => {
+            return Err(config_error(
+                cfg,
+                format!("expiry rule `{}`: {why}", x.name),
+            ));
+        }
         Err(e) => {
             return Ok(Err(format!(
                 "expiry rule `{}`: `delete` cannot be prepared: {e}",
@@ -692,7 +702,12 @@ async fn run_rule(
     let mut warnings = Vec::new();
     let db = &p.db;
     let rows = match select_rows(db, x, &cfg, &p.columns, &p.layout, &mut warnings).await {
-        Ok(r) => r,
+        Ok(mut r) => {
+            for row in r.values_mut().filter(|r| r.problem.is_none()) {
+                row.problem = p.binding.check(&row.id).err();
+            }
+            r
+        }
         Err(e) => {
             report.warnings = warnings;
             report.stop(format!("expiry rule `{}`: `select` failed: {e}", x.name));
@@ -705,7 +720,7 @@ async fn run_rule(
         groups.entry(row.grp.clone()).or_default().rows_selected += 1;
         if let Some(why) = &row.problem {
             report.warnings.push(format!(
-                "expiry rule `{}`: row {} stays, its files are unknown: {why}",
+                "expiry rule `{}`: row {} stays and keeps its files: {why}",
                 x.name, row.id
             ));
             leave(report, &mut groups, row, why.clone());
