@@ -726,7 +726,7 @@ async fn pg_time_query<'q>(
     Ok(match kind.as_str() {
         "TIMESTAMP" => query.bind(at.naive_utc()),
         "DATE" => query.bind(at.date_naive()),
-        "TEXT" | "VARCHAR" | "BPCHAR" => query.bind(crate::time::rfc3339(at)),
+        "TEXT" | "VARCHAR" | "CHAR" | "BPCHAR" | "NAME" => query.bind(crate::time::rfc3339(at)),
         _ => query.bind(at),
     })
 }
