@@ -665,3 +665,92 @@ fn keep_query_values_are_read_in_its_key_format_or_nothing_is_deleted() {
         assert_eq!(j["deleted_files_sample"][0], "clips/go.mp4", "{keep}");
     }
 }
+
+/// A policy on a Cloudinary store (the emulator): public_ids under the prefix older than the
+/// cutoff go, in both resource types; a reference that names a type protects only that type,
+/// and the keep query (cloudinary format by default) keeps what it names.
+#[test]
+fn a_policy_on_cloudinary_deletes_old_unprotected_resources_of_every_type() {
+    use common::cloudinary::{Emulator, Options, Resource};
+    let dir = tempfile::tempdir().expect("tmp");
+    let emulator = Emulator::start(Options::default());
+    let now = chrono::Utc::now();
+    let days = |d: i64| now - chrono::TimeDelta::days(d);
+    emulator.add_many([
+        Resource::image("tmp/old-a", days(10)),
+        Resource::video("tmp/old-b", days(10)),
+        Resource::image("tmp/named", days(10)),
+        Resource::video("tmp/named", days(10)),
+        Resource::image("tmp/kept", days(10)),
+        Resource::image("tmp/new", days(1)),
+        Resource::image("other/old", days(10)),
+    ]);
+    let db = block_on(TestDb::create(Backend::Sqlite, dir.path())).expect("sqlite");
+    block_on(db.execute(&[
+        "CREATE TABLE posts (id INTEGER PRIMARY KEY, image TEXT)",
+        "INSERT INTO posts (image) VALUES ('image/upload/v1/tmp/named.jpg')",
+        "CREATE TABLE pins (public_id TEXT)",
+        "INSERT INTO pins VALUES ('image/upload/v1/tmp/kept.jpg')",
+    ]));
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[stores.media]\nurl = \"{}\"\nmin_age = \"1h\"\nquarantine = false\n\n[databases.app]\nurl = \"{}\"\n\n[[references]]\nname = \"posts\"\nquery = \"SELECT id, image AS key FROM posts\"\n\n[[policies]]\nname = \"tmp\"\nstore = \"media\"\nprefix = \"tmp/\"\nolder_than = \"5d\"\nkeep_query = {{ sql = \"SELECT public_id AS key FROM pins\" }}\n",
+            emulator.cloudinary_url(),
+            db.url
+        ),
+    );
+    let dry = json(&run(&config, &["clean", "--dry-run", "--json"], &[]));
+    assert_eq!(dry["total_files_scanned"], 6, "{dry}");
+    assert_eq!(dry["deleted_count"], 3, "{dry}");
+    let r = json(&run(&config, &["clean", "--json"], &[]));
+    assert_eq!(r["deleted"], 3, "{r}");
+    assert!(!emulator.exists("image", "tmp/old-a"));
+    assert!(!emulator.exists("video", "tmp/old-b"));
+    assert!(
+        !emulator.exists("video", "tmp/named"),
+        "the reference names the image only"
+    );
+    assert!(emulator.exists("image", "tmp/named"));
+    assert!(
+        emulator.exists("image", "tmp/kept"),
+        "the keep query names it"
+    );
+    assert!(emulator.exists("image", "tmp/new"));
+    assert!(emulator.exists("image", "other/old"), "outside the prefix");
+}
+
+/// The keep query's cutoff on MariaDB, bound as a UTC date-time against a `DATETIME` column.
+#[test]
+fn keep_query_cutoff_is_bound_on_mariadb() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some(db) = block_on(TestDb::create(Backend::MariaDb, dir.path())) else {
+        return;
+    };
+    let media = dir.path().join("media");
+    for k in [
+        "clips/recent.mp4",
+        "clips/long-ago.mp4",
+        "clips/pending.mp4",
+    ] {
+        write_file(&media, k, b"clip", days_ago(10));
+    }
+    block_on(db.execute(&[
+        "CREATE TABLE clips (s3_key VARCHAR(200), status VARCHAR(20), created_at DATETIME)",
+        "INSERT INTO clips VALUES ('clips/recent.mp4', 'completed', UTC_TIMESTAMP() - INTERVAL 1 DAY), ('clips/long-ago.mp4', 'completed', UTC_TIMESTAMP() - INTERVAL 9 DAY), ('clips/pending.mp4', 'pending', UTC_TIMESTAMP())",
+    ]));
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[stores.media]\nurl = \"{}\"\nmin_age = \"0s\"\nquarantine = false\n\n[databases.app]\nurl = \"{}\"\n\n[[policies]]\nname = \"clips\"\nstore = \"media\"\nolder_than = \"5d\"\nkeep_query = {{ sql = \"SELECT s3_key AS key FROM clips WHERE status = 'completed' AND created_at >= ?\" }}\n",
+            media.display(),
+            db.url
+        ),
+    );
+    let r = json(&run(&config, &["clean", "--json"], &[]));
+    assert_eq!(r["deleted_count"], 2, "{r}");
+    assert!(media.join("clips/recent.mp4").exists());
+    assert!(!media.join("clips/long-ago.mp4").exists());
+    assert!(!media.join("clips/pending.mp4").exists());
+    block_on(db.drop_db());
+}
