@@ -150,12 +150,12 @@ fn bulk_key(i: usize) -> String {
 /// it must empty the outbox (rows in batches of 1000, read in id order).
 fn drain(dir: &Path, url: &str) {
     let start = Instant::now();
-    loop {
+    let due = loop {
         let s = run(dir, url, DELAY, &["triggers", "status"]);
         ok(&s, "triggers status");
         let (pending, due) = counts(&s.stdout);
         if pending == due {
-            break;
+            break due;
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
@@ -163,8 +163,18 @@ fn drain(dir: &Path, url: &str) {
             s.stdout
         );
         std::thread::sleep(Duration::from_millis(300));
+    };
+    let r = run(dir, url, DELAY, &["queue", "run"]);
+    ok(&r, "queue run");
+    // The summary says how many outbox rows the run moved.
+    if due > 0 {
+        assert!(
+            r.stdout
+                .contains(&format!("from the outbox: {due} row(s) moved")),
+            "{}",
+            r.stdout
+        );
     }
-    ok(&run(dir, url, DELAY, &["queue", "run", "-q"]), "queue run");
     let s = run(dir, url, DELAY, &["triggers", "status"]);
     assert_eq!(counts(&s.stdout), (0, 0), "{}", s.stdout);
 }

@@ -162,6 +162,15 @@ fn verbose(t: &Totals, queue: &crate::domain::queue::Stats) -> String {
             t.deferred
         );
     }
+    if t.outbox_rows > 0 {
+        let _ = writeln!(
+            out,
+            "  from the outbox: {} row(s) moved, {} entr{} queued (triggers)",
+            t.outbox_rows,
+            t.outbox_queued,
+            if t.outbox_queued == 1 { "y" } else { "ies" }
+        );
+    }
     if t.released > 0 {
         let _ = writeln!(
             out,

@@ -82,6 +82,10 @@ pub struct Totals {
     pub recheck: Cost,
     /// Claims of dead workers returned to `pending` before the run.
     pub released: u64,
+    /// Due rows of the databases' outboxes (triggers) moved into the queue before the run, and
+    /// the entries they added.
+    pub outbox_rows: u64,
+    pub outbox_queued: u64,
     pub budget_stop: Option<String>,
     /// Failure messages of this run (first few), for the console.
     pub errors: Vec<String>,
@@ -933,9 +937,11 @@ pub async fn run(
         reached: BTreeSet::new(),
         unreachable: BTreeSet::new(),
     };
-    crate::triggers::drain(app, opts).await;
+    let moved = crate::triggers::drain(app, opts).await;
     let mut totals = Totals {
         released: app.state.release_stale_claims(&is_dead).await?,
+        outbox_rows: moved.rows,
+        outbox_queued: moved.queued,
         ..Totals::default()
     };
     let result = loop {
