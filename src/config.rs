@@ -2109,7 +2109,7 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     full.components().collect()
 }
 
-fn list_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn list_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let v: Vec<&str> = names.collect();
     if v.is_empty() {
         "none".to_string()

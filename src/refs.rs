@@ -388,40 +388,8 @@ impl Db {
         sql: &str,
         values: &[String],
     ) -> Result<Vec<String>, DbError> {
-        let mut out = Vec::new();
-        for chunk in values.chunks(IN_LIST) {
-            macro_rules! run {
-                ($pool:expr, $sql:expr, $placeholder:expr, $col:expr) => {{
-                    let marks: Vec<String> = (1..=chunk.len()).map($placeholder).collect();
-                    let wrapped = format!(
-                        "SELECT assetgc_q.{col} FROM ({sql}) AS assetgc_q WHERE assetgc_q.{col} IN ({})",
-                        marks.join(", "),
-                        col = $col,
-                        sql = $sql,
-                    );
-                    let mut q = sqlx::query(AssertSqlSafe(wrapped));
-                    for v in chunk {
-                        q = q.bind(v.as_str());
-                    }
-                    let rows = q
-                        .fetch_all($pool)
-                        .await
-                        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
-                    for row in rows {
-                        let v: Option<String> = row
-                            .try_get(0)
-                            .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
-                        out.extend(v);
-                    }
-                }};
-            }
-            match self {
-                Db::Sqlite(p, _) => run!(p, sql, |_| "?".to_string(), "key"),
-                Db::Postgres(p) => run!(p, sql, |i| format!("${i}"), "key"),
-                Db::MySql(p) => run!(p, mysql_key_alias(sql), |_| "?".to_string(), "`key`"),
-            }
-        }
-        Ok(out)
+        let rows = self.matching(sql, values, false).await?;
+        Ok(rows.into_iter().map(|(k, _)| k).collect())
     }
 
     /// Like [`Db::matching_keys`], with the `id` of each row as text (`None` when NULL):
@@ -433,33 +401,44 @@ impl Db {
         sql: &str,
         values: &[String],
     ) -> Result<Vec<(String, Option<String>)>, DbError> {
+        self.matching(sql, values, true).await
+    }
+
+    /// The wrapped `IN (…)` look-up behind [`Db::matching_keys`] and [`Db::matching_rows`].
+    async fn matching(
+        &self,
+        sql: &str,
+        values: &[String],
+        with_id: bool,
+    ) -> Result<Vec<(String, Option<String>)>, DbError> {
+        let q_err = |e: sqlx::Error| DbError::Query(one_line(&e.to_string()));
         let mut out = Vec::new();
         for chunk in values.chunks(IN_LIST) {
             macro_rules! run {
                 ($pool:expr, $sql:expr, $placeholder:expr, $col:expr, $text:expr) => {{
                     let marks: Vec<String> = (1..=chunk.len()).map($placeholder).collect();
+                    let id = if with_id {
+                        format!(", CAST(assetgc_q.id AS {})", $text)
+                    } else {
+                        String::new()
+                    };
                     let wrapped = format!(
-                        "SELECT assetgc_q.{col}, CAST(assetgc_q.id AS {text}) FROM ({sql}) AS assetgc_q WHERE assetgc_q.{col} IN ({})",
+                        "SELECT assetgc_q.{col}{id} FROM ({sql}) AS assetgc_q WHERE assetgc_q.{col} IN ({})",
                         marks.join(", "),
                         col = $col,
                         sql = $sql,
-                        text = $text,
                     );
                     let mut q = sqlx::query(AssertSqlSafe(wrapped));
                     for v in chunk {
                         q = q.bind(v.as_str());
                     }
-                    let rows = q
-                        .fetch_all($pool)
-                        .await
-                        .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
-                    for row in rows {
-                        let k: Option<String> = row
-                            .try_get(0)
-                            .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
-                        let id: Option<String> = row
-                            .try_get(1)
-                            .map_err(|e| DbError::Query(one_line(&e.to_string())))?;
+                    for row in q.fetch_all($pool).await.map_err(q_err)? {
+                        let k: Option<String> = row.try_get(0).map_err(q_err)?;
+                        let id: Option<String> = if with_id {
+                            row.try_get(1).map_err(q_err)?
+                        } else {
+                            None
+                        };
                         if let Some(k) = k {
                             out.push((k, id));
                         }

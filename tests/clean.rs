@@ -754,3 +754,56 @@ fn keep_query_cutoff_is_bound_on_mariadb() {
     assert!(!media.join("clips/pending.mp4").exists());
     block_on(db.drop_db());
 }
+
+/// `check` runs every keep query with `LIMIT 1` and prepares every expiry `delete` without
+/// running it: a broken one is a failed line and exit 4; nothing is deleted.
+#[test]
+fn check_runs_keep_queries_and_prepares_expiry_deletes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let media = dir.path().join("media");
+    write_file(&media, "clips/a.mp4", b"clip", days_ago(30));
+    let db = block_on(TestDb::create(Backend::Sqlite, dir.path())).expect("sqlite");
+    block_on(db.execute(&[
+        "CREATE TABLE clips (id INTEGER PRIMARY KEY, path TEXT, gone INTEGER)",
+        "INSERT INTO clips (path, gone) VALUES ('clips/a.mp4', 1)",
+    ]));
+    let with = |keep_table: &str, delete_table: &str| {
+        write_config(
+            dir.path(),
+            &format!(
+                "[stores.media]\nurl = \"{}\"\n\n[databases.app]\nurl = \"{}\"\n\n[[references]]\nname = \"clip rows\"\nquery = \"SELECT id, path AS key FROM clips\"\n\n[[policies]]\nname = \"clips\"\nstore = \"media\"\nolder_than = \"1d\"\nkeep_query = {{ sql = \"SELECT path AS key FROM {keep_table} WHERE gone = 0\" }}\n\n[[expiry]]\nname = \"gone\"\nstore = \"media\"\nselect = \"SELECT id, path AS key FROM clips WHERE gone = 1\"\ndelete = \"DELETE FROM {delete_table} WHERE id = ?\"\nreleases = [\"clip rows\"]\n",
+                media.display(),
+                db.url
+            ),
+        )
+    };
+    let good = common::assetgc(&with("clips", "clips"), &["check"]);
+    assert_eq!(good.code, 0, "{}\n{}", good.stdout, good.stderr);
+    assert!(
+        good.stdout
+            .contains("policy clips keep_query: ok (ran with LIMIT 1)"),
+        "{}",
+        good.stdout
+    );
+    assert!(
+        good.stdout
+            .contains("expiry gone delete: ok (prepared, not run)"),
+        "{}",
+        good.stdout
+    );
+    for (keep, delete, failing) in [
+        ("nope", "clips", "policy clips keep_query: FAILED"),
+        ("clips", "nope", "expiry gone delete: FAILED"),
+    ] {
+        let r = common::assetgc(&with(keep, delete), &["check"]);
+        assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains(failing), "{}", r.stdout);
+    }
+    // Prepared, never run: the row and its file are still there.
+    assert!(media.join("clips/a.mp4").exists());
+    let conn = rusqlite::Connection::open(db.url.trim_start_matches("sqlite://")).expect("db");
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM clips", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, 1);
+}

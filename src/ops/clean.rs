@@ -183,7 +183,7 @@ pub fn selected_policies(cfg: &Config, name: Option<&str>) -> Result<Vec<usize>>
             .ok_or_else(|| {
                 Error::Usage(format!(
                     "no policy is named `{n}`; configured policies: {}",
-                    names(cfg.policies.iter().map(|p| p.name.as_str()))
+                    crate::config::list_names(cfg.policies.iter().map(|p| p.name.as_str()))
                 ))
             }),
         None if cfg.policies.is_empty() => Err(Error::Usage(
@@ -191,15 +191,6 @@ pub fn selected_policies(cfg: &Config, name: Option<&str>) -> Result<Vec<usize>>
                 .into(),
         )),
         None => Ok((0..cfg.policies.len()).collect()),
-    }
-}
-
-fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
-    let v: Vec<&str> = it.collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
     }
 }
 

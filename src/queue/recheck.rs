@@ -171,6 +171,18 @@ fn path_forms(key: &str, key_prefix: &str) -> [String; 3] {
     [format!("/{base}"), format!("./{base}"), base]
 }
 
+/// Every stored spelling of each key of a batch, in each Unicode normal form (SPEC §6
+/// invariant 1: a row that matches only after NFC counts as a reference), once each.
+fn batch_forms(translated: &[(usize, ResourceType, String)], key_prefix: &str) -> Vec<String> {
+    let mut seen = HashSet::new();
+    translated
+        .iter()
+        .flat_map(|(_, _, k)| unicode_forms(k))
+        .flat_map(|k| path_forms(&k, key_prefix))
+        .filter(|f| seen.insert(f.clone()))
+        .collect()
+}
+
 impl Recheck {
     pub fn new(cfg: Arc<Config>) -> Self {
         Recheck {
@@ -342,15 +354,7 @@ impl Recheck {
     ) -> Result<Vec<(usize, Vec<Option<String>>)>, String> {
         let db = self.db(rc.database).await?;
         if matches!(rc.key_format, KeyFormat::Path) && !self.unwrappable.contains(&r) {
-            let forms: Vec<String> = {
-                let mut seen = HashSet::new();
-                translated
-                    .iter()
-                    .flat_map(|(_, _, k)| unicode_forms(k))
-                    .flat_map(|k| path_forms(&k, &rc.key_prefix))
-                    .filter(|f| seen.insert(f.clone()))
-                    .collect()
-            };
+            let forms = batch_forms(translated, &rc.key_prefix);
             match db.matching_rows(&rc.query, &forms).await {
                 Ok(rows) => {
                     self.cost.queries += forms.len().div_ceil(crate::refs::IN_LIST) as u64;
@@ -412,42 +416,61 @@ impl Recheck {
         {
             return Ok(Arc::clone(set));
         }
-        self.cost.full_queries += 1;
         let at = Instant::now();
+        let set = Arc::new(
+            self.whole(rc, db, true, |set: &mut RowSet, key, id| {
+                set.entry(key).or_default().push(id);
+            })
+            .await?,
+        );
+        self.full_rows.insert(r, (at, Arc::clone(&set)));
+        Ok(set)
+    }
+
+    /// Runs reference `rc`'s query whole and hands `add` every key it yields (normalised by
+    /// its format, and again in NFC when not ASCII) with its row's `id` when `with_id`.
+    async fn whole<T, F>(
+        &mut self,
+        rc: &ReferenceConfig,
+        db: &Db,
+        with_id: bool,
+        mut add: F,
+    ) -> Result<T, String>
+    where
+        T: Default + Send + 'static,
+        F: FnMut(&mut T, (Option<ResourceType>, String), Option<String>) + Send + 'static,
+    {
+        self.cost.full_queries += 1;
         let ctx = context(&self.cfg, rc);
         let (tx, mut rx) = mpsc::channel::<Vec<(String, Option<String>, Option<String>)>>(8);
         let format = rc.key_format.clone();
         let gather = tokio::spawn(async move {
-            let mut set = RowSet::new();
+            let mut set = T::default();
             while let Some(batch) = rx.recv().await {
                 for (value, media_type, id) in batch {
                     for k in format.parse(&value, media_type.as_deref(), &ctx).keys {
                         if !k.key.is_ascii() {
-                            set.entry((k.resource_type, k.key.nfc().collect()))
-                                .or_default()
-                                .push(id.clone());
+                            add(
+                                &mut set,
+                                (k.resource_type, k.key.nfc().collect()),
+                                id.clone(),
+                            );
                         }
-                        set.entry((k.resource_type, k.key))
-                            .or_default()
-                            .push(id.clone());
+                        add(&mut set, (k.resource_type, k.key), id.clone());
                     }
                 }
             }
             set
         });
-        let (_, result) = db
-            .feed(
-                &rc.query,
-                &["key", "media_type", "id"],
-                Collect::default(),
-                &tx,
-            )
-            .await;
+        let wanted: &[&str] = if with_id {
+            &["key", "media_type", "id"]
+        } else {
+            &["key", "media_type"]
+        };
+        let (_, result) = db.feed(&rc.query, wanted, Collect::default(), &tx).await;
         drop(tx);
         let set = gather.await.map_err(|e| e.to_string())?;
         result.map_err(|e| e.to_string())?;
-        let set = Arc::new(set);
-        self.full_rows.insert(r, (at, Arc::clone(&set)));
         Ok(set)
     }
 
@@ -462,15 +485,7 @@ impl Recheck {
         if matches!(rc.key_format, KeyFormat::Path) && !self.unwrappable.contains(&r) {
             // Every stored spelling of each key, in each Unicode normal form (SPEC §6
             // invariant 1: a row that matches only after NFC counts as a reference).
-            let forms: Vec<String> = {
-                let mut seen = HashSet::new();
-                translated
-                    .iter()
-                    .flat_map(|(_, _, k)| unicode_forms(k))
-                    .flat_map(|k| path_forms(&k, &rc.key_prefix))
-                    .filter(|f| seen.insert(f.clone()))
-                    .collect()
-            };
+            let forms = batch_forms(translated, &rc.key_prefix);
             match db.matching_keys(&rc.query, &forms).await {
                 Ok(values) => {
                     self.cost.queries += forms.len().div_ceil(crate::refs::IN_LIST) as u64;
@@ -524,32 +539,13 @@ impl Recheck {
         {
             return Ok(Arc::clone(set));
         }
-        self.cost.full_queries += 1;
         let at = Instant::now();
-        let ctx = context(&self.cfg, rc);
-        let (tx, mut rx) = mpsc::channel::<Vec<(String, Option<String>, Option<String>)>>(8);
-        let format = rc.key_format.clone();
-        let gather = tokio::spawn(async move {
-            let mut set = KeySet::new();
-            while let Some(batch) = rx.recv().await {
-                for (value, media_type, _) in batch {
-                    for k in format.parse(&value, media_type.as_deref(), &ctx).keys {
-                        if !k.key.is_ascii() {
-                            set.insert((k.resource_type, k.key.nfc().collect()));
-                        }
-                        set.insert((k.resource_type, k.key));
-                    }
-                }
-            }
-            set
-        });
-        let (_, result) = db
-            .feed(&rc.query, &["key", "media_type"], Collect::default(), &tx)
-            .await;
-        drop(tx);
-        let set = gather.await.map_err(|e| e.to_string())?;
-        result.map_err(|e| e.to_string())?;
-        let set = Arc::new(set);
+        let set = Arc::new(
+            self.whole(rc, db, false, |set: &mut KeySet, key, _| {
+                set.insert(key);
+            })
+            .await?,
+        );
         self.full.insert(r, (at, Arc::clone(&set)));
         Ok(set)
     }
