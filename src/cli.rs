@@ -76,6 +76,81 @@ pub enum Command {
     Triggers(TriggersCommand),
     /// Run expiry rules: soft-deleted rows past their retention lose their files, then the rows
     Expire(ExpireArgs),
+    /// The HTTP API, the scheduler of [[jobs]] and the queue worker, in one process
+    Serve(ServeArgs),
+    /// API tokens for `serve`
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The scheduled [[jobs]]: list them, run one now, export them for cron, systemd, k8s or Heroku
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// host:port to listen on [default: [server] listen, 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token: printed alone on stdout, once; only its SHA-256 is kept
+    New(TokenNewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenNewArgs {
+    /// read answers GET requests; write may do everything
+    #[arg(long, value_enum, default_value_t = TokenScope::Read)]
+    pub scope: TokenScope,
+    /// A name for the token (audit log, metrics) [default: token-N]
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenScope {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Every job with its schedule, last run, next run and status
+    List(JobsListArgs),
+    /// Run a job now (never while another run of it goes on) and record it
+    Run(JobsRunArgs),
+    /// The jobs as crontab lines, systemd units, Kubernetes CronJobs or Heroku Scheduler entries
+    Export(JobsExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobsListArgs {
+    /// As JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsRunArgs {
+    /// The job's name in [[jobs]]
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsExportArgs {
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Crontab,
+    Systemd,
+    K8s,
+    Heroku,
 }
 
 #[derive(Debug, Args)]

@@ -16,7 +16,12 @@ use crate::error::{Error, Result};
 use crate::key::{KeyContext, KeyFormat, ResourceType};
 
 mod rules;
+mod server;
 pub use rules::{ExpiryConfig, KeepQuery, PolicyConfig, Track, bind_parameters};
+pub use server::{
+    DEFAULT_JOB_TIMEOUT, DEFAULT_LISTEN, JobConfig, RateLimit, Scope, ServerConfig, TokenConfig,
+    check_listen, parse_cron, parse_job_command,
+};
 
 type Text = Spanned<String>;
 
@@ -42,12 +47,13 @@ struct RawConfig {
     policies: Vec<Spanned<rules::RawPolicy>>,
     #[serde(default)]
     expiry: Vec<Spanned<rules::RawExpiry>>,
-    // Sections that later work fills in: rejected by name, never silently ignored.
-    jobs: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    jobs: Vec<Spanned<server::RawJob>>,
     queue: Option<Spanned<RawQueue>>,
+    // A section that later work fills in: rejected by name, never silently ignored.
     notify: Option<Spanned<toml::Value>>,
     safety: Option<Spanned<RawSafety>>,
-    server: Option<Spanned<toml::Value>>,
+    server: Option<Spanned<server::RawServer>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,6 +336,10 @@ pub struct Config {
     pub expiry: Vec<ExpiryConfig>,
     pub queue: QueueSettings,
     pub safety: Safety,
+    /// `[server]`: what `serve` listens on and who may call it.
+    pub server: ServerConfig,
+    /// `[[jobs]]`: what `serve`'s scheduler runs.
+    pub jobs: Vec<JobConfig>,
 }
 
 /// The largest batch a worker claims (SPEC §6).
@@ -1155,6 +1165,8 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>> 
         expiry: Vec::new(),
         queue: QueueSettings::default(),
         safety: Safety::default(),
+        server: ServerConfig::default(),
+        jobs: Vec::new(),
     }))
 }
 
@@ -1253,9 +1265,7 @@ impl Cx<'_> {
     }
 
     fn build(&self, raw: &RawConfig) -> Result<Config> {
-        self.unsupported(raw.jobs.as_ref(), "[[jobs]]")?;
         self.unsupported(raw.notify.as_ref(), "[notify]")?;
-        self.unsupported(raw.server.as_ref(), "[server]")?;
 
         let app_name = match &raw.app_name {
             Some(t) => self.expand(t)?,
@@ -1324,6 +1334,8 @@ impl Cx<'_> {
         }
         let policies = self.policies(&raw.policies, &stores, &databases, &references)?;
         let expiry = self.expiries(&raw.expiry, &stores, &databases, &references)?;
+        let server = self.server(raw.server.as_ref())?;
+        let jobs = self.jobs(&raw.jobs)?;
         Ok(Config {
             path: None,
             base_dir: self.base_dir.to_path_buf(),
@@ -1337,6 +1349,8 @@ impl Cx<'_> {
             expiry,
             queue,
             safety,
+            server,
+            jobs,
         })
     }
 

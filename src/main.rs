@@ -73,6 +73,9 @@ fn main() -> ExitCode {
             Command::Audit(a) => cmd::audit::run(&cli.global, a).await,
             Command::Expire(a) => cmd::expire::run(&cli.global, a, ui).await,
             Command::Triggers(c) => cmd::triggers::run(&cli.global, c).await,
+            Command::Serve(a) => cmd::serve::run(&cli.global, a).await,
+            Command::Token(c) => cmd::token::run(&cli.global, c).await,
+            Command::Jobs(c) => cmd::jobs::run(&cli.global, c).await,
         }
     });
     // Tasks still blocked on a file walk must not hold the process open.

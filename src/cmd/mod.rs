@@ -15,10 +15,13 @@ pub mod demo;
 pub mod expire;
 pub mod history;
 pub mod init;
+pub mod jobs;
 pub mod purge;
 pub mod queue;
 pub mod restore;
 pub mod scan;
+pub mod serve;
+pub mod token;
 pub mod triggers;
 
 /// How output should look, decided once from the flags and the terminal.

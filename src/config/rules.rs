@@ -187,7 +187,12 @@ fn identifier(s: &str, qualified: bool) -> bool {
 }
 
 impl Cx<'_> {
-    fn required<T>(&self, v: Option<&Text>, at: &Spanned<T>, msg: &str) -> Result<String> {
+    pub(super) fn required<T>(
+        &self,
+        v: Option<&Text>,
+        at: &Spanned<T>,
+        msg: &str,
+    ) -> Result<String> {
         match v {
             Some(t) => {
                 let s = self.expand(t)?;

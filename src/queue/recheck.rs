@@ -249,38 +249,40 @@ impl Recheck {
                 });
             }
         };
-        let views = self.views(s);
         let cfg = Arc::clone(&self.cfg);
         let nothing = Release::Nothing;
         let release = |i: usize| releases.get(i).unwrap_or(&nothing);
         // (reference index, translated keys with their batch index, of which those asked with
-        // their rows' ids)
-        let mut asks: Vec<(usize, Translated, Translated)> = Vec::new();
-        for (t, view) in &views {
-            for (r, rc) in cfg.references.iter().enumerate() {
-                if rc.store != *t {
-                    continue;
-                }
-                let (mut plain, mut by_row) = (Vec::new(), Vec::new());
-                for (i, (rt, k)) in keys.iter().enumerate() {
-                    let rel = release(i);
-                    if rel.skips(r) {
+        // their rows' ids). The views (not `Send`) live only in this block, never across an await.
+        let asks: Vec<(usize, Translated, Translated)> = {
+            let views = self.views(s);
+            let mut asks: Vec<(usize, Translated, Translated)> = Vec::new();
+            for (t, view) in &views {
+                for (r, rc) in cfg.references.iter().enumerate() {
+                    if rc.store != *t {
                         continue;
                     }
-                    if let Some(k) = view(k) {
-                        if rel.by_row(&cfg, r) {
-                            by_row.push((i, *rt, k));
-                        } else {
-                            plain.push((i, *rt, k));
+                    let (mut plain, mut by_row) = (Vec::new(), Vec::new());
+                    for (i, (rt, k)) in keys.iter().enumerate() {
+                        let rel = release(i);
+                        if rel.skips(r) {
+                            continue;
+                        }
+                        if let Some(k) = view(k) {
+                            if rel.by_row(&cfg, r) {
+                                by_row.push((i, *rt, k));
+                            } else {
+                                plain.push((i, *rt, k));
+                            }
                         }
                     }
-                }
-                if !plain.is_empty() || !by_row.is_empty() {
-                    asks.push((r, plain, by_row));
+                    if !plain.is_empty() || !by_row.is_empty() {
+                        asks.push((r, plain, by_row));
+                    }
                 }
             }
-        }
-        drop(views);
+            asks
+        };
         // The ids each expiry rule of the batch still selects, asked once per batch.
         let mut selected: HashMap<usize, HashSet<String>> = HashMap::new();
         for (r, plain, by_row) in asks {

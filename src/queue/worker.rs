@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub actor: String,
     /// Claim only the entries this rule queued (`expire` works its own entries).
     pub only_rule: Option<(Reason, String)>,
+    /// Once cancelled, the run stops after the batch it holds (`serve` shutting down).
+    pub stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl RunOptions {
@@ -47,6 +49,7 @@ impl RunOptions {
             limit: None,
             actor: actor.to_string(),
             only_rule: None,
+            stop: None,
         }
     }
 
@@ -945,6 +948,13 @@ pub async fn run(
         ..Totals::default()
     };
     let result = loop {
+        if opts
+            .stop
+            .as_ref()
+            .is_some_and(tokio_util::sync::CancellationToken::is_cancelled)
+        {
+            break Ok(());
+        }
         match batch(&mut w, &mut totals).await {
             Ok(true) => progress(&totals),
             Ok(false) => break Ok(()),

@@ -17,6 +17,7 @@ mod postgres;
 mod queue;
 mod scans;
 mod sqlite;
+mod tokens;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,6 +38,7 @@ pub use crate::domain::budget::BudgetLog;
 pub use cleanups::CleanupRecord;
 pub use queue::CLAIM_TIMEOUT;
 pub use scans::ScanRecord;
+pub use tokens::StoredToken;
 
 /// One value bound to a statement. Nulls carry their type: PostgreSQL needs it.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,20 @@
+//! `assetgc serve`: the HTTP API, the scheduler and the queue worker (SPEC §8).
+
+use crate::cli::{Global, ServeArgs};
+use crate::config::check_listen;
+use crate::error::{Error, Exit, Result};
+use crate::server::{self, ServeOptions};
+
+pub async fn run(g: &Global, a: &ServeArgs) -> Result<Exit> {
+    let cfg = super::require_config(g)?;
+    let listen = match &a.listen {
+        Some(l) => {
+            check_listen(l).map_err(Error::Usage)?;
+            l.clone()
+        }
+        None => cfg.server.listen.clone(),
+    };
+    let app = crate::app::App::open(cfg).await?;
+    server::serve(app, &listen, ServeOptions::default()).await?;
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,232 @@
+//! `assetgc serve` (SPEC §8): one process that is the HTTP API, the scheduler of `[[jobs]]` and
+//! the queue worker, all on one [`App`]. [`router`] builds the whole API from a state (tests
+//! drive it with `tower::ServiceExt::oneshot`); [`serve`] only binds it, starts the worker and
+//! the scheduler, and on SIGTERM or SIGINT stops taking requests, lets the worker finish the
+//! batch it holds, and waits for background work before it closes the state database.
+//!
+//! Long work (a scan, a real bulk cleanup) runs as a background task on the state's
+//! [`TaskTracker`] and is polled through its id; no request waits for it.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod worker;
+
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::app::App;
+use crate::error::{Error, Result};
+
+/// Request bodies past this are refused with 413 (SPEC §8).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// How a server is set up beyond its config.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The assetgc binary that job runs execute (this process's own, by default).
+    pub exe: PathBuf,
+    /// Run the queue worker in this process.
+    pub worker: bool,
+    /// Run the scheduler of `[[jobs]]` in this process.
+    pub scheduler: bool,
+    /// How often the worker looks for due entries when nothing woke it.
+    pub worker_poll: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("assetgc")),
+            worker: true,
+            scheduler: true,
+            worker_poll: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub app: Arc<App>,
+    pub opts: ServeOptions,
+    pub auth: auth::Auth,
+    pub metrics: metrics::Metrics,
+    pub jobs: crate::jobs::Scheduler,
+    /// Background work (scans, bulk cleanups, job runs) the server waits for on shutdown.
+    pub tasks: TaskTracker,
+    /// Cancelled when the server is asked to stop.
+    pub shutdown: CancellationToken,
+    /// Wakes the worker at once (entries were just queued).
+    pub worker_wake: Notify,
+    /// Bumped whenever this server changes the queue; cached figures older than it are stale.
+    pub queue_generation: AtomicU64,
+    /// `GET /api/cleanup/stats`'s last answer: (generation, when, answer).
+    pub stats_cache: Mutex<Option<(u64, Instant, api::cleanup::StatsResponse)>>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(app: Arc<App>, opts: ServeOptions) -> AppState {
+        let auth = auth::Auth::new(&app.cfg.server);
+        let jobs = crate::jobs::Scheduler::new(Arc::clone(&app), opts.exe.clone());
+        AppState(Arc::new(Inner {
+            metrics: metrics::Metrics::new(),
+            app,
+            opts,
+            auth,
+            jobs,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            worker_wake: Notify::new(),
+            queue_generation: AtomicU64::new(0),
+            stats_cache: Mutex::new(None),
+        }))
+    }
+
+    /// Says the queue changed: cached figures are stale, and the worker looks at once.
+    pub fn queue_changed(&self) {
+        self.queue_generation.fetch_add(1, Ordering::Relaxed);
+        self.worker_wake.notify_one();
+    }
+
+    /// Runs `work` in the background; shutdown waits for it.
+    pub fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(work);
+    }
+}
+
+/// The whole HTTP API over `state`: `/api/*` behind tokens, `/healthz`, `/metrics`,
+/// `/api/openapi.json`; every non-2xx answer in the error shape.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api::routes(state.clone()).split_for_parts();
+    let openapi = Arc::new(api::finish_openapi(openapi));
+    let open = Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let doc = Arc::clone(&openapi);
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .merge(metrics::routes(state.clone()));
+    Router::new()
+        .merge(api)
+        .merge(open)
+        .fallback(not_found)
+        // Innermost first: the body cap, then the error shape over everything inside and the
+        // cap's own 413, then the request metrics over the final status.
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::middleware::map_response(error::shape))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::not_found("no such endpoint; GET /api/openapi.json lists them")
+}
+
+/// Binds `listen`, serves until SIGTERM or SIGINT, then shuts down gracefully: no new requests,
+/// the worker finishes its batch, background work finishes, the state database is closed.
+pub async fn serve(app: Arc<App>, listen: &str, opts: ServeOptions) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Error::Usage(format!(
+            "cannot listen on {listen}: {e}; pick a free address with --listen or [server] listen"
+        ))
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listening address", e))?;
+    tracing::info!(address = %local, state = %app.state.describe(), "assetgc serve is listening");
+    // Tests and scripts read this line to learn the port when asked for port 0.
+    eprintln!("listening on http://{local}");
+    let state = AppState::new(Arc::clone(&app), opts);
+    let worker = state
+        .opts
+        .worker
+        .then(|| tokio::spawn(worker::run(state.clone())));
+    let scheduler = state
+        .opts
+        .scheduler
+        .then(|| tokio::spawn(crate::jobs::run_scheduler(state.clone())));
+    let stop = state.shutdown.clone();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing the current batch and background work");
+            stop.cancel();
+        }
+    });
+    let served = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown({
+            let stop = stop.clone();
+            async move { stop.cancelled().await }
+        })
+        .await
+        .map_err(|e| Error::io("the server stopped", e));
+    stop.cancel();
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
+    state.tasks.close();
+    state.tasks.wait().await;
+    app.close().await;
+    tracing::info!("stopped");
+    served
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
