@@ -96,28 +96,54 @@ fn missing_cells(m: &Missing) -> [String; 9] {
 
 /// The two-section CSV of SPEC §5.
 pub fn write_csv(f: &Findings, mut out: impl std::io::Write) -> std::io::Result<()> {
-    let builder = || {
-        let mut b = csv::WriterBuilder::new();
-        b.flexible(true).terminator(csv::Terminator::Any(b'\n'));
-        b
-    };
-    let mut w = builder().from_writer(&mut out);
+    csv_orphans_head(&mut out)?;
+    csv_orphan_rows(&f.orphans, &mut out)?;
+    csv_missing_head(&mut out)?;
+    csv_missing_rows(&f.missing, &mut out)
+}
+
+// The CSV in pieces, in this order: orphans' head, orphan rows (in as many calls as wanted),
+// missing head, missing rows. `write_csv` is made of them, and so is the API's report.csv, which
+// reads the rows page by page from the state database: one writer, byte for byte.
+
+fn csv_writer<W: std::io::Write>(out: W) -> csv::Writer<W> {
+    csv::WriterBuilder::new()
+        .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(out)
+}
+
+/// The orphans' title and header.
+pub fn csv_orphans_head(out: impl std::io::Write) -> std::io::Result<()> {
+    let mut w = csv_writer(out);
     w.write_record([ORPHANS_TITLE])?;
     w.write_record(ORPHAN_HEADER)?;
-    for o in &f.orphans {
+    w.flush()
+}
+
+pub fn csv_orphan_rows(orphans: &[Orphan], out: impl std::io::Write) -> std::io::Result<()> {
+    let mut w = csv_writer(out);
+    for o in orphans {
         w.write_record(orphan_cells(o).iter().map(|c| escape_cell(c).into_owned()))?;
     }
-    w.flush()?;
-    drop(w);
+    w.flush()
+}
+
+/// The two empty lines between the sections, then the missing rows' title and header.
+pub fn csv_missing_head(mut out: impl std::io::Write) -> std::io::Result<()> {
     out.write_all(b"\n\n")?;
-    let mut w = builder().from_writer(&mut out);
+    let mut w = csv_writer(out);
     w.write_record([MISSING_TITLE])?;
     w.write_record(MISSING_HEADER)?;
-    for m in &f.missing {
+    w.flush()
+}
+
+pub fn csv_missing_rows(missing: &[Missing], out: impl std::io::Write) -> std::io::Result<()> {
+    let mut w = csv_writer(out);
+    for m in missing {
         w.write_record(missing_cells(m).iter().map(|c| escape_cell(c).into_owned()))?;
     }
-    w.flush()?;
-    Ok(())
+    w.flush()
 }
 
 /// The JSON report of SPEC §5, exactly its fields: serialized from the findings' types.

@@ -70,6 +70,17 @@ pub fn selected_stores(cfg: &Config, names: &[String]) -> Result<Vec<usize>> {
 /// database out of reach) or the request is wrong; partial failures come back as warnings with
 /// `complete = false`.
 pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
+    run_announced(app, req, None).await
+}
+
+/// [`run`], sending the scan's id on `started_tx` as soon as the scan is recorded (`POST
+/// /api/scans` answers with it while the scan goes on). The sender is dropped unsent when the
+/// scan fails before it is recorded.
+pub async fn run_announced(
+    app: &Arc<App>,
+    req: ScanRequest,
+    started_tx: Option<tokio::sync::oneshot::Sender<i64>>,
+) -> Result<ScanOutcome> {
     let cfg = &app.cfg;
     let selected = selected_stores(cfg, &req.stores)?;
     let started = Utc::now();
@@ -82,6 +93,9 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
         .state
         .begin_scan(started, req.window, req.mode, &names)
         .await?;
+    if let Some(tx) = started_tx {
+        let _ = tx.send(id);
+    }
     let fingerprints: HashMap<String, String> = selected
         .iter()
         .map(|&s| {

@@ -76,6 +76,8 @@ pub struct Inner {
     pub queue_generation: AtomicU64,
     /// `GET /api/cleanup/stats`'s last answer: (generation, when, answer).
     pub stats_cache: Mutex<Option<(u64, Instant, api::cleanup::StatsResponse)>>,
+    /// Finished scans' states and findings totals (`/api/scans/{id}/orphans`, `/missing`).
+    pub scan_pages: api::scans::PageCache,
 }
 
 impl Deref for AppState {
@@ -100,6 +102,7 @@ impl AppState {
             worker_wake: Notify::new(),
             queue_generation: AtomicU64::new(0),
             stats_cache: Mutex::new(None),
+            scan_pages: api::scans::PageCache::default(),
         }))
     }
 

@@ -13,6 +13,7 @@
 mod audit;
 mod budget;
 mod cleanups;
+pub mod findings_pages;
 mod postgres;
 mod queue;
 mod scans;
