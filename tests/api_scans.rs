@@ -153,6 +153,10 @@ async fn walk(api: &Api, path: &str, limit: u32) -> (Vec<Value>, u64) {
     panic!("{path}: more than 100 pages");
 }
 
+fn want_order() -> Vec<&'static str> {
+    ORPHANS.iter().map(|(k, _)| *k).collect()
+}
+
 fn keys(items: &[Value]) -> Vec<&str> {
     items
         .iter()
@@ -247,8 +251,12 @@ async fn a_scan_started_over_the_api_is_paged_reported_and_purged(backend: State
     // Filters, and the total follows them.
     let (p, total) = walk(&api, &format!("{base}?prefix=p/"), 1).await;
     assert_eq!((keys(&p), total), (vec!["p/c.jpg", "p/d.gif"], 2));
-    let (m, total) = walk(&api, &format!("{base}?store=media&prefix=o/"), 2).await;
+    let (m, total) = walk(&api, &format!("{base}?store=media&prefix=o/"), 1).await;
     assert_eq!((keys(&m), total), (vec!["o/a.jpg", "o/b.png"], 2));
+    let (m, total) = walk(&api, &format!("{base}?store=media&prefix=p/&sort=-key"), 1).await;
+    assert_eq!((keys(&m), total), (vec!["p/d.gif", "p/c.jpg"], 2));
+    let (m, total) = walk(&api, &format!("{base}?store=media&sort=store"), 2).await;
+    assert_eq!((keys(&m), total), (want_order(), 5));
     let (none, total) = walk(&api, &format!("{base}?store=elsewhere"), 2).await;
     assert_eq!((none.len(), total), (0, 0));
 
@@ -311,7 +319,12 @@ async fn a_scan_started_over_the_api_is_paged_reported_and_purged(backend: State
     );
     assert_eq!(missing[0]["reference"], "rows");
     assert_eq!(missing[0]["title"], "gone");
-    let (active, total) = walk(&api, &format!("/api/scans/{id}/missing?status=active"), 1).await;
+    let (active, total) = walk(
+        &api,
+        &format!("/api/scans/{id}/missing?status=active&sort=-status"),
+        1,
+    )
+    .await;
     assert_eq!(total, 2);
     assert!(active.iter().all(|m| m["status"] == "ACTIVE"), "{active:?}");
     let (deleted, total) = walk(&api, &format!("/api/scans/{id}/missing?status=DELETED"), 10).await;

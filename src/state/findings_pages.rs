@@ -182,8 +182,15 @@ impl Sort {
         )
     }
 
-    /// The columns of the order, the sorted one first, then the tie-break.
-    fn order(&self, findings: FindingKind) -> Vec<Column> {
+    /// The columns of the order, the sorted one first, then the tie-break; a column the
+    /// filter fixes to one value is left out (it orders nothing, and SQLite would sort the
+    /// rest of each page's rows in a temporary tree instead of seeking the index).
+    fn order(&self, findings: FindingKind, filter: &Filter) -> Vec<Column> {
+        let fixed = |c: &Column| match (findings, c.name) {
+            (FindingKind::Orphans, "store") => filter.store.is_some(),
+            (FindingKind::Missing, "status") => filter.status.is_some(),
+            _ => false,
+        };
         let mut cols: Vec<Column> = self.column.into_iter().collect();
         cols.extend(
             findings
@@ -191,6 +198,7 @@ impl Sort {
                 .iter()
                 .filter(|c| Some(**c) != self.column),
         );
+        cols.retain(|c| !fixed(c));
         cols
     }
 }
@@ -411,7 +419,34 @@ fn expr(d: Dialect, c: &Column) -> String {
     }
 }
 
-fn where_clause<'a>(d: Dialect, sql: &mut Sql<'a>, scan_id: i64, f: &'a Filter) {
+/// The smallest string after every string that starts with `p` (byte-wise, which for UTF-8
+/// is code point order): `p` with its last character raised by one; `None` when there is none.
+fn prefix_end(p: &str) -> Option<String> {
+    let mut chars: Vec<char> = p.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(n) = next {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// The `WHERE` of a page or a count; `end` is the prefix's [`prefix_end`]. `cursor`: a cursor bounds the rows on one side (below
+/// when ascending, `Some(false)`; above when descending), so the prefix's bound on that side
+/// is left to it: SQLite seeks by one lower bound, and it must be the cursor's.
+fn where_clause<'a>(
+    d: Dialect,
+    sql: &mut Sql<'a>,
+    scan_id: i64,
+    f: &'a Filter,
+    end: Option<&'a str>,
+    cursor: Option<bool>,
+) {
     let id = sql.arg(scan_id.into());
     let _ = write!(sql.text, " WHERE scan_id = {id}");
     if let Some(store) = &f.store {
@@ -428,17 +463,23 @@ fn where_clause<'a>(d: Dialect, sql: &mut Sql<'a>, scan_id: i64, f: &'a Filter) 
     }
     if let Some(prefix) = f.prefix.as_deref().filter(|p| !p.is_empty()) {
         // The range lets an index on the key bound the walk; the `substr` is the exact test.
+        let key = expr(d, &text("key", false));
         let p = sql.arg(prefix.into());
+        if cursor != Some(false) {
+            let _ = write!(sql.text, " AND {key} >= {p}");
+        }
+        if cursor != Some(true)
+            && let Some(end) = end
+        {
+            let e = sql.arg(end.into());
+            let _ = write!(sql.text, " AND {key} < {e}");
+        }
         let n = sql.arg(
             i64::try_from(prefix.chars().count())
                 .unwrap_or(i64::MAX)
                 .into(),
         );
-        let key = expr(d, &text("key", false));
-        let _ = write!(
-            sql.text,
-            " AND {key} >= {p} AND substr(key, 1, CAST({n} AS INTEGER)) = {p}"
-        );
+        let _ = write!(sql.text, " AND substr(key, 1, CAST({n} AS INTEGER)) = {p}");
     }
     if let Some(status) = &f.status {
         let p = sql.arg(status.as_str().into());
@@ -450,7 +491,7 @@ impl State {
     /// One page of a scan's orphans or missing rows.
     pub async fn findings_page(&self, ask: &PageAsk<'_>) -> Result<Page> {
         let d = self.dialect();
-        let order = ask.sort.order(ask.findings);
+        let order = ask.sort.order(ask.findings, ask.filter);
         let mut sql = Sql {
             text: format!(
                 "SELECT {} FROM {}",
@@ -459,7 +500,9 @@ impl State {
             ),
             args: Vec::new(),
         };
-        where_clause(d, &mut sql, ask.scan_id, ask.filter);
+        let end = ask.filter.prefix.as_deref().and_then(prefix_end);
+        let cursor = ask.after.map(|_| ask.sort.descending);
+        where_clause(d, &mut sql, ask.scan_id, ask.filter, end.as_deref(), cursor);
         if let Some(after) = ask.after {
             if after.len() != order.len()
                 || after
@@ -483,6 +526,12 @@ impl State {
                 })
                 .collect();
             let op = if ask.sort.descending { "<" } else { ">" };
+            // SQLite seeks an index on an expression (`COALESCE(uploaded_at, '')`) by a plain
+            // comparison, not by a row value: then the first column's bound is given alone too.
+            // (Elsewhere it would make SQLite seek by that column alone, not the whole row.)
+            if order[0].nullable {
+                let _ = write!(sql.text, " AND {} {op}= {}", exprs[0], values[0]);
+            }
             let _ = write!(
                 sql.text,
                 " AND ({}) {op} ({})",
@@ -550,7 +599,15 @@ impl State {
             text: format!("SELECT COUNT(*) FROM {}", findings.table()),
             args: Vec::new(),
         };
-        where_clause(self.dialect(), &mut sql, scan_id, filter);
+        let end = filter.prefix.as_deref().and_then(prefix_end);
+        where_clause(
+            self.dialect(),
+            &mut sql,
+            scan_id,
+            filter,
+            end.as_deref(),
+            None,
+        );
         let rows = self
             .read(&sql.text, &sql.args)
             .await
@@ -643,21 +700,50 @@ mod tests {
         assert!(s.descending);
         assert_eq!(s.spelling(), "-size_bytes");
         let names: Vec<&str> = s
-            .order(FindingKind::Orphans)
+            .order(FindingKind::Orphans, &Filter::default())
             .iter()
             .map(|c| c.name)
             .collect();
         assert_eq!(names, ["size_bytes", "store", "key", "resource_type"]);
         let key: Vec<&str> = Sort::parse(FindingKind::Orphans, Some("key"))
             .expect("sort")
-            .order(FindingKind::Orphans)
+            .order(FindingKind::Orphans, &Filter::default())
             .iter()
             .map(|c| c.name)
             .collect();
         assert_eq!(key, ["key", "store", "resource_type"]);
         let none = Sort::parse(FindingKind::Missing, None).expect("sort");
-        assert_eq!(none.order(FindingKind::Missing)[0].name, "ord");
+        assert_eq!(
+            none.order(FindingKind::Missing, &Filter::default())[0].name,
+            "ord"
+        );
         assert!(Sort::parse(FindingKind::Missing, Some("size_bytes")).is_err());
         assert!(Sort::parse(FindingKind::Orphans, Some("-nope")).is_err());
+    }
+
+    #[test]
+    fn a_store_filter_takes_the_store_out_of_the_order() {
+        let f = Filter {
+            store: Some("media".into()),
+            ..Filter::default()
+        };
+        let names: Vec<&str> = Sort::parse(FindingKind::Orphans, None)
+            .expect("sort")
+            .order(FindingKind::Orphans, &f)
+            .iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["key", "resource_type"]);
+    }
+
+    #[test]
+    fn a_prefix_ends_before_the_first_string_without_it() {
+        assert_eq!(prefix_end("p/").as_deref(), Some("p0"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        for k in ["p/", "p/x", "p/\u{10FFFF}\u{10FFFF}"] {
+            assert!(k < "p0", "{k}");
+        }
     }
 }
