@@ -589,5 +589,20 @@ async fn scans_are_listed_newest_first_page_by_page() {
     assert_eq!(items[0]["window"], json!({"days": 7}));
     let bad = api.get("/api/scans?cursor=nothex").await;
     assert_eq!(bad.status, 400, "{bad:?}");
+    let doc = api.call("GET", "/api/openapi.json", None, None).await;
+    for path in [
+        "/api/scans",
+        "/api/scans/{id}",
+        "/api/scans/{id}/orphans",
+        "/api/scans/{id}/missing",
+        "/api/scans/{id}/report.csv",
+        "/api/scans/{id}/purge",
+    ] {
+        assert!(doc.json["paths"][path].is_object(), "{path} is described");
+    }
+    assert!(
+        doc.json["paths"]["/api/scans/{id}/purge"]["post"]["responses"]["409"].is_object(),
+        "the guard's refusal is described"
+    );
     api.close().await;
 }
