@@ -606,3 +606,61 @@ async fn scans_are_listed_newest_first_page_by_page() {
     );
     api.close().await;
 }
+
+#[tokio::test]
+async fn pages_of_a_scan_of_two_stores_walk_both_in_the_report_order() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let old = SystemTime::now() - 3 * DAY;
+    for (store, keys) in [("a", ["x/2.jpg", "y/1.jpg"]), ("b", ["x/1.jpg", "z/3.jpg"])] {
+        for k in keys {
+            write_file(&dir.join(store), k, b"ab", old);
+        }
+    }
+    let config = dir.join("assetgc.toml");
+    std::fs::write(
+        &config,
+        "[server]\nrate_limit = false\n\n[stores.a]\nurl = \"./a\"\nmin_age = \"1h\"\n\n[stores.b]\nurl = \"./b\"\nmin_age = \"1h\"\n",
+    )
+    .expect("config");
+    let api = Api::open(&config).await;
+    let (id, detail) = scan(&api, json!({"all": true})).await;
+    assert_eq!(detail.json["summary"]["orphans"], 4, "{detail:?}");
+    let base = format!("/api/scans/{id}/orphans");
+    let both = |items: &[Value]| -> Vec<String> {
+        items
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}:{}",
+                    i["store"].as_str().unwrap_or(""),
+                    i["key"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let (all, total) = walk(&api, &base, 1).await;
+    assert_eq!(total, 4);
+    assert_eq!(
+        both(&all),
+        ["a:x/2.jpg", "a:y/1.jpg", "b:x/1.jpg", "b:z/3.jpg"]
+    );
+    let (by_key, _) = walk(&api, &format!("{base}?sort=-key"), 1).await;
+    assert_eq!(
+        both(&by_key),
+        ["b:z/3.jpg", "a:y/1.jpg", "a:x/2.jpg", "b:x/1.jpg"]
+    );
+    let (x, total) = walk(&api, &format!("{base}?prefix=x/"), 1).await;
+    assert_eq!(
+        (both(&x), total),
+        (vec!["a:x/2.jpg".to_string(), "b:x/1.jpg".to_string()], 2)
+    );
+    let (b, total) = walk(&api, &format!("{base}?store=b&sort=-size_bytes"), 1).await;
+    assert_eq!(
+        (both(&b), total),
+        (vec!["b:z/3.jpg".to_string(), "b:x/1.jpg".to_string()], 2)
+    );
+    let csv = api.get(&format!("/api/scans/{id}/report.csv")).await;
+    assert_eq!(csv.text, report_file(&dir.join("reports")));
+    api.close().await;
+}

@@ -50,11 +50,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(purge_scan))
 }
 
-/// What the server remembers of finished scans: their state, and the totals of the filters
-/// asked for. A finished scan's findings never change, so neither goes stale.
+/// What the server remembers of finished scans: their state and stores, and the totals of the
+/// filters asked for. A finished scan's findings never change, so neither goes stale.
 #[derive(Default)]
 pub struct PageCache {
-    finished: Mutex<HashMap<i64, ScanState>>,
+    finished: Mutex<HashMap<i64, (ScanState, Vec<String>)>>,
     totals: Mutex<HashMap<(i64, FindingKind, Filter), u64>>,
 }
 
@@ -66,16 +66,16 @@ fn remember<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, k: K, v: V) 
     m.insert(k, v);
 }
 
-/// The state of scan `id`: 404 when it is not recorded.
-async fn scan_state(s: &AppState, id: i64) -> ApiResult<ScanState> {
-    if let Some(st) = s
+/// The state and stores of scan `id`: 404 when it is not recorded.
+async fn scan_facts(s: &AppState, id: i64) -> ApiResult<(ScanState, Vec<String>)> {
+    if let Some(known) = s
         .scan_pages
         .finished
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get(&id)
     {
-        return Ok(*st);
+        return Ok(known.clone());
     }
     let view = s
         .app
@@ -83,10 +83,11 @@ async fn scan_state(s: &AppState, id: i64) -> ApiResult<ScanState> {
         .scan_view(id)
         .await?
         .ok_or_else(|| no_scan(id))?;
-    if view.state != ScanState::Running {
-        remember(&s.scan_pages.finished, id, view.state);
+    let facts = (view.state, view.stores);
+    if facts.0 != ScanState::Running {
+        remember(&s.scan_pages.finished, id, facts.clone());
     }
-    Ok(view.state)
+    Ok(facts)
 }
 
 fn no_scan(id: i64) -> ApiError {
@@ -616,7 +617,16 @@ async fn findings_page(
         }
         None => None,
     };
-    let state = scan_state(s, id).await?;
+    let (state, stores) = scan_facts(s, id).await?;
+    let mut filter = filter;
+    // Every orphan of a scan of one store is that store's: saying so lets a prefix or a key
+    // sort seek the index instead of walking the rest of the scan.
+    if kind == FindingKind::Orphans
+        && filter.store.is_none()
+        && let [only] = stores.as_slice()
+    {
+        filter.store = Some(only.clone());
+    }
     let page = s
         .app
         .state
@@ -1043,7 +1053,7 @@ pub async fn purge_scan(
     if let Some(store) = &filter.store {
         s.app.store_config(store)?;
     }
-    scan_state(&s, id).await?;
+    scan_facts(&s, id).await?;
     let req = PurgeRequest {
         source: Source::Scan(id),
         older_than: None,
