@@ -293,3 +293,259 @@ fn a_good_jobs_section_loads() {
     assert_eq!(cfg.jobs[1].args, ["queue", "run", "--limit", "10"]);
     assert_eq!(cfg.jobs[1].timeout, assetgc::config::DEFAULT_JOB_TIMEOUT);
 }
+
+fn state_count(dir: &std::path::Path, sql: &str) -> i64 {
+    let db = rusqlite::Connection::open(dir.join("assetgc.db")).unwrap();
+    db.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn sigterm_during_a_queue_run_loses_nothing_and_deletes_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(
+        dir.path(),
+        "quarantine = false\n[queue]\nbatch_size = 5\n[server]\nrate_limit = false\n",
+    );
+    let n = 1500;
+    let keys: Vec<String> = (0..n).map(|i| format!("f/{i:05}.jpg")).collect();
+    std::fs::create_dir_all(dir.path().join("media/f")).unwrap();
+    for k in &keys {
+        std::fs::write(dir.path().join("media").join(k), b"x").unwrap();
+    }
+    let out = assetgc(dir.path())
+        .args(["queue", "add", "--store", "media", "-"])
+        .write_stdin(keys.join("\n"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // First life: stopped while the worker drains the queue.
+    let mut server = common::api::ServeProcess::start(&path, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let status = server.terminate();
+    assert!(status.success(), "a graceful stop exits 0: {status:?}");
+    assert_eq!(
+        state_count(dir.path(), "SELECT COUNT(*) FROM queue WHERE state = 'claimed'"),
+        0,
+        "the batch in hand was finished before the process ended"
+    );
+    let done = state_count(dir.path(), "SELECT COUNT(*) FROM queue WHERE state = 'done'");
+    let pending = state_count(dir.path(), "SELECT COUNT(*) FROM queue WHERE state = 'pending'");
+    assert_eq!(done + pending, n, "no entry lost");
+    let left = keys
+        .iter()
+        .filter(|k| dir.path().join("media").join(k).exists())
+        .count();
+    assert_eq!(usize::try_from(pending).unwrap(), left, "pending entries are the files still there");
+    // Second life: the rest is worked, nothing twice.
+    let mut server = common::api::ServeProcess::start(&path, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while state_count(dir.path(), "SELECT COUNT(*) FROM queue WHERE state <> 'done'") > 0 {
+        assert!(std::time::Instant::now() < deadline, "the queue drains");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(server.terminate().success());
+    assert!(keys.iter().all(|k| !dir.path().join("media").join(k).exists()));
+    assert_eq!(
+        state_count(dir.path(), "SELECT COUNT(*) FROM audit WHERE outcome = 'deleted'"),
+        n,
+        "one deletion per file"
+    );
+    assert_eq!(
+        state_count(
+            dir.path(),
+            "SELECT COUNT(*) FROM (SELECT key FROM audit WHERE outcome = 'deleted' GROUP BY key HAVING COUNT(*) > 1)"
+        ),
+        0
+    );
+    eprintln!("stopped after {done} of {n} deletions");
+}
+
+/// The whole story over a real socket: token → scan → poll → orphans → purge (dry, real) →
+/// cleanup/run → stats → bulk cleanup (dry, real) → poll the bulk job until done.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_story_over_a_real_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let media = d.join("media");
+    for sub in ["uploads", "tmp"] {
+        std::fs::create_dir_all(media.join(sub)).unwrap();
+    }
+    let used = ["uploads/a.jpg", "uploads/b.jpg"];
+    let orphans = ["uploads/o1.jpg", "uploads/o2.jpg", "uploads/o3.jpg"];
+    for k in used.iter().chain(&orphans) {
+        std::fs::write(media.join(k), b"12345").unwrap();
+    }
+    let app_db = rusqlite::Connection::open(d.join("app.db")).unwrap();
+    app_db
+        .execute_batch(
+            "CREATE TABLE photos (id INTEGER PRIMARY KEY, path TEXT);
+             INSERT INTO photos (path) VALUES ('uploads/a.jpg'), ('uploads/b.jpg'), ('uploads/gone.jpg');",
+        )
+        .unwrap();
+    drop(app_db);
+    let path = d.join("assetgc.toml");
+    std::fs::write(
+        &path,
+        r#"
+[stores.media]
+url = "./media"
+min_age = "0s"
+quarantine = false
+
+[databases.app]
+url = "sqlite://app.db"
+
+[[references]]
+name = "photos"
+store = "media"
+query = "SELECT id, path AS key FROM photos"
+
+[[policies]]
+name = "tmp"
+store = "media"
+prefix = "tmp/"
+older_than = "0s"
+
+[server]
+rate_limit = false
+"#,
+    )
+    .unwrap();
+    let token = assetgc(d)
+        .args(["token", "new", "--scope", "write"])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    // The worker stays off: this story works the queue through POST /api/cleanup/run.
+    let mut server = common::api::ServeProcess::start(&path, &["--no-worker"]);
+    let http = reqwest::Client::new();
+    let base = server.base.clone();
+    let call = |method: reqwest::Method, p: &str, body: Option<serde_json::Value>| {
+        let mut r = http
+            .request(method, format!("{base}{p}"))
+            .bearer_auth(&token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let resp = r.send().await.expect("answer");
+            let status = resp.status().as_u16();
+            let json: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+            (status, json)
+        }
+    };
+    use reqwest::Method;
+    // A scan, polled until complete.
+    let (st, started) = call(Method::POST, "/api/scans", Some(serde_json::json!({"all": true}))).await;
+    assert_eq!(st, 202, "{started}");
+    let id = started["scan_id"].as_i64().expect("scan_id");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let scan = loop {
+        let (st, s) = call(Method::GET, &format!("/api/scans/{id}"), None).await;
+        assert_eq!(st, 200, "{s}");
+        if s["state"] != "running" {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the scan finishes");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(scan["state"], "complete", "{scan}");
+    assert_eq!(scan["summary"]["orphans"], 3, "{scan}");
+    assert_eq!(scan["summary"]["missing"], 1, "{scan}");
+    // Orphans, two a page.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let p = match &cursor {
+            Some(c) => format!("/api/scans/{id}/orphans?limit=2&cursor={c}"),
+            None => format!("/api/scans/{id}/orphans?limit=2"),
+        };
+        let (st, page) = call(Method::GET, &p, None).await;
+        assert_eq!(st, 200, "{page}");
+        assert_eq!(page["total"], 3);
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["key"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = orphans.iter().map(ToString::to_string).collect();
+    expected.sort();
+    seen.sort();
+    assert_eq!(seen, expected);
+    // Purge: a dry run deletes nothing, a real one queues the three.
+    let (st, preview) = call(
+        Method::POST,
+        &format!("/api/scans/{id}/purge"),
+        Some(serde_json::json!({"filter": {"store": "media"}})),
+    )
+    .await;
+    assert_eq!(st, 200, "{preview}");
+    assert!(orphans.iter().all(|k| media.join(k).exists()), "a dry run deletes nothing");
+    let (st, queued) = call(
+        Method::POST,
+        &format!("/api/scans/{id}/purge"),
+        Some(serde_json::json!({"filter": {"store": "media"}, "dry_run": false})),
+    )
+    .await;
+    assert_eq!(st, 202, "{queued}");
+    assert_eq!(queued["queued"], 3, "{queued}");
+    let (_, stats) = call(Method::GET, "/api/cleanup/stats", None).await;
+    assert_eq!(stats["stats"]["total_pending"], 3, "{stats}");
+    // One batch works them.
+    let (st, run) = call(Method::POST, "/api/cleanup/run/?batch_size=100", None).await;
+    assert_eq!(st, 200, "{run}");
+    assert_eq!(run["processed"], 3, "{run}");
+    assert_eq!(run["deleted"], 3, "{run}");
+    assert_eq!(run["failed"], 0, "{run}");
+    assert_eq!(run["remaining"], 0, "{run}");
+    assert!(orphans.iter().all(|k| !media.join(k).exists()));
+    assert!(used.iter().all(|k| media.join(k).exists()));
+    let (st, stats) = call(Method::GET, "/api/cleanup/stats/", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(stats["success"], true);
+    assert_eq!(stats["stats"]["total_pending"], 0, "{stats}");
+    assert_eq!(stats["stats"]["total_failed"], 0, "{stats}");
+    // A bulk cleanup of tmp/: dry run, then real, polled until done.
+    for k in ["tmp/x.bin", "tmp/y.bin"] {
+        std::fs::write(media.join(k), vec![0u8; 1024 * 1024]).unwrap();
+    }
+    let (st, dry) = call(
+        Method::POST,
+        "/api/cleanup/bulk",
+        Some(serde_json::json!({"dry_run": true, "policy": "tmp"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{dry}");
+    assert_eq!(dry["success"], true);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["deleted_count"], 2, "{dry}");
+    assert_eq!(dry["deleted_size_mb"], 2.0, "{dry}");
+    assert_eq!(dry["total_files_scanned"], 2, "{dry}");
+    assert!(media.join("tmp/x.bin").exists());
+    let (st, real) = call(
+        Method::POST,
+        "/api/cleanup/bulk/",
+        Some(serde_json::json!({"dry_run": false, "policy": "tmp", "retention_days": 0})),
+    )
+    .await;
+    assert!(st == 200 || st == 202, "{real}");
+    let job = real["job_id"].as_i64().expect("job_id");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let (st, j) = call(Method::GET, &format!("/api/cleanup/bulk/{job}"), None).await;
+        assert_eq!(st, 200, "{j}");
+        if j["state"] == "done" {
+            break j;
+        }
+        assert!(std::time::Instant::now() < deadline, "the bulk job finishes: {j}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["deleted_count"], 2, "{done}");
+    assert_eq!(done["failed"], 0, "{done}");
+    assert_eq!(done["dropped_referenced"], 0, "{done}");
+    assert!(!media.join("tmp/x.bin").exists() && !media.join("tmp/y.bin").exists());
+    assert!(server.terminate().success());
+}

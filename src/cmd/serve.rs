@@ -15,6 +15,11 @@ pub async fn run(g: &Global, a: &ServeArgs) -> Result<Exit> {
         None => cfg.server.listen.clone(),
     };
     let app = crate::app::App::open(cfg).await?;
-    server::serve(app, &listen, ServeOptions::default()).await?;
+    let opts = ServeOptions {
+        worker: !a.no_worker,
+        scheduler: !a.no_scheduler,
+        ..ServeOptions::default()
+    };
+    server::serve(app, &listen, opts).await?;
     Ok(Exit::Ok)
 }
