@@ -232,9 +232,11 @@ fn token_new_prints_the_token_alone_once_and_keeps_only_its_hash() {
     assert_eq!(scope, "write");
     assert_eq!(sha, hex::encode(assetgc::server::auth::digest(token)));
     let raw: String = db
-        .query_row("SELECT group_concat(name || sha256 || scope) FROM api_tokens", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT group_concat(name || sha256 || scope) FROM api_tokens",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert!(!raw.contains(token), "the token itself is never stored");
     // A second token is another token; the default scope is read.
@@ -256,14 +258,38 @@ fn bad_server_and_jobs_sections_are_config_errors_naming_their_line() {
     let cases = [
         ("[server]\nlisten = \"nowhere\"\n", "listen"),
         ("[server]\nrate_limit = { per_second = 0 }\n", "per_second"),
-        ("[server]\ntokens = [ { name = \"a\", sha256 = \"xyz\" } ]\n", "sha256"),
-        ("[server]\ntokens = [ { name = \"a\", sha256 = \"00\", scope = \"admin\" } ]\n", "sha256"),
-        ("[[jobs]]\nname = \"j\"\nschedule = \"every day\"\ncommand = \"scan\"\n", "cron"),
-        ("[[jobs]]\nname = \"j\"\nschedule = \"0 4 * * *\"\ncommand = \"scan --dayz 7\"\n", "dayz"),
-        ("[[jobs]]\nname = \"j\"\nschedule = \"0 4 * * *\"\ncommand = \"serve\"\n", "server"),
-        ("[[jobs]]\nname = \"j\"\nschedule = \"0 4 * * *\"\ntz = \"Mars/Olympus\"\ncommand = \"scan\"\n", "time zone"),
-        ("[[jobs]]\nname = \"j\"\nschedule = \"0 4 * * *\"\ncommand = \"scan\"\ntimeout = \"soon\"\n", "timeout"),
-        ("[[jobs]]\nname = \"j\"\nschedule = \"0 4 * * *\"\n", "command"),
+        (
+            "[server]\ntokens = [ { name = \"a\", sha256 = \"xyz\" } ]\n",
+            "sha256",
+        ),
+        (
+            "[server]\ntokens = [ { name = \"a\", sha256 = \"00\", scope = \"admin\" } ]\n",
+            "sha256",
+        ),
+        (
+            "[[jobs]]\nname = \"j\"\nschedule = \"every day\"\ncommand = \"scan\"\n",
+            "cron",
+        ),
+        (
+            "[[jobs]]\nname = \"j\"\nschedule = \"0 4 * * *\"\ncommand = \"scan --dayz 7\"\n",
+            "dayz",
+        ),
+        (
+            "[[jobs]]\nname = \"j\"\nschedule = \"0 4 * * *\"\ncommand = \"serve\"\n",
+            "server",
+        ),
+        (
+            "[[jobs]]\nname = \"j\"\nschedule = \"0 4 * * *\"\ntz = \"Mars/Olympus\"\ncommand = \"scan\"\n",
+            "time zone",
+        ),
+        (
+            "[[jobs]]\nname = \"j\"\nschedule = \"0 4 * * *\"\ncommand = \"scan\"\ntimeout = \"soon\"\n",
+            "timeout",
+        ),
+        (
+            "[[jobs]]\nname = \"j\"\nschedule = \"0 4 * * *\"\n",
+            "command",
+        ),
     ];
     for (extra, word) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -324,29 +350,52 @@ fn sigterm_during_a_queue_run_loses_nothing_and_deletes_nothing_twice() {
     let status = server.terminate();
     assert!(status.success(), "a graceful stop exits 0: {status:?}");
     assert_eq!(
-        state_count(dir.path(), "SELECT COUNT(*) FROM queue WHERE state = 'claimed'"),
+        state_count(
+            dir.path(),
+            "SELECT COUNT(*) FROM queue WHERE state = 'claimed'"
+        ),
         0,
         "the batch in hand was finished before the process ended"
     );
-    let done = state_count(dir.path(), "SELECT COUNT(*) FROM queue WHERE state = 'done'");
-    let pending = state_count(dir.path(), "SELECT COUNT(*) FROM queue WHERE state = 'pending'");
+    let done = state_count(
+        dir.path(),
+        "SELECT COUNT(*) FROM queue WHERE state = 'done'",
+    );
+    let pending = state_count(
+        dir.path(),
+        "SELECT COUNT(*) FROM queue WHERE state = 'pending'",
+    );
     assert_eq!(done + pending, n, "no entry lost");
     let left = keys
         .iter()
         .filter(|k| dir.path().join("media").join(k).exists())
         .count();
-    assert_eq!(usize::try_from(pending).unwrap(), left, "pending entries are the files still there");
+    assert_eq!(
+        usize::try_from(pending).unwrap(),
+        left,
+        "pending entries are the files still there"
+    );
     // Second life: the rest is worked, nothing twice.
     let mut server = common::api::ServeProcess::start(&path, &[]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while state_count(dir.path(), "SELECT COUNT(*) FROM queue WHERE state <> 'done'") > 0 {
+    while state_count(
+        dir.path(),
+        "SELECT COUNT(*) FROM queue WHERE state <> 'done'",
+    ) > 0
+    {
         assert!(std::time::Instant::now() < deadline, "the queue drains");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(server.terminate().success());
-    assert!(keys.iter().all(|k| !dir.path().join("media").join(k).exists()));
+    assert!(
+        keys.iter()
+            .all(|k| !dir.path().join("media").join(k).exists())
+    );
     assert_eq!(
-        state_count(dir.path(), "SELECT COUNT(*) FROM audit WHERE outcome = 'deleted'"),
+        state_count(
+            dir.path(),
+            "SELECT COUNT(*) FROM audit WHERE outcome = 'deleted'"
+        ),
         n,
         "one deletion per file"
     );
@@ -436,7 +485,12 @@ rate_limit = false
     };
     use reqwest::Method;
     // A scan, polled until complete.
-    let (st, started) = call(Method::POST, "/api/scans", Some(serde_json::json!({"all": true}))).await;
+    let (st, started) = call(
+        Method::POST,
+        "/api/scans",
+        Some(serde_json::json!({"all": true})),
+    )
+    .await;
     assert_eq!(st, 202, "{started}");
     let id = started["scan_id"].as_i64().expect("scan_id");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -483,7 +537,10 @@ rate_limit = false
     )
     .await;
     assert_eq!(st, 200, "{preview}");
-    assert!(orphans.iter().all(|k| media.join(k).exists()), "a dry run deletes nothing");
+    assert!(
+        orphans.iter().all(|k| media.join(k).exists()),
+        "a dry run deletes nothing"
+    );
     let (st, queued) = call(
         Method::POST,
         &format!("/api/scans/{id}/purge"),
@@ -540,7 +597,10 @@ rate_limit = false
         if j["state"] == "done" {
             break j;
         }
-        assert!(std::time::Instant::now() < deadline, "the bulk job finishes: {j}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bulk job finishes: {j}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(done["deleted_count"], 2, "{done}");
@@ -548,4 +608,61 @@ rate_limit = false
     assert_eq!(done["dropped_referenced"], 0, "{done}");
     assert!(!media.join("tmp/x.bin").exists() && !media.join("tmp/y.bin").exists());
     assert!(server.terminate().success());
+}
+
+/// Two `serve` processes on one PostgreSQL state database share the queue: every entry is
+/// worked once, by one of them.
+#[test]
+fn two_instances_on_postgres_state_share_the_queue_without_doing_anything_twice() {
+    use common::{StateBackend, StateDb};
+    if !StateBackend::Postgres.available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDb::create(StateBackend::Postgres, dir.path());
+    std::fs::create_dir_all(dir.path().join("media/f")).unwrap();
+    let path = dir.path().join("assetgc.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}[stores.media]\nurl = \"./media\"\nquarantine = false\n[queue]\nbatch_size = 20\n[server]\nrate_limit = false\n",
+            state.config_section()
+        ),
+    )
+    .unwrap();
+    let n = 2000;
+    let keys: Vec<String> = (0..n).map(|i| format!("f/{i:05}.jpg")).collect();
+    for k in &keys {
+        std::fs::write(dir.path().join("media").join(k), b"x").unwrap();
+    }
+    let out = assetgc(dir.path())
+        .args(["queue", "add", "--store", "media", "-"])
+        .write_stdin(keys.join("\n"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut a = common::api::ServeProcess::start(&path, &[]);
+    let mut b = common::api::ServeProcess::start(&path, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while state.count("SELECT COUNT(*) FROM queue WHERE state <> 'done'", &[]) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the queue drains");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+    assert!(
+        keys.iter()
+            .all(|k| !dir.path().join("media").join(k).exists())
+    );
+    assert_eq!(
+        state.count("SELECT COUNT(*) FROM audit WHERE outcome = 'deleted'", &[]),
+        i64::from(n)
+    );
+    assert_eq!(
+        state.count(
+            "SELECT COUNT(*) FROM (SELECT key FROM audit WHERE outcome = 'deleted' GROUP BY key HAVING COUNT(*) > 1) AS twice",
+            &[]
+        ),
+        0
+    );
 }
