@@ -6,7 +6,7 @@ use crate::error::{Error, Exit, Result};
 use crate::server::{self, ServeOptions};
 
 pub async fn run(g: &Global, a: &ServeArgs) -> Result<Exit> {
-    let cfg = super::require_config(g)?;
+    let cfg = super::config_or_env(g)?;
     let listen = match &a.listen {
         Some(l) => {
             check_listen(l).map_err(Error::Usage)?;
