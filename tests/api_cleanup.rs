@@ -309,6 +309,42 @@ async fn bulk_past_the_wait_answers_202_and_the_job_reports_what_was_deleted() {
     api.close().await;
 }
 
+/// With serve's own worker running beside the bulk run's, which of the two deletes an entry
+/// does not change the job's figures: once done, `deleted_count` counts every object the run's
+/// entries deleted.
+async fn bulk_counts_what_serve_worker_deleted_too(state: StateBackend) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = StateDb::create(state, dir.path());
+    let (config, media) = clips_setup(dir.path(), &db.config_section()).await;
+    let opts = assetgc::server::ServeOptions {
+        worker: true,
+        worker_poll: Duration::from_millis(10),
+        ..test_options()
+    };
+    let api = Api::open_with(&config, opts).await;
+    let worker = tokio::spawn(assetgc::server::worker::run(api.state.clone()));
+    let before = keys_under(&media);
+    let real = api
+        .post("/api/cleanup/bulk", json!({"dry_run": false}))
+        .await;
+    assert_eq!(real.status, 200, "{real:?}");
+    assert_eq!(real.json["deleted_count"], 13);
+    let done = poll_done(&api, real.json["job_id"].as_i64().expect("job id")).await;
+    let gone: BTreeSet<String> = before.difference(&keys_under(&media)).cloned().collect();
+    assert_eq!(
+        gone,
+        old_clips(),
+        "{done} {:?}",
+        api.get("/api/queue").await.json
+    );
+    assert_eq!(done["deleted_count"], 13, "{done}");
+    assert_eq!(done["failed"], 0);
+    api.state.shutdown.cancel();
+    worker.await.expect("worker stops");
+    api.close().await;
+}
+both_states!(async bulk_counts_what_serve_worker_deleted_too);
+
 #[tokio::test]
 async fn bulk_refuses_bad_input_and_unknown_jobs() {
     let dir = tempfile::tempdir().expect("tmp");

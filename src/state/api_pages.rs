@@ -29,6 +29,8 @@ pub struct CleanTally {
     pub dropped: u64,
     pub failed: u64,
     pub pending: u64,
+    /// Of the pending ones: due now (a worker is about to take them, or holds them locked).
+    pub due: u64,
     pub claimed: u64,
 }
 
@@ -164,17 +166,23 @@ impl State {
         actor: &str,
         rule: &str,
     ) -> Result<CleanTally> {
+        let now = crate::time::rfc3339(chrono::Utc::now());
         let rows = self
             .read(
-                "SELECT state, COALESCE(outcome, ''), COUNT(*) FROM queue WHERE id > $1 AND id <= $2 AND reason = 'clean' AND rule = $3 AND actor = $4 GROUP BY state, COALESCE(outcome, '')",
-                &[after.into(), upto.into(), rule.into(), actor.into()],
+                "SELECT state, COALESCE(outcome, ''), CASE WHEN next_attempt_at <= $5 THEN 1 ELSE 0 END, COUNT(*) FROM queue
+                 WHERE id > $1 AND id <= $2 AND reason = 'clean' AND rule = $3 AND actor = $4 GROUP BY 1, 2, 3",
+                &[after.into(), upto.into(), rule.into(), actor.into(), now.as_str().into()],
             )
             .await
             .map_err(context("cannot read the queue"))?;
         let mut t = CleanTally::default();
         for mut r in rows {
-            let n = r.count(2)?;
+            let n = r.count(3)?;
+            let due = r.int(2)? == 1;
             let (state, outcome) = (r.text(0)?, r.text(1)?);
+            if due && state == QueueState::Pending.as_str() {
+                t.due += n;
+            }
             let slot = match (QueueState::parse(&state), outcome.as_str()) {
                 (Some(QueueState::Done), "quarantined") => &mut t.quarantined,
                 (Some(QueueState::Done), "already_gone") => &mut t.already_gone,

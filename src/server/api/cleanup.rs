@@ -289,15 +289,7 @@ async fn bulk_job(
     }
     s.queue_changed();
     let _ = plan_to.send(Ok(out.clone()));
-    let own = match clean::work(app, &out, &req.actor, Some(&s.shutdown)).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(job_id = id, error = %crate::error::one_line(&e), "bulk cleanup: working its entries failed");
-            Totals::default()
-        }
-    };
-    s.queue_changed();
-    let tally = match settle(&s, &out, before, upto, &req.actor).await {
+    let tally = match work_and_settle(&s, &out, before, upto, &req.actor).await {
         Ok(t) => t,
         Err(e) => {
             record_failure(&s, id, false, &e).await;
@@ -312,16 +304,19 @@ async fn bulk_job(
         failed: tally.failed,
         retrying: tally.pending + tally.claimed,
         dropped: tally.dropped,
-        ..own
+        ..Totals::default()
     });
     if let Err(e) = app.state.update_cleanup(id, &out.to_json(), true).await {
         tracing::warn!(job_id = id, error = %crate::error::one_line(&e), "bulk cleanup: cannot record its outcome");
     }
 }
 
-/// The run's entries once none is held by a worker (serve's own may have taken some), or once
-/// [`CLAIM_WAIT`] is over or the server stops.
-async fn settle(
+/// Works the run's entries (with every other entry of its policies that is due), then reads
+/// how they stand. Another worker (serve's own) may hold some of them, or have them locked in a
+/// claim not yet committed (skipped by this one's claim): while any is claimed, or pending and
+/// due, it looks again — until [`CLAIM_WAIT`] is over, the API budget stopped the work, or the
+/// server stops. Entries waiting for a retry after a failed attempt count as `retrying`.
+async fn work_and_settle(
     s: &AppState,
     out: &CleanOutcome,
     before: i64,
@@ -330,6 +325,14 @@ async fn settle(
 ) -> crate::error::Result<CleanTally> {
     let deadline = Instant::now() + CLAIM_WAIT;
     loop {
+        let budget_stop = match clean::work(&s.app, out, actor, Some(&s.shutdown)).await {
+            Ok(t) => t.budget_stop.is_some(),
+            Err(e) => {
+                tracing::warn!(error = %crate::error::one_line(&e), "bulk cleanup: working its entries failed");
+                false
+            }
+        };
+        s.queue_changed();
         let mut all = CleanTally::default();
         for p in &out.policies {
             let t = s
@@ -344,14 +347,16 @@ async fn settle(
             all.dropped += t.dropped;
             all.failed += t.failed;
             all.pending += t.pending;
+            all.due += t.due;
             all.claimed += t.claimed;
         }
-        if all.claimed == 0 || Instant::now() >= deadline || s.shutdown.is_cancelled() {
+        let settled = all.claimed == 0 && (all.due == 0 || budget_stop);
+        if settled || Instant::now() >= deadline || s.shutdown.is_cancelled() {
             return Ok(all);
         }
         tokio::select! {
             () = s.shutdown.cancelled() => {},
-            () = tokio::time::sleep(Duration::from_secs(1)) => {},
+            () = tokio::time::sleep(Duration::from_millis(500)) => {},
         }
     }
 }
