@@ -725,10 +725,10 @@ async fn retry_and_drop_change_failed_entries() {
 }
 
 /// The audit log pages newest first with no line twice and none left out; `?key=` filters.
-#[tokio::test]
-async fn audit_pages_newest_first() {
+async fn audit_pages_newest_first(state: StateBackend) {
     let dir = tempfile::tempdir().expect("tmp");
-    let config = queue_setup(dir.path(), "");
+    let db = StateDb::create(state, dir.path());
+    let config = queue_setup(dir.path(), &db.config_section());
     let media = dir.path().join("media");
     let keys: Vec<String> = (0..7).map(|i| format!("p/{i}.jpg")).collect();
     for k in &keys {
@@ -790,6 +790,7 @@ async fn audit_pages_newest_first() {
     }
     api.close().await;
 }
+both_states!(async audit_pages_newest_first);
 
 /// A read token may not POST to any of these (403, error shape), and changes nothing.
 #[tokio::test]
