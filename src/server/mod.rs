@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub scheduler: bool,
     /// How often the worker looks for due entries when nothing woke it.
     pub worker_poll: Duration,
+    /// How long `POST /api/cleanup/bulk` waits for its plan before answering 202 (SPEC: 60 s).
+    pub plan_wait: Duration,
 }
 
 impl Default for ServeOptions {
@@ -52,6 +54,7 @@ impl Default for ServeOptions {
             worker: true,
             scheduler: true,
             worker_poll: Duration::from_secs(5),
+            plan_wait: Duration::from_mins(1),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! [`BudgetLog`], the last one defined beside the budget it keeps), all implemented by [`State`]; jobs and API tokens will get theirs the same way.
 //! Migrations: `migrations/sqlite` and `migrations/postgres`, numbered in step.
 
+mod api_pages;
 mod audit;
 mod budget;
 mod cleanups;
@@ -35,6 +36,7 @@ use crate::domain::scan::{Findings, ScanMode, Window};
 use crate::error::{Error, Result};
 
 pub use crate::domain::budget::BudgetLog;
+pub use api_pages::{CleanTally, RowPage};
 pub use cleanups::CleanupRecord;
 pub use queue::CLAIM_TIMEOUT;
 pub use scans::ScanRecord;

@@ -39,6 +39,7 @@ pub fn test_options() -> ServeOptions {
         worker: false,
         scheduler: false,
         worker_poll: std::time::Duration::from_millis(200),
+        plan_wait: std::time::Duration::from_mins(1),
     }
 }
 
