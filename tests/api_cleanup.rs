@@ -275,8 +275,7 @@ async fn bulk_dry_run_and_real_run_match_the_files_on_disk() {
 }
 
 /// Past the plan's wait the POST answers 202 with the job id alone; the job is polled until
-/// done, and then counts the objects actually deleted. An empty body runs every policy for
-/// real (`dry_run` defaults to false, as `clean`).
+/// done, and then counts the objects actually deleted.
 #[tokio::test]
 async fn bulk_past_the_wait_answers_202_and_the_job_reports_what_was_deleted() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -288,7 +287,12 @@ async fn bulk_past_the_wait_answers_202_and_the_job_reports_what_was_deleted() {
     let api = Api::open_with(&config, opts).await;
     let before = keys_under(&media);
     let a = api
-        .call("POST", "/api/cleanup/bulk/", Some(&api.write), None)
+        .call(
+            "POST",
+            "/api/cleanup/bulk/",
+            Some(&api.write),
+            Some(json!({"dry_run": false})),
+        )
         .await;
     assert_eq!(a.status, 202, "{a:?}");
     let obj = a.json.as_object().expect("an object");
@@ -847,5 +851,26 @@ async fn a_read_token_is_refused_on_every_post() {
             "{method} {path} in the OpenAPI document"
         );
     }
+    api.close().await;
+}
+
+/// A request that does not say `"dry_run": false` deletes nothing.
+#[tokio::test]
+async fn bulk_without_dry_run_is_a_dry_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (config, media) = clips_setup(dir.path(), "").await;
+    let api = Api::open(&config).await;
+    let before = keys_under(&media);
+    for body in [None, Some(json!({})), Some(json!({"retention_days": 0}))] {
+        let a = api
+            .call("POST", "/api/cleanup/bulk", Some(&api.write), body)
+            .await;
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.json["dry_run"], true, "{a:?}");
+        assert!(a.json["deleted_count"].as_u64().unwrap() > 0, "{a:?}");
+    }
+    assert_eq!(keys_under(&media), before, "nothing deleted");
+    let stats = api.get("/api/cleanup/stats").await;
+    assert_eq!(stats.json["stats"]["total_pending"], 0, "nothing queued");
     api.close().await;
 }

@@ -139,7 +139,8 @@ pub async fn stats(State(s): State<AppState>) -> ApiResult<Json<StatsResponse>> 
 pub struct BulkRequest {
     /// Replaces `older_than` of every selected policy, in whole days.
     pub retention_days: Option<u64>,
-    /// Plan only, queue nothing. Default `false`, as `clean` without `--dry-run`.
+    /// Plan only, queue nothing. Default `true`: a caller that does not say otherwise deletes
+    /// nothing.
     pub dry_run: Option<bool>,
     /// One policy by name; left out: every policy.
     pub policy: Option<String>,
@@ -206,11 +207,10 @@ pub struct BulkStatus {
 /// queued; the deletions go on in the background (the queue's worker, with every check of SPEC
 /// §6), and `GET /api/cleanup/bulk/{job_id}` says when they are done and what they did.
 ///
-/// `dry_run` defaults to `false`: this endpoint is `clean` (whose `--json` prints this answer),
-/// and `clean` deletes unless `--dry-run` is given; SPEC names a dry-run default only where the
-/// command has one (`purge`, and so `POST /api/scans/{id}/purge`). A real run deletes nothing
-/// younger than `min_age`, nothing referenced (re-checked right before each delete), and moves
-/// to quarantine where it is on.
+/// `dry_run` defaults to `true`, as `POST /api/scans/{id}/purge`'s does: SPEC leaves this
+/// endpoint's default open, and a request that does not say `"dry_run": false` deletes nothing.
+/// A real run deletes nothing younger than `min_age`, nothing referenced (re-checked right
+/// before each delete), and moves to quarantine where it is on.
 #[utoipa::path(
     post,
     path = "/api/cleanup/bulk",
@@ -236,7 +236,7 @@ pub async fn bulk(
     let req = CleanRequest {
         policy: b.policy,
         retention_days: b.retention_days,
-        dry_run: b.dry_run.unwrap_or(false),
+        dry_run: b.dry_run.unwrap_or(true),
         actor: caller.actor(),
         progress: None,
     };
