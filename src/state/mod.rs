@@ -13,6 +13,7 @@
 mod audit;
 mod budget;
 mod cleanups;
+mod jobs;
 mod postgres;
 mod queue;
 mod scans;
@@ -36,6 +37,7 @@ use crate::error::{Error, Result};
 
 pub use crate::domain::budget::BudgetLog;
 pub use cleanups::CleanupRecord;
+pub use jobs::{JobRun, RunEnd, Start};
 pub use queue::CLAIM_TIMEOUT;
 pub use scans::ScanRecord;
 pub use tokens::StoredToken;
