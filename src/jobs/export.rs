@@ -351,7 +351,10 @@ pub fn heroku_frequency(job: &JobConfig, from: DateTime<Utc>) -> (Heroku, bool) 
     // a year.
     let mut gaps: Vec<TimeDelta> = times.windows(2).map(|w| w[1] - w[0]).collect();
     gaps.sort_unstable();
-    let gap = gaps.get(gaps.len() / 2).copied().unwrap_or(TimeDelta::days(1));
+    let gap = gaps
+        .get(gaps.len() / 2)
+        .copied()
+        .unwrap_or(TimeDelta::days(1));
     let freq = if gap < TimeDelta::minutes(60) {
         Heroku::Every10Minutes
     } else if gap < TimeDelta::hours(24) {

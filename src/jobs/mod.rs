@@ -490,6 +490,7 @@ fn exit_meaning(code: Option<i32>) -> String {
 /// The last non-empty line of `text`, cut to 200 characters.
 fn last_line(text: &str) -> Option<String> {
     let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut s: String = line.chars().take(200).collect();
     if line.chars().count() > 200 {
         s.push('…');
@@ -572,7 +573,7 @@ pub async fn run_scheduler(state: AppState) {
             "job runs left running by a stopped process were marked failed (abandoned)"
         ),
         Err(e) => {
-            tracing::warn!(error = %crate::error::one_line(&e), "cannot check for abandoned job runs")
+            tracing::warn!(error = %crate::error::one_line(&e), "cannot check for abandoned job runs");
         }
     }
     let mut set = tokio::task::JoinSet::new();
@@ -595,7 +596,7 @@ async fn job_loop(state: AppState, job: JobConfig) {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(job = %job.name, error = %crate::error::one_line(&e), "cannot read the job's history; not catching up")
+                tracing::warn!(job = %job.name, error = %crate::error::one_line(&e), "cannot read the job's history; not catching up");
             }
         }
     }
