@@ -483,6 +483,26 @@ fn a_run_past_its_timeout_is_killed_and_recorded_failed() {
     assert_eq!(state.count("SELECT COUNT(*) FROM job_leases", &[]), 0);
 }
 
+/// A `serve` process; a test that fails before stopping it stops it on the way out, so that its
+/// job's child does not outlive the test.
+struct Serve(std::process::Child);
+
+impl Serve {
+    fn term(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.0.id()).unwrap()).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        self.0.wait().expect("serve ends")
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.term();
+        }
+    }
+}
+
 #[test]
 fn sigterm_to_serve_during_a_run_records_it_failed_and_nothing_runs_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -494,21 +514,19 @@ fn sigterm_to_serve_during_a_run_records_it_failed_and_nothing_runs_twice() {
         &job("slow", "*/2 * * * * *", "scan --all", "10m"),
     );
     let serve = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_assetgc"))
-            .arg("--config")
-            .arg(&config)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("NO_COLOR", "1")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("serve starts")
+        Serve(
+            std::process::Command::new(env!("CARGO_BIN_EXE_assetgc"))
+                .arg("--config")
+                .arg(&config)
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .env("NO_COLOR", "1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("serve starts"),
+        )
     };
-    let term = |child: &mut std::process::Child| {
-        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        child.wait().expect("serve ends")
-    };
+    let term = |serve: &mut Serve| serve.term();
     let running = || -> Option<String> {
         runs(&state, "slow")
             .iter()
