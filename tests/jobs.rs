@@ -159,6 +159,31 @@ async fn scheduled_runs_keep_history_with_their_scan_and_report() {
         assert!(on_disk.contains("orphan.txt"), "{on_disk}");
         assert!(col(r, 11).contains("orphan.txt"), "the output is kept");
     }
+    // The API serves the kept report back as the scan wrote it, and pages the history.
+    let api = Api::open(&config).await;
+    let page = api.get("/api/jobs/detect/runs?limit=1").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let total = page.json["total"].as_u64().unwrap();
+    assert_eq!(total, u64::try_from(rows.len()).unwrap());
+    let newest = &page.json["items"][0];
+    let cursor = page.json["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let next = api
+        .get(&format!("/api/jobs/detect/runs?limit=1&cursor={cursor}"))
+        .await;
+    assert!(next.json["items"][0]["id"].as_i64() < newest["id"].as_i64());
+    let done = rows.iter().find(|r| col(r, 6) == "succeeded").unwrap();
+    let report = api
+        .get(&format!("/api/jobs/detect/runs/{}/report", col(done, 0)))
+        .await;
+    assert_eq!(report.status, 200, "{report:?}");
+    assert_eq!(report.text, col(done, 10));
+    let none = api.get("/api/jobs/detect/runs/999999/report").await;
+    assert_eq!(none.status, 404);
+    assert_error_shape(&none);
+    api.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -385,6 +410,31 @@ async fn post_run_answers_202_then_409_while_the_run_goes_on() {
     let bad = api.get("/api/jobs/quick/runs?limit=0").await;
     assert_eq!(bad.status, 400);
     assert_eq!(api.get("/api/jobs/nope/runs").await.status, 404);
+
+    let doc = api.get("/api/openapi.json").await.json;
+    let paths = &doc["paths"];
+    for (path, method, statuses) in [
+        ("/api/jobs", "get", &["200", "401", "429"][..]),
+        (
+            "/api/jobs/{name}/run",
+            "post",
+            &["202", "401", "403", "404", "409", "429"][..],
+        ),
+        ("/api/jobs/{name}/runs", "get", &["200", "400", "404"][..]),
+        (
+            "/api/jobs/{name}/runs/{id}/report",
+            "get",
+            &["200", "404"][..],
+        ),
+    ] {
+        for status in statuses {
+            assert!(
+                paths[path][method]["responses"][status].is_object(),
+                "{method} {path} documents {status}: {}",
+                paths[path]
+            );
+        }
+    }
 
     // Shutting down stops the slow run and records it.
     api.close().await;
@@ -788,10 +838,28 @@ fn systemd_export_reads_back_as_units() {
             text.contains("Mon..Fri *-*-* 06:30:00 Europe/Paris"),
             "{text}"
         );
-    } else {
-        eprintln!(
-            "systemd-analyze is not installed: the calendars are checked by our reading only"
+        // And the units as files: `verify` refuses a bad setting or calendar.
+        let units_dir = dir.path().join("units");
+        std::fs::create_dir_all(&units_dir).unwrap();
+        let mut files = Vec::new();
+        for chunk in r.stdout.split("# file: ").skip(1) {
+            let (name, body) = chunk.split_once('\n').unwrap();
+            let path = units_dir.join(name);
+            std::fs::write(&path, body).unwrap();
+            files.push(path);
+        }
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "systemd-analyze verify: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
+    } else {
+        eprintln!("systemd-analyze is not installed: the units are checked by our reading only");
     }
 }
 

@@ -402,13 +402,15 @@ impl Scheduler {
                 _ = renew.tick() => {
                     match self.app.state.renew_job_lease(&job.name, run_id, LEASE_TTL).await {
                         Ok(true) => {}
-                        Ok(false) => tracing::warn!(job = %job.name, run = run_id, "the run's lease was taken over"),
+                        // Another run holds the job now (this one's renewals failed past the
+                        // lease's life): going on would be two runs at once.
+                        Ok(false) => break How::LeaseLost,
                         Err(e) => tracing::warn!(job = %job.name, run = run_id, error = %crate::error::one_line(&e), "cannot renew the run's lease"),
                     }
                 }
             }
         };
-        if matches!(how, How::TimedOut | How::Stopped) {
+        if matches!(how, How::TimedOut | How::Stopped | How::LeaseLost) {
             terminate(&mut child, pid).await;
         }
         for r in readers.into_iter().flatten() {
@@ -430,6 +432,10 @@ impl Scheduler {
                 output,
             ),
             How::Stopped => fail("stopped: the server shut down".to_string(), output),
+            How::LeaseLost => fail(
+                "stopped: the job's lease expired and was taken over (the state database was out of reach too long)".to_string(),
+                output,
+            ),
             How::Exited(Err(e)) => fail(format!("cannot wait for the run: {e}"), output),
             How::Exited(Ok(status)) => {
                 let code = status.code();
@@ -450,6 +456,7 @@ enum How {
     Exited(std::io::Result<std::process::ExitStatus>),
     TimedOut,
     Stopped,
+    LeaseLost,
 }
 
 /// SIGTERM to the run's process group, SIGKILL after [`KILL_GRACE`].
