@@ -242,10 +242,6 @@ impl Scheduler {
         }
     }
 
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
-    }
-
     /// Starts a run of `job` unless one goes on: first in this process, then through the
     /// state database (the run's row, unique per scheduled time, and the job's lease).
     pub async fn begin(

@@ -183,7 +183,10 @@ pub async fn runs(
         ("id" = i64, Path, description = "The run's id"),
     ),
     responses(
-        (status = 200, description = "The report (CSV or JSON, as the scan wrote it)", body = String, content_type = "text/plain"),
+        (status = 200, description = "The report, CSV or JSON as the scan wrote it", content(
+            (String = "text/csv"),
+            (serde_json::Value = "application/json"),
+        )),
         (status = 400, description = "A bad id", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such job, run, or no report kept", body = ErrorBody),
