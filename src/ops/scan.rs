@@ -82,6 +82,10 @@ pub async fn run(app: &Arc<App>, req: ScanRequest) -> Result<ScanOutcome> {
         .state
         .begin_scan(started, req.window, req.mode, &names)
         .await?;
+    // A scan run by a job names its run, so that the run's history finds its report.
+    if let Some(run) = crate::jobs::current_run() {
+        app.state.link_scan_to_job_run(id, run).await?;
+    }
     let fingerprints: HashMap<String, String> = selected
         .iter()
         .map(|&s| {
