@@ -91,6 +91,12 @@ pub struct ServeArgs {
     /// host:port to listen on [default: [server] listen, 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Do not work the deletion queue in this process (another instance or `queue run` does)
+    #[arg(long)]
+    pub no_worker: bool,
+    /// Do not run [[jobs]] in this process (another instance runs them)
+    #[arg(long)]
+    pub no_scheduler: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,7 @@ use crate::error::{Error, Exit, Result};
 use crate::server::{self, ServeOptions};
 
 pub async fn run(g: &Global, a: &ServeArgs) -> Result<Exit> {
-    let cfg = super::require_config(g)?;
+    let cfg = super::config_or_env(g)?;
     let listen = match &a.listen {
         Some(l) => {
             check_listen(l).map_err(Error::Usage)?;
@@ -15,6 +15,11 @@ pub async fn run(g: &Global, a: &ServeArgs) -> Result<Exit> {
         None => cfg.server.listen.clone(),
     };
     let app = crate::app::App::open(cfg).await?;
-    server::serve(app, &listen, ServeOptions::default()).await?;
+    let opts = ServeOptions {
+        worker: !a.no_worker,
+        scheduler: !a.no_scheduler,
+        ..ServeOptions::default()
+    };
+    server::serve(app, &listen, opts).await?;
     Ok(Exit::Ok)
 }

@@ -45,8 +45,9 @@ pub(super) enum RawRateLimit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRate {
-    per_second: Option<Spanned<i64>>,
-    burst: Option<Spanned<i64>>,
+    // Plain numbers: spans do not survive an untagged enum.
+    per_second: Option<i64>,
+    burst: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,23 +263,20 @@ impl Cx<'_> {
                     ));
                 }
                 RawRateLimit::On(rate) => {
-                    let n = |v: &Option<Spanned<i64>>, default: u32, what: &str| -> Result<u32> {
+                    let n = |v: Option<i64>, default: u32, what: &str| -> Result<u32> {
                         match v {
                             None => Ok(default),
-                            Some(v) => u32::try_from(*v.get_ref())
-                                .ok()
-                                .filter(|n| *n >= 1)
-                                .ok_or_else(|| {
-                                    self.err_at(
-                                        v,
-                                        format!("[server] rate_limit {what} must be 1 or more"),
-                                    )
-                                }),
+                            Some(v) => u32::try_from(v).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                                self.err_at(
+                                    r,
+                                    format!("[server] rate_limit {what} must be 1 or more"),
+                                )
+                            }),
                         }
                     };
                     Some(RateLimit {
-                        per_second: n(&rate.per_second, 20, "per_second")?,
-                        burst: n(&rate.burst, 100, "burst")?,
+                        per_second: n(rate.per_second, 20, "per_second")?,
+                        burst: n(rate.burst, 100, "burst")?,
                     })
                 }
             };

@@ -204,17 +204,35 @@ pub fn older_than(p: &PolicyConfig, retention_days: Option<u64>) -> Duration {
 /// Plans every selected policy, queues what each found (unless a dry run), works those
 /// entries, and records the run.
 pub async fn run(app: &Arc<App>, req: CleanRequest) -> Result<CleanOutcome> {
-    let cfg = Arc::clone(&app.cfg);
-    let selected = selected_policies(&cfg, req.policy.as_deref())?;
-    let started = Utc::now();
+    let id = begin(app, &req).await?;
+    let mut out = plan_and_queue(app, id, &req).await?;
+    if !req.dry_run {
+        out.worked = Some(work(app, &out, &req.actor, None).await?);
+        app.state.update_cleanup(id, &out.to_json(), true).await?;
+    }
+    Ok(out)
+}
+
+/// Checks the request's policy and records the run (`running`); its id is the job id. The
+/// API answers it before the plan is made when planning takes long.
+pub async fn begin(app: &App, req: &CleanRequest) -> Result<i64> {
+    let cfg = &app.cfg;
+    let selected = selected_policies(cfg, req.policy.as_deref())?;
     let names: Vec<String> = selected
         .iter()
         .map(|&i| cfg.policies[i].name.clone())
         .collect();
-    let id = app
-        .state
-        .begin_cleanup(started, req.dry_run, &names)
-        .await?;
+    app.state
+        .begin_cleanup(Utc::now(), req.dry_run, &names)
+        .await
+}
+
+/// The first half of a run: plans every selected policy and, unless a dry run, queues what
+/// each found; records the plan (a dry run is then `done`, a real one stays `running` until
+/// [`work`] has worked its entries).
+pub async fn plan_and_queue(app: &Arc<App>, id: i64, req: &CleanRequest) -> Result<CleanOutcome> {
+    let cfg = Arc::clone(&app.cfg);
+    let selected = selected_policies(&cfg, req.policy.as_deref())?;
     let mut out = CleanOutcome {
         id,
         dry_run: req.dry_run,
@@ -225,7 +243,7 @@ pub async fn run(app: &Arc<App>, req: CleanRequest) -> Result<CleanOutcome> {
     let mut reached_any = false;
     let mut last_unreachable = None;
     for &i in &selected {
-        match plan(app, i, &req).await {
+        match plan(app, i, req).await {
             Ok((run, candidates)) => {
                 reached_any = true;
                 let mut run = run;
@@ -238,7 +256,7 @@ pub async fn run(app: &Arc<App>, req: CleanRequest) -> Result<CleanOutcome> {
                 out.policies.push(run);
             }
             Err(e @ Error::Unreachable(_)) => {
-                out.policies.push(unreached(&cfg, i, &req, &e));
+                out.policies.push(unreached(&cfg, i, req, &e));
                 last_unreachable = Some(e);
             }
             Err(e) => return Err(e),
@@ -251,18 +269,28 @@ pub async fn run(app: &Arc<App>, req: CleanRequest) -> Result<CleanOutcome> {
     app.state
         .update_cleanup(id, &out.to_json(), req.dry_run)
         .await?;
-    if !req.dry_run {
-        let mut all = Totals::default();
-        for &i in &selected {
-            let mut opts = RunOptions::from_config(&cfg, &req.actor);
-            opts.only_rule = Some((Reason::Clean, cfg.policies[i].name.clone()));
-            let t = crate::queue::run(app, &opts, &|_| {}).await?;
-            add(&mut all, &t);
-        }
-        out.worked = Some(all);
-        app.state.update_cleanup(id, &out.to_json(), true).await?;
-    }
     Ok(out)
+}
+
+/// The second half of a real run: works the entries of each of the run's policies (its own
+/// and any of that policy still due) with the worker, as `actor`; once `stop` is cancelled it
+/// stops after the batch it holds. Records nothing: the caller records the outcome.
+pub async fn work(
+    app: &App,
+    out: &CleanOutcome,
+    actor: &str,
+    stop: Option<&tokio_util::sync::CancellationToken>,
+) -> Result<Totals> {
+    let cfg = &app.cfg;
+    let mut all = Totals::default();
+    for p in &out.policies {
+        let mut opts = RunOptions::from_config(cfg, actor);
+        opts.only_rule = Some((Reason::Clean, p.policy.clone()));
+        opts.stop = stop.cloned();
+        let t = crate::queue::run(app, &opts, &|_| {}).await?;
+        add(&mut all, &t);
+    }
+    Ok(all)
 }
 
 fn add(all: &mut Totals, t: &Totals) {

@@ -96,6 +96,10 @@ pub async fn run_announced(
     if let Some(tx) = started_tx {
         let _ = tx.send(id);
     }
+    // A scan run by a job names its run, so that the run's history finds its report.
+    if let Some(run) = crate::jobs::current_run() {
+        app.state.link_scan_to_job_run(id, run).await?;
+    }
     let fingerprints: HashMap<String, String> = selected
         .iter()
         .map(|&s| {

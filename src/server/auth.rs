@@ -243,12 +243,8 @@ mod tests {
         let a = new_token().unwrap();
         let b = new_token().unwrap();
         assert_ne!(a, b);
-        assert_eq!(a.len(), 4 + 43);
-        assert!(
-            a[4..]
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        );
+        assert_eq!(a.len(), 4 + 64);
+        assert!(a.starts_with("agc_") && a[4..].chars().all(|c| c.is_ascii_hexdigit()));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub scheduler: bool,
     /// How often the worker looks for due entries when nothing woke it.
     pub worker_poll: Duration,
+    /// How long `POST /api/cleanup/bulk` waits for its plan before answering 202 (SPEC: 60 s).
+    pub plan_wait: Duration,
 }
 
 impl Default for ServeOptions {
@@ -52,6 +54,7 @@ impl Default for ServeOptions {
             worker: true,
             scheduler: true,
             worker_poll: Duration::from_secs(5),
+            plan_wait: Duration::from_mins(1),
         }
     }
 }
@@ -149,7 +152,17 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
+        // A handler that panics answers 500 in the error shape, never a dropped connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(state)
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("a request handler panicked");
+    axum::response::IntoResponse::into_response(error::ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "the server failed; its log has the details",
+    ))
 }
 
 async fn healthz() -> axum::Json<serde_json::Value> {

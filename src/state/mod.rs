@@ -10,10 +10,12 @@
 //! [`BudgetLog`], the last one defined beside the budget it keeps), all implemented by [`State`]; jobs and API tokens will get theirs the same way.
 //! Migrations: `migrations/sqlite` and `migrations/postgres`, numbered in step.
 
+mod api_pages;
 mod audit;
 mod budget;
 mod cleanups;
 pub mod findings_pages;
+mod jobs;
 mod postgres;
 mod queue;
 mod scans;
@@ -36,7 +38,9 @@ use crate::domain::scan::{Findings, ScanMode, Window};
 use crate::error::{Error, Result};
 
 pub use crate::domain::budget::BudgetLog;
+pub use api_pages::{CleanTally, RowPage};
 pub use cleanups::CleanupRecord;
+pub use jobs::{JobRun, RunEnd, Start};
 pub use queue::CLAIM_TIMEOUT;
 pub use scans::ScanRecord;
 pub use tokens::StoredToken;

@@ -22,7 +22,7 @@ const ROW_IDS_PER_QUERY: usize = 500;
 
 pub(crate) const ENTRY_COLUMNS: &str = "id, store, resource_type, key, reason, rule, row_id, client_id, scan_id, queued_at, uploaded_at, attempts, last_error, next_attempt_at, state, actor, original_key, quarantine_key, claim_token, in_flight";
 
-fn entry(mut r: Row) -> Result<Entry> {
+pub(super) fn entry(mut r: Row) -> Result<Entry> {
     let rt = r.text(2)?;
     Ok(Entry {
         id: r.int(0)?,

@@ -39,6 +39,7 @@ pub fn test_options() -> ServeOptions {
         worker: false,
         scheduler: false,
         worker_poll: std::time::Duration::from_millis(200),
+        plan_wait: std::time::Duration::from_mins(1),
     }
 }
 
@@ -136,4 +137,85 @@ pub fn assert_error_shape(a: &Answer) {
         a.json["error"].as_str().is_some_and(|e| !e.is_empty()),
         "an error message: {a:?}"
     );
+}
+
+/// A real `assetgc serve` process on a free loopback port.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub base: String,
+    /// What the server wrote on stderr so far (filled by a reader thread).
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServeProcess {
+    /// Starts `assetgc --config CONFIG serve --listen 127.0.0.1:0 EXTRA…` and waits for its
+    /// `listening on http://ADDR` line.
+    pub fn start(config: &Path, extra: &[&str]) -> ServeProcess {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_assetgc"))
+            .arg("--config")
+            .arg(config)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("assetgc serve starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ")
+                    && let Some(t) = tx.take()
+                {
+                    let _ = t.send(addr.trim().to_string());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let base = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("serve did not start: {}", log.lock().unwrap());
+            }
+        };
+        ServeProcess {
+            child,
+            base,
+            stderr: log,
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 60 s) for the process to end; its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not stop within 60 s of SIGTERM: {}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
