@@ -56,8 +56,8 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     requests: AtomicU64,
-    /// The state database's part of the last scrape, and when it was read.
-    state_part: tokio::sync::Mutex<Option<(Instant, String)>>,
+    /// The state database's part of the last scrape.
+    state_part: super::cache::Fresh<String>,
 }
 
 impl Metrics {
@@ -82,7 +82,7 @@ impl Metrics {
             recorder,
             handle,
             requests: AtomicU64::new(0),
-            state_part: tokio::sync::Mutex::new(None),
+            state_part: super::cache::Fresh::new(STATE_TTL),
         }
     }
 
@@ -171,32 +171,27 @@ async fn scrape(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The state database's figures as text, read again when the last read is older than
-/// [`STATE_TTL`]. One scrape reads while the others wait for its answer.
+/// The state database's figures as text, at most [`STATE_TTL`] old: one scrape reads them
+/// while the others wait for its answer.
 async fn state_part(s: &AppState) -> String {
-    let mut cached = s.metrics.state_part.lock().await;
-    if let Some((at, text)) = cached.as_ref()
-        && at.elapsed() < STATE_TTL
-    {
-        return text.clone();
-    }
-    let text = match s.app.state.metric_figures().await {
-        Ok(f) => render_figures(&f),
-        Err(e) => {
-            tracing::warn!(error = %crate::error::one_line(&e), "cannot read the state database for /metrics");
-            let mut out = String::new();
-            family(
-                &mut out,
-                "assetgc_state_up",
-                "gauge",
-                "1 when the state database could be read for this scrape.",
-            );
-            out.push_str("assetgc_state_up 0\n");
-            out
-        }
+    let read = || async {
+        Ok(match s.app.state.metric_figures().await {
+            Ok(f) => render_figures(&f),
+            Err(e) => {
+                tracing::warn!(error = %crate::error::one_line(&e), "cannot read the state database for /metrics");
+                let mut out = String::new();
+                family(
+                    &mut out,
+                    "assetgc_state_up",
+                    "gauge",
+                    "1 when the state database could be read for this scrape.",
+                );
+                out.push_str("assetgc_state_up 0\n");
+                out
+            }
+        })
     };
-    *cached = Some((Instant::now(), text.clone()));
-    text
+    s.metrics.state_part.get(0, read).await.unwrap_or_default()
 }
 
 /// Cloudinary calls and budgets of the accounts this process used, by cloud name.
