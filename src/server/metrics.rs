@@ -22,6 +22,8 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::TraceLayer;
 
 use super::AppState;
 use crate::domain::Spelling as _;
@@ -138,6 +140,42 @@ pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Respo
     s.metrics
         .observe(method, route, response.status(), started.elapsed());
     response
+}
+
+/// The request log: one `debug` line per answer (method, path, status, time) in this crate's
+/// target, so `-v` shows it and the default level costs a disabled span per request.
+pub type RequestLog = TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    fn(&Request) -> tracing::Span,
+    (),
+    fn(&Response, Duration, &tracing::Span),
+    (),
+    (),
+    (),
+>;
+
+pub fn request_log() -> RequestLog {
+    TraceLayer::new_for_http()
+        .make_span_with(request_span as fn(&Request) -> tracing::Span)
+        .on_request(())
+        .on_response(answered as fn(&Response, Duration, &tracing::Span))
+        .on_body_chunk(())
+        .on_eos(())
+        // Failures are logged where they happen (the error mapping, the panic handler).
+        .on_failure(())
+}
+
+fn request_span(req: &Request) -> tracing::Span {
+    // The path, never the query string: a query may carry keys or prefixes.
+    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+}
+
+fn answered(res: &Response, took: Duration, _span: &tracing::Span) {
+    tracing::debug!(
+        status = res.status().as_u16(),
+        ms = took.as_secs_f64() * 1000.0,
+        "answered"
+    );
 }
 
 fn method_label(m: &Method) -> &'static str {

@@ -150,6 +150,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
+        .layer(metrics::request_log())
         // A handler that panics answers 500 in the error shape, never a dropped connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(state)
