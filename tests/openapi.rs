@@ -183,6 +183,13 @@ fn schemathesis_finds_every_answer_documented() {
         .arg(format!("{}/api/openapi.json", server.base))
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .args(["--checks", "all"])
+        // Inapplicable: positive_data_acceptance expects every schema-valid request to be
+        // accepted, but validity here also depends on the deployment and on SPEC rules a JSON
+        // schema does not carry — a policy or store name must be one the config defines, and
+        // `days`, `all` and `since` exclude each other — so such requests are rightly a 400.
+        // Every answer is still checked against the document (status, type, headers, body),
+        // and bad input must still be refused (negative_data_rejection).
+        .args(["--exclude-checks", "positive_data_acceptance"])
         // Bounded and repeatable: at most 20 cases an operation, the same ones every run (the
         // deterministic mode also keeps no example database between runs), one worker.
         .args(["--max-examples", "20", "--generation-deterministic"])
@@ -199,6 +206,10 @@ fn schemathesis_finds_every_answer_documented() {
         "schemathesis found problems:\n{stdout}\n{stderr}\n--- server log\n{}",
         server.stderr.lock().unwrap()
     );
-    assert!(stdout.contains("No issues found"), "{stdout}\n{stderr}");
+    // Warnings (operations that mostly answered 404 to made-up ids) do not fail a run.
+    assert!(
+        stdout.contains("generated") && !stdout.contains('❌'),
+        "{stdout}\n{stderr}"
+    );
     assert!(status.success(), "serve stopped with {status}");
 }
