@@ -9,15 +9,16 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod error;
 pub mod metrics;
 pub mod worker;
 
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -77,8 +78,8 @@ pub struct Inner {
     pub worker_wake: Notify,
     /// Bumped whenever this server changes the queue; cached figures older than it are stale.
     pub queue_generation: AtomicU64,
-    /// `GET /api/cleanup/stats`'s last answer: (generation, when, answer).
-    pub stats_cache: Mutex<Option<(u64, Instant, api::cleanup::StatsResponse)>>,
+    /// `GET /api/cleanup/stats`'s last answer, by queue generation.
+    pub stats_cache: cache::Fresh<api::cleanup::StatsResponse>,
     /// Finished scans' states and findings totals (`/api/scans/{id}/orphans`, `/missing`).
     pub scan_pages: api::scans::PageCache,
 }
@@ -104,7 +105,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             worker_wake: Notify::new(),
             queue_generation: AtomicU64::new(0),
-            stats_cache: Mutex::new(None),
+            stats_cache: cache::Fresh::new(api::cleanup::STATS_TTL),
             scan_pages: api::scans::PageCache::default(),
         }))
     }
@@ -152,6 +153,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
+        .layer(metrics::request_log())
         // A handler that panics answers 500 in the error shape, never a dropped connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(state)

@@ -5,7 +5,6 @@
 //! the request waits (60 s at most), the deletions run in the background and are polled through
 //! `GET /api/cleanup/bulk/{job_id}`. `POST /api/cleanup/run` works one batch of the queue.
 
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,7 @@ use crate::server::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::{CleanTally, QueueStore as _};
 
 /// Stats may be this stale (SPEC §9: "at most 1 s"): one queue read serves every caller.
-const STATS_TTL: Duration = Duration::from_secs(1);
+pub const STATS_TTL: Duration = Duration::from_secs(1);
 
 /// How long a finished bulk run waits for its entries that another worker (serve's own) still
 /// holds, before it records what it knows: a claim older than this returns to `pending`.
@@ -113,23 +112,16 @@ impl From<&Stats> for QueueStats {
 )]
 pub async fn stats(State(s): State<AppState>) -> ApiResult<Json<StatsResponse>> {
     let generation = s.queue_generation.load(Ordering::Relaxed);
-    if let Some((g, at, cached)) = s
+    let answer = s
         .stats_cache
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        && *g == generation
-        && at.elapsed() < STATS_TTL
-    {
-        return Ok(Json(cached.clone()));
-    }
-    let stats = s.app.state.queue_stats().await?;
-    let answer = StatsResponse {
-        success: true,
-        stats: QueueStats::from(&stats),
-    };
-    *s.stats_cache.lock().unwrap_or_else(PoisonError::into_inner) =
-        Some((generation, Instant::now(), answer.clone()));
+        .get(generation, || async {
+            let stats = s.app.state.queue_stats().await?;
+            Ok(StatsResponse {
+                success: true,
+                stats: QueueStats::from(&stats),
+            })
+        })
+        .await?;
     Ok(Json(answer))
 }
 

@@ -14,6 +14,7 @@ pub const MAX_LIMIT: u32 = 1000;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Where the previous page stopped (its `next_cursor`); opaque.
     pub cursor: Option<String>,

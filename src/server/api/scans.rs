@@ -470,6 +470,7 @@ pub async fn get_scan(
 #[into_params(parameter_in = Query)]
 pub struct FindingsQuery {
     /// Items per page: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Where the previous page stopped (its `next_cursor`); opaque, valid for the same sort.
     pub cursor: Option<String>,
