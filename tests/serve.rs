@@ -666,3 +666,63 @@ fn two_instances_on_postgres_state_share_the_queue_without_doing_anything_twice(
         0
     );
 }
+
+/// `--log-format json`: every line serve writes on stderr is one JSON object, the "listening"
+/// line and the per-request lines included.
+#[test]
+fn json_logs_are_one_object_a_line() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "[server]\nrate_limit = false\n");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_assetgc"))
+        .arg("--config")
+        .arg(&path)
+        .args([
+            "-v",
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut address = None;
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        seen.push(v.clone());
+        if v["fields"]["message"] == "listening" {
+            address = v["fields"]["address"].as_str().map(ToString::to_string);
+            break;
+        }
+    }
+    let address = address.expect("a listening line");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        reqwest::get(format!("{address}/healthz"))
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for line in lines {
+        let line = line.unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        seen.push(v);
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(
+        seen.iter().any(|v| v.to_string().contains("/healthz")),
+        "a line for the request: {seen:?}"
+    );
+}

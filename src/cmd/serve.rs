@@ -18,6 +18,7 @@ pub async fn run(g: &Global, a: &ServeArgs) -> Result<Exit> {
     let opts = ServeOptions {
         worker: !a.no_worker,
         scheduler: !a.no_scheduler,
+        json_logs: g.log_format == crate::cli::LogFormat::Json,
         ..ServeOptions::default()
     };
     server::serve(app, &listen, opts).await?;

@@ -46,6 +46,8 @@ pub struct ServeOptions {
     pub worker_poll: Duration,
     /// How long `POST /api/cleanup/bulk` waits for its plan before answering 202 (SPEC: 60 s).
     pub plan_wait: Duration,
+    /// Logs are JSON lines (`--log-format json`): the "listening" line on stderr is one too.
+    pub json_logs: bool,
 }
 
 impl Default for ServeOptions {
@@ -56,6 +58,7 @@ impl Default for ServeOptions {
             scheduler: true,
             worker_poll: Duration::from_secs(5),
             plan_wait: Duration::from_mins(1),
+            json_logs: false,
         }
     }
 }
@@ -188,7 +191,18 @@ pub async fn serve(app: Arc<App>, listen: &str, opts: ServeOptions) -> Result<()
         .map_err(|e| Error::io("cannot read the listening address", e))?;
     tracing::info!(address = %local, state = %app.state.describe(), "assetgc serve is listening");
     // Tests and scripts read this line to learn the port when asked for port 0.
-    eprintln!("listening on http://{local}");
+    if opts.json_logs {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": crate::time::rfc3339(chrono::Utc::now()),
+                "level": "INFO",
+                "fields": {"message": "listening", "address": format!("http://{local}")},
+            })
+        );
+    } else {
+        eprintln!("listening on http://{local}");
+    }
     let state = AppState::new(Arc::clone(&app), opts);
     let worker = state
         .opts

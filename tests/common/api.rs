@@ -40,6 +40,7 @@ pub fn test_options() -> ServeOptions {
         scheduler: false,
         worker_poll: std::time::Duration::from_millis(200),
         plan_wait: std::time::Duration::from_mins(1),
+        json_logs: false,
     }
 }
 
