@@ -726,3 +726,24 @@ fn json_logs_are_one_object_a_line() {
         "a line for the request: {seen:?}"
     );
 }
+
+/// The README's three jobs load as written, and their next runs are where a reader expects.
+#[test]
+fn the_readme_jobs_example_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), &common::readme_example("jobs"));
+    let cfg = assetgc::config::load(Some(&path)).unwrap().unwrap();
+    let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["daily-expiry", "daily-detect", "weekly-deep-scan"]);
+    let monday = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let next = assetgc::jobs::next_after(&cfg.jobs[2], monday).unwrap();
+    // Sunday 05:00 in Paris (UTC+1 in December) is 04:00 UTC.
+    assert_eq!(next.to_rfc3339(), "2026-12-13T04:00:00+00:00");
+    let aliased = config(
+        dir.path(),
+        "[[jobs]]\nname = \"a\"\nschedule = \"@daily\"\ncommand = \"check\"\n",
+    );
+    assert!(assetgc::config::load(Some(&aliased)).is_ok());
+}
