@@ -747,3 +747,165 @@ fn the_readme_jobs_example_loads() {
     );
     assert!(assetgc::config::load(Some(&aliased)).is_ok());
 }
+
+/// A config whose one reference query runs for minutes: a scan of it stays `running`.
+fn slow_scan_config(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("media")).unwrap();
+    rusqlite::Connection::open(dir.join("app.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE t (k TEXT);")
+        .unwrap();
+    let path = dir.join("assetgc.toml");
+    std::fs::write(
+        &path,
+        r#"
+[stores.media]
+url = "./media"
+
+[databases.app]
+url = "sqlite://app.db"
+
+[[references]]
+name = "slow"
+store = "media"
+query = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) SELECT 'k' AS key FROM c WHERE x = 0"
+
+[server]
+rate_limit = false
+"#,
+    )
+    .unwrap();
+    path
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_scan_left_running_by_a_killed_process_is_closed_when_serve_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = slow_scan_config(dir.path());
+    let mut scan = std::process::Command::new(env!("CARGO_BIN_EXE_assetgc"))
+        .arg("--config")
+        .arg(&path)
+        .args(["scan", "--all"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the scan is recorded", 30, || {
+        dir.path().join("assetgc.db").exists()
+            && std::panic::catch_unwind(|| {
+                state_count(
+                    dir.path(),
+                    "SELECT COUNT(*) FROM scans WHERE state = 'running'",
+                )
+            })
+            .is_ok_and(|n| n == 1)
+    });
+    scan.kill().unwrap();
+    scan.wait().unwrap();
+    assert_eq!(
+        state_count(
+            dir.path(),
+            "SELECT COUNT(*) FROM scans WHERE state = 'running'"
+        ),
+        1
+    );
+    let mut server = common::api::ServeProcess::start(&path, &["--no-worker", "--no-scheduler"]);
+    assert_eq!(
+        state_count(
+            dir.path(),
+            "SELECT COUNT(*) FROM scans WHERE state = 'failed'"
+        ),
+        1,
+        "closed before the server listens"
+    );
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "{status:?}: {}",
+        server.stderr.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_server_records_its_unfinished_scan_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = slow_scan_config(dir.path());
+    let token = assetgc(dir.path())
+        .args(["token", "new", "--scope", "write"])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let mut server = common::api::ServeProcess::start(&path, &["--no-worker", "--no-scheduler"]);
+    let http = reqwest::Client::new();
+    // No Content-Type: the body is read all the same (an unknown store is a 400, not a scan).
+    let bad = http
+        .post(format!("{}/api/scans", server.base))
+        .bearer_auth(&token)
+        .body(r#"{"stores": ["nope"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let started: serde_json::Value = http
+        .post(format!("{}/api/scans", server.base))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"all": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["scan_id"].as_i64().expect("scan_id");
+    let begun = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        begun.elapsed() < std::time::Duration::from_secs(45),
+        "the grace is bounded: {:?}",
+        begun.elapsed()
+    );
+    let db = rusqlite::Connection::open(dir.path().join("assetgc.db")).unwrap();
+    let (state, warnings): (String, String) = db
+        .query_row(
+            "SELECT state, warnings FROM scans WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "failed");
+    assert!(warnings.contains("shut down"), "{warnings}");
+}
+
+#[test]
+fn token_names_are_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), "");
+    let first = assetgc(dir.path())
+        .args(["token", "new", "--name", "w", "--scope", "write"])
+        .output()
+        .unwrap();
+    assert!(first.status.success());
+    let again = assetgc(dir.path())
+        .args(["token", "new", "--name", "w"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(again.stdout.is_empty(), "no token printed");
+    let err = String::from_utf8(again.stderr).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("`w`"), "{err}");
+}

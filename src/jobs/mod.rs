@@ -301,6 +301,17 @@ impl Scheduler {
         let job = &ticket.job;
         let run_id = ticket.id;
         let ended = self.run_child(job, run_id, stop).await;
+        // A scan or clean run the child left `running` (stopped at its timeout, or at shutdown)
+        // is closed now that the child is gone.
+        crate::server::close_abandoned(
+            &self.app,
+            &crate::queue::worker::is_dead,
+            &format!(
+                "stopped: job `{}` run {run_id} ended before it finished",
+                job.name
+            ),
+        )
+        .await;
         let (scan_id, report_path, report) = self.report_of(run_id).await;
         let end = RunEnd {
             succeeded: ended.succeeded,
@@ -342,6 +353,32 @@ impl Scheduler {
             None => None,
         };
         (Some(scan_id), path, report)
+    }
+
+    /// Renews the run's lease; `false` when the run must stop: another run holds the job now, or
+    /// renewals have failed so long that the lease may run out before the next one.
+    async fn keep_lease(
+        &self,
+        job: &JobConfig,
+        run_id: i64,
+        renewed_at: &mut tokio::time::Instant,
+    ) -> bool {
+        match self
+            .app
+            .state
+            .renew_job_lease(&job.name, run_id, LEASE_TTL)
+            .await
+        {
+            Ok(true) => {
+                *renewed_at = tokio::time::Instant::now();
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(job = %job.name, run = run_id, error = %crate::error::one_line(&e), "cannot renew the run's lease");
+                renewed_at.elapsed() + RENEW_EVERY < LEASE_TTL
+            }
+        }
     }
 
     async fn run_child(&self, job: &JobConfig, run_id: i64, stop: &CancellationToken) -> Finished {
@@ -390,18 +427,17 @@ impl Scheduler {
         tokio::pin!(deadline);
         let mut renew = tokio::time::interval(RENEW_EVERY);
         renew.tick().await;
+        // When renewals keep failing, the lease may run out and another instance start the job:
+        // the run stops before that can happen.
+        let mut renewed_at = tokio::time::Instant::now();
         let how = loop {
             tokio::select! {
                 status = child.wait() => break How::Exited(status),
                 () = &mut deadline => break How::TimedOut,
                 () = stop.cancelled() => break How::Stopped,
                 _ = renew.tick() => {
-                    match self.app.state.renew_job_lease(&job.name, run_id, LEASE_TTL).await {
-                        Ok(true) => {}
-                        // Another run holds the job now (this one's renewals failed past the
-                        // lease's life): going on would be two runs at once.
-                        Ok(false) => break How::LeaseLost,
-                        Err(e) => tracing::warn!(job = %job.name, run = run_id, error = %crate::error::one_line(&e), "cannot renew the run's lease"),
+                    if !self.keep_lease(job, run_id, &mut renewed_at).await {
+                        break How::LeaseLost;
                     }
                 }
             }
@@ -429,7 +465,7 @@ impl Scheduler {
             ),
             How::Stopped => fail("stopped: the server shut down".to_string(), output),
             How::LeaseLost => fail(
-                "stopped: the job's lease expired and was taken over (the state database was out of reach too long)".to_string(),
+                "stopped: the job's lease could not be kept (the state database was out of reach too long)".to_string(),
                 output,
             ),
             How::Exited(Err(e)) => fail(format!("cannot wait for the run: {e}"), output),

@@ -191,7 +191,7 @@ fn start_time(pid: &str) -> Option<String> {
 /// (else nothing here can tell) whose PID is free or belongs to a process started later.
 /// Holders written another way (an older version's `host:pid`) are never dead: their claims
 /// wait for the claim timeout.
-fn is_dead(holder: &str) -> bool {
+pub fn is_dead(holder: &str) -> bool {
     let mut parts = holder.rsplitn(5, ':');
     let (Some(start), Some(ns), Some(boot), Some(pid), Some(_host)) = (
         parts.next(),

@@ -30,6 +30,9 @@ const REFRESH: Duration = Duration::from_secs(2);
 pub struct Caller {
     pub name: String,
     pub scope: Scope,
+    /// The SHA-256 of the token: the rate limit's key (one bucket per token, whatever names
+    /// say).
+    pub digest: [u8; 32],
 }
 
 impl Caller {
@@ -54,7 +57,7 @@ struct Cache {
 pub struct Auth {
     configured: Vec<Known>,
     cache: Mutex<Cache>,
-    limiter: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
+    limiter: Option<RateLimiter<[u8; 32], DefaultKeyedStateStore<[u8; 32]>, DefaultClock>>,
 }
 
 /// The SHA-256 of a token, as `[server] tokens` and the state database keep it.
@@ -147,6 +150,7 @@ impl Auth {
         found.map(|k| Caller {
             name: k.name.clone(),
             scope: k.scope,
+            digest: k.sha256,
         })
     }
 
@@ -156,7 +160,7 @@ impl Auth {
             return Ok(());
         };
         limiter
-            .check_key(&caller.name)
+            .check_key(&caller.digest)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
@@ -266,10 +270,17 @@ mod tests {
         let c = Caller {
             name: "ops".into(),
             scope: Scope::Read,
+            digest: digest("one"),
         };
         assert!(auth.admit(&c).is_ok());
         assert!(auth.admit(&c).is_ok());
         let wait = auth.admit(&c).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        // Another token of the same name has its own bucket.
+        let twin = Caller {
+            digest: digest("two"),
+            ..c
+        };
+        assert!(auth.admit(&twin).is_ok());
     }
 }

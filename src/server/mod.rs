@@ -30,6 +30,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::app::App;
 use crate::error::{Error, Result};
 
+/// How long a stopping server waits for background work (scans, bulk cleanups) before it
+/// records what is unfinished as stopped and exits.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// Request bodies past this are refused with 413 (SPEC §8).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
@@ -181,6 +185,14 @@ async fn not_found() -> error::ApiError {
 /// Binds `listen`, serves until SIGTERM or SIGINT, then shuts down gracefully: no new requests,
 /// the worker finishes its batch, background work finishes, the state database is closed.
 pub async fn serve(app: Arc<App>, listen: &str, opts: ServeOptions) -> Result<()> {
+    // Scans and clean runs that a process on this host left running when it died.
+    close_abandoned(
+        &app,
+        &crate::queue::worker::is_dead,
+        "stopped: the process running it ended before it finished",
+    )
+    .await;
+    let signalled = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         Error::Usage(format!(
             "cannot listen on {listen}: {e}; pick a free address with --listen or [server] listen"
@@ -216,7 +228,7 @@ pub async fn serve(app: Arc<App>, listen: &str, opts: ServeOptions) -> Result<()
     tokio::spawn({
         let stop = stop.clone();
         async move {
-            shutdown_signal().await;
+            signalled.await;
             tracing::info!("shutting down: finishing the current batch and background work");
             stop.cancel();
         }
@@ -236,29 +248,74 @@ pub async fn serve(app: Arc<App>, listen: &str, opts: ServeOptions) -> Result<()
         let _ = s.await;
     }
     state.tasks.close();
-    state.tasks.wait().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait())
+        .await
+        .is_err()
+    {
+        // Scans and bulk cleanups still going on are abandoned; their rows say so.
+        let me = crate::queue::worker::worker_id();
+        close_abandoned(
+            &app,
+            &|holder: &str| holder == me,
+            "stopped: the server shut down before it finished",
+        )
+        .await;
+    }
     app.close().await;
     tracing::info!("stopped");
     served
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Records the scans and clean runs left `running` by processes for which `gone` holds as
+/// stopped, saying `why`; logs what it did. A failure is logged, never fatal.
+pub async fn close_abandoned(
+    app: &App,
+    gone: &(dyn for<'x> Fn(&'x str) -> bool + Sync),
+    why: &str,
+) {
+    match app.state.close_abandoned(gone, why).await {
+        Ok((0, 0)) => {}
+        Ok((scans, runs)) => {
+            tracing::warn!(
+                scans,
+                clean_runs = runs,
+                why,
+                "closed unfinished scans and clean runs"
+            );
         }
-    };
+        Err(e) => {
+            tracing::warn!(error = %crate::error::one_line(&e), "cannot close unfinished scans and clean runs");
+        }
+    }
+}
+
+/// SIGTERM or SIGINT, listened for from the moment this is called (before the server says it
+/// listens, so that a signal right after that line is never the default "terminate now").
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -34,11 +34,12 @@ impl State {
         let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
         let rows = tx
             .query(
-                "INSERT INTO cleanups (started_at, dry_run, policies, state) VALUES ($1, $2, $3, 'running') RETURNING id",
+                "INSERT INTO cleanups (started_at, dry_run, policies, state, holder) VALUES ($1, $2, $3, 'running', $4) RETURNING id",
                 &[
                     rfc3339(started_at).as_str().into(),
                     i64::from(dry_run).into(),
                     names.as_str().into(),
+                    crate::queue::worker::worker_id().as_str().into(),
                 ],
             )
             .await
@@ -95,5 +96,62 @@ impl State {
             policies: serde_json::from_str(&policies).unwrap_or_default(),
             summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
         }))
+    }
+}
+
+impl State {
+    /// Scans and clean runs left `running` by a process for which `gone(holder)` holds: scans
+    /// become `failed`, clean runs `done` with a failure message, both saying `why`. Rows of
+    /// live processes, or of processes on other hosts (which cannot be told from here), stay.
+    /// How many of each.
+    pub async fn close_abandoned(
+        &self,
+        gone: &(dyn for<'x> Fn(&'x str) -> bool + Sync),
+        why: &str,
+    ) -> Result<(u64, u64)> {
+        use super::ScanLog as _;
+        let e = context("cannot close abandoned runs");
+        let scans = self
+            .read(
+                "SELECT id, holder FROM scans WHERE state = 'running' AND holder IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(&e)?;
+        let mut closed = (0, 0);
+        for mut r in scans {
+            let (id, holder) = (r.int(0)?, r.text(1)?);
+            if gone(&holder) {
+                self.fail_scan(id, why).await.map_err(&e)?;
+                closed.0 += 1;
+            }
+        }
+        let runs = self
+            .read(
+                "SELECT id, holder, summary, dry_run FROM cleanups WHERE state = 'running' AND holder IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(&e)?;
+        for mut r in runs {
+            let (id, holder) = (r.int(0)?, r.text(1)?);
+            if !gone(&holder) {
+                continue;
+            }
+            let mut summary: serde_json::Value = r
+                .opt_text(2)?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_else(|| serde_json::json!({}));
+            if let Some(obj) = summary.as_object_mut() {
+                obj.insert("success".into(), serde_json::Value::Bool(false));
+                obj.insert("message".into(), serde_json::Value::String(why.to_string()));
+                obj.insert("job_id".into(), serde_json::Value::from(id));
+                obj.entry("dry_run")
+                    .or_insert(serde_json::Value::Bool(r.int(3)? != 0));
+            }
+            self.update_cleanup(id, &summary, true).await.map_err(&e)?;
+            closed.1 += 1;
+        }
+        Ok(closed)
     }
 }

@@ -59,6 +59,9 @@ pub struct RunEnd {
 }
 
 const RUN_COLUMNS: &str = "id, job, scheduled_for, trigger, holder, command, started_at, finished_at, status, exit_code, summary, output, report_path, report, scan_id";
+/// The same columns for lists of runs: whether a report is kept, not the report itself (up to
+/// 16 MiB each), so a page of runs stays small.
+const LIST_COLUMNS: &str = "id, job, scheduled_for, trigger, holder, command, started_at, finished_at, status, exit_code, summary, output, report_path, CASE WHEN report IS NULL THEN NULL ELSE '' END, scan_id";
 
 fn run_of(mut r: super::Row) -> Result<JobRun> {
     Ok(JobRun {
@@ -241,7 +244,8 @@ impl State {
         tx.commit().await.map_err(&e)
     }
 
-    /// Runs of `job`, newest first, older than `before` (an id) when given.
+    /// Runs of `job`, newest first, older than `before` (an id) when given; `report` is `""`
+    /// when one is kept (read it with [`State::job_run`]).
     pub async fn job_runs(
         &self,
         job: &str,
@@ -251,7 +255,7 @@ impl State {
         let rows = self
             .read(
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM job_runs WHERE job = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+                    "SELECT {LIST_COLUMNS} FROM job_runs WHERE job = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
                 ),
                 &[job.into(), before.into(), i64::from(limit).into()],
             )

@@ -190,8 +190,8 @@ impl ScanLog for State {
         let mut tx = self.begin(Mode::Write).await?;
         let rows = tx
             .query(
-                "INSERT INTO scans (started_at, scan_window, mode, stores, state) VALUES ($1, $2, $3, $4, 'running') RETURNING id",
-                &[started.as_str().into(), window.as_str().into(), crate::domain::Spelling::as_str(mode).into(), stores.as_str().into()],
+                "INSERT INTO scans (started_at, scan_window, mode, stores, state, holder) VALUES ($1, $2, $3, $4, 'running', $5) RETURNING id",
+                &[started.as_str().into(), window.as_str().into(), crate::domain::Spelling::as_str(mode).into(), stores.as_str().into(), crate::queue::worker::worker_id().as_str().into()],
             )
             .await
             .map_err(context("cannot record the scan"))?;

@@ -27,6 +27,17 @@ impl State {
     ) -> Result<String> {
         let e = context("cannot record the token");
         let mut tx = self.begin(Mode::Write).await.map_err(&e)?;
+        if let Some(n) = name
+            && !tx
+                .query("SELECT 1 FROM api_tokens WHERE name = $1", &[n.into()])
+                .await
+                .map_err(&e)?
+                .is_empty()
+        {
+            return Err(Error::Usage(format!(
+                "a token named `{n}` exists already; pick another --name"
+            )));
+        }
         let rows = tx
             .query(
                 "INSERT INTO api_tokens (name, sha256, scope, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
@@ -46,7 +57,19 @@ impl State {
         let name = match name {
             Some(n) => n.to_string(),
             None => {
-                let n = format!("token-{id}");
+                // `token-N`, or, when someone named a token so, `token-N-<id>`.
+                let mut n = format!("token-{id}");
+                if !tx
+                    .query(
+                        "SELECT 1 FROM api_tokens WHERE name = $1",
+                        &[n.as_str().into()],
+                    )
+                    .await
+                    .map_err(&e)?
+                    .is_empty()
+                {
+                    n = format!("token-{id}-{id}");
+                }
                 tx.execute(
                     "UPDATE api_tokens SET name = $1 WHERE id = $2",
                     &[n.as_str().into(), id.into()],

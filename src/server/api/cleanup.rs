@@ -207,7 +207,7 @@ pub struct BulkStatus {
     post,
     path = "/api/cleanup/bulk",
     tag = "cleanup",
-    request_body(content = BulkRequest, description = "All fields optional; an empty body runs every policy for real"),
+    request_body(content = BulkRequest, description = "All fields optional; without \"dry_run\": false it is a dry run"),
     responses(
         (status = 200, description = "The plan: what was queued (or would be, in a dry run)", body = BulkResponse),
         (status = 202, description = "Planning takes longer than 60 s: it goes on; poll the job", body = BulkAccepted),
@@ -356,8 +356,10 @@ async fn work_and_settle(
 /// A run that failed is recorded `done` with why, so that polling it ends.
 async fn record_failure(s: &AppState, id: i64, dry_run: bool, e: &Error) {
     let why = match e {
-        Error::Usage(_) | Error::NotFound(_) | Error::Refused(_) | Error::Unreachable(_) => {
-            crate::error::one_line(e)
+        Error::Usage(_) | Error::NotFound(_) | Error::Refused(_) => crate::error::one_line(e),
+        // Which database or store, and where, stays in the server's log.
+        Error::Unreachable(_) => {
+            "a store or database could not be reached; the server log has the details".to_string()
         }
         _ => "the server failed; its log has the details".to_string(),
     };

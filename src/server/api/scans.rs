@@ -179,9 +179,10 @@ fn scan_window(b: &ScanBody) -> ApiResult<Window> {
 )]
 pub async fn start_scan(
     State(s): State<AppState>,
-    body: Option<Json<ScanBody>>,
+    body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<ScanStarted>)> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    // Read whatever the Content-Type says (or lacks): a body never goes unread.
+    let body: ScanBody = super::cleanup::json_body(&body)?;
     let window = scan_window(&body)?;
     let mode = match (
         body.orphans_only == Some(true),
@@ -1042,9 +1043,9 @@ pub async fn purge_scan(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
-    body: Option<Json<PurgeBody>>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let body: PurgeBody = super::cleanup::json_body(&body)?;
     if body.keys.as_ref().is_some_and(Vec::is_empty) {
         return Err(ApiError::bad_request(
             "keys is empty; give the keys to purge, or leave keys out to purge every orphan of the scan",
