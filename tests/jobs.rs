@@ -531,6 +531,15 @@ fn a_run_past_its_timeout_is_killed_and_recorded_failed() {
     );
     assert!(processes_of_run(col(&rows[0], 0), &config).is_empty());
     assert_eq!(state.count("SELECT COUNT(*) FROM job_leases", &[]), 0);
+    // The scan the stopped command left unfinished is recorded failed, not `running` for good.
+    assert_eq!(
+        state.count("SELECT COUNT(*) FROM scans WHERE state = 'running'", &[]),
+        0
+    );
+    assert_eq!(
+        state.count("SELECT COUNT(*) FROM scans WHERE state = 'failed'", &[]),
+        1
+    );
 }
 
 /// A `serve` process; a test that fails before stopping it stops it on the way out, so that its
