@@ -447,6 +447,7 @@ pub async fn bulk_status(
 #[into_params(parameter_in = Query)]
 pub struct RunQuery {
     /// Entries in the batch: 1 to 1000 (default: `[queue] batch_size`, 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub batch_size: Option<u32>,
 }
 
