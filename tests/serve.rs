@@ -909,3 +909,55 @@ fn token_names_are_unique() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("`w`"), "{err}");
 }
+
+#[test]
+fn a_clean_run_left_running_by_a_killed_process_is_closed_when_serve_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = slow_scan_config(dir.path());
+    // A policy whose keep query runs for minutes: the run stays `running` while it plans.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text = text.replace(
+        "[server]",
+        "[[policies]]\nname = \"all\"\nstore = \"media\"\nolder_than = \"0s\"\nkeep_query = { database = \"app\", sql = \"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) SELECT 'k' AS key FROM c WHERE x = 0\" }\n\n[server]",
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut clean = std::process::Command::new(env!("CARGO_BIN_EXE_assetgc"))
+        .arg("--config")
+        .arg(&path)
+        .args(["clean"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the clean run is recorded", 30, || {
+        dir.path().join("assetgc.db").exists()
+            && std::panic::catch_unwind(|| {
+                state_count(
+                    dir.path(),
+                    "SELECT COUNT(*) FROM cleanups WHERE state = 'running'",
+                )
+            })
+            .is_ok_and(|n| n == 1)
+    });
+    clean.kill().unwrap();
+    clean.wait().unwrap();
+    let mut server = common::api::ServeProcess::start(&path, &["--no-worker", "--no-scheduler"]);
+    let db = rusqlite::Connection::open(dir.path().join("assetgc.db")).unwrap();
+    let (state, summary): (String, String) = db
+        .query_row("SELECT state, summary FROM cleanups", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(state, "done");
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["success"], false, "{summary}");
+    assert!(
+        summary["message"]
+            .as_str()
+            .unwrap()
+            .contains("ended before it finished"),
+        "{summary}"
+    );
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}

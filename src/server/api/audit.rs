@@ -8,7 +8,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::page::{Page, PageQuery};
-use super::queue::cursor;
 use crate::domain::queue::AuditRow;
 use crate::server::AppState;
 use crate::server::error::{ApiResult, ErrorBody};
@@ -80,7 +79,7 @@ pub async fn list(
     Query(filter): Query<AuditFilter>,
 ) -> ApiResult<Json<Page<AuditItem>>> {
     let limit = page.limit()?;
-    let before = cursor(page.cursor.as_deref())?;
+    let before = page.id_cursor()?;
     let key = filter.key.as_deref().filter(|k| !k.is_empty());
     let rows = s.app.state.audit_page(key, before, limit).await?;
     let next_cursor = if rows.more {

@@ -121,20 +121,6 @@ impl From<&JobRun> for RunDetail {
     }
 }
 
-fn cursor(q: &PageQuery) -> Result<Option<i64>, ApiError> {
-    match &q.cursor {
-        None => Ok(None),
-        Some(c) => c
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("cursor `{c}` is not one this endpoint gave"))
-            }),
-    }
-}
-
 /// A job's runs, newest first, with their output.
 #[utoipa::path(
     get,
@@ -155,7 +141,15 @@ pub async fn runs(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Page<RunDetail>>> {
     let limit = q.limit()?;
-    let before = cursor(&q)?;
+    // Ids are positive: a cursor of 0 or below is none this endpoint gave.
+    let before = match q.id_cursor()? {
+        Some(n) if n <= 0 => {
+            return Err(ApiError::bad_request(format!(
+                "cursor `{n}` is not one this endpoint gave; pass a page's next_cursor as it is"
+            )));
+        }
+        other => other,
+    };
     jobs::job_named(&s.app.cfg.jobs, &name)?;
     let _ = s.app.state.abandon_job_runs().await?;
     let mut rows = s.app.state.job_runs(&name, limit + 1, before).await?;

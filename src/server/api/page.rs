@@ -33,6 +33,24 @@ impl PageQuery {
     }
 }
 
+impl PageQuery {
+    /// The cursor of a page keyed by row id (the queue, the audit log, job runs): the last id
+    /// the previous page gave; empty or absent is the first page.
+    pub fn id_cursor(&self) -> Result<Option<i64>, ApiError> {
+        self.cursor
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                c.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "cursor `{c}` is not one this endpoint gave; pass a page's next_cursor as it is"
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
 /// One page of `T`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {

@@ -28,19 +28,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(drop_entries))
 }
 
-/// A cursor this API gave: the id a page ended on.
-pub(crate) fn cursor(c: Option<&str>) -> ApiResult<Option<i64>> {
-    c.filter(|c| !c.is_empty())
-        .map(|c| {
-            c.parse::<i64>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "cursor `{c}` is not one this endpoint gave; pass a page's next_cursor as it is"
-                ))
-            })
-        })
-        .transpose()
-}
-
 /// `POST /api/deletions`'s body.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
@@ -192,7 +179,7 @@ pub async fn list(
     Query(filter): Query<QueueFilter>,
 ) -> ApiResult<Json<Page<QueueItem>>> {
     let limit = page.limit()?;
-    let after = cursor(page.cursor.as_deref())?;
+    let after = page.id_cursor()?;
     let state = match filter.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(w) => Some(QueueState::parse(w).ok_or_else(|| {
