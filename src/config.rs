@@ -15,8 +15,13 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 use crate::key::{KeyContext, KeyFormat, ResourceType};
 
+mod notify;
 mod rules;
 mod server;
+pub use notify::{
+    DEFAULT_ATTACH_MAX, EmailConfig, NotifyConfig, NotifyOn, SmtpTls, SpikeConfig, WebhookConfig,
+    parse_size,
+};
 pub use rules::{ExpiryConfig, KeepQuery, PolicyConfig, Track, bind_parameters};
 pub use server::{
     DEFAULT_JOB_TIMEOUT, DEFAULT_LISTEN, JobConfig, RateLimit, Scope, ServerConfig, TokenConfig,
@@ -50,8 +55,7 @@ struct RawConfig {
     #[serde(default)]
     jobs: Vec<Spanned<server::RawJob>>,
     queue: Option<Spanned<RawQueue>>,
-    // A section that later work fills in: rejected by name, never silently ignored.
-    notify: Option<Spanned<toml::Value>>,
+    notify: Option<Spanned<notify::RawNotify>>,
     safety: Option<Spanned<RawSafety>>,
     server: Option<Spanned<server::RawServer>>,
 }
@@ -340,6 +344,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[[jobs]]`: what `serve`'s scheduler runs.
     pub jobs: Vec<JobConfig>,
+    /// `[notify]`: where runs given `--notify` send their summary.
+    pub notify: NotifyConfig,
 }
 
 /// The largest batch a worker claims (SPEC §6).
@@ -1166,6 +1172,7 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>> 
         queue: QueueSettings::default(),
         safety: Safety::default(),
         server: ServerConfig::default(),
+        notify: NotifyConfig::default(),
         jobs: Vec::new(),
     }))
 }
@@ -1254,19 +1261,7 @@ impl Cx<'_> {
         parse_duration(&s).map_err(|e| self.err_at(value, format!("{what}: {e}")))
     }
 
-    fn unsupported<T>(&self, v: Option<&Spanned<T>>, what: &str) -> Result<()> {
-        match v {
-            Some(v) => Err(self.err_at(
-                v,
-                format!("{what} is not supported yet by this version of assetgc; remove it"),
-            )),
-            None => Ok(()),
-        }
-    }
-
     fn build(&self, raw: &RawConfig) -> Result<Config> {
-        self.unsupported(raw.notify.as_ref(), "[notify]")?;
-
         let app_name = match &raw.app_name {
             Some(t) => self.expand(t)?,
             None => "assetgc".to_string(),
@@ -1336,6 +1331,7 @@ impl Cx<'_> {
         let expiry = self.expiries(&raw.expiry, &stores, &databases, &references)?;
         let server = self.server(raw.server.as_ref())?;
         let jobs = self.jobs(&raw.jobs)?;
+        let notify = self.notify(raw.notify.as_ref())?;
         Ok(Config {
             path: None,
             base_dir: self.base_dir.to_path_buf(),
@@ -1351,6 +1347,7 @@ impl Cx<'_> {
             safety,
             server,
             jobs,
+            notify,
         })
     }
 
@@ -2452,13 +2449,9 @@ query = "SELECT id, image AS key FROM posts;"
         let bad_store = format!("{BASE}store = \"nope\"\n");
         let e = parse_text(&bad_store).unwrap_err().to_string();
         assert!(e.contains("unknown store `nope`"), "{e}");
-        let later = format!("{BASE}[notify]\non = \"always\"\n");
-        assert!(
-            parse_text(&later)
-                .unwrap_err()
-                .to_string()
-                .contains("not supported yet")
-        );
+        let notify = format!("{BASE}[notify]\non = \"sometimes\"\n");
+        let e = parse_text(&notify).unwrap_err().to_string();
+        assert!(e.contains("findings, always or never"), "{e}");
     }
 
     #[test]

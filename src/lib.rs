@@ -29,6 +29,7 @@ pub mod error;
 pub mod jobs;
 pub mod key;
 pub mod keyset;
+pub mod notify;
 pub mod ops;
 pub mod overlap;
 pub mod queue;

@@ -1,0 +1,11 @@
+//! Email over SMTP with lettre: a text part, an HTML part, the CSV report attached.
+
+use std::time::Duration;
+
+use super::{Notice, SendError};
+use crate::config::EmailConfig;
+
+pub async fn send(cfg: &EmailConfig, n: &Notice, timeout: Duration) -> Result<(), SendError> {
+    let _ = (cfg, n, timeout);
+    Err(SendError::fatal("email is not built yet"))
+}
