@@ -84,6 +84,15 @@ pub enum Command {
     /// The scheduled [[jobs]]: list them, run one now, export them for cron, systemd, k8s or Heroku
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Notifications: send a test message to every channel of [notify]
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test message to every configured channel (email, slack, discord, webhook)
+    Test,
 }
 
 #[derive(Debug, Args)]

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => cmd::serve::run(&cli.global, a).await,
             Command::Token(c) => cmd::token::run(&cli.global, c).await,
             Command::Jobs(c) => cmd::jobs::run(&cli.global, c).await,
+            Command::Notify(c) => cmd::notify::run(&cli.global, c).await,
         }
     });
     // Tasks still blocked on a file walk must not hold the process open.

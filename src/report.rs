@@ -653,7 +653,15 @@ fn console_summary(out: &mut String, input: &ConsoleInput<'_>) {
 
 /// API calls: the budgets' usage in the seed's wording, then this run's calls.
 fn console_calls(out: &mut String, input: &ConsoleInput<'_>) {
-    let f = input.findings;
+    for line in api_usage(input.findings) {
+        let _ = writeln!(out, "  {line}");
+    }
+}
+
+/// The API usage lines of the console's summary (notifications carry them too): each budget's
+/// usage in the seed's wording, then this run's calls.
+pub fn api_usage(f: &Findings) -> Vec<String> {
+    let mut out = Vec::new();
     let calls: u64 = f.stores.iter().map(|s| s.api_calls).sum();
     for b in &f.budgets {
         // The seed's wording, figures without separators: `API calls: 5/500 used (1%) — Rate
@@ -664,7 +672,7 @@ fn console_calls(out: &mut String, input: &ConsoleInput<'_>) {
             String::new()
         };
         let mut line = format!(
-            "  API calls: {}/{} used ({:.0}%)",
+            "API calls: {}/{} used ({:.0}%)",
             b.used,
             b.limit,
             b.percent()
@@ -678,13 +686,10 @@ fn console_calls(out: &mut String, input: &ConsoleInput<'_>) {
                 Summary::percent(p.remaining, p.limit)
             );
         }
-        let _ = writeln!(out, "{line}{account}");
+        out.push(format!("{line}{account}"));
     }
     if calls == 0 {
-        let _ = writeln!(
-            out,
-            "  API calls:        0 (no API-metered stores in this scan)"
-        );
+        out.push("API calls:        0 (no API-metered stores in this scan)".to_string());
     } else {
         let per_store: Vec<String> = f
             .stores
@@ -697,8 +702,13 @@ fn console_calls(out: &mut String, input: &ConsoleInput<'_>) {
         } else {
             "Calls this run:  "
         };
-        let _ = writeln!(out, "  {label} {} ({})", count(calls), per_store.join(", "));
+        out.push(format!(
+            "{label} {} ({})",
+            count(calls),
+            per_store.join(", ")
+        ));
     }
+    out
 }
 
 /// Execution time, report path, and whether the scan can feed a deletion.

@@ -21,16 +21,23 @@ pub async fn run(g: &Global, args: &CleanArgs, ui: Ui) -> Result<Exit> {
         progress: None,
     };
     super::with_app(cfg, |app| async move {
+        let watch = args
+            .notify
+            .then(|| crate::notify::Watch::new(&app, crate::notify::Kind::Clean));
         let out = clean::run(&app, req).await?;
-        if args.notify {
-            tracing::warn!(
-                "--notify: notifications are not supported yet by this version; nothing was sent"
-            );
-        }
+        let sent = match watch {
+            Some(w) => Some(w.finish(Some(out.id)).await),
+            None => None,
+        };
         if args.json {
             super::print(&format!("{:#}\n", out.to_json()))?;
         } else {
-            super::print(&render(&out, ui.quiet))?;
+            let mut text = render(&out, ui.quiet);
+            if let Some(s) = sent.filter(|_| !ui.quiet) {
+                text.push_str(&s.line());
+                text.push('\n');
+            }
+            super::print(&text)?;
         }
         Ok(exit(&out))
     })

@@ -17,7 +17,14 @@ pub async fn run(g: &Global, args: &ExpireArgs, ui: Ui) -> Result<Exit> {
         dry_run: args.dry_run,
     };
     super::with_app(cfg, |app| async move {
+        let watch = args
+            .notify
+            .then(|| crate::notify::Watch::new(&app, crate::notify::Kind::Expire));
         let report = expire::run(&app, &req).await?;
+        let sent = match watch {
+            Some(w) => Some(w.finish(None).await),
+            None => None,
+        };
         for rule in &report.rules {
             for w in &rule.warnings {
                 tracing::warn!("{w}");
@@ -28,12 +35,12 @@ pub async fn run(g: &Global, args: &ExpireArgs, ui: Ui) -> Result<Exit> {
                 serde_json::to_string_pretty(&report).map_err(|e| Error::State(e.to_string()))?;
             super::print(&format!("{text}\n"))?;
         } else {
-            super::print(&render(&report, ui.quiet))?;
-        }
-        if args.notify {
-            tracing::warn!(
-                "--notify: notifications are not supported yet by this version; nothing was sent"
-            );
+            let mut text = render(&report, ui.quiet);
+            if let Some(s) = sent.filter(|_| !ui.quiet) {
+                text.push_str(&s.line());
+                text.push('\n');
+            }
+            super::print(&text)?;
         }
         for rule in &report.rules {
             if let Some(e) = &rule.error {

@@ -16,6 +16,7 @@ pub mod expire;
 pub mod history;
 pub mod init;
 pub mod jobs;
+pub mod notify;
 pub mod purge;
 pub mod queue;
 pub mod restore;

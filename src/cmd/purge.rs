@@ -53,8 +53,14 @@ pub async fn run(g: &Global, args: &PurgeArgs, ui: Ui) -> Result<Exit> {
         purge::check_guard(&app, &plan, args.allow_mass_delete)?;
         if !args.confirm {
             super::print(&dry_run(&plan, args.limit_list))?;
+            if args.notify {
+                super::print("Notifications: none sent (a dry run deletes nothing)\n")?;
+            }
             return Ok(Exit::Ok);
         }
+        let watch = args
+            .notify
+            .then(|| crate::notify::Watch::new(&app, crate::notify::Kind::Purge));
         let done = purge::enqueue(&app, &plan, args.allow_mass_delete, "purge").await?;
         let total = plan.total();
         let mut text = format!(
@@ -84,14 +90,9 @@ pub async fn run(g: &Global, args: &PurgeArgs, ui: Ui) -> Result<Exit> {
             );
         }
         super::print(&text)?;
-        if args.notify {
-            tracing::warn!(
-                "--notify: notifications are not supported yet by this version; nothing was sent"
-            );
-        }
         let opts = RunOptions::from_config(&app.cfg, "purge");
-        let totals = super::queue::drain(&app, &opts, ui).await?;
-        super::queue::print_totals(&app, &totals, ui.quiet).await
+        let totals = super::queue::drain(&app, &opts, ui).await;
+        super::queue::notify_and_print(&app, totals, watch, ui.quiet).await
     })
     .await
 }

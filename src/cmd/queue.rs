@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead as _, IsTerminal as _};
+use std::sync::Arc;
 
 use super::Ui;
 use crate::app::App;
@@ -254,7 +255,7 @@ pub async fn print_totals(app: &App, t: &Totals, quiet: bool) -> Result<Exit> {
     })
 }
 
-async fn run_queue(app: &App, a: &QueueRunArgs, ui: Ui) -> Result<Exit> {
+async fn run_queue(app: &Arc<App>, a: &QueueRunArgs, ui: Ui) -> Result<Exit> {
     let mut opts = RunOptions::from_config(&app.cfg, "queue run");
     if let Some(n) = a.batch_size {
         opts.batch_size = usize::try_from(n).unwrap_or(crate::config::MAX_BATCH);
@@ -263,13 +264,32 @@ async fn run_queue(app: &App, a: &QueueRunArgs, ui: Ui) -> Result<Exit> {
         opts.max_attempts = n;
     }
     opts.limit = a.limit;
-    if a.notify {
-        tracing::warn!(
-            "--notify: notifications are not supported yet by this version; nothing was sent"
-        );
+    let watch = a
+        .notify
+        .then(|| crate::notify::Watch::new(app, crate::notify::Kind::QueueRun));
+    let totals = drain(app, &opts, ui).await;
+    notify_and_print(app, totals, watch, ui.quiet).await
+}
+
+/// Sends the run's notification (when watched), then prints its totals. A drain that failed is
+/// still notified (its events say what was done) before its error is returned.
+pub async fn notify_and_print(
+    app: &Arc<App>,
+    totals: Result<Totals>,
+    watch: Option<crate::notify::Watch>,
+    quiet: bool,
+) -> Result<Exit> {
+    let sent = match watch {
+        Some(w) => Some(w.finish(None).await),
+        None => None,
+    };
+    let exit = print_totals(app, &totals?, quiet).await;
+    if let Some(s) = sent
+        && !quiet
+    {
+        super::print(&format!("{}\n", s.line()))?;
     }
-    let totals = drain(app, &opts, ui).await?;
-    print_totals(app, &totals, ui.quiet).await
+    exit
 }
 
 async fn stats(app: &App, json: bool) -> Result<Exit> {

@@ -88,12 +88,10 @@ pub async fn run_with(cfg: Config, args: &ScanArgs, ui: Ui) -> Result<Exit> {
     // The output is validated before any work is done.
     let (path, format) = output(args, &cfg)?;
     ops::scan::selected_stores(&cfg, &args.stores)?;
-    if args.notify {
-        tracing::warn!(
-            "--notify: notifications are not supported yet by this version; nothing was sent"
-        );
-    }
     super::with_app(cfg, |app| async move {
+        let watch = args
+            .notify
+            .then(|| crate::notify::Watch::new(&app, crate::notify::Kind::Scan));
         let bars = bars(ui, args);
         let req = ScanRequest {
             window,
@@ -106,12 +104,24 @@ pub async fn run_with(cfg: Config, args: &ScanArgs, ui: Ui) -> Result<Exit> {
         if let Some((mp, _)) = bars {
             let _ = mp.clear();
         }
-        render(&app.cfg, &outcome?, args, ui)
+        // After the scan is recorded and its report written, before anything is printed: a
+        // notification that fails changes neither.
+        let sent = match watch {
+            Some(w) => Some(w.finish(outcome.as_ref().ok().map(|o| o.id)).await),
+            None => None,
+        };
+        render(&app.cfg, &outcome?, args, ui, sent.as_ref())
     })
     .await
 }
 
-fn render(cfg: &Config, out: &ScanOutcome, args: &ScanArgs, ui: Ui) -> Result<Exit> {
+fn render(
+    cfg: &Config,
+    out: &ScanOutcome,
+    args: &ScanArgs,
+    ui: Ui,
+    sent: Option<&crate::notify::Sent>,
+) -> Result<Exit> {
     let findings = &out.findings;
     let path = out.report_path.as_deref();
     let text = if args.json {
@@ -122,13 +132,19 @@ fn render(cfg: &Config, out: &ScanOutcome, args: &ScanArgs, ui: Ui) -> Result<Ex
     } else if ui.quiet {
         format!("{}\n", report::quiet_line(findings, path))
     } else {
-        report::console(&report::ConsoleInput {
+        let mut text = report::console(&report::ConsoleInput {
             app_name: &cfg.app_name,
             findings,
             report_path: path,
             limit_list: args.limit_list,
             style: Style { color: ui.color },
-        })
+        });
+        if let Some(s) = sent {
+            text.push_str("  ");
+            text.push_str(&s.line());
+            text.push('\n');
+        }
+        text
     };
     super::print(&text)?;
     if !findings.complete {

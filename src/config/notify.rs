@@ -140,10 +140,11 @@ impl NotifyConfig {
     }
 }
 
+/// `smtp_url`'s parts: how it is secured, host, port, user, password.
+type SmtpParts = (SmtpTls, String, u16, Option<String>, Option<String>);
+
 /// `smtp_url`'s parts. The password is percent-decoded (`p%40ss` is `p@ss`).
-fn parse_smtp_url(
-    s: &str,
-) -> std::result::Result<(SmtpTls, String, u16, Option<String>, Option<String>), String> {
+fn parse_smtp_url(s: &str) -> std::result::Result<SmtpParts, String> {
     let url = url::Url::parse(s).map_err(|e| {
         format!(
             "smtp_url is not a URL ({e}): write smtps://user:password@smtp.example.com or smtp://user:password@smtp.example.com:587"
@@ -401,7 +402,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         }
     };
     let bytes = n * mult;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > 1e15 {
+    if !bytes.is_finite() || !(0.0..=1e15).contains(&bytes) {
         return Err(format!("`{s}` is not a size in range"));
     }
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]

@@ -2,10 +2,15 @@
 //! An operation publishes its events on the application's channel (`App::events`); nobody has to
 //! listen, and an operation never waits for a listener.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::ObjectId;
-use super::scan::{ScanMode, Summary, Window};
+use super::scan::{Missing, Orphan, ScanMode, Summary, Window};
+
+/// How many orphans and missing rows a finished scan's event names (its notifications list
+/// them).
+pub const FIRST_ITEMS: usize = 20;
 
 /// Which mass-deletion guard refused a purge (SPEC §6 invariant 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -19,6 +24,9 @@ pub enum Guard {
     NoCounts,
 }
 
+// A finished scan's event is the largest (its first items); events are few (one per run, one
+// per failed deletion) and short-lived, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -29,6 +37,21 @@ pub enum Event {
         complete: bool,
         summary: Summary,
         report_path: Option<String>,
+        #[serde(serialize_with = "crate::time::serialize_rfc3339")]
+        started_at: DateTime<Utc>,
+        #[serde(serialize_with = "crate::time::serialize_rfc3339")]
+        finished_at: DateTime<Utc>,
+        stores: Vec<String>,
+        /// Calls per store, as the JSON report's `api_calls`.
+        api_calls: indexmap::IndexMap<String, u64>,
+        warnings: Vec<String>,
+        /// The console's API usage lines (the budgets in the seed's wording, this run's calls).
+        api_usage: Vec<String>,
+        /// The first [`FIRST_ITEMS`] orphans and missing rows, in the report's order.
+        #[serde(skip)]
+        first_orphans: Vec<Orphan>,
+        #[serde(skip)]
+        first_missing: Vec<Missing>,
     },
     ScanFailed {
         scan_id: i64,
@@ -48,9 +71,16 @@ pub enum Event {
         reason: String,
     },
     PurgeQueued {
+        /// What the orphans came from (`scan 12`, `report.csv`).
+        source: String,
+        /// Orphans in the plan, and their bytes.
+        candidates: u64,
+        bytes: u64,
         added: u64,
         already_queued: u64,
         held: u64,
+        /// The first [`FIRST_ITEMS`] orphans queued, as `store/key`.
+        first_keys: Vec<String>,
     },
     DeletionFailed {
         queue_id: i64,
@@ -74,5 +104,24 @@ pub enum Event {
         retrying: u64,
         failed: u64,
         deferred: u64,
+        /// Dropped without a store call (an `ignore` glob matches).
+        dropped: u64,
+        /// The first failure messages of the run.
+        errors: Vec<String>,
+        /// Why the run stopped early on an API budget.
+        budget_stop: Option<String>,
+    },
+    /// A `clean` run (CLI or API) is over: `summary` is `clean --json`'s answer.
+    CleanFinished {
+        run_id: i64,
+        dry_run: bool,
+        complete: bool,
+        summary: serde_json::Value,
+    },
+    /// An `expire` run is over: `report` is `expire --json`'s answer.
+    ExpireFinished {
+        dry_run: bool,
+        complete: bool,
+        report: serde_json::Value,
     },
 }

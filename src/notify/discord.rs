@@ -9,6 +9,7 @@ pub fn payload(n: &Notice) -> Value {
     Value::Null
 }
 
+#[allow(clippy::unused_async)] // built by the channel's own change
 pub async fn send(client: &reqwest::Client, url: &str, n: &Notice) -> Result<(), SendError> {
     let _ = (client, url, n);
     Err(SendError::fatal("discord is not built yet"))

@@ -20,9 +20,10 @@ pub mod build;
 pub mod discord;
 pub mod email;
 pub mod slack;
+pub mod spike;
 pub mod webhook;
 
-pub use build::Watch;
+pub use build::{Sent, Watch, deliver};
 
 /// The kind of run a notice is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::app::App;
 use crate::config::{Config, PolicyConfig, ReferenceConfig};
 use crate::domain::ObjectId;
+use crate::domain::event::Event;
 use crate::domain::queue::{NewEntry, Reason};
 use crate::domain::scan::{Orphan, ScanMode, Warning};
 use crate::error::{Error, Result};
@@ -210,7 +211,18 @@ pub async fn run(app: &Arc<App>, req: CleanRequest) -> Result<CleanOutcome> {
         out.worked = Some(work(app, &out, &req.actor, None).await?);
         app.state.update_cleanup(id, &out.to_json(), true).await?;
     }
+    finished(app, &out);
     Ok(out)
+}
+
+/// Announces a run that is over (its plan made, and in a real run its entries worked).
+pub fn finished(app: &App, out: &CleanOutcome) {
+    app.publish(Event::CleanFinished {
+        run_id: out.id,
+        dry_run: out.dry_run,
+        complete: out.complete(),
+        summary: out.to_json(),
+    });
 }
 
 /// Checks the request's policy and records the run (`running`); its id is the job id. The

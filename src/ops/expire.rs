@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::config::{Config, ExpiryConfig};
+use crate::domain::event::Event;
 use crate::domain::queue::{Entry, NewEntry, QueueState, Reason, Selection};
 use crate::domain::{ObjectId, ResourceType};
 use crate::error::{Error, Result};
@@ -556,11 +557,17 @@ pub async fn run(app: &App, req: &Request) -> Result<Report> {
     for db in dbs.values().flatten() {
         db.close().await;
     }
-    Ok(Report {
+    let report = Report {
         dry_run: req.dry_run,
         complete: reports.iter().all(|r| r.complete),
         rules: reports,
-    })
+    };
+    app.publish(Event::ExpireFinished {
+        dry_run: report.dry_run,
+        complete: report.complete,
+        report: serde_json::to_value(&report).unwrap_or_default(),
+    });
+    Ok(report)
 }
 
 /// The indices of the rules a run covers: `name`'s alone, or all; a usage error when there is

@@ -425,10 +425,27 @@ pub async fn enqueue(
         already_queued,
         held: plan.candidates.iter().filter(|c| c.ready_at > now).count() as u64,
     };
+    let total = plan.total();
     app.publish(Event::PurgeQueued {
+        source: plan.source.clone(),
+        candidates: total.count,
+        bytes: total.bytes,
         added,
         already_queued,
         held: done.held,
+        first_keys: plan
+            .candidates
+            .iter()
+            .take(crate::domain::event::FIRST_ITEMS)
+            .map(|c| {
+                let rt = c.orphan.resource_type.as_str();
+                if rt.is_empty() {
+                    format!("{}/{}", c.orphan.store, c.orphan.key)
+                } else {
+                    format!("{}/{rt}/{}", c.orphan.store, c.orphan.key)
+                }
+            })
+            .collect(),
     });
     Ok(done)
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::domain::event::Event;
+use crate::domain::event::{Event, FIRST_ITEMS};
 use crate::domain::scan::{
     Findings, ReferenceStats, ScanMode, StoreStats, Summary, Warning, Window,
 };
@@ -140,6 +140,14 @@ pub async fn run_announced(
         complete: findings.complete,
         summary: Summary::of(&findings),
         report_path: report_path.as_ref().map(|p| p.display().to_string()),
+        started_at: findings.started_at,
+        finished_at: findings.finished_at,
+        stores: findings.stores.iter().map(|s| s.name.clone()).collect(),
+        api_calls: findings.api_calls(),
+        warnings: findings.warnings.iter().map(ToString::to_string).collect(),
+        api_usage: report::api_usage(&findings),
+        first_orphans: findings.orphans.iter().take(FIRST_ITEMS).cloned().collect(),
+        first_missing: findings.missing.iter().take(FIRST_ITEMS).cloned().collect(),
     });
     let stopped = app.ledger.stopped();
     for message in app.ledger.warnings() {

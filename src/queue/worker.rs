@@ -988,6 +988,9 @@ pub async fn run(
         retrying: totals.retrying,
         failed: totals.failed,
         deferred: totals.deferred,
+        dropped: totals.dropped,
+        errors: totals.errors.clone(),
+        budget_stop: totals.budget_stop.clone(),
     });
     result.map(|()| totals).map_err(|e: Error| e)
 }

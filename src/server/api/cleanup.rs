@@ -136,6 +136,8 @@ pub struct BulkRequest {
     pub dry_run: Option<bool>,
     /// One policy by name; left out: every policy.
     pub policy: Option<String>,
+    /// Send the run's summary where `[notify]` says once it is over, as the CLI's `--notify`.
+    pub notify: Option<bool>,
 }
 
 /// A bulk cleanup's figures (SPEC §2 Policies): in the answer to the POST they say what was
@@ -234,7 +236,9 @@ pub async fn bulk(
     };
     let id = clean::begin(&s.app, &req).await?;
     let (tx, rx) = oneshot::channel();
-    s.spawn(bulk_job(s.clone(), id, req, tx));
+    let watch = (b.notify == Some(true))
+        .then(|| crate::notify::Watch::new(&s.app, crate::notify::Kind::Clean));
+    s.spawn(bulk_job(s.clone(), id, req, tx, watch));
     match tokio::time::timeout(s.opts.plan_wait, rx).await {
         Ok(Ok(Ok(out))) => Ok(Json(response(&out)).into_response()),
         Ok(Ok(Err(e))) => Err(ApiError::from(e)),
@@ -258,6 +262,7 @@ async fn bulk_job(
     id: i64,
     req: CleanRequest,
     plan_to: oneshot::Sender<crate::error::Result<CleanOutcome>>,
+    watch: Option<crate::notify::Watch>,
 ) {
     let app = &s.app;
     let planned = async {
@@ -276,7 +281,9 @@ async fn bulk_job(
         }
     };
     if req.dry_run {
+        clean::finished(app, &out);
         let _ = plan_to.send(Ok(out));
+        notify(watch, id).await;
         return;
     }
     s.queue_changed();
@@ -300,6 +307,16 @@ async fn bulk_job(
     });
     if let Err(e) = app.state.update_cleanup(id, &out.to_json(), true).await {
         tracing::warn!(job_id = id, error = %crate::error::one_line(&e), "bulk cleanup: cannot record its outcome");
+    }
+    clean::finished(app, &out);
+    notify(watch, id).await;
+}
+
+/// Sends a bulk run's notification when its request asked for one.
+async fn notify(watch: Option<crate::notify::Watch>, id: i64) {
+    if let Some(w) = watch {
+        let sent = w.finish(Some(id)).await;
+        tracing::info!(job_id = id, "{}", sent.line());
     }
 }
 

@@ -130,7 +130,7 @@ pub struct ScanBody {
     pub missing_only: Option<bool>,
     /// Store names; all stores when absent or empty.
     pub stores: Option<Vec<String>>,
-    /// Accepted for the CLI's `--notify`; notifications are not built yet, so nothing is sent.
+    /// Send the scan's summary where `[notify]` says, as the CLI's `--notify` (its `on` applies).
     pub notify: Option<bool>,
 }
 
@@ -199,11 +199,6 @@ pub async fn start_scan(
     };
     let stores = body.stores.unwrap_or_default();
     crate::ops::scan::selected_stores(&s.app.cfg, &stores)?;
-    if body.notify == Some(true) {
-        tracing::warn!(
-            "notify: notifications are not supported yet by this version; nothing is sent"
-        );
-    }
     let req = ScanRequest {
         window,
         mode,
@@ -214,10 +209,16 @@ pub async fn start_scan(
     let (id_tx, id_rx) = tokio::sync::oneshot::channel();
     let (err_tx, err_rx) = tokio::sync::oneshot::channel::<Error>();
     let app = Arc::clone(&s.app);
+    let watch = (body.notify == Some(true))
+        .then(|| crate::notify::Watch::new(&s.app, crate::notify::Kind::Scan));
     s.spawn(async move {
         match crate::ops::scan::run_announced(&app, req, Some(id_tx)).await {
             Ok(done) => {
                 tracing::info!(scan_id = done.id, state = %done.findings.state(), "scan finished");
+                if let Some(w) = watch {
+                    let sent = w.finish(Some(done.id)).await;
+                    tracing::info!(scan_id = done.id, "{}", sent.line());
+                }
             }
             Err(e) => {
                 // The scan is recorded `failed` by the operation; before it was recorded, the
