@@ -61,6 +61,15 @@ url = ""                                 # FILL IN, e.g. "${DATABASE_URL}"
 # [safety]
 # max_orphan_share = 0.5                 # purge refuses when more of a store's objects are orphans
 # max_orphan_jump = 10                   # ... or when its orphans grew this many times since the last comparable scan
+
+## Notifications: runs given --notify send their summary here.
+# [notify]
+# on = "findings"                        # findings (default) | always | never
+# email = { smtp_url = "smtps://user:${SMTP_PASSWORD}@smtp.example.com", from = "assetgc@example.com", to = ["admin@example.com"], attach_max = "5MB" }
+# slack = { webhook_url = "${SLACK_WEBHOOK}" }
+# discord = { webhook_url = "${DISCORD_WEBHOOK}" }
+# webhook = { url = "https://hooks.example.com/assetgc", secret = "${WEBHOOK_SECRET}" }   # HMAC-SHA256 signed
+# spike = { orphans_increase = 50, missing_increase = 10, orphans_ratio = 2.0 }      # any one met: alert
 "#;
 
 pub fn run(args: &InitArgs) -> Result<Exit> {

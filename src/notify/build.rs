@@ -516,6 +516,11 @@ fn scan_notice(app_name: String, end: &Event, alert: Option<Alert>) -> Option<No
         .as_ref()
         .filter(|p| p.to_ascii_lowercase().ends_with(".csv"))
         .map(std::path::PathBuf::from);
+    // The console's lines without its column padding.
+    let usage: Vec<String> = api_usage
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
     let mut summary_json = serde_json::to_value(s).unwrap_or_default();
     if let Value::Object(m) = &mut summary_json {
         m.insert(
@@ -524,7 +529,7 @@ fn scan_notice(app_name: String, end: &Event, alert: Option<Alert>) -> Option<No
         );
         m.insert("headline".into(), json!(headline));
         m.insert("actions".into(), json!(actions));
-        m.insert("api_usage".into(), json!(api_usage));
+        m.insert("api_usage".into(), json!(usage));
         m.insert("report_path".into(), json!(report_path));
         m.insert("alert".into(), alert_json(alert.as_ref()));
     }
@@ -537,7 +542,7 @@ fn scan_notice(app_name: String, end: &Event, alert: Option<Alert>) -> Option<No
         figures,
         lists,
         actions,
-        api_usage: api_usage.clone(),
+        api_usage: usage,
         report_path: report_path.clone(),
         attachment,
         warnings: warnings.clone(),
