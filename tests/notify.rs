@@ -208,7 +208,11 @@ fn smtp_down_changes_neither_the_exit_code_nor_the_report_and_warns_once() {
         "gave up in reasonable time"
     );
     let reports = fx.reports();
-    assert_eq!(reports.len(), 2, "both scans wrote their report: {reports:?}");
+    assert_eq!(
+        reports.len(),
+        2,
+        "both scans wrote their report: {reports:?}"
+    );
     let report = common::parse_csv_report(&fs::read_to_string(&reports[1]).expect("report"));
     assert_eq!(report.orphans.len(), 3);
     assert_eq!(report.missing.len(), 2);
@@ -217,12 +221,16 @@ fn smtp_down_changes_neither_the_exit_code_nor_the_report_and_warns_once() {
     assert!(warnings[0].contains("email"), "{run:?}");
     assert!(!run.stderr.contains(PASSWORD) && !run.stdout.contains(PASSWORD));
     assert!(
-        run.stdout.contains("Notifications: none sent; email failed"),
+        run.stdout
+            .contains("Notifications: none sent; email failed"),
         "the console says so: {run:?}"
     );
     let d = fx.deliveries();
     assert_eq!(d.len(), 1, "{d:?}");
-    assert_eq!((d[0].kind.as_str(), d[0].channel.as_str()), ("scan", "email"));
+    assert_eq!(
+        (d[0].kind.as_str(), d[0].channel.as_str()),
+        ("scan", "email")
+    );
     assert_eq!(d[0].run_id, Some(2), "recorded with its scan");
     assert!(d[0].error.is_some());
     assert!(!d[0].error.as_deref().unwrap_or_default().contains(PASSWORD));
@@ -232,7 +240,10 @@ fn smtp_down_changes_neither_the_exit_code_nor_the_report_and_warns_once() {
 fn bad_notify_sections_are_config_errors_naming_their_line_without_their_secrets() {
     let fx = Fx::new(1, 0, 0);
     let cases: [(&str, &str); 7] = [
-        ("[notify]\non = \"sometimes\"\n", "findings, always or never"),
+        (
+            "[notify]\non = \"sometimes\"\n",
+            "findings, always or never",
+        ),
         (
             &format!(
                 "[notify]\nemail = {{ smtp_url = \"ftp://u:{PASSWORD}@mail.example.com\", from = \"a@example.com\", to = [\"b@example.com\"] }}\n"
