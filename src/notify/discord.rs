@@ -87,8 +87,9 @@ fn list_field(l: &List) -> (String, String) {
         }
         value.push_str(&line);
     }
+    let value = value.trim_end().to_string();
     if value.is_empty() {
-        value.push('—');
+        return (name, "—".into());
     }
     (name, value)
 }
@@ -128,11 +129,8 @@ fn fields(n: &Notice) -> Vec<(String, String, bool)> {
         })
         .collect();
     if !n.actions.is_empty() {
-        let v: Vec<String> = n
-            .actions
-            .iter()
-            .map(|a| format!("• {}", escape(a)))
-            .collect();
+        // The actions are the product's own wording, whose backticks mark commands to type.
+        let v: Vec<String> = n.actions.iter().map(|a| format!("• {a}")).collect();
         tail.push(("Recommended actions".into(), v.join("\n"), false));
     }
     if !n.api_usage.is_empty() {
