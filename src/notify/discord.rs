@@ -238,7 +238,6 @@ pub fn payload(n: &Notice) -> Value {
     })
 }
 
-#[allow(clippy::unused_async)] // built by the channel's own change
 pub async fn send(client: &reqwest::Client, url: &str, n: &Notice) -> Result<(), SendError> {
     // Discord answers 204 without a body; a 429 is a retry through `SendError::status`.
     deliver(client.post(url).json(&payload(n))).await

@@ -150,6 +150,7 @@ pub fn sample_notice(
             "complete": true,
             "api_calls": { "media": 5 },
             "warnings": [],
+            "report_path": REPORT_PATH,
         }),
         summary_json: json!({
             "objects_scanned": orphans + 120,
@@ -162,6 +163,7 @@ pub fn sample_notice(
             "references": 130,
             "missing": missing,
             "missing_active": active,
+            "missing_deleted": deleted,
             "orphans_by_folder": [{ "folder": "media/", "count": orphans, "bytes": orphan_bytes }],
             "headline": headline,
             "actions": actions,
