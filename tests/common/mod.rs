@@ -8,6 +8,8 @@
 pub mod api;
 pub mod cloudinary;
 pub mod conformance;
+pub mod notify;
+pub mod receiver;
 pub mod s3;
 
 use std::collections::HashMap;
@@ -594,6 +596,11 @@ fn parse_section(text: &str, title: &str, header: &[&str]) -> Vec<CsvRow> {
 /// The TOML block of the README that follows `<!-- example: NAME -->`: worked examples are
 /// tested as the README writes them.
 pub fn readme_example(name: &str) -> String {
+    readme_block(name, "toml")
+}
+
+/// The first fenced block in `lang` after the README's `<!-- example: NAME -->`.
+pub fn readme_block(name: &str, lang: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
     let marker = format!("<!-- example: {name} -->");
@@ -601,10 +608,11 @@ pub fn readme_example(name: &str) -> String {
         .find(&marker)
         .unwrap_or_else(|| panic!("README has no `{marker}`"));
     let rest = &readme[at + marker.len()..];
+    let fence = format!("```{lang}\n");
     let open = rest
-        .find("```toml\n")
-        .expect("a ```toml block after the marker")
-        + 8;
+        .find(&fence)
+        .unwrap_or_else(|| panic!("a ```{lang} block after the marker"))
+        + fence.len();
     let close = rest[open..].find("\n```").expect("the block's end");
     rest[open..open + close + 1].to_string()
 }
