@@ -5,10 +5,11 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use assert_cmd::Command;
+use common::receiver::Receiver;
 use tempfile::TempDir;
 
 const PASSWORD: &str = "hunter2-smtp";
@@ -287,4 +288,322 @@ fn notify_test_without_a_channel_is_a_usage_error() {
     let out = fx.run(&["notify", "test"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("no channel"), "{out:?}");
+}
+
+/// `[notify]` with the three HTTP channels pointed at `r` (`/slack`, `/discord`, `/hook`).
+fn hooks_section(r: &Receiver, on: &str, extra: &str) -> String {
+    format!(
+        "[notify]\non = \"{on}\"\nslack = {{ webhook_url = \"{}\" }}\ndiscord = {{ webhook_url = \"{}\" }}\nwebhook = {{ url = \"{}\", secret = \"{SECRET}\" }}\n{extra}",
+        r.url("/slack"),
+        r.url("/discord"),
+        r.url("/hook")
+    )
+}
+
+/// The webhook request among what `r` received (the last one).
+fn webhook_body(r: &Receiver) -> serde_json::Value {
+    r.requests()
+        .iter()
+        .rev()
+        .find(|q| q.path == "/hook")
+        .expect("a webhook request")
+        .json()
+}
+
+fn signed_as_spec_says(q: &common::receiver::Request) {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(&q.body);
+    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(q.header("x-assetgc-signature"), Some(want.as_str()));
+    let body = q.json();
+    assert_eq!(
+        q.header("x-assetgc-timestamp"),
+        body["sent_at"].as_str(),
+        "the timestamp header is the body's sent_at"
+    );
+}
+
+#[test]
+fn on_findings_sends_a_scan_that_found_something_and_nothing_for_a_clean_one() {
+    let r = Receiver::start(&[]);
+    let mut fx = Fx::new(5, 0, 0);
+    fx.config(&hooks_section(&r, "findings", ""));
+    let clean = fx.run(&["scan", "--notify"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+    assert!(
+        clean.stdout.contains("Notifications: none sent"),
+        "{clean:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(r.requests().is_empty(), "a clean scan sends nothing");
+
+    fx.add_orphans(25);
+    let found = fx.run(&["scan", "--notify"]);
+    assert_eq!(found.code, 0, "{found:?}");
+    assert!(
+        found
+            .stdout
+            .contains("Notifications: sent to slack, discord, webhook"),
+        "{found:?}"
+    );
+    let got = r.wait_for(3, Duration::from_secs(10));
+    assert_eq!(got.len(), 3, "one message a channel: {got:?}");
+    let hook = got.iter().find(|q| q.path == "/hook").expect("webhook");
+    signed_as_spec_says(hook);
+    let body = hook.json();
+    let keys: Vec<&str> = body
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["scan", "summary", "items", "sent_at"]);
+    assert_eq!(body["scan"]["id"], 2);
+    assert_eq!(body["scan"]["kind"], "scan");
+    assert_eq!(body["scan"]["app_name"], "Shop");
+    assert_eq!(body["scan"]["complete"], true);
+    assert_eq!(body["summary"]["orphans"], 25);
+    assert_eq!(body["summary"]["missing"], 0);
+    assert_eq!(
+        body["items"]["orphans"].as_array().map(Vec::len),
+        Some(20),
+        "the first 20 orphans"
+    );
+    assert_eq!(body["items"]["orphans"][0]["key"], "tmp/upload-00000.jpg");
+    let report = body["scan"]["report_path"].as_str().expect("report path");
+    assert!(Path::new(report).exists(), "{report}");
+    assert!(body["summary"]["alert"].is_null());
+    let slack = got
+        .iter()
+        .find(|q| q.path == "/slack")
+        .expect("slack")
+        .json();
+    assert!(slack["blocks"].is_array(), "{slack}");
+    let discord = got
+        .iter()
+        .find(|q| q.path == "/discord")
+        .expect("discord")
+        .json();
+    assert!(
+        discord["embeds"][0]["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("Shop"))
+    );
+
+    // `always` sends the clean kind too; `never` sends nothing at all.
+    let before = r.requests().len();
+    fx.config(&hooks_section(&r, "never", ""));
+    let never = fx.run(&["scan", "--notify"]);
+    assert_eq!(never.code, 0, "{never:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(r.requests().len(), before, "on = never sends nothing");
+    let plain = fx.run(&["scan"]);
+    assert_eq!(plain.code, 0);
+    assert_eq!(r.requests().len(), before, "no --notify, nothing sent");
+}
+
+#[test]
+fn a_spike_alert_leads_every_channel_when_orphans_jump_and_is_absent_for_a_small_change() {
+    let spike = "spike = { orphans_increase = 50, missing_increase = 10, orphans_ratio = 3.0 }\n";
+    let r = Receiver::start(&[]);
+    let mut fx = Fx::new(5, 4, 1);
+    fx.config(&hooks_section(&r, "always", spike));
+    let first = fx.run(&["scan", "--notify"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    r.wait_for(3, Duration::from_secs(10));
+    assert!(
+        webhook_body(&r)["summary"]["alert"].is_null(),
+        "no baseline yet"
+    );
+
+    fx.add_orphans(60);
+    let second = fx.run(&["scan", "--notify"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    let got = r.wait_for(6, Duration::from_secs(10));
+    let body = webhook_body(&r);
+    let alert = &body["summary"]["alert"];
+    assert_eq!(alert["baseline_scan"], 1, "{body}");
+    let line = alert["lines"][0].as_str().expect("a line");
+    assert!(
+        line.contains("from 4 to 64") && line.contains("orphans_increase 50"),
+        "{line}"
+    );
+    let slack = got[3..]
+        .iter()
+        .find(|q| q.path == "/slack")
+        .expect("slack")
+        .json();
+    let first_section = slack["blocks"][1].to_string();
+    assert!(
+        first_section.to_lowercase().contains("spike"),
+        "Slack leads with the alert: {slack}"
+    );
+    let discord = got[3..]
+        .iter()
+        .find(|q| q.path == "/discord")
+        .expect("discord")
+        .json();
+    assert!(
+        discord["embeds"][0]["description"]
+            .as_str()
+            .is_some_and(|d| d.to_lowercase().starts_with(":rotating_light:")
+                || d.to_lowercase().contains("spike")),
+        "Discord leads with the alert: {discord}"
+    );
+
+    // Another application's history: a small change raises nothing.
+    let r2 = Receiver::start(&[]);
+    let mut small = Fx::new(5, 10, 1);
+    small.config(&hooks_section(&r2, "always", spike));
+    assert_eq!(small.run(&["scan", "--notify"]).code, 0);
+    small.add_orphans(3);
+    assert_eq!(small.run(&["scan", "--notify"]).code, 0);
+    r2.wait_for(6, Duration::from_secs(10));
+    let body = webhook_body(&r2);
+    assert_eq!(body["summary"]["orphans"], 13);
+    assert!(body["summary"]["alert"].is_null(), "{body}");
+}
+
+#[test]
+fn deletion_runs_notify_what_they_did_and_nothing_when_they_did_nothing() {
+    let r = Receiver::start(&[]);
+    let fx = Fx::new(3, 4, 0);
+    fx.config(&hooks_section(&r, "findings", ""));
+    assert_eq!(fx.run(&["scan"]).code, 0);
+    let dry = fx.run(&["purge", "--notify"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(r.requests().is_empty(), "a dry run sends nothing");
+
+    let purge = fx.run(&["purge", "--confirm", "--notify"]);
+    assert_eq!(purge.code, 0, "{purge:?}");
+    r.wait_for(3, Duration::from_secs(10));
+    let body = webhook_body(&r);
+    assert_eq!(body["scan"]["kind"], "purge", "{body}");
+    assert_eq!(body["summary"]["candidates"], 4, "{body}");
+    assert_eq!(body["summary"]["queued"], 4, "{body}");
+    let worked = &body["summary"]["worked"];
+    assert_eq!(
+        worked["deleted"].as_u64().unwrap_or(0) + worked["quarantined"].as_u64().unwrap_or(0),
+        4,
+        "{body}"
+    );
+    assert_eq!(body["items"]["queued"].as_array().map(Vec::len), Some(4));
+    assert!(
+        body["summary"]["headline"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("4 deleted of 4 orphans")),
+        "{body}"
+    );
+
+    let before = r.requests().len();
+    let idle = fx.run(&["queue", "run", "--notify"]);
+    assert_eq!(idle.code, 0, "{idle:?}");
+    assert!(idle.stdout.contains("Notifications: none sent"), "{idle:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        r.requests().len(),
+        before,
+        "a run that did nothing sends nothing"
+    );
+}
+
+#[test]
+fn a_job_s_run_notifies_and_its_deliveries_name_the_run() {
+    let r = Receiver::start(&[500]);
+    let fx = Fx::new(2, 1, 0);
+    fx.config(&format!(
+        "{}\n[[jobs]]\nname = \"detect\"\nschedule = \"0 4 * * *\"\ncommand = \"scan --notify\"\n",
+        hooks_section(&r, "always", "")
+    ));
+    let run = fx.run(&["jobs", "run", "detect"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let got = r.wait_for(4, Duration::from_secs(10));
+    assert_eq!(
+        got.len(),
+        4,
+        "one channel's first try got 500, its retry went through"
+    );
+    let d = fx.deliveries();
+    assert_eq!(d.len(), 3, "{d:?}");
+    for x in &d {
+        assert_eq!(x.job_run_id, Some(1), "{d:?}");
+        assert_eq!(x.run_id, Some(1), "{d:?}");
+        assert!(x.error.is_none(), "{d:?}");
+    }
+    assert_eq!(
+        d.iter().map(|x| x.attempts).sum::<i64>(),
+        4,
+        "one retry among them: {d:?}"
+    );
+}
+
+#[test]
+fn notify_test_reaches_every_channel_and_says_which_failed() {
+    let r = Receiver::start(&[]);
+    let fx = Fx::new(1, 0, 0);
+    fx.config(&format!(
+        "[notify]\non = \"never\"\nslack = {{ webhook_url = \"{}\" }}\nwebhook = {{ url = \"http://127.0.0.1:{}/hook/{SECRET}\", secret = \"{SECRET}\" }}\n",
+        r.url("/slack"),
+        dead_port()
+    ));
+    let out = fx.run(&["notify", "test"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stdout.contains("slack: sent"), "{out:?}");
+    assert!(
+        out.stdout.contains("webhook: FAILED after 3 attempts"),
+        "{out:?}"
+    );
+    assert!(
+        !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
+        "{out:?}"
+    );
+    let got = r.wait_for(1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].json()["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("test"))
+    );
+}
+
+#[test]
+fn post_api_scans_with_notify_sends_once_the_scan_is_over() {
+    let r = Receiver::start(&[]);
+    let fx = Fx::new(2, 3, 2);
+    fx.config(&hooks_section(&r, "findings", ""));
+    common::block_on(async {
+        let api = common::api::Api::open(&fx.path("assetgc.toml")).await;
+        let started = api
+            .post(
+                "/api/scans",
+                serde_json::json!({"all": true, "notify": true}),
+            )
+            .await;
+        assert_eq!(started.status, 202, "{started:?}");
+        let id = started.json["scan_id"].as_i64().expect("scan_id");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let got = loop {
+            let got = r.requests();
+            if got.len() >= 3 || std::time::Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(got.len(), 3, "{got:?}");
+        let body = webhook_body(&r);
+        assert_eq!(body["scan"]["id"], id);
+        assert_eq!(body["summary"]["orphans"], 3);
+        assert_eq!(body["summary"]["missing_active"], 1);
+        assert_eq!(body["summary"]["missing_deleted"], 1);
+        // Without `notify`, nothing more is sent.
+        let again = api
+            .post("/api/scans", serde_json::json!({"all": true}))
+            .await;
+        assert_eq!(again.status, 202);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(r.requests().len(), 3);
+        api.close().await;
+    });
 }

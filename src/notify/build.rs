@@ -567,6 +567,10 @@ fn scan_notice(app_name: String, end: &Event, alert: Option<Alert>) -> Option<No
 
 fn failed_scan(app_name: String, scan_id: i64, error: &str) -> Notice {
     let headline = format!("failed: {error}");
+    let actions = vec![
+        "Run `assetgc check` to see which store or database cannot be reached, then scan again."
+            .to_string(),
+    ];
     Notice {
         kind: Kind::Scan,
         run_id: Some(scan_id),
@@ -575,16 +579,13 @@ fn failed_scan(app_name: String, scan_id: i64, error: &str) -> Notice {
         alert: None,
         figures: vec![figure("Scan", format!("#{scan_id}"))],
         lists: Vec::new(),
-        actions: vec![
-            "Run `assetgc check` to see which store or database cannot be reached, then scan again."
-                .into(),
-        ],
+        actions: actions.clone(),
         api_usage: Vec::new(),
         report_path: None,
         attachment: None,
         warnings: vec![error.to_string()],
         scan_json: json!({"kind": "scan", "app_name": app_name, "id": scan_id, "complete": false, "error": error}),
-        summary_json: json!({"headline": headline, "actions": [], "api_usage": [], "report_path": null, "alert": null}),
+        summary_json: json!({"headline": headline, "actions": actions, "api_usage": [], "report_path": null, "alert": null}),
         headline,
         app_name,
     }
@@ -1070,6 +1071,7 @@ fn queue_notice(app_name: String, e: &Event) -> Notice {
 /// `assetgc notify test`'s message.
 pub fn test_notice(app_name: String, channels: &[&str]) -> Notice {
     let headline = "test message: notifications reach this channel".to_string();
+    let actions = vec!["Nothing to do: this is a test sent by `assetgc notify test`.".to_string()];
     Notice {
         kind: Kind::Test,
         run_id: None,
@@ -1082,13 +1084,13 @@ pub fn test_notice(app_name: String, channels: &[&str]) -> Notice {
             figure("Sent at", rfc3339(Utc::now())),
         ],
         lists: Vec::new(),
-        actions: vec!["Nothing to do: this is a test sent by `assetgc notify test`.".into()],
+        actions: actions.clone(),
         api_usage: Vec::new(),
         report_path: None,
         attachment: None,
         warnings: Vec::new(),
         scan_json: json!({"kind": "test", "app_name": app_name}),
-        summary_json: json!({"headline": headline, "actions": [], "api_usage": [], "report_path": null, "alert": null}),
+        summary_json: json!({"headline": headline, "actions": actions, "api_usage": [], "report_path": null, "alert": null}),
         headline,
         app_name,
     }
