@@ -384,10 +384,14 @@ async fn server_errors_are_retried_and_client_errors_are_not() {
     assert_eq!(d.error.as_deref(), Some("answered HTTP 400"));
     assert_eq!(rx.requests().len(), 1);
 
+    // A 429 is tried again, after the Retry-After it gave (1 s) rather than the 50 ms backoff.
     let rx = Receiver::start(&[429, 204]);
     let cfg = config(None, Some(&rx.url(DISCORD_PATH)), None);
     let d = one(&notify::send_all(&cfg, &n, retry()).await, "discord");
     assert_eq!((d.attempts, d.error), (2, None));
+    let got = rx.requests();
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_millis(950), "waited {gap:?}");
 }
 
 #[tokio::test]

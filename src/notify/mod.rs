@@ -162,6 +162,8 @@ impl Notice {
 pub struct SendError {
     pub message: String,
     pub retry: bool,
+    /// How long the service asked to be left alone (`Retry-After`), when it said.
+    pub after: Option<Duration>,
 }
 
 impl SendError {
@@ -169,12 +171,14 @@ impl SendError {
         SendError {
             message: message.into(),
             retry: true,
+            after: None,
         }
     }
     pub fn fatal(message: impl Into<String>) -> SendError {
         SendError {
             message: message.into(),
             retry: false,
+            after: None,
         }
     }
 
@@ -200,6 +204,22 @@ impl SendError {
             SendError::fatal(message)
         }
     }
+
+    /// A non-2xx answer with its `Retry-After` (whole seconds; Slack and Discord send it with
+    /// 429), which the next attempt waits for, up to [`MAX_RETRY_AFTER`].
+    pub fn answer(resp: &reqwest::Response) -> SendError {
+        let mut e = SendError::status(resp.status());
+        if e.retry {
+            e.after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())));
+        }
+        e
+    }
 }
 
 /// What happened on one channel.
@@ -210,6 +230,10 @@ pub struct Delivery {
     /// `None`: sent.
     pub error: Option<String>,
 }
+
+/// The longest `Retry-After` a channel's next attempt waits for; a service that asks for more is
+/// given up on sooner rather than holding the run.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How many times a channel is tried, and the waits between tries (doubled each time).
 #[derive(Debug, Clone, Copy)]
@@ -305,7 +329,7 @@ where
             }
             Err(e) if e.retry && attempts < retry.attempts.max(1) => {
                 tracing::debug!("notify {channel}: attempt {attempts} failed: {}", e.message);
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(e.after.map_or(wait, |a| a.max(wait))).await;
                 wait = wait.saturating_mul(2);
             }
             Err(e) => {

@@ -100,7 +100,7 @@ pub(super) async fn deliver(req: reqwest::RequestBuilder) -> Result<(), SendErro
     if resp.status().is_success() {
         Ok(())
     } else {
-        Err(SendError::status(resp.status()))
+        Err(SendError::answer(&resp))
     }
 }
 

@@ -15,6 +15,8 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 /// One request as it arrived.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// When it arrived.
+    pub at: Instant,
     pub method: String,
     /// Path and query.
     pub path: String,
@@ -137,9 +139,10 @@ fn record(
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
-) -> StatusCode {
+) -> (StatusCode, [(&'static str, &'static str); 1]) {
     let mut s = state.lock().expect("receiver state");
     s.requests.push(Request {
+        at: Instant::now(),
         method: method.to_string(),
         path: uri
             .path_and_query()
@@ -156,7 +159,10 @@ fn record(
         body: body.to_vec(),
     });
     let code = s.statuses.pop_front().unwrap_or(200);
-    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // A 429 asks for one second, as Slack and Discord do with theirs.
+    let retry_after = if code == 429 { "1" } else { "0" };
+    (status, [("retry-after", retry_after)])
 }
 
 impl Drop for Receiver {
