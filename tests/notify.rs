@@ -607,3 +607,64 @@ fn post_api_scans_with_notify_sends_once_the_scan_is_over() {
         api.close().await;
     });
 }
+
+#[test]
+fn clean_and_expire_runs_notify_what_they_deleted_and_their_dry_runs_do_not() {
+    let r = Receiver::start(&[]);
+    let fx = Fx::new(3, 4, 0);
+    let db = rusqlite::Connection::open(fx.path("app.db")).expect("app.db");
+    db.execute("UPDATE p SET status = 'DELETED' WHERE id = 0", [])
+        .expect("soft-delete a row");
+    fx.config(&format!(
+        r#"{}
+[[policies]]
+name = "uploads"
+store = "media"
+prefix = "tmp/"
+older_than = "1d"
+
+[[expiry]]
+name = "trash"
+store = "media"
+select = "SELECT id, img AS key FROM p WHERE status = 'DELETED'"
+delete = "DELETE FROM p WHERE id = ? AND status = 'DELETED'"
+releases = ["photos"]
+"#,
+        hooks_section(&r, "findings", "")
+    ));
+    for dry in [
+        vec!["clean", "--dry-run", "--notify"],
+        vec!["expire", "--dry-run", "--notify"],
+    ] {
+        let out = fx.run(&dry);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("Notifications: none sent"), "{out:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(r.requests().is_empty(), "dry runs send nothing");
+
+    let clean = fx.run(&["clean", "--notify"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+    r.wait_for(3, Duration::from_secs(10));
+    let body = webhook_body(&r);
+    assert_eq!(body["scan"]["kind"], "clean", "{body}");
+    assert_eq!(body["summary"]["deleted_count"], 4, "{body}");
+    assert_eq!(body["summary"]["deleted"], 4, "{body}");
+    assert_eq!(body["items"]["files"].as_array().map(Vec::len), Some(4));
+
+    let expire = fx.run(&["expire", "--notify"]);
+    assert_eq!(expire.code, 0, "{expire:?}");
+    assert!(expire.stdout.contains("Notifications: sent"), "{expire:?}");
+    r.wait_for(6, Duration::from_secs(10));
+    let body = webhook_body(&r);
+    assert_eq!(body["scan"]["kind"], "expire", "{body}");
+    let totals = &body["summary"]["rules"][0];
+    assert_eq!(totals["rows_expired"], 1, "{body}");
+    assert_eq!(totals["files_deleted"], 1, "{body}");
+    assert!(
+        body["summary"]["headline"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("1 row(s) expired, 1 file(s) deleted")),
+        "{body}"
+    );
+}

@@ -940,12 +940,7 @@ fn expire_notice(app_name: String, e: &Event) -> Notice {
         .and_then(Value::as_array)
         .map(|r| r.iter().collect())
         .unwrap_or_default();
-    let total = |k: &str| -> u64 {
-        rules
-            .iter()
-            .map(|r| r.get("totals").map_or(0, |t| num(t, k)))
-            .sum()
-    };
+    let total = |k: &str| -> u64 { rules.iter().map(|r| num(r, k)).sum() };
     let (expired, files, deleted, failures, left) = (
         total("rows_expired"),
         total("files"),
@@ -975,22 +970,23 @@ fn expire_notice(app_name: String, e: &Event) -> Notice {
     let mut errors = Vec::new();
     for r in &rules {
         let name = r.get("name").and_then(Value::as_str).unwrap_or("?");
-        let t = r.get("totals").cloned().unwrap_or_default();
+        // A rule's totals are flattened into it (`expire --json`).
+        let t = *r;
         figures.push(figure(
             &format!("Rule {name}"),
             format!(
                 "{} selected, {} expired, {} files{}, {} kept shared, {} failures, {} left",
-                count(num(&t, "rows_selected")),
-                count(num(&t, "rows_expired")),
+                count(num(t, "rows_selected")),
+                count(num(t, "rows_expired")),
                 count(if *dry_run {
-                    num(&t, "files")
+                    num(t, "files")
                 } else {
-                    num(&t, "files_deleted")
+                    num(t, "files_deleted")
                 }),
                 if *dry_run { "" } else { " deleted" },
-                count(num(&t, "kept_shared")),
-                count(num(&t, "failures")),
-                count(num(&t, "rows_left"))
+                count(num(t, "kept_shared")),
+                count(num(t, "failures")),
+                count(num(t, "rows_left"))
             ),
         ));
         if let Some(err) = r.get("error").and_then(Value::as_str) {

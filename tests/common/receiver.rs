@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 
 /// One request as it arrived.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Request {
     /// When it arrived.
     pub at: Instant,
@@ -23,6 +23,18 @@ pub struct Request {
     /// Header names lower-case; a repeated header keeps its last value.
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            self.method,
+            self.path,
+            String::from_utf8_lossy(&self.body)
+        )
+    }
 }
 
 impl Request {
