@@ -408,7 +408,8 @@ fn transport(
 /// code is kept. I/O and TLS causes are ours or the OS's and carry no credentials.
 fn smtp_error(cfg: &EmailConfig, e: &lettre::transport::smtp::Error) -> SendError {
     let server = format!("SMTP {}:{}", cfg.host, cfg.port);
-    let cause = std::error::Error::source(e).map(|c| scrub(cfg, &c.to_string()));
+    // lettre nests its own errors; the innermost cause is the one that says what happened.
+    let cause = root_cause(e).map(|c| scrub(cfg, &c.to_string()));
     let with_cause = |what: &str| match &cause {
         Some(c) if !c.is_empty() => format!("{server}: {what} ({c})"),
         _ => format!("{server}: {what}"),
@@ -448,7 +449,12 @@ fn smtp_error(cfg: &EmailConfig, e: &lettre::transport::smtp::Error) -> SendErro
         }
         return SendError::fatal(with_cause("SMTP conversation failed"));
     }
-    if let Some(io) = io_kind(e) {
+    let io = io_kind(e);
+    if io == Some(std::io::ErrorKind::InvalidData) && cfg.tls != SmtpTls::None {
+        // tokio-rustls reports a refused certificate or a failed handshake as InvalidData.
+        return SendError::fatal(with_cause("TLS handshake failed"));
+    }
+    if let Some(io) = io {
         let what = match io {
             std::io::ErrorKind::ConnectionRefused => "connection refused",
             std::io::ErrorKind::TimedOut => "timed out",
@@ -463,6 +469,14 @@ fn smtp_error(cfg: &EmailConfig, e: &lettre::transport::smtp::Error) -> SendErro
         }
     }
     SendError::retry(with_cause("cannot connect or send"))
+}
+
+fn root_cause(e: &lettre::transport::smtp::Error) -> Option<&(dyn std::error::Error + 'static)> {
+    let mut cause = std::error::Error::source(e)?;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    Some(cause)
 }
 
 fn io_kind(e: &lettre::transport::smtp::Error) -> Option<std::io::ErrorKind> {

@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod notify;
 pub mod receiver;
 pub mod s3;
+pub mod smtp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
