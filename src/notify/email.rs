@@ -144,7 +144,8 @@ fn count_text(shown: usize, total: u64) -> String {
     }
 }
 
-const INCOMPLETE: &str = "This run is incomplete: it could not read everything, so the figures and lists below are partial.";
+const INCOMPLETE: &str =
+    "This run could not read everything, so the figures and lists below are partial.";
 
 /// The text part (also what `message` puts in the text/plain alternative).
 pub fn text_body(n: &Notice) -> String {
@@ -170,7 +171,7 @@ fn render_text(n: &Notice, attachment_note: Option<&str>) -> String {
     }
     let _ = writeln!(s, "{}", n.headline);
     if !n.complete {
-        let _ = writeln!(s, "\nINCOMPLETE. {INCOMPLETE}");
+        let _ = writeln!(s, "\nINCOMPLETE: {INCOMPLETE}");
     }
     if !n.figures.is_empty() {
         s.push('\n');
