@@ -74,8 +74,11 @@ fn pki() -> &'static TestPki {
         };
         // Under target/, by process id: statics are never dropped, so a TempDir would be left
         // in /tmp, and test binaries running at once must not overwrite each other's CA.
-        let dir =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("smtp-pki-{}", std::process::id()));
+        let dir = {
+            let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            remove_stale_pki(tmp);
+            tmp.join(format!("smtp-pki-{}", std::process::id()))
+        };
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the test PKI folder");
 
@@ -122,6 +125,25 @@ fn pki() -> &'static TestPki {
         std::fs::write(&pki.key_pem, leaf_key.serialize_pem()).expect("write server.key");
         pki
     })
+}
+
+/// The folders of test processes that are gone (Linux only: elsewhere a live process cannot be
+/// told from a dead one this way, and the folders are merely left).
+fn remove_stale_pki(tmp: &Path) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("smtp-pki-")
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The PEM file of the CA that signed every sink's certificate in this process: what a spawned
