@@ -668,3 +668,75 @@ releases = ["photos"]
         "{body}"
     );
 }
+
+#[test]
+fn scan_notify_mails_the_summary_with_its_report_over_starttls_and_nothing_for_a_clean_scan() {
+    use common::smtp::{SinkOptions, SmtpSink, Tls};
+    use mail_parser::MessageParser;
+    let Some(sink) = SmtpSink::start(SinkOptions {
+        tls: Tls::StartTls,
+        auth: Some(("ops", PASSWORD)),
+    }) else {
+        return;
+    };
+    let fx = Fx::new(4, 0, 3);
+    fx.config(&format!(
+        "[notify]\nemail = {{ smtp_url = \"{}\", from = \"assetgc@example.com\", to = [\"admin@example.com\"] }}\n",
+        sink.smtp_url(Some("ops"), Some(PASSWORD))
+    ));
+    let run = |fx: &Fx| {
+        let o = fx
+            .cmd(&["scan", "--notify", "--missing-only"])
+            .env("SSL_CERT_FILE", sink.ca_pem_path())
+            .output()
+            .expect("run");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // Missing rows are findings: sent.
+    let (code, stdout, stderr) = run(&fx);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("Notifications: sent to email"),
+        "{stdout}{stderr}\n{}",
+        sink.log()
+    );
+    let mails = sink.messages(1);
+    let msg = MessageParser::default().parse(&mails[0]).expect("MIME");
+    let subject = msg.subject().expect("subject");
+    assert!(
+        subject.contains("[Shop]")
+            && subject.contains("scan")
+            && subject.contains("3 missing (2 ACTIVE, 1 DELETED)"),
+        "{subject}"
+    );
+    let text = msg.body_text(0).expect("text part").into_owned();
+    let html = msg.body_html(0).expect("HTML part").into_owned();
+    for body in [&text, &html] {
+        assert!(body.contains("photos/gone0001.jpg"), "{body}");
+        assert!(
+            body.contains("Re-upload or restore"),
+            "an action fitted to missing files: {body}"
+        );
+    }
+    let report = fx.reports().pop().expect("a report");
+    let attached = msg.attachments().next().expect("the report is attached");
+    assert_eq!(
+        attached.contents(),
+        fs::read(&report).expect("report").as_slice(),
+        "the attachment is the report"
+    );
+
+    // The rows put right: nothing found, nothing mailed under on = "findings".
+    let db = rusqlite::Connection::open(fx.path("app.db")).expect("app.db");
+    db.execute("DELETE FROM p WHERE id >= 10000", [])
+        .expect("fix rows");
+    let (code, stdout, stderr) = run(&fx);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("Notifications: none sent"), "{stdout}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.received().len(), 1, "no second message");
+}
