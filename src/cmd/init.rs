@@ -128,8 +128,21 @@ mod tests {
             .join("\n");
         text.truncate(at);
         text.push_str(&tail);
-        let cfg = crate::config::parse(&text, "t.toml", std::path::Path::new("/x"), &|_| None)
+        let env = |name: &str| {
+            Some(match name {
+                "SMTP_PASSWORD" | "WEBHOOK_SECRET" => "secret".to_string(),
+                "SLACK_WEBHOOK" => "https://hooks.slack.com/services/T0/B0/x".to_string(),
+                "DISCORD_WEBHOOK" => "https://discord.com/api/webhooks/1/x".to_string(),
+                _ => return None,
+            })
+        };
+        let cfg = crate::config::parse(&text, "t.toml", std::path::Path::new("/x"), &env)
             .expect("uncommented template parses");
         assert_eq!(cfg.references.len(), 1);
+        assert_eq!(
+            cfg.notify.channels(),
+            ["email", "slack", "discord", "webhook"]
+        );
+        assert!(cfg.notify.spike.is_some());
     }
 }
