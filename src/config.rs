@@ -19,8 +19,8 @@ mod notify;
 mod rules;
 mod server;
 pub use notify::{
-    DEFAULT_ATTACH_MAX, EmailConfig, NotifyConfig, NotifyOn, SmtpTls, SpikeConfig, WebhookConfig,
-    parse_size,
+    DEFAULT_ATTACH_MAX, EmailConfig, HookUrl, NotifyConfig, NotifyOn, SmtpTls, SpikeConfig,
+    WebhookConfig, parse_size,
 };
 pub use rules::{ExpiryConfig, KeepQuery, PolicyConfig, Track, bind_parameters};
 pub use server::{

@@ -676,7 +676,8 @@ fn huge_input_is_cut_in_error_lines() {
 #[test]
 fn warnings_carry_no_colour_codes_unless_asked() {
     let f = Fx::new();
-    // `--notify` has nothing to send yet: a warning on stderr.
+    // `--notify` with `on = "always"` and no channel to send to: a warning on stderr.
+    f.config(&format!("{BASE}\n[notify]\non = \"always\"\n"));
     let warn = |color: Option<&str>, no_color: bool| {
         let mut args = Vec::new();
         if let Some(c) = color {

@@ -493,7 +493,8 @@ fn deletion_runs_notify_what_they_did_and_nothing_when_they_did_nothing() {
     assert!(
         body["summary"]["headline"]
             .as_str()
-            .is_some_and(|h| h.starts_with("4 deleted of 4 orphans")),
+            .is_some_and(|h| h.starts_with("4 orphans (0.01 MB) of scan 1")
+                && h.ends_with("queued; the queue run deleted 4")),
         "{body}"
     );
 
@@ -506,6 +507,21 @@ fn deletion_runs_notify_what_they_did_and_nothing_when_they_did_nothing() {
         r.requests().len(),
         before,
         "a run that did nothing sends nothing"
+    );
+
+    // Under `always`, a dry run is sent too, saying it is one.
+    fx.config(&hooks_section(&r, "always", ""));
+    let dry = fx.run(&["purge", "--notify"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    r.wait_for(before + 3, Duration::from_secs(10));
+    let body = webhook_body(&r);
+    assert_eq!(body["scan"]["kind"], "purge", "{body}");
+    assert_eq!(body["summary"]["dry_run"], true, "{body}");
+    assert!(
+        body["summary"]["headline"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("dry run: ")),
+        "{body}"
     );
 }
 

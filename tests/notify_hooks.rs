@@ -433,9 +433,10 @@ async fn a_dead_port_fails_quickly_without_showing_the_url_or_the_secret() {
             );
         }
     }
-    assert_eq!(
-        one(&deliveries, "webhook").error.as_deref(),
-        Some("cannot connect")
+    let said = one(&deliveries, "webhook").error.unwrap_or_default();
+    assert!(
+        said.starts_with("cannot connect") && said.contains("refused"),
+        "says why: {said}"
     );
 }
 

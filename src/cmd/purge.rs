@@ -51,16 +51,19 @@ pub async fn run(g: &Global, args: &PurgeArgs, ui: Ui) -> Result<Exit> {
     super::with_app(cfg, |app| async move {
         let plan = purge::plan(&app, &req).await?;
         purge::check_guard(&app, &plan, args.allow_mass_delete)?;
-        if !args.confirm {
-            super::print(&dry_run(&plan, args.limit_list))?;
-            if args.notify {
-                super::print("Notifications: none sent (a dry run deletes nothing)\n")?;
-            }
-            return Ok(Exit::Ok);
-        }
         let watch = args
             .notify
             .then(|| crate::notify::Watch::new(&app, crate::notify::Kind::Purge));
+        if !args.confirm {
+            let mut text = dry_run(&plan, args.limit_list);
+            if let Some(w) = watch {
+                purge::announce_dry_run(&app, &plan);
+                text.push_str(&w.finish(None).await.line());
+                text.push('\n');
+            }
+            super::print(&text)?;
+            return Ok(Exit::Ok);
+        }
         let done = purge::enqueue(&app, &plan, args.allow_mass_delete, "purge").await?;
         let total = plan.total();
         let mut text = format!(

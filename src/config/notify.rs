@@ -8,8 +8,9 @@ use toml::Spanned;
 use super::{Cx, Secret, Text};
 use crate::error::Result;
 
-/// A message's attachment limit when `attach_max` is not given.
-pub const DEFAULT_ATTACH_MAX: u64 = 5 * 1_000_000;
+/// A message's attachment limit when `attach_max` is not given: 5 MB, the product's MB
+/// (1,048,576 bytes, SPEC §5).
+pub const DEFAULT_ATTACH_MAX: u64 = 5 * 1_048_576;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,8 +93,28 @@ pub struct EmailConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
-    pub url: Secret,
+    pub url: HookUrl,
     pub secret: Secret,
+}
+
+/// A webhook URL. Slack's and Discord's carry their credential in the path (and others may in
+/// the query), so its `Debug` shows the scheme and host alone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HookUrl(String);
+
+impl HookUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for HookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(u) => write!(f, "{}://{}/***", u.scheme(), u.host_str().unwrap_or("?")),
+            Err(_) => f.write_str("***"),
+        }
+    }
 }
 
 /// Any one threshold met raises a spike alert (compared with the comparable scan).
@@ -112,9 +133,9 @@ pub struct NotifyConfig {
     pub on: NotifyOn,
     pub email: Option<EmailConfig>,
     /// Slack incoming webhook URL.
-    pub slack: Option<Secret>,
+    pub slack: Option<HookUrl>,
     /// Discord webhook URL.
-    pub discord: Option<Secret>,
+    pub discord: Option<HookUrl>,
     pub webhook: Option<WebhookConfig>,
     /// `None`: no spike alerts.
     pub spike: Option<SpikeConfig>,
@@ -256,7 +277,7 @@ impl Cx<'_> {
                 let url = self.expand(t)?;
                 check_hook_url(url.trim(), &format!("{what} webhook_url"))
                     .map_err(|m| self.err_at(t, m))?;
-                *slot = Some(Secret(url.trim().to_string()));
+                *slot = Some(HookUrl(url.trim().to_string()));
             }
         }
         if let Some(w) = &raw.webhook {
@@ -277,7 +298,7 @@ impl Cx<'_> {
                 return Err(self.err_at(s, "[notify] webhook secret is empty"));
             }
             n.webhook = Some(WebhookConfig {
-                url: Secret(url.trim().to_string()),
+                url: HookUrl(url.trim().to_string()),
                 secret: Secret(secret),
             });
         }
@@ -376,8 +397,8 @@ impl Cx<'_> {
     }
 }
 
-/// `5MB`, `512KB`, `1GB`, `2MiB` or a plain number of bytes. MB is 1,000,000 bytes and MiB
-/// 1,048,576, as a mail server counts its limits.
+/// `5MB`, `512KB`, `1GB`, `2MiB` or a plain number of bytes. Every "MB" of the product is
+/// 1,048,576 bytes (SPEC §5), so `KB`/`KiB`, `MB`/`MiB` and `GB`/`GiB` are powers of 1024.
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t
@@ -389,12 +410,9 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .map_err(|_| format!("`{s}` is not a size: write 5MB, 512KB or a number of bytes"))?;
     let mult: f64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
-        "kb" | "k" => 1e3,
-        "mb" | "m" => 1e6,
-        "gb" | "g" => 1e9,
-        "kib" => 1024.0,
-        "mib" => 1_048_576.0,
-        "gib" => 1_073_741_824.0,
+        "kb" | "k" | "kib" => 1024.0,
+        "mb" | "m" | "mib" => 1_048_576.0,
+        "gb" | "g" | "gib" => 1_073_741_824.0,
         _ => {
             return Err(format!(
                 "`{s}`: unknown unit `{unit}`; use B, KB, MB, GB, KiB, MiB or GiB"
@@ -415,8 +433,8 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("5MB"), Ok(5_000_000));
-        assert_eq!(parse_size("512 KB"), Ok(512_000));
+        assert_eq!(parse_size("5MB"), Ok(5_242_880));
+        assert_eq!(parse_size("512 KB"), Ok(524_288));
         assert_eq!(parse_size("2MiB"), Ok(2_097_152));
         assert_eq!(parse_size("100"), Ok(100));
         assert!(parse_size("lots").is_err());
@@ -444,5 +462,27 @@ mod tests {
         assert!(parse_smtp_url("http://x").is_err());
         assert!(parse_smtp_url("smtps://x?tls=none").is_err());
         assert!(parse_smtp_url("smtp://:pw@x").is_err());
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let env = |_: &str| None;
+        let text = "[stores.m]\nurl = \"/tmp\"\n[notify]\nslack = { webhook_url = \"https://hooks.slack.com/services/T0/B0/SLACKTOKEN\" }\ndiscord = { webhook_url = \"https://discord.com/api/webhooks/1/DISCORDTOKEN\" }\nwebhook = { url = \"https://h.example.com/hook?token=QUERYTOKEN\", secret = \"HMACSECRET\" }\nemail = { smtp_url = \"smtps://u:SMTPPASSWORD@mail.example.com\", from = \"a@example.com\", to = [\"b@example.com\"] }\n";
+        let cfg = crate::config::parse(text, "t.toml", std::path::Path::new("/x"), &env).unwrap();
+        let shown = format!("{:?} {:?}", cfg.notify, cfg);
+        for secret in [
+            "SLACKTOKEN",
+            "DISCORDTOKEN",
+            "QUERYTOKEN",
+            "HMACSECRET",
+            "SMTPPASSWORD",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        assert!(shown.contains("https://hooks.slack.com/***"), "{shown}");
     }
 }

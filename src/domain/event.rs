@@ -73,6 +73,8 @@ pub enum Event {
     PurgeQueued {
         /// What the orphans came from (`scan 12`, `report.csv`).
         source: String,
+        /// A dry run: nothing was queued (`added`, `already_queued` and `held` are 0).
+        dry_run: bool,
         /// Orphans in the plan, and their bytes.
         candidates: u64,
         bytes: u64,

@@ -6,12 +6,13 @@
 //! run — is turned into one [`Notice`], `[notify] on` decides whether it goes, and the channels
 //! send it.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 use super::{Alert, Delivery, Figure, Item, Kind, List, Notice, Retry};
 use crate::app::App;
@@ -22,11 +23,52 @@ use crate::report::{count, size_mb, size_mb_number};
 use crate::state::ScanLog as _;
 use crate::time::rfc3339;
 
-/// Listens to a run's events from before it starts until it ends.
+/// Listens to a run's events from before it starts until it ends. A task of its own reads them
+/// as they come and keeps only those that end a run, so that a flood of others (one per failed
+/// deletion) cannot push the run's end out of the channel's backlog before the run is over.
 pub struct Watch {
     app: Arc<App>,
     kind: Kind,
-    rx: broadcast::Receiver<Event>,
+    kept: Arc<Mutex<Kept>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The run-ending events seen so far (the newest [`KEPT`]), and how many events were missed.
+#[derive(Default)]
+struct Kept {
+    events: VecDeque<Event>,
+    missed: u64,
+}
+
+/// How many run-ending events a watch keeps: `serve`'s worker ends a queue run every few
+/// seconds, and a watched scan may last hours.
+const KEPT: usize = 256;
+
+fn ends_a_run(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::ScanFinished { .. }
+            | Event::ScanFailed { .. }
+            | Event::PurgeQueued { .. }
+            | Event::QueueRunFinished { .. }
+            | Event::CleanFinished { .. }
+            | Event::ExpireFinished { .. }
+    )
+}
+
+fn keep(kept: &Mutex<Kept>, got: Result<Event, u64>) {
+    let mut k = kept.lock().unwrap_or_else(PoisonError::into_inner);
+    match got {
+        Ok(e) if ends_a_run(&e) => {
+            if k.events.len() == KEPT {
+                k.events.pop_front();
+            }
+            k.events.push_back(e);
+        }
+        Ok(_) => {}
+        Err(missed) => k.missed += missed,
+    }
 }
 
 /// What a watched run's notification came to.
@@ -74,10 +116,41 @@ impl Sent {
 impl Watch {
     /// Starts listening: call before the run starts, so that none of its events is missed.
     pub fn new(app: &Arc<App>, kind: Kind) -> Watch {
+        let mut rx = app.events();
+        let kept = Arc::new(Mutex::new(Kept::default()));
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let shared = Arc::clone(&kept);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    got = rx.recv() => match got {
+                        Ok(e) => keep(&shared, Ok(e)),
+                        Err(broadcast::error::RecvError::Lagged(n)) => keep(&shared, Err(n)),
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = &mut stopped => {
+                        // Whatever the run published before it ended is in the channel now.
+                        loop {
+                            match rx.try_recv() {
+                                Ok(e) => keep(&shared, Ok(e)),
+                                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                    keep(&shared, Err(n));
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        });
         Watch {
             app: Arc::clone(app),
             kind,
-            rx: app.events(),
+            kept,
+            stop: Some(stop),
+            task,
         }
     }
 
@@ -86,18 +159,33 @@ impl Watch {
     /// when `on` lets it. A channel that failed is reported on stderr in one line and recorded;
     /// nothing here fails the run.
     pub async fn finish(mut self, id: Option<i64>) -> Sent {
-        let mut events = Vec::new();
-        loop {
-            match self.rx.try_recv() {
-                Ok(e) => events.push(e),
-                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
-                Err(_) => break,
-            }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
+        let _ = (&mut self.task).await;
+        let (events, missed) = {
+            let mut k = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            (Vec::from(std::mem::take(&mut k.events)), k.missed)
+        };
         let Some(notice) = notice(&self.app, self.kind, id, &events).await else {
+            if missed > 0 {
+                tracing::warn!(
+                    "notify: the run's end was among {missed} events this process could not keep up with; nothing was sent"
+                );
+                return Sent::Skipped(format!(
+                    "the run's end was missed ({missed} events dropped)"
+                ));
+            }
             return Sent::Skipped("the run announced no end".into());
         };
         deliver(&self.app, &notice).await
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // A watch dropped unfinished (its run failed early) stops listening.
+        self.task.abort();
     }
 }
 
@@ -584,7 +672,7 @@ fn failed_scan(app_name: String, scan_id: i64, error: &str) -> Notice {
         report_path: None,
         attachment: None,
         warnings: vec![error.to_string()],
-        scan_json: json!({"kind": "scan", "app_name": app_name, "id": scan_id, "complete": false, "error": error}),
+        scan_json: json!({"kind": "scan", "app_name": app_name, "id": scan_id, "complete": false, "error": error, "report_path": null}),
         summary_json: json!({"headline": headline, "actions": actions, "api_usage": [], "report_path": null, "alert": null}),
         headline,
         app_name,
@@ -656,6 +744,7 @@ fn deletion_actions(failed: u64, retrying: u64, budget_stop: Option<&str>) -> Ve
 fn purge_notice(app_name: String, queued: &Event, worked: Option<&Event>) -> Notice {
     let Event::PurgeQueued {
         source,
+        dry_run,
         candidates,
         bytes,
         added,
@@ -666,6 +755,9 @@ fn purge_notice(app_name: String, queued: &Event, worked: Option<&Event>) -> Not
     else {
         return test_notice(app_name, &[]);
     };
+    if *dry_run {
+        return purge_dry_run_notice(app_name, queued);
+    }
     let mut figures = vec![
         figure("Source", source.clone()),
         figure(
@@ -688,12 +780,14 @@ fn purge_notice(app_name: String, queued: &Event, worked: Option<&Event>) -> Not
         }) => (*retrying, *referenced, *dropped),
         _ => (0, 0, 0),
     };
+    // The queue run after the queueing works every due entry, older ones too: its figures are
+    // the run's, not only this plan's.
     let headline = format!(
-        "{} deleted of {} orphan{} ({} MB) of {source}{}",
-        count(gone),
+        "{} orphan{} ({} MB) of {source} queued; the queue run deleted {}{}",
         count(*candidates),
         if *candidates == 1 { "" } else { "s" },
         size_mb(*bytes),
+        count(gone),
         if failed > 0 {
             format!(", {} failed", count(failed))
         } else {
@@ -723,14 +817,65 @@ fn purge_notice(app_name: String, queued: &Event, worked: Option<&Event>) -> Not
         run_id: None,
         headline,
         complete: failed == 0 && budget_stop.is_none(),
-        noteworthy: gone > 0 || failed > 0 || referenced > 0 || dropped > 0,
+        // A failed attempt that will be tried again is a failure of this run all the same.
+        noteworthy: gone > 0 || failed > 0 || retrying > 0 || referenced > 0 || dropped > 0,
         figures,
         lists,
         actions,
         summary: json!({
-            "source": source, "candidates": candidates, "bytes": bytes, "queued": added,
-            "already_queued": already_queued, "held": held,
+            "source": source, "dry_run": false, "candidates": candidates, "bytes": bytes,
+            "queued": added, "already_queued": already_queued, "held": held,
             "worked": worked,
+        }),
+    })
+}
+
+/// `purge` without `--confirm`: what would be deleted. It deletes nothing, so only
+/// `on = "always"` sends it.
+fn purge_dry_run_notice(app_name: String, queued: &Event) -> Notice {
+    let Event::PurgeQueued {
+        source,
+        candidates,
+        bytes,
+        first_keys,
+        ..
+    } = queued
+    else {
+        return test_notice(app_name, &[]);
+    };
+    let headline = format!(
+        "dry run: {} orphan{} ({} MB) of {source} would be deleted",
+        count(*candidates),
+        if *candidates == 1 { "" } else { "s" },
+        size_mb(*bytes)
+    );
+    deletion_notice(DeletionParts {
+        app_name,
+        kind: Kind::Purge,
+        run_id: None,
+        headline,
+        complete: true,
+        noteworthy: false,
+        figures: vec![
+            figure("Source", source.clone()),
+            figure(
+                "Would delete",
+                format!("{} ({} MB)", count(*candidates), size_mb(*bytes)),
+            ),
+        ],
+        lists: vec![List {
+            title: "Orphans that would be deleted".into(),
+            key: "queued",
+            total: *candidates,
+            items: first_keys.iter().cloned().map(plain_item).collect(),
+        }],
+        actions: if *candidates > 0 {
+            vec!["Run `assetgc purge --confirm` (with the same options) to delete them.".into()]
+        } else {
+            Vec::new()
+        },
+        summary: json!({
+            "source": source, "dry_run": true, "candidates": candidates, "bytes": bytes,
         }),
     })
 }
@@ -796,6 +941,7 @@ fn deletion_notice(p: DeletionParts) -> Notice {
             "id": p.run_id,
             "complete": p.complete,
             "finished_at": rfc3339(Utc::now()),
+            "report_path": null,
         }),
         summary_json: summary,
         app_name: p.app_name,
@@ -806,6 +952,7 @@ fn num(v: &Value, k: &str) -> u64 {
     v.get(k).and_then(Value::as_u64).unwrap_or(0)
 }
 
+#[allow(clippy::too_many_lines)] // one notice, figure by figure
 fn clean_notice(app_name: String, e: &Event) -> Notice {
     let Event::CleanFinished {
         run_id,
@@ -890,7 +1037,12 @@ fn clean_notice(app_name: String, e: &Event) -> Notice {
         run_id: Some(*run_id),
         headline,
         complete: *complete && failed == 0,
-        noteworthy: !*dry_run && (deleted > 0 || failed > 0 || dropped > 0),
+        noteworthy: !*dry_run
+            && (deleted > 0
+                || failed > 0
+                || dropped > 0
+                || num(summary, "dropped") > 0
+                || num(summary, "retrying") > 0),
         figures,
         lists: vec![List {
             title: if *dry_run {
@@ -1056,7 +1208,7 @@ fn queue_notice(app_name: String, e: &Event) -> Notice {
         run_id: None,
         headline,
         complete: failed == 0 && budget_stop.is_none(),
-        noteworthy: gone > 0 || failed > 0 || referenced > 0 || dropped > 0,
+        noteworthy: gone > 0 || failed > 0 || retrying > 0 || referenced > 0 || dropped > 0,
         figures,
         lists: vec![errors_list(&errors, failed)],
         actions: deletion_actions(failed, retrying, budget_stop.as_deref()),
@@ -1085,9 +1237,147 @@ pub fn test_notice(app_name: String, channels: &[&str]) -> Notice {
         report_path: None,
         attachment: None,
         warnings: Vec::new(),
-        scan_json: json!({"kind": "test", "app_name": app_name}),
+        scan_json: json!({"kind": "test", "app_name": app_name, "id": null, "report_path": null}),
         summary_json: json!({"headline": headline, "actions": actions, "api_usage": [], "report_path": null, "alert": null}),
         headline,
         app_name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ObjectId, ResourceType};
+
+    async fn app(dir: &std::path::Path) -> Arc<App> {
+        let text = format!(
+            "[state]\nurl = \"sqlite://{}/state.db\"\n\n[stores.media]\nurl = \"{}\"\n\n[notify]\non = \"always\"\n",
+            dir.display(),
+            dir.display()
+        );
+        let cfg = crate::config::parse(&text, "t.toml", dir, &|_| None).expect("config");
+        App::open(cfg).await.expect("app")
+    }
+
+    fn finished(id: i64, orphans: u64) -> Event {
+        Event::ScanFinished {
+            scan_id: id,
+            window: crate::domain::scan::Window::All,
+            mode: ScanMode::Both,
+            complete: true,
+            summary: Summary {
+                orphans,
+                ..Summary::default()
+            },
+            report_path: None,
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            stores: vec!["media".into()],
+            api_calls: indexmap::IndexMap::new(),
+            warnings: Vec::new(),
+            api_usage: Vec::new(),
+            first_orphans: Vec::new(),
+            first_missing: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scan_s_notice_is_made_from_that_scan_s_events_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path()).await;
+        // Two scans ended while this one's watch listened (serve runs several at once).
+        let events = [finished(1, 7), finished(2, 0)];
+        let n = notice(&app, Kind::Scan, Some(1), &events).await.unwrap();
+        assert_eq!(n.run_id, Some(1));
+        assert!(n.noteworthy);
+        let n = notice(&app, Kind::Scan, Some(2), &events).await.unwrap();
+        assert_eq!(n.run_id, Some(2));
+        assert!(!n.noteworthy);
+        assert!(notice(&app, Kind::Scan, Some(3), &events).await.is_none());
+        app.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_other_events_never_pushes_the_run_s_end_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path()).await;
+        let w = Watch::new(&app, Kind::Purge);
+        app.publish(Event::PurgeQueued {
+            source: "scan 1".into(),
+            dry_run: false,
+            candidates: 5000,
+            bytes: 1,
+            added: 5000,
+            already_queued: 0,
+            held: 0,
+            first_keys: Vec::new(),
+        });
+        // Four times the channel's backlog of failures, as a store that is down gives: the run
+        // awaits between them, as a real one does.
+        for i in 0..4096 {
+            app.publish(Event::DeletionFailed {
+                queue_id: i,
+                object: ObjectId::new("media", ResourceType::Plain, format!("k{i}")),
+                error: "store down".into(),
+                gave_up: false,
+            });
+            if i % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        app.publish(Event::QueueRunFinished {
+            claimed: 5000,
+            deleted: 0,
+            quarantined: 0,
+            already_gone: 0,
+            referenced: 0,
+            retrying: 5000,
+            failed: 0,
+            deferred: 0,
+            dropped: 0,
+            errors: vec!["store down".into()],
+            budget_stop: None,
+        });
+        // With no channel configured, a notice that was made says so; a lost one would say the
+        // run announced no end.
+        assert_eq!(
+            w.finish(None).await,
+            Sent::Skipped("no channel configured".into())
+        );
+        app.close().await;
+    }
+
+    #[test]
+    fn a_purge_whose_deletions_all_wait_for_a_retry_is_findings() {
+        let queued = Event::PurgeQueued {
+            source: "scan 1".into(),
+            dry_run: false,
+            candidates: 2,
+            bytes: 1,
+            added: 2,
+            already_queued: 0,
+            held: 0,
+            first_keys: Vec::new(),
+        };
+        let worked = Event::QueueRunFinished {
+            claimed: 2,
+            deleted: 0,
+            quarantined: 0,
+            already_gone: 0,
+            referenced: 0,
+            retrying: 2,
+            failed: 0,
+            deferred: 0,
+            dropped: 0,
+            errors: vec!["store down".into()],
+            budget_stop: None,
+        };
+        let n = purge_notice("shop".into(), &queued, Some(&worked));
+        assert!(n.noteworthy);
+        assert!(
+            n.actions.iter().any(|a| a.contains("tried again")),
+            "{:?}",
+            n.actions
+        );
     }
 }

@@ -31,14 +31,14 @@ enum Report {
     Absent,
 }
 
-/// Bytes in the units `attach_max` is written in (1 MB = 1,000,000 bytes, as mail servers count),
+/// Bytes in the product's MB (1,048,576 bytes, as `attach_max` counts them),
 /// plain bytes for small sizes so a tiny limit does not read as `0.00 MB`.
 #[allow(clippy::cast_precision_loss)]
 fn size_text(bytes: u64) -> String {
     if bytes < 10_000 {
         format!("{bytes} bytes")
     } else {
-        format!("{:.2} MB", bytes as f64 / 1e6)
+        format!("{} MB", crate::report::size_mb(bytes))
     }
 }
 

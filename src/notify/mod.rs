@@ -185,13 +185,27 @@ impl SendError {
     /// An HTTP client error without its URL (reqwest's `Display` names it, path and all).
     pub fn http(e: reqwest::Error) -> SendError {
         let e = e.without_url();
-        let message = if e.is_timeout() {
+        let head = if e.is_timeout() {
             "timed out".to_string()
         } else if e.is_connect() {
             "cannot connect".to_string()
         } else {
-            format!("{e:#}")
+            e.to_string()
         };
+        // The innermost cause says why (`Connection refused`, `invalid peer certificate`); it
+        // names no URL, and one that would is left out.
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let why = cause.to_string();
+        let message =
+            if std::ptr::addr_eq(cause, &raw const e) || why.contains("://") || head.contains(&why)
+            {
+                head
+            } else {
+                format!("{head}: {why}")
+            };
         SendError::retry(message)
     }
 
@@ -231,8 +245,8 @@ pub struct Delivery {
     pub error: Option<String>,
 }
 
-/// The longest `Retry-After` a channel's next attempt waits for; a service that asks for more is
-/// given up on sooner rather than holding the run.
+/// The longest `Retry-After` a channel's next attempt waits for: a service that asks for more is
+/// tried again after this long all the same, rather than holding the run.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How many times a channel is tried, and the waits between tries (doubled each time).
@@ -256,14 +270,14 @@ impl Default for Retry {
 
 /// The HTTP client the webhook channels share: no redirects (a redirect would carry the signed
 /// body elsewhere), a bounded connect time.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, SendError> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5).min(timeout))
         .timeout(timeout)
         .user_agent(concat!("assetgc/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_default()
+        .map_err(|e| SendError::fatal(format!("cannot set up HTTPS: {}", e.without_url())))
 }
 
 /// Sends `notice` to every configured channel at once, each tried up to `retry.attempts` times.
@@ -271,32 +285,54 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 pub async fn send_all(cfg: &NotifyConfig, notice: &Notice, retry: Retry) -> Vec<Delivery> {
     let client = http_client(retry.timeout);
     let client = &client;
+    let no_client = |channel: &'static str| {
+        Box::pin(std::future::ready(Delivery {
+            channel,
+            attempts: 0,
+            error: client.as_ref().err().map(|e| e.message.clone()),
+        })) as futures::future::BoxFuture<'_, Delivery>
+    };
     let mut sends: Vec<futures::future::BoxFuture<'_, Delivery>> = Vec::new();
     if let Some(e) = &cfg.email {
         sends.push(Box::pin(attempt("email", retry, move || {
             email::send(e, notice, retry.timeout)
         })));
     }
-    if let Some(url) = &cfg.slack {
-        sends.push(Box::pin(attempt("slack", retry, move || {
-            slack::send(client, url.expose(), notice)
-        })));
-    }
-    if let Some(url) = &cfg.discord {
-        sends.push(Box::pin(attempt("discord", retry, move || {
-            discord::send(client, url.expose(), notice)
-        })));
-    }
-    if let Some(w) = &cfg.webhook {
-        sends.push(Box::pin(attempt("webhook", retry, move || {
-            webhook::send(
-                client,
-                w.url.expose(),
-                w.secret.expose(),
-                notice,
-                Utc::now(),
-            )
-        })));
+    match client {
+        Ok(client) => {
+            if let Some(url) = &cfg.slack {
+                sends.push(Box::pin(attempt("slack", retry, move || {
+                    slack::send(client, url.expose(), notice)
+                })));
+            }
+            if let Some(url) = &cfg.discord {
+                sends.push(Box::pin(attempt("discord", retry, move || {
+                    discord::send(client, url.expose(), notice)
+                })));
+            }
+            if let Some(w) = &cfg.webhook {
+                sends.push(Box::pin(attempt("webhook", retry, move || {
+                    webhook::send(
+                        client,
+                        w.url.expose(),
+                        w.secret.expose(),
+                        notice,
+                        Utc::now(),
+                    )
+                })));
+            }
+        }
+        Err(_) => {
+            for (on, channel) in [
+                (cfg.slack.is_some(), "slack"),
+                (cfg.discord.is_some(), "discord"),
+                (cfg.webhook.is_some(), "webhook"),
+            ] {
+                if on {
+                    sends.push(no_client(channel));
+                }
+            }
+        }
     }
     futures::future::join_all(sends).await
 }

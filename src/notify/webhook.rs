@@ -98,10 +98,33 @@ pub async fn send(
 pub(super) async fn deliver(req: reqwest::RequestBuilder) -> Result<(), SendError> {
     let resp = req.send().await.map_err(SendError::http)?;
     if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(SendError::answer(&resp))
+        return Ok(());
     }
+    let mut e = SendError::answer(&resp);
+    // The first words of the answer say why (Slack: `invalid_blocks`, `no_service`), with the
+    // URL's path and query, should the service echo them, cut out.
+    let hidden: Vec<String> = [resp.url().path(), resp.url().query().unwrap_or_default()]
+        .into_iter()
+        .filter(|p| p.len() > 1)
+        .map(str::to_string)
+        .collect();
+    if let Ok(body) = resp.text().await {
+        let mut said: String = body
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for h in &hidden {
+            said = said.replace(h.as_str(), "***");
+        }
+        let said = clip(&said, 100);
+        if !said.is_empty() {
+            e.message = format!("{}: {said}", e.message);
+        }
+    }
+    Err(e)
 }
 
 /// `s` cut to at most `max` characters, the cut marked with `…` (which counts in `max`). Slack

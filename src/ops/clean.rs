@@ -133,6 +133,7 @@ impl CleanOutcome {
             "deleted": worked.map_or(0, |t| t.deleted + t.quarantined),
             "already_gone": worked.map_or(0, |t| t.already_gone),
             "dropped_referenced": worked.map_or(0, |t| t.referenced),
+            "dropped": worked.map_or(0, |t| t.dropped),
             "failed": worked.map_or(0, |t| t.failed),
             "retrying": worked.map_or(0, |t| t.retrying),
             "policies": self.policies,

@@ -425,14 +425,26 @@ pub async fn enqueue(
         already_queued,
         held: plan.candidates.iter().filter(|c| c.ready_at > now).count() as u64,
     };
+    app.publish(queued_event(plan, Some(&done)));
+    Ok(done)
+}
+
+/// Announces a dry run's plan (what `--notify` sends when `on = "always"`).
+pub fn announce_dry_run(app: &App, plan: &PurgePlan) {
+    app.publish(queued_event(plan, None));
+}
+
+/// The event a purge announces once its plan is queued (`done`), or for a dry run (`None`).
+fn queued_event(plan: &PurgePlan, done: Option<&Enqueued>) -> Event {
     let total = plan.total();
-    app.publish(Event::PurgeQueued {
+    Event::PurgeQueued {
         source: plan.source.clone(),
+        dry_run: done.is_none(),
         candidates: total.count,
         bytes: total.bytes,
-        added,
-        already_queued,
-        held: done.held,
+        added: done.map_or(0, |d| d.added),
+        already_queued: done.map_or(0, |d| d.already_queued),
+        held: done.map_or(0, |d| d.held),
         first_keys: plan
             .candidates
             .iter()
@@ -446,8 +458,7 @@ pub async fn enqueue(
                 }
             })
             .collect(),
-    });
-    Ok(done)
+    }
 }
 
 /// Each store of a plan with the scan its orphans came from.

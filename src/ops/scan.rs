@@ -113,9 +113,10 @@ pub async fn run_announced(
         Ok(f) => f,
         Err(e) => {
             let _ = app.state.fail_scan(id, &e.to_string()).await;
+            // Notifications carry it: one line, secrets in URLs shown as `***`.
             app.publish(Event::ScanFailed {
                 scan_id: id,
-                error: e.to_string(),
+                error: crate::error::one_line(&e),
             });
             return Err(e);
         }

@@ -212,13 +212,23 @@ pub async fn start_scan(
     let watch = (body.notify == Some(true))
         .then(|| crate::notify::Watch::new(&s.app, crate::notify::Kind::Scan));
     s.spawn(async move {
-        match crate::ops::scan::run_announced(&app, req, Some(id_tx)).await {
+        // The id goes to the waiting request and is kept here: a scan that fails once recorded
+        // is notified as that scan (several may run at once).
+        let (inner_tx, inner_rx) = tokio::sync::oneshot::channel();
+        let forward = async move {
+            let id = inner_rx.await.ok();
+            if let Some(id) = id {
+                let _ = id_tx.send(id);
+            }
+            id
+        };
+        let (result, id) = tokio::join!(
+            crate::ops::scan::run_announced(&app, req, Some(inner_tx)),
+            forward
+        );
+        match result {
             Ok(done) => {
                 tracing::info!(scan_id = done.id, state = %done.findings.state(), "scan finished");
-                if let Some(w) = watch {
-                    let sent = w.finish(Some(done.id)).await;
-                    tracing::info!(scan_id = done.id, "{}", sent.line());
-                }
             }
             Err(e) => {
                 // The scan is recorded `failed` by the operation; before it was recorded, the
@@ -226,6 +236,10 @@ pub async fn start_scan(
                 tracing::warn!(error = %crate::error::one_line(&e), "scan failed");
                 let _ = err_tx.send(e);
             }
+        }
+        if let (Some(w), Some(id)) = (watch, id) {
+            let sent = w.finish(Some(id)).await;
+            tracing::info!(scan_id = id, "{}", sent.line());
         }
     });
     match id_rx.await {
