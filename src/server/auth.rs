@@ -103,7 +103,13 @@ impl Auth {
     /// The caller a token belongs to. Every known hash is compared, in constant time, whatever
     /// matched before.
     pub async fn identify(&self, state: &StateDb, token: &str) -> Option<Caller> {
-        let presented = digest(token);
+        self.identify_digest(state, &digest(token)).await
+    }
+
+    /// The caller whose token has this SHA-256 (a dashboard session keeps only the hash), while
+    /// that token is still known.
+    pub async fn identify_digest(&self, state: &StateDb, presented: &[u8; 32]) -> Option<Caller> {
+        let presented = *presented;
         if let Some(c) = self.find(&presented, false) {
             return Some(c);
         }
@@ -191,14 +197,30 @@ pub fn needed(method: &Method) -> Scope {
     }
 }
 
-/// Checks the token, its scope and its rate, then hands the request on with its [`Caller`].
+/// Checks the token (or the dashboard's session cookie, with its CSRF token on every request
+/// that changes something), its scope and its rate, then hands the request on with its
+/// [`Caller`].
 pub async fn require(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let caller = match bearer(&req) {
-        None => {
-            return unauthorized(
-                "a token is needed: send `Authorization: Bearer TOKEN` (make one with `assetgc token new`)",
-            );
-        }
+        None => match super::ui::session::from_request(&s, req.headers()).await {
+            Some(session) => {
+                if needed(req.method()) == Scope::Write
+                    && let Err(why) = super::ui::session::check_write(
+                        req.headers(),
+                        &session,
+                        s.app.cfg.server.trust_forwarded_proto,
+                    )
+                {
+                    return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
+                }
+                session.caller
+            }
+            None => {
+                return unauthorized(
+                    "a token is needed: send `Authorization: Bearer TOKEN` (make one with `assetgc token new`)",
+                );
+            }
+        },
         Some(token) => match s.auth.identify(&s.app.state, token).await {
             Some(c) => c,
             None => return unauthorized("the token is not valid"),

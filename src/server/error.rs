@@ -100,7 +100,8 @@ pub async fn shape(response: Response) -> Response {
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    // The dashboard's pages answer in HTML, errors included.
     if is_json {
         return response;
     }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cache;
 pub mod error;
 pub mod metrics;
+pub mod ui;
 pub mod worker;
 
 use std::ops::Deref;
@@ -150,6 +151,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(open)
+        .merge(ui::routes())
         .fallback(not_found)
         // Innermost first: the body cap, then the error shape over everything inside and the
         // cap's own 413, then the request metrics over the final status.

@@ -23,6 +23,7 @@ mod queue;
 mod scans;
 mod sqlite;
 mod tokens;
+mod ui_sessions;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -48,6 +49,7 @@ pub use notifications::NotificationRecord;
 pub use queue::CLAIM_TIMEOUT;
 pub use scans::ScanRecord;
 pub use tokens::StoredToken;
+pub use ui_sessions::UiSession;
 
 /// One value bound to a statement. Nulls carry their type: PostgreSQL needs it.
 #[derive(Debug, Clone, Copy)]
