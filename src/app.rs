@@ -25,7 +25,13 @@ pub struct App {
     pub ledger: Arc<Ledger>,
     stores: Mutex<HashMap<String, Arc<dyn Store>>>,
     events: broadcast::Sender<Event>,
+    taps: Mutex<Vec<std::sync::Weak<Tap>>>,
 }
+
+/// A listener called on every event as it is published, in the publisher's thread: unlike a
+/// channel's receiver it can never fall behind. It must be quick (take what it needs and
+/// return); it is called until the last `Arc` of it is dropped.
+pub struct Tap(Box<dyn Fn(&Event) + Send + Sync>);
 
 impl App {
     /// Opens the state database (creating and migrating it when needed) and loads the budgets.
@@ -48,6 +54,7 @@ impl App {
             ledger,
             stores: Mutex::default(),
             events,
+            taps: Mutex::default(),
         }))
     }
 
@@ -80,8 +87,28 @@ impl App {
         self.events.subscribe()
     }
 
+    /// Calls `f` on every event published from now on, until the returned `Arc` is dropped.
+    pub fn tap(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> Arc<Tap> {
+        let tap = Arc::new(Tap(Box::new(f)));
+        self.taps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(&tap));
+        tap
+    }
+
     /// Announces an event; nobody has to listen.
     pub(crate) fn publish(&self, event: Event) {
+        {
+            let mut taps = self.taps.lock().unwrap_or_else(PoisonError::into_inner);
+            taps.retain(|t| match t.upgrade() {
+                Some(tap) => {
+                    (tap.0)(&event);
+                    true
+                }
+                None => false,
+            });
+        }
         let _ = self.events.send(event);
     }
 

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, oneshot};
 
 use super::{Alert, Delivery, Figure, Item, Kind, List, Notice, Retry};
 use crate::app::App;
@@ -23,22 +22,14 @@ use crate::report::{count, size_mb, size_mb_number};
 use crate::state::ScanLog as _;
 use crate::time::rfc3339;
 
-/// Listens to a run's events from before it starts until it ends. A task of its own reads them
-/// as they come and keeps only those that end a run, so that a flood of others (one per failed
-/// deletion) cannot push the run's end out of the channel's backlog before the run is over.
+/// Listens to a run's events from before it starts until it ends. It taps the application's
+/// events ([`App::tap`]): each is looked at as it is published, and only those that end a run are
+/// kept, so that no flood of others (one per failed deletion) can push the run's end out.
 pub struct Watch {
     app: Arc<App>,
     kind: Kind,
-    kept: Arc<Mutex<Kept>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// The run-ending events seen so far (the newest [`KEPT`]), and how many events were missed.
-#[derive(Default)]
-struct Kept {
-    events: VecDeque<Event>,
-    missed: u64,
+    kept: Arc<Mutex<VecDeque<Event>>>,
+    tap: Option<Arc<crate::app::Tap>>,
 }
 
 /// How many run-ending events a watch keeps: `serve`'s worker ends a queue run every few
@@ -55,20 +46,6 @@ fn ends_a_run(e: &Event) -> bool {
             | Event::CleanFinished { .. }
             | Event::ExpireFinished { .. }
     )
-}
-
-fn keep(kept: &Mutex<Kept>, got: Result<Event, u64>) {
-    let mut k = kept.lock().unwrap_or_else(PoisonError::into_inner);
-    match got {
-        Ok(e) if ends_a_run(&e) => {
-            if k.events.len() == KEPT {
-                k.events.pop_front();
-            }
-            k.events.push_back(e);
-        }
-        Ok(_) => {}
-        Err(missed) => k.missed += missed,
-    }
 }
 
 /// What a watched run's notification came to.
@@ -116,41 +93,22 @@ impl Sent {
 impl Watch {
     /// Starts listening: call before the run starts, so that none of its events is missed.
     pub fn new(app: &Arc<App>, kind: Kind) -> Watch {
-        let mut rx = app.events();
-        let kept = Arc::new(Mutex::new(Kept::default()));
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let shared = Arc::clone(&kept);
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    biased;
-                    got = rx.recv() => match got {
-                        Ok(e) => keep(&shared, Ok(e)),
-                        Err(broadcast::error::RecvError::Lagged(n)) => keep(&shared, Err(n)),
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    },
-                    _ = &mut stopped => {
-                        // Whatever the run published before it ended is in the channel now.
-                        loop {
-                            match rx.try_recv() {
-                                Ok(e) => keep(&shared, Ok(e)),
-                                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                                    keep(&shared, Err(n));
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        break;
-                    }
+        let kept = Arc::new(Mutex::new(VecDeque::new()));
+        let into = Arc::clone(&kept);
+        let tap = app.tap(move |e| {
+            if ends_a_run(e) {
+                let mut k = into.lock().unwrap_or_else(PoisonError::into_inner);
+                if k.len() == KEPT {
+                    k.pop_front();
                 }
+                k.push_back(e.clone());
             }
         });
         Watch {
             app: Arc::clone(app),
             kind,
             kept,
-            stop: Some(stop),
-            task,
+            tap: Some(tap),
         }
     }
 
@@ -159,33 +117,14 @@ impl Watch {
     /// when `on` lets it. A channel that failed is reported on stderr in one line and recorded;
     /// nothing here fails the run.
     pub async fn finish(mut self, id: Option<i64>) -> Sent {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
-        let (events, missed) = {
-            let mut k = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-            (Vec::from(std::mem::take(&mut k.events)), k.missed)
-        };
+        self.tap = None;
+        let events = Vec::from(std::mem::take(
+            &mut *self.kept.lock().unwrap_or_else(PoisonError::into_inner),
+        ));
         let Some(notice) = notice(&self.app, self.kind, id, &events).await else {
-            if missed > 0 {
-                tracing::warn!(
-                    "notify: the run's end was among {missed} events this process could not keep up with; nothing was sent"
-                );
-                return Sent::Skipped(format!(
-                    "the run's end was missed ({missed} events dropped)"
-                ));
-            }
             return Sent::Skipped("the run announced no end".into());
         };
         deliver(&self.app, &notice).await
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        // A watch dropped unfinished (its run failed early) stops listening.
-        self.task.abort();
     }
 }
 
