@@ -50,7 +50,7 @@ struct Page {
     jobs: Vec<Row>,
 }
 
-/// Why the word for a trigger differs from its spelling in the API: people read "scheduled",
+/// A trigger in words: people read "scheduled", not the API's `schedule`, and "catch-up",
 /// not `catch_up`.
 fn trigger_text(t: &str) -> &str {
     match t {
@@ -207,6 +207,80 @@ mod tests {
         assert_eq!(trigger_text("schedule"), "scheduled");
         assert_eq!(trigger_text("catch_up"), "catch-up");
         assert_eq!(trigger_text("manual"), "run by hand");
+    }
+
+    fn render(jobs: Vec<Row>, can_write: bool) -> String {
+        Page {
+            chrome: Chrome {
+                title: "Jobs".into(),
+                active: "jobs",
+                app_name: "Test".into(),
+                user: "token-1".into(),
+                can_write,
+                csrf: "c".into(),
+            },
+            error: None,
+            jobs,
+        }
+        .render()
+        .expect("render")
+    }
+
+    fn job(last: Option<LastRun>) -> Row {
+        Row {
+            name: "detect".into(),
+            command: "scan --days 7".into(),
+            schedule: "0 4 * * *".into(),
+            tz: Some("Europe/Paris".into()),
+            timeout: "1h".into(),
+            running: false,
+            last,
+            next_raw: "2026-12-06T03:00:00Z".into(),
+            next: "2026-12-06 03:00 UTC (in 1 d 2 h)".into(),
+        }
+    }
+
+    #[test]
+    fn no_jobs_shows_how_to_add_one() {
+        let html = render(Vec::new(), true);
+        assert!(html.contains("No [[jobs]] in the configuration"));
+        assert!(html.contains(r#"schedule = "0 4 * * *""#));
+        assert!(!html.contains(r#"<table id="jobs">"#));
+    }
+
+    #[test]
+    fn a_job_row_shows_its_last_run_output_report_and_next_run() {
+        let run = LastRun {
+            id: 12,
+            status: "failed".into(),
+            trigger: "scheduled".into(),
+            started_raw: "2026-12-05T04:00:00Z".into(),
+            started: "2026-12-05 04:00 UTC".into(),
+            duration: "1 min 5 s".into(),
+            duration_secs: 65,
+            summary: "exit 2: a store failed".into(),
+            output: "line <one>".into(),
+            report: Some(report_href("detect", 12)),
+        };
+        let html = render(vec![job(Some(run))], true);
+        assert!(html.contains(r#"<tr data-job="detect">"#));
+        assert!(html.contains(r#"data-status="failed""#));
+        assert!(html.contains(r#"<span class="duration" data-value="65">1 min 5 s</span>"#));
+        assert!(html.contains("<details><summary>Output</summary><pre class=\"output\">line &#60;one&#62;</pre></details>"), "{html}");
+        assert!(html.contains(r#"href="/api/jobs/detect/runs/12/report""#));
+        assert!(html.contains("Europe/Paris"));
+        assert!(html.contains(r#"data-value="2026-12-06T03:00:00Z""#));
+        assert!(html.contains(r#"data-run="detect" aria-describedby="job-detect">Run now"#));
+    }
+
+    #[test]
+    fn a_read_only_session_cannot_start_a_run() {
+        let html = render(vec![job(None)], false);
+        assert!(html.contains("Your token is read-only: changes are refused."));
+        assert!(
+            html.contains(r#"data-run="detect" aria-describedby="job-detect" disabled>Run now"#)
+        );
+        assert!(html.contains("never run"));
     }
 
     #[test]

@@ -101,6 +101,8 @@ struct Page {
     pending: Table,
     failed: Table,
     total_failed: u64,
+    /// Entries the worker holds right now: counted as pending by the stats, shown in no table.
+    claimed: u64,
 }
 
 fn href(pending: Option<&str>, failed: Option<&str>) -> String {
@@ -203,10 +205,17 @@ pub async fn queue(
         let failed = table(&s, QueueState::Failed, fa, now, |c| href(pc.as_deref(), c))
             .await
             .map_err(|e| crate::server::error::ApiError::from(e).message)?;
-        Ok::<_, String>((st, pending, failed))
+        let claimed = s
+            .app
+            .state
+            .queue_page(Some(QueueState::Claimed), None, 1)
+            .await
+            .map_err(|e| crate::server::error::ApiError::from(e).message)?
+            .total;
+        Ok::<_, String>((st, pending, failed, claimed))
     };
     let page = match read.await {
-        Ok((st, pending, failed)) => Page {
+        Ok((st, pending, failed, claimed)) => Page {
             chrome,
             error: None,
             figures: figures(&st),
@@ -218,6 +227,7 @@ pub async fn queue(
             total_failed: st.total_failed,
             pending,
             failed,
+            claimed,
         },
         Err(msg) => Page {
             chrome,
@@ -225,6 +235,7 @@ pub async fn queue(
             figures: Vec::new(),
             by_attempts: Vec::new(),
             total_failed: 0,
+            claimed: 0,
             pending: empty(),
             failed: empty(),
         },
@@ -323,6 +334,107 @@ mod tests {
         assert_eq!(cursor(Some("-3")), None);
         assert_eq!(cursor(Some("")), None);
         assert_eq!(cursor(None), None);
+    }
+
+    fn chrome(can_write: bool) -> Chrome {
+        Chrome {
+            title: "Queue".into(),
+            active: "queue",
+            app_name: "Test".into(),
+            user: "token-1".into(),
+            can_write,
+            csrf: "c".into(),
+        }
+    }
+
+    fn row(id: i64, key: &str) -> Row {
+        Row {
+            id,
+            key: key.into(),
+            store: "media".into(),
+            resource_type: String::new(),
+            reason: "purge".into(),
+            attempts: 2,
+            last_error: "503 <b>busy</b>".into(),
+            next_attempt_raw: "2026-12-05T00:15:00Z".into(),
+            next_attempt: "in 5 min".into(),
+            queued_raw: "2026-12-05T00:00:00Z".into(),
+            queued: "2026-12-05 00:00 UTC".into(),
+        }
+    }
+
+    fn page(can_write: bool) -> String {
+        let st = QueueStats {
+            total_pending: 1234,
+            total_failed: 1,
+            oldest_queued: Some("2026-12-05T00:00:00Z".into()),
+            newest_queued: None,
+            by_attempts: Vec::new(),
+        };
+        Page {
+            chrome: chrome(can_write),
+            error: None,
+            figures: figures(&st),
+            by_attempts: vec![(0, 1233, "1,233".into()), (2, 1, "1".into())],
+            pending: Table {
+                rows: vec![row(7, "a <b>&\"c\".jpg")],
+                total: 1234,
+                total_text: count(1234),
+                next: Some(href(Some("7"), None)),
+                first: None,
+            },
+            failed: Table {
+                rows: vec![row(9, "f.jpg")],
+                total: 1,
+                total_text: "1".into(),
+                next: None,
+                first: None,
+            },
+            total_failed: 1,
+            claimed: 0,
+        }
+        .render()
+        .expect("render")
+    }
+
+    #[test]
+    fn figures_carry_their_raw_values_and_show_separators() {
+        let html = page(true);
+        assert!(
+            html.contains(
+                r#"<div data-stat="total_pending"><dt>Pending</dt><dd data-value="1234">1,234</dd>"#
+            ),
+            "{html}"
+        );
+        assert!(html.contains(r#"data-stat="oldest_queued""#));
+        assert!(html.contains(r#"<dd data-value="2026-12-05T00:00:00Z"><time"#));
+        assert!(html.contains(r#"<li data-attempts="0" data-value="1233">"#));
+        assert!(html.contains(r#"<a href="/queue?pending_cursor=7" rel="next">Next page</a>"#));
+    }
+
+    #[test]
+    fn rows_escape_keys_and_errors_and_carry_their_buttons() {
+        let html = page(true);
+        assert!(html.contains(r#"<tr data-id="7">"#));
+        assert!(html.contains("a &#60;b&#62;&#38;&#34;c&#34;.jpg"), "{html}");
+        assert!(!html.contains("<b>busy</b>"));
+        assert!(html.contains(r#"data-retry="9""#) && html.contains(r#"data-drop="9""#));
+        assert!(html.contains(r#"<button type="button" id="run-queue">"#));
+        assert!(!html.contains("read-only"));
+    }
+
+    #[test]
+    fn a_read_only_session_sees_disabled_buttons_and_why() {
+        let html = page(false);
+        assert!(html.contains("Your token is read-only: changes are refused."));
+        for b in [
+            r#"id="run-queue" disabled"#,
+            r#"id="retry-all-failed" disabled"#,
+            r#"aria-describedby="key-7" disabled>Retry"#,
+            r#"aria-describedby="key-9" disabled>Drop"#,
+        ] {
+            assert!(html.contains(b), "{b} missing in {html}");
+        }
     }
 
     #[test]
