@@ -361,10 +361,12 @@ pub fn budget_bar(bar: &BudgetBar, width: u32, height: u32) -> String {
     );
     for (name, mark) in [("warn", bar.warn_at), ("stop", bar.stop_at)] {
         let x = c(at(mark));
-        let anchor = if mark > 0.9 { "end" } else { "middle" };
+        // Labels end at their mark (start, near the left edge), so the usual 80 % and 95 % do not
+        // run into each other.
+        let anchor = if mark < 0.2 { "start" } else { "end" };
         let _ = write!(
             s,
-            r#"<line class="mark-{name}" x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="{AXIS_COLOUR}" stroke-width="2"/><text x="{x}" y="10" text-anchor="{anchor}" font-size="10" fill="{AXIS_COLOUR}">{name} {}%</text>"#,
+            r#"<line class="mark-{name}" x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="{AXIS_COLOUR}" stroke-width="2"/><text x="{x}" y="10" text-anchor="{anchor}" font-size="11" fill="{AXIS_COLOUR}">{name} {}%</text>"#,
             c(top - 2.0),
             c(top + bar_h + 2.0),
             escape(&format!("{:.0}", mark * 100.0)),
@@ -372,7 +374,7 @@ pub fn budget_bar(bar: &BudgetBar, width: u32, height: u32) -> String {
     }
     let _ = write!(
         s,
-        r#"<text x="{}" y="{}" font-size="12" fill="{AXIS_COLOUR}">{}</text></svg>"#,
+        r#"<text x="{}" y="{}" font-size="13" fill="{AXIS_COLOUR}">{}</text></svg>"#,
         c(left),
         c(h - 4.0),
         escape(&bar.words())

@@ -26,6 +26,8 @@ pub struct AuditQuery {
 pub struct Line {
     pub id: i64,
     pub time: String,
+    /// `2025-09-15 14:30:00`: the same instant, easier to read (the column says UTC).
+    pub time_shown: String,
     pub actor: String,
     pub store: String,
     pub resource_type: &'static str,
@@ -77,6 +79,7 @@ fn line(r: AuditRow) -> Line {
     Line {
         id: r.id,
         key_href: href(&r.key, None),
+        time_shown: r.at.replace('T', " ").trim_end_matches('Z').to_string(),
         time: r.at,
         actor: r.actor,
         store: r.store,

@@ -28,6 +28,10 @@ const TREND_SCANS: usize = 30;
 /// of failed scans leaves the trend shorter rather than the page slow.
 const TREND_PAGE: u32 = 100;
 const TREND_READ_AT_MOST: usize = 1000;
+/// The trend chart's size in user units: narrow enough that its text stays legible when it is
+/// scaled down to a phone's width.
+const TREND_WIDTH: u32 = 480;
+const TREND_HEIGHT: u32 = 240;
 /// Scans the "latest scans" list shows.
 const LATEST_SCANS: u32 = 5;
 /// The budget's window, as the ledger counts it.
@@ -72,12 +76,11 @@ pub struct TrendRow {
     pub missing: Option<(u64, String)>,
 }
 
-/// An account's budget: the bar and its words.
+/// An account's budget: who it is, its figures, and the bar (which says them in words).
 pub struct BudgetView {
     pub label: String,
     pub used: u64,
     pub limit: u64,
-    pub words: String,
     pub svg: String,
 }
 
@@ -103,7 +106,7 @@ pub async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response
         chrome: Chrome::new(&s, &session, "Overview", "overview"),
         latest: None,
         budgets: Vec::new(),
-        trend_svg: svg::trend(&[], 640, 260),
+        trend_svg: svg::trend(&[], TREND_WIDTH, TREND_HEIGHT),
         trend: Vec::new(),
         scans: Vec::new(),
         max_trend: TREND_SCANS,
@@ -133,7 +136,7 @@ async fn fill(s: &AppState, page: &mut Page) -> crate::error::Result<()> {
         page.latest = Some(latest(v, duration_ms));
     }
     let points: Vec<TrendPoint> = complete.iter().rev().map(trend_point).collect();
-    page.trend_svg = svg::trend(&points, 640, 260);
+    page.trend_svg = svg::trend(&points, TREND_WIDTH, TREND_HEIGHT);
     page.trend = points
         .iter()
         .map(|p| TrendRow {
@@ -150,7 +153,6 @@ async fn fill(s: &AppState, page: &mut Page) -> crate::error::Result<()> {
             label: b.label.clone(),
             used: b.used,
             limit: b.limit,
-            words: b.words(),
             svg: svg::budget_bar(&b, 402, 60),
         })
         .collect();
