@@ -132,7 +132,7 @@
     }
     say('Preview: ' + fmt(res.json.count) + ' to queue, ' + mb(res.json.size_mb) + ' MB.');
     show(res.json);
-    opener = document.activeElement;
+    opener = preview;
     dialog.showModal();
     // The safe choice has the focus: Enter or Space on it only closes the dialog.
     cancel.focus();
