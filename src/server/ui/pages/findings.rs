@@ -482,7 +482,13 @@ fn missing_heads(ask: &Ask) -> Vec<Head> {
 /// How many findings of `kind` pass the page's filters: the API's total (kept for a finished
 /// scan, so this costs one tiny read).
 async fn tab_total(s: &AppState, id: i64, ask: &Ask, kind: FindingKind) -> Option<u64> {
-    let q = Query(ask.api_query(kind, 1));
+    // Only the total is wanted: no sort (an unindexed sort would be paid for a count that is
+    // kept anyway) and no cursor.
+    let q = Query(FindingsQuery {
+        sort: None,
+        cursor: None,
+        ..ask.api_query(kind, 1)
+    });
     let total = match kind {
         FindingKind::Orphans => scans::orphans(State(s.clone()), Path(id), q)
             .await
