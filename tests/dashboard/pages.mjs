@@ -12,9 +12,21 @@ export async function shoot(page, dir, name, { mobile = true } = {}) {
   await page.screenshot({ path: path.join(dir, `${name}-1280x800.png`), fullPage: true });
   if (!mobile) return;
   await page.setViewportSize(PHONE);
-  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
-  if (wide > PHONE.width + 1) {
-    console.log(`  (note: ${name} is ${wide}px wide at ${PHONE.width}px: the page scrolls sideways)`);
+  const wide = await page.evaluate((w) => {
+    const over = (e) => e.getBoundingClientRect().right > w + 1;
+    // The deepest elements past the edge: the ones to fix.
+    const culprits = [...document.querySelectorAll('body *')]
+      .filter((e) => over(e) && ![...e.children].some(over))
+      .slice(0, 4)
+      .map((e) => {
+        const within = e.parentElement && e.parentElement.closest('[id]');
+        const me = `${e.tagName.toLowerCase()}${e.id ? `#${e.id}` : ''}${e.classList.length ? `.${[...e.classList].join('.')}` : ''}`;
+        return `${me}${within ? ` in #${within.id}` : ''} (to ${Math.round(e.getBoundingClientRect().right)}px)`;
+      });
+    return { width: document.documentElement.scrollWidth, culprits };
+  }, PHONE.width);
+  if (wide.width > PHONE.width + 1) {
+    console.log(`  (note: ${name} is ${wide.width}px wide at ${PHONE.width}px, it scrolls sideways: ${wide.culprits.join(', ')})`);
   }
   await page.screenshot({ path: path.join(dir, `${name}-390x844.png`), fullPage: true });
   await page.setViewportSize(DESKTOP);
