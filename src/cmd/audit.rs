@@ -11,19 +11,22 @@ pub async fn run(g: &Global, args: &AuditArgs) -> Result<Exit> {
     state.close().await;
     let rows = rows?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&rows).map_err(|e| Error::State(e.to_string()))?
         );
         return Ok(Exit::Ok);
     }
     if rows.is_empty() {
-        println!("The audit log is empty.");
+        outln!("The audit log is empty.");
         return Ok(Exit::Ok);
     }
-    println!(
+    outln!(
         "{:<20}  {:<12}  {:<10}  {:<16}  KEY",
-        "AT (UTC)", "ACTOR", "STORE", "OUTCOME"
+        "AT (UTC)",
+        "ACTOR",
+        "STORE",
+        "OUTCOME"
     );
     for r in &rows {
         let key = if r.resource_type.as_str().is_empty() {
@@ -31,7 +34,7 @@ pub async fn run(g: &Global, args: &AuditArgs) -> Result<Exit> {
         } else {
             format!("{}/{}", r.resource_type.as_str(), r.key)
         };
-        println!(
+        outln!(
             "{:<20}  {:<12}  {:<10}  {:<16}  {key}{}",
             r.at,
             r.actor,

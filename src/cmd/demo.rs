@@ -243,17 +243,17 @@ pub async fn run(g: &Global, args: &DemoArgs, ui: Ui) -> Result<Exit> {
     let cfg = crate::config::load(Some(&cfg_path))?
         .ok_or_else(|| Error::Usage("demo: the config vanished".into()))?;
     if !ui.quiet {
-        println!("Built a sample app in {}:", dir.display());
-        println!("  {}  (assetgc configuration)", cfg_path.display());
-        println!(
+        outln!("Built a sample app in {}:", dir.display());
+        outln!("  {}  (assetgc configuration)", cfg_path.display());
+        outln!(
             "  {}  (SQLite: 60 users, 240 posts, some soft-deleted)",
             db_path.display()
         );
-        println!(
+        outln!(
             "  {}  (uploads: referenced files, orphans, static/ ignored, one file uploaded just now)",
             media.display()
         );
-        println!(
+        outln!(
             "Scanning it, as `assetgc --config {} scan` would:\n",
             cfg_path.display()
         );

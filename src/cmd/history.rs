@@ -20,7 +20,7 @@ pub async fn run(g: &Global, args: &HistoryArgs) -> Result<Exit> {
     if let StateUrl::Sqlite(path) = &state_url
         && !path.exists()
     {
-        println!(
+        outln!(
             "No scans recorded yet: {} does not exist (run `assetgc scan`).",
             path.display()
         );

@@ -94,7 +94,7 @@ pub fn run(args: &InitArgs) -> Result<Exit> {
     };
     file.write_all(TEMPLATE.as_bytes())
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-    println!(
+    outln!(
         "wrote {}: fill in [stores.media] url and [databases.app] url, add a [[references]], then run `assetgc check`",
         path.display()
     );

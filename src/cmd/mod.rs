@@ -8,6 +8,15 @@ use crate::cli::{Color, Global};
 use crate::config::{self, Config};
 use crate::error::{Error, Exit, Result};
 
+/// `println!` for command output: a reader that went away (`assetgc audit | head`) ends the
+/// output quietly instead of a panic.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 pub mod audit;
 pub mod check;
 pub mod clean;

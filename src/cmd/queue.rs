@@ -300,7 +300,7 @@ async fn stats(app: &App, json: bool) -> Result<Exit> {
             .iter()
             .map(|(a, n)| serde_json::json!({"attempts": a, "count": n}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "total_pending": s.total_pending,
@@ -317,27 +317,28 @@ async fn stats(app: &App, json: bool) -> Result<Exit> {
         );
         return Ok(Exit::Ok);
     }
-    println!("Deletion queue");
-    println!(
+    outln!("Deletion queue");
+    outln!(
         "  total_pending:  {} ({} due now)",
-        s.total_pending, s.due_now
+        s.total_pending,
+        s.due_now
     );
-    println!("  total_failed:   {}", s.total_failed);
-    println!(
+    outln!("  total_failed:   {}", s.total_failed);
+    outln!(
         "  oldest_queued:  {}",
         s.oldest_queued.as_deref().unwrap_or("-")
     );
-    println!(
+    outln!(
         "  newest_queued:  {}",
         s.newest_queued.as_deref().unwrap_or("-")
     );
-    println!("  next_due:       {}", s.next_due.as_deref().unwrap_or("-"));
+    outln!("  next_due:       {}", s.next_due.as_deref().unwrap_or("-"));
     let by: Vec<String> = s
         .by_attempts
         .iter()
         .map(|(a, n)| format!("{a} attempt{}: {n}", if *a == 1 { "" } else { "s" }))
         .collect();
-    println!(
+    outln!(
         "  by_attempts:    {}",
         if by.is_empty() {
             "-".to_string()
@@ -345,22 +346,22 @@ async fn stats(app: &App, json: bool) -> Result<Exit> {
             by.join(", ")
         }
     );
-    println!("  total_done:     {}", s.total_done);
-    println!("  total_dropped:  {}", s.total_dropped);
+    outln!("  total_done:     {}", s.total_done);
+    outln!("  total_dropped:  {}", s.total_dropped);
     Ok(Exit::Ok)
 }
 
 async fn list(app: &App, a: &QueueListArgs) -> Result<Exit> {
     let entries: Vec<Entry> = app.state.queue_list(a.failed, a.limit).await?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&entries).map_err(|e| Error::State(e.to_string()))?
         );
         return Ok(Exit::Ok);
     }
     if entries.is_empty() {
-        println!(
+        outln!(
             "{}",
             if a.failed {
                 "No failed entries."
@@ -370,12 +371,18 @@ async fn list(app: &App, a: &QueueListArgs) -> Result<Exit> {
         );
         return Ok(Exit::Ok);
     }
-    println!(
+    outln!(
         "{:>6}  {:<8}  {:<10}  {:<5}  {:>8}  {:<20}  {:<10}  KEY / LAST ERROR",
-        "ID", "STATE", "STORE", "TYPE", "ATTEMPTS", "NEXT ATTEMPT", "REASON"
+        "ID",
+        "STATE",
+        "STORE",
+        "TYPE",
+        "ATTEMPTS",
+        "NEXT ATTEMPT",
+        "REASON"
     );
     for e in &entries {
-        println!(
+        outln!(
             "{:>6}  {:<8}  {:<10}  {:<5}  {:>8}  {:<20}  {:<10}  {}{}",
             e.id,
             e.state.to_string(),
@@ -414,25 +421,25 @@ async fn change(app: &App, a: &QueueSelectArgs, retry: bool) -> Result<Exit> {
     } else {
         Changed::Dropped
     });
-    println!(
+    outln!(
         "{} {n} entr{}.",
         if retry { "Retried" } else { "Dropped" },
         if n == 1 { "y" } else { "ies" }
     );
     if !retry && count(Changed::Refused) > 0 {
-        println!(
+        outln!(
             "Left {} whose object may be in the trash from an interrupted attempt: `assetgc queue retry` lets the worker find that copy and record it, or move it back.",
             count(Changed::Refused)
         );
     }
     if retry && count(Changed::Dropped) > 0 {
-        println!(
+        outln!(
             "Dropped {} whose object is queued again (the newer entry stays).",
             count(Changed::Dropped)
         );
     }
     if retry && n > 0 && std::io::stdout().is_terminal() {
-        println!("They are due now: `assetgc queue run` processes them.");
+        outln!("They are due now: `assetgc queue run` processes them.");
     }
     Ok(Exit::Ok)
 }
