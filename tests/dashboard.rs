@@ -830,7 +830,7 @@ async fn every_page_has_a_csp_and_no_inline_code() {
     for session in [&write, &login(&api, &api.read).await] {
         for path in PAGES.iter().map(|p| (*p).to_string()).chain([
             format!("/findings?scan={scan_id}&kind=missing"),
-            format!("/findings?scan={scan_id}&kind=orphans&prefix=tmp%2F&sort=-size"),
+            format!("/findings?scan={scan_id}&kind=orphans&prefix=tmp%2F&sort=-size_bytes"),
             "/audit?key=tmp%2F00.jpg".to_string(),
         ]) {
             let r = page(&api, session, &path).await;
