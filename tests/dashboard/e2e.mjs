@@ -118,15 +118,17 @@ async function statusText(page) {
   return ((await page.locator('#status').textContent()) || '').trim();
 }
 
-/// Waits until #status says something matching `re`; its text.
+/// Waits until #status says something matching `re` (a RegExp, or a test on the text), as an error
+/// or not; its text. Text and class are read together: a status that changes between two reads
+/// must not pass as one it never was.
 async function waitStatus(page, re, { error = false, timeout = 10_000 } = {}) {
-  let last = '';
+  const matches = typeof re === 'function' ? re : (t) => re.test(t);
+  let last = { text: '', isError: false };
   await eventually(async () => {
-    last = await statusText(page);
-    const isError = await page.locator('#status').evaluate((e) => e.classList.contains('error'));
-    return re.test(last) && isError === error;
-  }, timeout, () => `#status never said ${re}${error ? ' as an error' : ''}; it says ${JSON.stringify(last)}`);
-  return last;
+    last = await page.locator('#status').evaluate((e) => ({ text: (e.textContent || '').trim(), isError: e.classList.contains('error') }));
+    return matches(last.text) && last.isError === error;
+  }, timeout, () => `#status never said ${re}${error ? ' as an error' : ''}; it says ${JSON.stringify(last.text)}${last.isError ? ' (as an error)' : ''}`);
+  return last.text;
 }
 
 async function login(page, token, { keyboard }) {
@@ -382,14 +384,14 @@ async function main() {
       eq(Number(await dataValue(page, '#total')), 80, '#total');
       await page.getByLabel(/All 80 matching/).check();
       await page.getByRole('button', { name: 'Preview deletion' }).click();
-      const said = await waitStatus(page, /\S/, { error: true });
+      const said = await waitStatus(page, (t) => t.includes(refused.json.error), { error: true });
       assert(said.includes(refused.json.error), `#status carries the API's message ${JSON.stringify(refused.json.error)}: ${JSON.stringify(said)}`);
       assert(/allow-mass-delete/.test(said), `#status names --allow-mass-delete: ${JSON.stringify(said)}`);
       // When a page opens its dialog anyway, confirming it must be refused the same way.
       const dialog = page.locator('dialog#preview-dialog');
       if (await dialog.isVisible()) {
         await page.getByRole('button', { name: 'Queue for deletion' }).click();
-        const again = await waitStatus(page, /\S/, { error: true });
+        const again = await waitStatus(page, (t) => t.includes(refused.json.error), { error: true });
         assert(again.includes(refused.json.error), `the refused queueing shows the API's message: ${JSON.stringify(again)}`);
       }
       const stats = await api.get('/api/cleanup/stats');
