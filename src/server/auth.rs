@@ -110,14 +110,18 @@ impl Auth {
     /// that token is still known.
     pub async fn identify_digest(&self, state: &StateDb, presented: &[u8; 32]) -> Option<Caller> {
         let presented = *presented;
-        if let Some(c) = self.find(&presented, false) {
-            return Some(c);
-        }
-        // Not known: read the stored tokens again (at most once per REFRESH, so bad tokens
-        // cannot make every request a database read).
+        // The stored tokens are read again at most once per REFRESH (so bad tokens cannot make
+        // every request a database read), and also while known ones are used: a token deleted
+        // from the state database stops working, and so do the dashboard sessions opened with
+        // it, within REFRESH. The first caller past the interval claims the read; the others go
+        // on with the list they have.
         let due = {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            cache.read_at.is_none_or(|t| t.elapsed() >= REFRESH)
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = cache.read_at.is_none_or(|t| t.elapsed() >= REFRESH);
+            if due {
+                cache.read_at = Some(Instant::now());
+            }
+            due
         };
         if due {
             match state.tokens().await {
@@ -136,13 +140,11 @@ impl Auth {
                         .collect();
                     let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
                     cache.stored = stored;
-                    cache.read_at = Some(Instant::now());
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read the API tokens"),
             }
-            return self.find(&presented, true);
         }
-        None
+        self.find(&presented, due)
     }
 
     fn find(&self, presented: &[u8; 32], _fresh: bool) -> Option<Caller> {

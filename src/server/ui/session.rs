@@ -92,10 +92,17 @@ pub fn is_https(headers: &HeaderMap, trust_forwarded_proto: bool) -> bool {
 
 /// A request from another site is refused: its `Origin` (or, without one, `Referer`) must name
 /// this host, and a browser's `Sec-Fetch-Site` must not say `cross-site` or `same-site`.
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers
-        .get(header::HOST)
+pub fn same_origin(headers: &HeaderMap, trust_forwarded: bool) -> bool {
+    // Behind a proxy that rewrites `Host` (nginx's default), the browser's host is the one the
+    // proxy forwards, when it is trusted.
+    let forwarded = trust_forwarded
+        .then(|| headers.get("x-forwarded-host"))
+        .flatten()
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    let host = forwarded
+        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
         .unwrap_or_default();
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")
@@ -123,8 +130,12 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 
 /// What a session's request that changes something must show: its own origin and the
 /// session's CSRF token in `X-CSRF-Token`.
-pub fn check_write(headers: &HeaderMap, session: &Session, _https: bool) -> Result<(), String> {
-    if !same_origin(headers) {
+pub fn check_write(
+    headers: &HeaderMap,
+    session: &Session,
+    trust_forwarded: bool,
+) -> Result<(), String> {
+    if !same_origin(headers, trust_forwarded) {
         return Err(
             "refused: a request from another site (its Origin is not this dashboard)".into(),
         );
@@ -158,8 +169,18 @@ fn set_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
 
 /// Where to go after logging in: a path of this site only (never `//host` or a URL).
 pub fn safe_next(next: Option<&str>) -> String {
+    // Printable ASCII only: browsers drop tabs and newlines from a URL, so `/\t/evil.example`
+    // would read as `//evil.example`; and the path must stay on this host once resolved.
+    let ok = |n: &str| {
+        n.starts_with('/')
+            && n.bytes().all(|b| b.is_ascii_graphic())
+            && !matches!(n.as_bytes().get(1), Some(b'/' | b'\\'))
+            && url::Url::parse("http://assetgc.invalid/")
+                .and_then(|base| base.join(n))
+                .is_ok_and(|u| u.host_str() == Some("assetgc.invalid"))
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if ok(n) => n.to_string(),
         _ => "/".to_string(),
     }
 }
@@ -182,8 +203,13 @@ pub async fn login(
     headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "refused: a login from another site").into_response();
+    let trust = s.app.cfg.server.trust_forwarded_proto;
+    if !same_origin(&headers, trust) {
+        return super::login_page(
+            Some("Refused: a login from another site."),
+            "/",
+            StatusCode::FORBIDDEN,
+        );
     }
     let next = safe_next(form.next.as_deref());
     let token = form.token.trim();
@@ -201,6 +227,12 @@ pub async fn login(
             StatusCode::INTERNAL_SERVER_ERROR,
         );
     };
+    // A browser that logs in again leaves its old session behind: end it.
+    if let Some(old) = from_request(&s, &headers).await
+        && let Err(e) = s.app.state.end_ui_session(&old.id_sha256).await
+    {
+        tracing::warn!(error = %crate::error::one_line(&e), "cannot end a dashboard session");
+    }
     let now = Utc::now();
     if let Err(e) = s
         .app
@@ -236,20 +268,27 @@ pub async fn logout(
     headers: HeaderMap,
     axum::Form(form): axum::Form<LogoutForm>,
 ) -> Response {
+    let trust = s.app.cfg.server.trust_forwarded_proto;
+    let secure = is_https(&headers, trust);
     let Some(session) = from_request(&s, &headers).await else {
-        return Redirect::to("/login").into_response();
+        // No live session: clear whatever cookie is left.
+        let mut r = Redirect::to("/login").into_response();
+        r.headers_mut()
+            .insert(header::SET_COOKIE, set_cookie("", 0, secure));
+        return r;
     };
-    if !same_origin(&headers) || !csrf_matches(&form.csrf, &session.csrf) {
-        return (
+    if !same_origin(&headers, trust) || !csrf_matches(&form.csrf, &session.csrf) {
+        return super::login_page(
+            Some(
+                "Refused: the logout lacks this session's CSRF token. Reload the page and try again.",
+            ),
+            "/",
             StatusCode::FORBIDDEN,
-            "refused: the logout lacks this session's CSRF token",
-        )
-            .into_response();
+        );
     }
     if let Err(e) = s.app.state.end_ui_session(&session.id_sha256).await {
         tracing::warn!(error = %crate::error::one_line(&e), "cannot end a dashboard session");
     }
-    let secure = is_https(&headers, s.app.cfg.server.trust_forwarded_proto);
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, set_cookie("", 0, secure));
@@ -268,26 +307,41 @@ mod tests {
         h
     }
 
+    fn same_origin_plain(h: &HeaderMap) -> bool {
+        same_origin(h, false)
+    }
+
+    #[test]
+    fn a_trusted_proxy_s_forwarded_host_is_the_origin_s() {
+        let h = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("x-forwarded-host", "dash.example"),
+            ("origin", "https://dash.example"),
+        ]);
+        assert!(same_origin(&h, true));
+        assert!(!same_origin(&h, false));
+    }
+
     #[test]
     fn other_origins_are_refused() {
-        assert!(same_origin(&headers(&[("host", "127.0.0.1:8080")])));
-        assert!(same_origin(&headers(&[
+        assert!(same_origin_plain(&headers(&[("host", "127.0.0.1:8080")])));
+        assert!(same_origin_plain(&headers(&[
             ("host", "127.0.0.1:8080"),
             ("origin", "http://127.0.0.1:8080")
         ])));
-        assert!(!same_origin(&headers(&[
+        assert!(!same_origin_plain(&headers(&[
             ("host", "127.0.0.1:8080"),
             ("origin", "http://evil.example")
         ])));
-        assert!(!same_origin(&headers(&[
+        assert!(!same_origin_plain(&headers(&[
             ("host", "127.0.0.1:8080"),
             ("origin", "null")
         ])));
-        assert!(!same_origin(&headers(&[
+        assert!(!same_origin_plain(&headers(&[
             ("host", "a:1"),
             ("sec-fetch-site", "cross-site")
         ])));
-        assert!(!same_origin(&headers(&[
+        assert!(!same_origin_plain(&headers(&[
             ("host", "a:1"),
             ("referer", "http://b:1/x")
         ])));
@@ -299,6 +353,15 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(None), "/");
+        for bad in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\t\\evil.example",
+            "/\\evil.example",
+            "/ /x",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
     }
 
     #[test]
