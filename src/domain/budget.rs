@@ -42,6 +42,30 @@ impl Usage {
     }
 }
 
+/// The rolling window our own count covers when the provider gives no reset time.
+pub const WINDOW_MINUTES: i64 = 60;
+
+/// Calls spent in the current window and the window's limit: the provider's figures while its
+/// reset time lies ahead, else our count of the last 60 minutes (since the provider's last
+/// reset, when that is nearer). `calls_since(minute)` sums the calls counted from that minute
+/// (minutes since the epoch) on.
+pub fn window_used(
+    provider: Option<Provider>,
+    calls_per_hour: u64,
+    now: DateTime<Utc>,
+    calls_since: impl Fn(i64) -> u64,
+) -> (u64, u64) {
+    if let Some(p) = provider.filter(|p| p.reset_at > now) {
+        return (p.limit.saturating_sub(p.remaining), p.limit);
+    }
+    let mut from = crate::time::minute_of(now) - (WINDOW_MINUTES - 1);
+    if let Some(p) = provider {
+        from = from.max(crate::time::minute_of(p.reset_at));
+    }
+    let limit = provider.map_or(calls_per_hour, |p| p.limit.max(1));
+    (calls_since(from), limit)
+}
+
 /// `used / limit`, 1.0 when there is no limit to spend.
 #[allow(clippy::cast_precision_loss)] // call counts are far below 2^52
 pub fn share(used: u64, limit: u64) -> f64 {

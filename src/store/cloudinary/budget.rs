@@ -15,8 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::ApiBudget;
-use crate::domain::budget::share;
 pub use crate::domain::budget::{BudgetLog, Persisted, Provider, Usage};
+use crate::domain::budget::{share, window_used};
 use crate::time::{minute_of, rfc3339};
 
 /// How often a run's calls are added to the state database's counts (and the other runs' calls
@@ -185,26 +185,13 @@ struct Inner {
     stopped: Option<String>,
 }
 
-const WINDOW_MINUTES: i64 = 60;
-
 impl Inner {
-    /// Calls spent in the current window and the window's limit: the provider's figures while
-    /// its reset time lies ahead, else our count of the last 60 minutes (since the provider's
-    /// last reset, when that is nearer).
+    /// Calls spent in the current window and the window's limit ([`window_used`]).
     fn used(&self, settings: &ApiBudget, now: DateTime<Utc>) -> (u64, u64) {
-        if let Some(p) = self.provider.filter(|p| p.reset_at > now) {
-            return (p.limit.saturating_sub(p.remaining), p.limit);
-        }
-        let mut from = minute_of(now) - (WINDOW_MINUTES - 1);
-        if let Some(p) = self.provider {
-            from = from.max(minute_of(p.reset_at));
-        }
-        let used = self.counted.range(from..).map(|(_, n)| n).sum::<u64>()
-            + self.unflushed.range(from..).map(|(_, n)| n).sum::<u64>();
-        let limit = self
-            .provider
-            .map_or(settings.calls_per_hour, |p| p.limit.max(1));
-        (used, limit)
+        window_used(self.provider, settings.calls_per_hour, now, |from| {
+            self.counted.range(from..).map(|(_, n)| n).sum::<u64>()
+                + self.unflushed.range(from..).map(|(_, n)| n).sum::<u64>()
+        })
     }
 }
 

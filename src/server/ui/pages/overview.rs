@@ -15,12 +15,12 @@ use super::super::{Chrome, render, require};
 use crate::config::{Config, StoreLocation};
 use crate::domain::Spelling as _;
 use crate::domain::budget::Persisted;
+use crate::domain::budget::window_used;
 use crate::domain::scan::{ScanMode, ScanState, Summary};
 use crate::report::{count, size_mb};
 use crate::server::AppState;
 use crate::state::ScanLog as _;
 use crate::state::findings_pages::ScanView;
-use crate::time::minute_of;
 
 /// Complete scans the trend shows.
 const TREND_SCANS: usize = 30;
@@ -34,8 +34,6 @@ const TREND_WIDTH: u32 = 480;
 const TREND_HEIGHT: u32 = 240;
 /// Scans the "latest scans" list shows.
 const LATEST_SCANS: u32 = 5;
-/// The budget's window, as the ledger counts it.
-const WINDOW_MINUTES: i64 = 60;
 
 /// One figure of the latest scan: its name (for tests and scripts), label, raw value, and how
 /// people read it.
@@ -348,25 +346,14 @@ pub fn budgets(
         .iter()
         .map(|(account, cloud, stores, settings)| {
             let p = kept.get(account).cloned().unwrap_or_default();
-            let (used, limit) = match p.provider.filter(|p| p.reset_at > now) {
-                Some(pr) => (pr.limit.saturating_sub(pr.remaining), pr.limit),
-                None => {
-                    let mut from = minute_of(now) - (WINDOW_MINUTES - 1);
-                    if let Some(pr) = p.provider {
-                        from = from.max(minute_of(pr.reset_at));
-                    }
-                    let used = p
-                        .minutes
-                        .iter()
-                        .filter(|(m, _)| *m >= from)
-                        .map(|(_, n)| n)
-                        .sum();
-                    let limit = p
-                        .provider
-                        .map_or(settings.calls_per_hour, |pr| pr.limit.max(1));
-                    (used, limit)
-                }
-            };
+            // The ledger's own reckoning, over what the state database kept.
+            let (used, limit) = window_used(p.provider, settings.calls_per_hour, now, |from| {
+                p.minutes
+                    .iter()
+                    .filter(|(m, _)| *m >= from)
+                    .map(|(_, n)| n)
+                    .sum()
+            });
             // Two API keys of one cloud are told apart by their stores, never by the key.
             let label = if same_cloud(cloud) > 1 {
                 format!("Cloudinary cloud {cloud} (stores {})", stores.join(", "))
@@ -389,6 +376,7 @@ mod tests {
     use super::*;
     use crate::domain::budget::Provider;
     use crate::domain::scan::Window;
+    use crate::time::minute_of;
 
     fn view(id: i64, mode: ScanMode, summary: Option<Summary>) -> ScanView {
         ScanView {
