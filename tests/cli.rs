@@ -1157,3 +1157,37 @@ fn history_without_any_scan_says_so_and_creates_nothing() {
     assert!(out.stdout.contains("No scans recorded yet"), "{out:?}");
     assert!(!f.path("assetgc.db").exists());
 }
+
+#[test]
+fn output_to_a_reader_that_went_away_ends_quietly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let demo = dir.path().join("demo");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_assetgc"))
+        .args(["demo", "--dir"])
+        .arg(&demo)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("demo");
+    assert!(made.status.success());
+    for args in [["queue", "stats"], ["history", "--limit"]] {
+        let mut args: Vec<&str> = args.to_vec();
+        if args[0] == "history" {
+            args.push("50");
+        }
+        // The reading end is closed before the command writes: `assetgc … | head -0`.
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_assetgc"))
+            .arg("--config")
+            .arg(demo.join("assetgc.toml"))
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}

@@ -29,7 +29,7 @@ pub async fn run(g: &Global, args: &HistoryArgs) -> Result<Exit> {
     let state = State::open(&state_url).await?;
     let scans = state.history(args.limit).await;
     state.close().await;
-    print!("{}", table(&scans?));
+    super::print(&table(&scans?))?;
     Ok(Exit::Ok)
 }
 
